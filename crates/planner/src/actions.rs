@@ -1,0 +1,144 @@
+//! What the planner asks the driver to do, and what the driver reports back.
+
+use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies an action so its outcome can be reported back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ActionId(pub u64);
+
+/// Why a group's target size changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetReason {
+    /// New nodes for these pending pods.
+    ScaleUp { pods: u32 },
+    /// Capacity that the cloud reported it will not deliver is given back.
+    GiveBack { undelivered: u32 },
+}
+
+/// Why an instance is terminated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TerminateReason {
+    /// The node had nothing to do for the unneeded time.
+    Empty,
+    /// A retired node's last batch pod finished.
+    RetiredAndDrained,
+    /// Under-utilised, and its evictable pods were moved elsewhere.
+    Underutilized,
+    /// Unready for longer than the unready time.
+    Unready,
+    /// The instance never became a node within the provision time.
+    LaunchTimeout,
+    /// Part of a gang launch that could not be completed.
+    GangRollback,
+}
+
+impl TerminateReason {
+    /// A short, stable name for metrics and events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::RetiredAndDrained => "retired-and-drained",
+            Self::Underutilized => "underutilized",
+            Self::Unready => "unready",
+            Self::LaunchTimeout => "launch-timeout",
+            Self::GangRollback => "gang-rollback",
+        }
+    }
+}
+
+/// A persisted pool backoff, so a restarted process does not forget it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackoffRecord {
+    pub pool: PoolKey,
+    pub kind: LaunchFailureKind,
+    pub until: Time,
+    /// The backoff duration that applied, in milliseconds (doubles on repeat failures).
+    pub duration_ms: u64,
+    pub last_failure: Time,
+    pub message: String,
+}
+
+/// One thing the driver must do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// Set a group's desired capacity (never above its max).
+    SetTargetSize { id: ActionId, group: NodeGroupId, from: u32, to: u32, reason: TargetReason },
+    /// Terminate exactly this instance and decrement the group's desired capacity.
+    TerminateInstance {
+        id: ActionId,
+        group: NodeGroupId,
+        instance: InstanceId,
+        node: Option<NodeName>,
+        reason: TerminateReason,
+    },
+    /// Taint the node NoSchedule and annotate it: nothing new lands, it goes when empty.
+    RetireNode { id: ActionId, node: NodeName, reason: String },
+    /// Remove the retirement taint and annotations.
+    UnretireNode { id: ActionId, node: NodeName },
+    /// Evict a pod through the Eviction API (respecting PodDisruptionBudgets).
+    EvictPod { id: ActionId, pod: PodKey, node: NodeName },
+    /// Persist (or clear, with `None`) the node's idle-since annotation.
+    MarkIdle { id: ActionId, node: NodeName, since: Option<Time> },
+    /// Persist a pool backoff (or its end, when `until` has passed).
+    PersistBackoff { id: ActionId, record: BackoffRecord },
+}
+
+impl Action {
+    /// The action's id.
+    pub fn id(&self) -> ActionId {
+        match self {
+            Self::SetTargetSize { id, .. }
+            | Self::TerminateInstance { id, .. }
+            | Self::RetireNode { id, .. }
+            | Self::UnretireNode { id, .. }
+            | Self::EvictPod { id, .. }
+            | Self::MarkIdle { id, .. }
+            | Self::PersistBackoff { id, .. } => *id,
+        }
+    }
+
+    /// Whether carrying it out changes the cluster or the cloud in a way that can
+    /// hurt a workload (used by dry-run logs and safety checks).
+    pub fn is_destructive(&self) -> bool {
+        matches!(self, Self::TerminateInstance { .. } | Self::EvictPod { .. })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SetTargetSize { group, from, to, reason, .. } => match reason {
+                TargetReason::ScaleUp { pods } => write!(f, "scale up {group} {from} -> {to} for {pods} pending pods"),
+                TargetReason::GiveBack { undelivered } => {
+                    write!(f, "give back {undelivered} undelivered nodes of {group}: {from} -> {to}")
+                }
+            },
+            Self::TerminateInstance { group, instance, node, reason, .. } => {
+                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
+                write!(f, "terminate {instance} (node {node}) of {group}: {}", reason.as_str())
+            }
+            Self::RetireNode { node, reason, .. } => write!(f, "retire node {node}: {reason}"),
+            Self::UnretireNode { node, .. } => write!(f, "un-retire node {node}"),
+            Self::EvictPod { pod, node, .. } => write!(f, "evict {pod} from {node}"),
+            Self::MarkIdle { node, since, .. } => match since {
+                Some(t) => write!(f, "mark {node} idle since {t}"),
+                None => write!(f, "clear idle mark of {node}"),
+            },
+            Self::PersistBackoff { record, .. } => write!(f, "persist backoff of {} until {}", record.pool, record.until),
+        }
+    }
+}
+
+/// The result of an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    /// The target no longer exists (pod or node gone): treated as done.
+    Gone,
+    /// Refused for now (PDB 429, conflict, throttling): the planner may try again.
+    Retry { message: String },
+    /// Failed for good.
+    Failed { message: String },
+}

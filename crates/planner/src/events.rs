@@ -1,0 +1,156 @@
+//! Explanations: every decision and every non-decision the planner makes, as data
+//! that adapters turn into logs, Kubernetes Events, metrics and simulator timelines.
+
+use crate::actions::TerminateReason;
+use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Why a group could not help a pending pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NoScaleUpReason {
+    /// The pod does not fit on an empty node of the group.
+    ExceedsNodeShape { shortfall: String },
+    /// The group's node labels do not satisfy the pod's selector or affinity.
+    LabelsDoNotMatch,
+    /// The group's nodes carry a taint the pod does not tolerate.
+    TaintNotTolerated { taint: String },
+    /// The group is at its maximum size.
+    GroupAtMax { max: u32 },
+    /// Every pool of the group is backed off after launch failures.
+    PoolBackedOff { until: Time, kind: LaunchFailureKind },
+    /// A cluster-wide limit (nodes, cores, memory) is reached.
+    ClusterLimit { limit: String },
+    /// The per-pass cap on new nodes is reached.
+    LoopCapReached,
+    /// A gang needs more nodes than the group can add.
+    GangDoesNotFit { needed_pods: u32 },
+    /// Another group was preferred by the expander.
+    NotChosen,
+    /// The priority expander's table gives the group no priority.
+    NoPriority,
+}
+
+impl fmt::Display for NoScaleUpReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ExceedsNodeShape { shortfall } => write!(f, "does not fit an empty node: {shortfall}"),
+            Self::LabelsDoNotMatch => f.write_str("node selector/affinity does not match the group's labels"),
+            Self::TaintNotTolerated { taint } => write!(f, "taint {taint} not tolerated"),
+            Self::GroupAtMax { max } => write!(f, "group at max size {max}"),
+            Self::PoolBackedOff { until, kind } => write!(f, "pool backed off until {until} after {}", kind.as_str()),
+            Self::ClusterLimit { limit } => write!(f, "cluster limit reached: {limit}"),
+            Self::LoopCapReached => f.write_str("per-pass new-node cap reached"),
+            Self::GangDoesNotFit { needed_pods } => write!(f, "gang of {needed_pods} pods does not fit in the group's remaining room"),
+            Self::NotChosen => f.write_str("another group was chosen by the expander"),
+            Self::NoPriority => f.write_str("no priority in the priority expander's table"),
+        }
+    }
+}
+
+/// One explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PlannerEvent {
+    /// The snapshot was not synced: nothing was decided.
+    SnapshotNotSynced,
+    /// A group is scaled up for these pods.
+    TriggeredScaleUp { group: NodeGroupId, from: u32, to: u32, pods: Vec<PodKey> },
+    /// A pending pod will be served by capacity that exists or is on its way.
+    WaitingForCapacity { pod: PodKey, group: Option<NodeGroupId> },
+    /// A pending pod triggered no scale-up; the reason per group. Reported once per
+    /// pod until the set of groups or the reasons change.
+    NotTriggerScaleUp { pod: PodKey, reasons: BTreeMap<NodeGroupId, NoScaleUpReason> },
+    /// A pool was backed off after a launch failure.
+    PoolBackedOff { pool: PoolKey, kind: LaunchFailureKind, until: Time, message: String },
+    /// A pool's backoff ended.
+    PoolBackoffExpired { pool: PoolKey },
+    /// Desired capacity that will not be delivered was given back.
+    CapacityGivenBack { group: NodeGroupId, count: u32 },
+    /// A gang's partial launch was rolled back.
+    GangRolledBack { gang: String, group: NodeGroupId, launched: u32, needed: u32 },
+    /// A node is being retired: tainted NoSchedule, removed when its batch pods finish.
+    NodeRetired { node: NodeName, reason: String },
+    /// A retired node is taken back into service for pending pods.
+    NodeUnretired { node: NodeName, pods: u32 },
+    /// A node became a scale-down candidate (decision taken, awaiting re-validation).
+    ScaleDownCandidate { node: NodeName, reason: TerminateReason },
+    /// A decision did not survive re-validation on a newer snapshot.
+    ScaleDownCancelled { node: NodeName, why: String },
+    /// A node's instance is being terminated.
+    ScaleDown { node: Option<NodeName>, instance: InstanceId, group: NodeGroupId, reason: TerminateReason },
+    /// An instance never registered within the provision time.
+    LaunchTimedOut { instance: InstanceId, group: NodeGroupId },
+    /// An action failed.
+    ActionFailed { action: String, message: String },
+    /// A configuration or data problem that was worked around.
+    Warning { message: String },
+}
+
+impl PlannerEvent {
+    /// A short, stable name (Kubernetes Event reason, metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SnapshotNotSynced => "SnapshotNotSynced",
+            Self::TriggeredScaleUp { .. } => "TriggeredScaleUp",
+            Self::WaitingForCapacity { .. } => "WaitingForCapacity",
+            Self::NotTriggerScaleUp { .. } => "NotTriggerScaleUp",
+            Self::PoolBackedOff { .. } => "PoolBackedOff",
+            Self::PoolBackoffExpired { .. } => "PoolBackoffExpired",
+            Self::CapacityGivenBack { .. } => "CapacityGivenBack",
+            Self::GangRolledBack { .. } => "GangRolledBack",
+            Self::NodeRetired { .. } => "NodeRetired",
+            Self::NodeUnretired { .. } => "NodeUnretired",
+            Self::ScaleDownCandidate { .. } => "ScaleDownCandidate",
+            Self::ScaleDownCancelled { .. } => "ScaleDownCancelled",
+            Self::ScaleDown { .. } => "ScaleDown",
+            Self::LaunchTimedOut { .. } => "LaunchTimedOut",
+            Self::ActionFailed { .. } => "ActionFailed",
+            Self::Warning { .. } => "Warning",
+        }
+    }
+}
+
+impl fmt::Display for PlannerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SnapshotNotSynced => f.write_str("snapshot not synced: no decision taken"),
+            Self::TriggeredScaleUp { group, from, to, pods } => {
+                write!(f, "scale-up of {group} {from} -> {to} for {} pods", pods.len())
+            }
+            Self::WaitingForCapacity { pod, group } => match group {
+                Some(g) => write!(f, "{pod} waits for upcoming capacity in {g}"),
+                None => write!(f, "{pod} fits on existing capacity"),
+            },
+            Self::NotTriggerScaleUp { pod, reasons } => {
+                write!(f, "{pod} did not trigger scale-up")?;
+                if reasons.is_empty() {
+                    f.write_str(": no node groups")?;
+                }
+                for (group, reason) in reasons {
+                    write!(f, "; {group}: {reason}")?;
+                }
+                Ok(())
+            }
+            Self::PoolBackedOff { pool, kind, until, message } => {
+                write!(f, "pool {pool} backed off until {until} ({}): {message}", kind.as_str())
+            }
+            Self::PoolBackoffExpired { pool } => write!(f, "pool {pool} backoff expired"),
+            Self::CapacityGivenBack { group, count } => write!(f, "gave back {count} undelivered nodes of {group}"),
+            Self::GangRolledBack { gang, group, launched, needed } => {
+                write!(f, "gang {gang}: {group} delivered {launched} of {needed} nodes, rolled back")
+            }
+            Self::NodeRetired { node, reason } => write!(f, "retiring {node}: {reason}"),
+            Self::NodeUnretired { node, pods } => write!(f, "un-retired {node} for {pods} pending pods"),
+            Self::ScaleDownCandidate { node, reason } => write!(f, "{node} is a scale-down candidate ({})", reason.as_str()),
+            Self::ScaleDownCancelled { node, why } => write!(f, "scale-down of {node} cancelled: {why}"),
+            Self::ScaleDown { node, instance, group, reason } => {
+                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
+                write!(f, "removing {node} ({instance}) from {group}: {}", reason.as_str())
+            }
+            Self::LaunchTimedOut { instance, group } => write!(f, "{instance} of {group} never became a node"),
+            Self::ActionFailed { action, message } => write!(f, "{action} failed: {message}"),
+            Self::Warning { message } => write!(f, "warning: {message}"),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Gang scale-up bookkeeping: a gang's nodes are launched together in one pool; if the
+//! pool cannot deliver all of them within the gang window (or reports a failure),
+//! the partial launch is rolled back so no node idles for a gang that cannot start,
+//! and the pool is backed off so the next pass serves the gang elsewhere.
+
+use crate::actions::{Action, TargetReason, TerminateReason};
+use crate::events::PlannerEvent;
+use crate::Planner;
+use model::{ClusterSnapshot, GangId, InstanceId, LaunchFailureKind, NodeGroupId, PodPhase, Time};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One gang's launch in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct GangLaunch {
+    pub gang: GangId,
+    pub group: NodeGroupId,
+    /// Nodes requested for it.
+    pub nodes: u32,
+    pub started: Time,
+    /// Instances of the group before the launch: anything newer was launched for it.
+    pub instances_before: BTreeSet<InstanceId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GangTracker {
+    launches: BTreeMap<GangId, GangLaunch>,
+    /// Gangs whose pool reported a failure since the last pass.
+    failed: BTreeSet<GangId>,
+}
+
+impl GangTracker {
+    pub(crate) fn start(&mut self, launch: GangLaunch) {
+        self.failed.remove(&launch.gang);
+        self.launches.insert(launch.gang.clone(), launch);
+    }
+
+    /// A launch failure in `group`: its gangs will be rolled back on the next pass.
+    pub(crate) fn group_failed(&mut self, group: &NodeGroupId) {
+        for l in self.launches.values().filter(|l| &l.group == group) {
+            self.failed.insert(l.gang.clone());
+        }
+    }
+}
+
+impl Planner {
+    /// Completes or rolls back gang launches.
+    pub(crate) fn check_gangs(&mut self, now: Time, snapshot: &ClusterSnapshot) {
+        if self.gangs.launches.is_empty() {
+            return;
+        }
+        // Gangs whose pods are all bound (or gone) are done.
+        let mut pending_by_gang: BTreeMap<&GangId, u32> = BTreeMap::new();
+        for p in &snapshot.pods {
+            if let Some(g) = &p.gang {
+                if p.node.is_none() && p.phase == PodPhase::Pending {
+                    *pending_by_gang.entry(&g.gang).or_default() += 1;
+                }
+            }
+        }
+        let launches: Vec<GangLaunch> = self.gangs.launches.values().cloned().collect();
+        for launch in launches {
+            if !pending_by_gang.contains_key(&launch.gang) {
+                self.gangs.launches.remove(&launch.gang);
+                self.gangs.failed.remove(&launch.gang);
+                continue;
+            }
+            let failed = self.gangs.failed.contains(&launch.gang);
+            let timed_out = now.saturating_since(launch.started) >= self.settings.gang_provision_timeout;
+            if failed || timed_out {
+                self.roll_back_gang(now, snapshot, &launch, timed_out && !failed);
+                self.gangs.launches.remove(&launch.gang);
+                self.gangs.failed.remove(&launch.gang);
+            }
+        }
+    }
+
+    fn roll_back_gang(&mut self, now: Time, snapshot: &ClusterSnapshot, launch: &GangLaunch, back_off_pool: bool) {
+        let Some(group) = snapshot.groups.iter().find(|g| g.spec.id == launch.group) else { return };
+        let mut occupied: BTreeSet<&str> = BTreeSet::new();
+        for p in &snapshot.pods {
+            if p.occupies_node() && !p.is_node_infrastructure() {
+                if let Some(n) = &p.node {
+                    occupied.insert(n.as_str());
+                }
+            }
+        }
+        let node_of = |id: &InstanceId| snapshot.nodes.iter().find(|n| n.instance.as_ref() == Some(id));
+        let launched: Vec<_> = group
+            .instances
+            .iter()
+            .filter(|i| !launch.instances_before.contains(&i.id) && !self.terminating.contains_key(&i.id))
+            .take(launch.nodes as usize)
+            .collect();
+        let mut rolled = 0;
+        for instance in &launched {
+            let node = node_of(&instance.id);
+            // Never take away a node that runs something (safety over tidiness).
+            if node.is_some_and(|n| occupied.contains(n.name.as_str())) {
+                continue;
+            }
+            let id = self.next_id();
+            self.terminating.insert(instance.id.clone(), now);
+            self.actions.push_back(Action::TerminateInstance {
+                id,
+                group: launch.group.clone(),
+                instance: instance.id.clone(),
+                node: node.map(|n| n.name.clone()),
+                reason: TerminateReason::GangRollback,
+            });
+            rolled += 1;
+        }
+        // Nodes requested but never launched: give the desired capacity back.
+        let target = self.requested_targets.get(&launch.group).map_or(group.target, |r| r.target);
+        let after_terminations = target.saturating_sub(rolled);
+        let never_launched = launch.nodes.saturating_sub(launched.len() as u32);
+        let live = group.instances.len() as u32;
+        let undelivered = never_launched.min(target.saturating_sub(live));
+        let to = after_terminations.saturating_sub(undelivered);
+        if undelivered > 0 {
+            let id = self.next_id();
+            self.actions.push_back(Action::SetTargetSize {
+                id,
+                group: launch.group.clone(),
+                from: after_terminations,
+                to,
+                reason: TargetReason::GiveBack { undelivered },
+            });
+        }
+        if to != target {
+            self.requested_targets.insert(launch.group.clone(), crate::TargetRequest { target: to, at: now });
+        }
+        if back_off_pool {
+            for zone in &group.spec.zones {
+                let record = self.pools.record_failure(now, group.spec.pool(zone), LaunchFailureKind::LaunchTimeout, "gang could not be provisioned in time");
+                self.announce_backoff(now, record);
+            }
+        }
+        self.emit(
+            now,
+            PlannerEvent::GangRolledBack {
+                gang: launch.gang.to_string(),
+                group: launch.group.clone(),
+                launched: launched.len() as u32,
+                needed: launch.nodes,
+            },
+        );
+    }
+}

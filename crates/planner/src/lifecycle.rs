@@ -1,0 +1,163 @@
+//! Bookkeeping between passes: target requests until the snapshot shows them, launch
+//! failures (pool backoff and giving back undelivered capacity), launch timeouts,
+//! and action outcomes.
+
+use crate::actions::{Action, BackoffRecord, Outcome, TargetReason, TerminateReason};
+use crate::events::PlannerEvent;
+use crate::scaleup::ClusterView;
+use crate::{ActionId, Planner, TargetRequest};
+use model::{ClusterSnapshot, InstanceState, LaunchFailure, LaunchFailureKind, Time};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How long a requested target is trusted over a snapshot that does not show it yet.
+const TARGET_REQUEST_TRUST: Duration = Duration::from_secs(120);
+
+impl Planner {
+    pub(crate) fn announce_backoff(&mut self, now: Time, record: BackoffRecord) {
+        self.wake(record.until);
+        self.emit(
+            now,
+            PlannerEvent::PoolBackedOff { pool: record.pool.clone(), kind: record.kind, until: record.until, message: record.message.clone() },
+        );
+        let id = self.next_id();
+        self.actions.push_back(Action::PersistBackoff { id, record });
+    }
+
+    pub(crate) fn expire_backoffs(&mut self, now: Time) {
+        for pool in self.pools.take_expired(now) {
+            self.emit(now, PlannerEvent::PoolBackoffExpired { pool });
+        }
+        if let Some(at) = self.pools.next_expiry(now) {
+            self.wake(at);
+        }
+    }
+
+    /// Forgets target requests the snapshot now shows (or that are too old to trust).
+    pub(crate) fn reconcile_requests(&mut self, now: Time, snapshot: &ClusterSnapshot) {
+        self.requested_targets.retain(|group, TargetRequest { target, at }| {
+            let seen = snapshot.groups.iter().find(|g| &g.spec.id == group).map(|g| g.target);
+            match seen {
+                None => false,
+                Some(t) => t != *target && now.saturating_since(*at) < TARGET_REQUEST_TRUST,
+            }
+        });
+        // Instances we asked to terminate and that are gone need no more tracking.
+        let live: BTreeSet<_> = snapshot
+            .groups
+            .iter()
+            .flat_map(|g| g.instances.iter().filter(|i| i.state != InstanceState::Terminating).map(|i| &i.id))
+            .collect();
+        self.terminating.retain(|id, _| live.contains(id));
+        let names: BTreeSet<_> = snapshot.nodes.iter().map(|n| &n.name).collect();
+        self.idle_since.retain(|n, _| names.contains(n));
+        self.pending_removals.retain(|n, _| names.contains(n));
+        self.draining_since.retain(|n, _| names.contains(n));
+    }
+
+    /// A cloud adapter reported failed launches: back the pool off and give back the
+    /// desired capacity that will not be delivered.
+    pub(crate) fn on_launch_failure(&mut self, now: Time, failure: LaunchFailure) {
+        let Some(spec) = self.last_specs.get(&failure.group).cloned() else {
+            self.emit(now, PlannerEvent::Warning { message: format!("launch failure for unknown group {}: {}", failure.group, failure.message) });
+            return;
+        };
+        let zones: Vec<_> = match &failure.zone {
+            Some(z) => vec![z.clone()],
+            None => spec.zones.clone(),
+        };
+        for zone in zones {
+            let record = self.pools.record_failure(now, spec.pool(&zone), failure.kind, &failure.message);
+            self.announce_backoff(now, record);
+        }
+        self.gangs.group_failed(&failure.group);
+        let target = self.requested_targets.get(&failure.group).map(|r| r.target).or(self.last_targets.get(&failure.group).copied());
+        let live = self.last_instance_counts.get(&failure.group).copied().unwrap_or(0);
+        if let Some(target) = target {
+            let undelivered = failure.count.min(target.saturating_sub(live));
+            if undelivered > 0 {
+                let to = target - undelivered;
+                let id = self.next_id();
+                self.actions.push_back(Action::SetTargetSize {
+                    id,
+                    group: failure.group.clone(),
+                    from: target,
+                    to,
+                    reason: TargetReason::GiveBack { undelivered },
+                });
+                self.requested_targets.insert(failure.group.clone(), TargetRequest { target: to, at: now });
+                self.emit(now, PlannerEvent::CapacityGivenBack { group: failure.group.clone(), count: undelivered });
+            }
+        }
+    }
+
+    /// Instances that never became nodes within the provision time are terminated and
+    /// their pool backed off.
+    pub(crate) fn handle_launch_timeouts(&mut self, now: Time, snapshot: &ClusterSnapshot, _view: &ClusterView) {
+        let registered: BTreeSet<_> = snapshot.nodes.iter().filter_map(|n| n.instance.as_ref()).collect();
+        let limit = self.settings.max_node_provision_time;
+        for group in &snapshot.groups {
+            for instance in &group.instances {
+                if instance.state == InstanceState::Terminating
+                    || registered.contains(&instance.id)
+                    || self.terminating.contains_key(&instance.id)
+                {
+                    continue;
+                }
+                let deadline = instance.launched_at + limit;
+                if now < deadline {
+                    self.wake(deadline);
+                    continue;
+                }
+                let id = self.next_id();
+                self.terminating.insert(instance.id.clone(), now);
+                self.actions.push_back(Action::TerminateInstance {
+                    id,
+                    group: group.spec.id.clone(),
+                    instance: instance.id.clone(),
+                    node: None,
+                    reason: TerminateReason::LaunchTimeout,
+                });
+                self.emit(now, PlannerEvent::LaunchTimedOut { instance: instance.id.clone(), group: group.spec.id.clone() });
+                let record = self.pools.record_failure(
+                    now,
+                    group.spec.pool(&instance.zone),
+                    LaunchFailureKind::LaunchTimeout,
+                    &format!("instance {} did not become a node within {}", instance.id, model::format_duration(limit)),
+                );
+                self.announce_backoff(now, record);
+            }
+        }
+    }
+
+    pub(crate) fn on_outcome(&mut self, now: Time, id: ActionId, outcome: Outcome) {
+        let Some(action) = self.in_flight.remove(&id) else { return };
+        match outcome {
+            Outcome::Done | Outcome::Gone => {}
+            Outcome::Retry { message } | Outcome::Failed { message } => {
+                self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message });
+                match action {
+                    Action::SetTargetSize { group, .. } => {
+                        self.requested_targets.remove(&group);
+                    }
+                    Action::TerminateInstance { instance, node, .. } => {
+                        self.terminating.remove(&instance);
+                        if let Some(node) = node {
+                            self.draining_since.remove(&node);
+                        }
+                        self.last_scale_down_failure = Some(now);
+                    }
+                    Action::EvictPod { .. } => {
+                        // Refused evictions are retried on the next pass, bounded by
+                        // max-pod-eviction-time (see scale-down).
+                    }
+                    Action::RetireNode { node, .. } => {
+                        self.pending_removals.remove(&node);
+                        self.last_scale_down_failure = Some(now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! Scale-down, batch-safe. Methods in order — unready nodes, retired nodes whose
+//! batch pods are done, empty nodes, under-utilised nodes — and only the first with
+//! candidates takes new decisions in a pass. Every destructive step goes decide →
+//! wait → re-check on a newer snapshot → act. Pods that must not be evicted (Job and
+//! bare pods, `safe-to-evict: false|on-completion`, `do-not-disrupt`) are never
+//! evicted: their node is retired (tainted NoSchedule) and removed once they finish.
+
+use crate::actions::{Action, TerminateReason};
+use crate::events::PlannerEvent;
+use crate::placement::{NodeOrigin, PlacementSim, SimNode};
+use crate::scaleup::ClusterView;
+use crate::{PendingRemoval, Planner};
+use model::well_known::{LABEL_CONTROL_PLANE, LABEL_MASTER, TAINT_CA_TO_BE_DELETED, TAINT_RETIRING};
+use model::{ClusterSnapshot, NodeView, Owner, PodView, Resources, SafeToEvict, Time};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a pod on a node bears on removing the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodDisposition {
+    /// DaemonSet, mirror or expendable pod: ignored.
+    Ignored,
+    /// May be evicted (it will be recreated elsewhere).
+    Evictable,
+    /// Must finish on its own: the node can only be retired.
+    MustFinish,
+}
+
+/// Classifies a pod for scale-down. `expendable_cutoff` is
+/// `--expendable-pods-priority-cutoff`.
+pub fn disposition(pod: &PodView, expendable_cutoff: i32) -> PodDisposition {
+    if pod.is_node_infrastructure() || pod.priority < expendable_cutoff {
+        return PodDisposition::Ignored;
+    }
+    if pod.do_not_disrupt {
+        return PodDisposition::MustFinish;
+    }
+    match pod.safe_to_evict {
+        Some(SafeToEvict::True) => return PodDisposition::Evictable,
+        Some(SafeToEvict::False | SafeToEvict::OnCompletion) => return PodDisposition::MustFinish,
+        None => {}
+    }
+    match pod.owner {
+        Owner::Job(_) | Owner::Bare => PodDisposition::MustFinish,
+        Owner::Replicated { .. } => PodDisposition::Evictable,
+        Owner::DaemonSet(_) | Owner::Mirror => PodDisposition::Ignored,
+    }
+}
+
+/// Retired by us, or being deleted by Cluster Autoscaler (recognised for migrations).
+pub fn is_retired(node: &NodeView) -> bool {
+    node.retired.is_some() || node.taints.iter().any(|t| t.key == TAINT_RETIRING || t.key == TAINT_CA_TO_BE_DELETED)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    Unready,
+    RetiredDone,
+    Empty,
+    Underutilized,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// Terminate now (nothing left that must run).
+    Terminate(TerminateReason),
+    /// Evict the evictable pods (taint first so they do not come back), then terminate.
+    Drain,
+    /// Taint NoSchedule and wait for the pods that must finish.
+    Retire,
+}
+
+struct NodeFacts {
+    managed: bool,
+    must_finish: Vec<usize>,
+    evictable: Vec<usize>,
+    utilization: f64,
+    gpu_node: bool,
+}
+
+impl Planner {
+    pub(crate) fn scale_down(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, scaled_up: bool) {
+        let s = self.settings.clone();
+        let pods = &snapshot.pods;
+        let facts: Vec<NodeFacts> = snapshot.nodes.iter().enumerate().map(|(ni, n)| self.node_facts(snapshot, view, ni, n)).collect();
+
+        // Idle tracking (persisted as an annotation so a restart resumes the count).
+        for (ni, node) in snapshot.nodes.iter().enumerate() {
+            if !facts[ni].managed {
+                continue;
+            }
+            let empty = facts[ni].must_finish.is_empty() && facts[ni].evictable.is_empty();
+            if empty {
+                let since = node.idle_since.or(self.idle_since.get(&node.name).copied()).unwrap_or(now);
+                self.idle_since.insert(node.name.clone(), since);
+                if node.idle_since != Some(since) {
+                    let id = self.next_id();
+                    self.actions.push_back(Action::MarkIdle { id, node: node.name.clone(), since: Some(since) });
+                }
+                self.wake(since + s.scale_down_unneeded_time);
+            } else {
+                self.idle_since.remove(&node.name);
+                if node.idle_since.is_some() {
+                    let id = self.next_id();
+                    self.actions.push_back(Action::MarkIdle { id, node: node.name.clone(), since: None });
+                }
+            }
+            if facts[ni].utilization < self.threshold(&facts[ni]) && !empty {
+                self.unneeded_since.entry(node.name.clone()).or_insert(now);
+            } else {
+                self.unneeded_since.remove(&node.name);
+            }
+        }
+
+        if !s.scale_down_enabled {
+            return;
+        }
+        let paused = scaled_up
+            || self.last_scale_up.is_some_and(|t| now < t + s.scale_down_delay_after_add)
+            || self.last_scale_down.is_some_and(|t| now < t + s.scale_down_delay_after_delete)
+            || self.last_scale_down_failure.is_some_and(|t| now < t + s.scale_down_delay_after_failure);
+
+        // Drains in progress: keep evicting, give up after max-pod-eviction-time.
+        self.continue_drains(now, snapshot, view, &facts);
+
+        let candidates = self.candidates(now, snapshot, view, &facts);
+        let candidate_map: BTreeMap<usize, (Method, Plan)> = candidates.iter().map(|(ni, m, p)| (*ni, (*m, p.clone()))).collect();
+
+        // Re-validate decisions on this (newer) snapshot; act on those that hold.
+        let mut acted = 0u32;
+        let in_progress = (self.terminating.len() + self.draining_since.len()) as u32;
+        let mut budget = s.max_scale_down_parallelism.saturating_sub(in_progress);
+        let mut empty_budget = s.max_empty_bulk_delete;
+        let pending: Vec<_> = self.pending_removals.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+        for (name, decision) in pending {
+            let Some(&ni) = view.node_index.get(&name) else {
+                self.pending_removals.remove(&name);
+                continue;
+            };
+            match candidate_map.get(&ni) {
+                None => {
+                    self.pending_removals.remove(&name);
+                    self.emit(now, PlannerEvent::ScaleDownCancelled { node: name, why: "no longer a candidate on a newer snapshot".into() });
+                }
+                Some((_, plan)) => {
+                    let confirmed = snapshot.revision > decision.decided_revision && now >= decision.decided_at + s.scale_down_confirm_delay;
+                    if !confirmed {
+                        self.wake(decision.decided_at + s.scale_down_confirm_delay);
+                        continue;
+                    }
+                    if paused {
+                        continue;
+                    }
+                    let uses_budget = !matches!(plan, Plan::Retire);
+                    if uses_budget && budget == 0 {
+                        continue;
+                    }
+                    if matches!(plan, Plan::Terminate(TerminateReason::Empty)) {
+                        if empty_budget == 0 {
+                            continue;
+                        }
+                        empty_budget -= 1;
+                    }
+                    self.pending_removals.remove(&name);
+                    if self.act(now, snapshot, view, &facts, ni, plan.clone(), pods) && uses_budget {
+                        budget -= 1;
+                        acted += 1;
+                    }
+                }
+            }
+        }
+        let _ = acted;
+        if paused {
+            return;
+        }
+
+        // New decisions: only the first method with candidates decides this pass.
+        let Some(first_method) = candidates.iter().map(|(_, m, _)| *m).min() else { return };
+        for (ni, method, plan) in candidates {
+            if method != first_method {
+                continue;
+            }
+            let name = snapshot.nodes[ni].name.clone();
+            if self.pending_removals.contains_key(&name) {
+                continue;
+            }
+            let reason = match &plan {
+                Plan::Terminate(r) => r.clone(),
+                Plan::Drain => TerminateReason::Underutilized,
+                Plan::Retire => TerminateReason::RetiredAndDrained,
+            };
+            self.pending_removals.insert(name.clone(), PendingRemoval { decided_at: now, decided_revision: snapshot.revision });
+            self.emit(now, PlannerEvent::ScaleDownCandidate { node: name, reason });
+            self.wake(now + s.scale_down_confirm_delay);
+        }
+    }
+
+    fn threshold(&self, facts: &NodeFacts) -> f64 {
+        if facts.gpu_node {
+            self.settings.scale_down_gpu_utilization_threshold
+        } else {
+            self.settings.scale_down_utilization_threshold
+        }
+    }
+
+    fn node_facts(&self, snapshot: &ClusterSnapshot, view: &ClusterView, ni: usize, node: &NodeView) -> NodeFacts {
+        let managed = node.instance.is_some()
+            && node.group.as_ref().is_some_and(|g| view.group_index.contains_key(g))
+            && !node.scale_down_disabled
+            && !node.labels.contains_key(LABEL_CONTROL_PLANE)
+            && !node.labels.contains_key(LABEL_MASTER)
+            && !view.terminating_nodes.contains(&ni);
+        let mut must_finish = Vec::new();
+        let mut evictable = Vec::new();
+        let mut used = Resources::zero();
+        for &p in &view.occupants[ni] {
+            let pod = &snapshot.pods[p];
+            match disposition(pod, self.settings.expendable_pods_priority_cutoff) {
+                PodDisposition::Ignored => continue,
+                PodDisposition::Evictable => evictable.push(p),
+                PodDisposition::MustFinish => must_finish.push(p),
+            }
+            used.add(&pod.requests);
+        }
+        let alloc = &node.allocatable;
+        let gpu_node = alloc.gpus() > 0;
+        let ratio = |u: i64, a: i64| if a > 0 { u as f64 / a as f64 } else { 0.0 };
+        let utilization = if gpu_node {
+            ratio(used.gpus(), alloc.gpus())
+        } else {
+            ratio(used.cpu_millis, alloc.cpu_millis).max(ratio(used.memory_bytes, alloc.memory_bytes))
+        };
+        NodeFacts { managed, must_finish, evictable, utilization, gpu_node }
+    }
+
+    /// Nodes that could be removed now, with the method and the plan.
+    fn candidates(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, facts: &[NodeFacts]) -> Vec<(usize, Method, Plan)> {
+        let s = &self.settings;
+        let mut out = Vec::new();
+        // Room per group above its min size, counting nodes already on their way out.
+        let mut room: BTreeMap<usize, u32> = BTreeMap::new();
+        for (gi, g) in snapshot.groups.iter().enumerate() {
+            let retired = snapshot
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(ni, n)| is_retired(n) && !view.terminating_nodes.contains(ni) && n.group.as_ref() == Some(&g.spec.id))
+                .count() as u32;
+            room.insert(gi, view.effective_target[gi].saturating_sub(g.spec.min_size).saturating_sub(retired));
+        }
+        let group_of = |n: &NodeView| n.group.as_ref().and_then(|g| view.group_index.get(g)).copied();
+        let take_room = |room: &mut BTreeMap<usize, u32>, gi: usize| -> bool {
+            match room.get_mut(&gi) {
+                Some(r) if *r > 0 => {
+                    *r -= 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+
+        // Retired nodes whose must-finish pods are done: their room was reserved when retired.
+        for (ni, node) in snapshot.nodes.iter().enumerate() {
+            let f = &facts[ni];
+            if f.managed && is_retired(node) && f.must_finish.is_empty() && !self.draining_since.contains_key(&node.name) {
+                let plan = if f.evictable.is_empty() { Plan::Terminate(TerminateReason::RetiredAndDrained) } else { Plan::Drain };
+                out.push((ni, Method::RetiredDone, plan));
+            }
+        }
+        for (ni, node) in snapshot.nodes.iter().enumerate() {
+            let f = &facts[ni];
+            if !f.managed || is_retired(node) || node.ready || !f.must_finish.is_empty() {
+                continue;
+            }
+            if now.saturating_since(node.ready_changed) >= s.scale_down_unready_time && take_room(&mut room, group_of(node).expect("managed")) {
+                out.push((ni, Method::Unready, if f.evictable.is_empty() { Plan::Terminate(TerminateReason::Unready) } else { Plan::Drain }));
+            }
+        }
+        // Empty nodes, longest idle first; each group may keep one warm spare.
+        let mut empties: Vec<(Time, usize)> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(ni, n)| {
+                let f = &facts[*ni];
+                f.managed && n.ready && !is_retired(n) && f.must_finish.is_empty() && f.evictable.is_empty()
+            })
+            .filter_map(|(ni, n)| self.idle_since.get(&n.name).map(|t| (*t, ni)))
+            .collect();
+        empties.sort();
+        let mut spare_taken: BTreeSet<usize> = BTreeSet::new();
+        if !s.type_idle_threshold.is_zero() {
+            // The most recently idle node of each group is the spare.
+            for &(since, ni) in empties.iter().rev() {
+                let gi = group_of(&snapshot.nodes[ni]).expect("managed");
+                if !spare_taken.contains(&gi) && now.saturating_since(since) < s.type_idle_threshold {
+                    spare_taken.insert(gi);
+                    self.spares.insert(ni);
+                }
+            }
+        }
+        for (since, ni) in empties {
+            if self.spares.remove(&ni) {
+                continue;
+            }
+            if now.saturating_since(since) >= s.scale_down_unneeded_time && take_room(&mut room, group_of(&snapshot.nodes[ni]).expect("managed")) {
+                out.push((ni, Method::Empty, Plan::Terminate(TerminateReason::Empty)));
+            }
+        }
+        self.spares.clear();
+
+        // Under-utilised nodes.
+        let under: Vec<usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(ni, n)| {
+                let f = &facts[*ni];
+                f.managed
+                    && n.ready
+                    && !is_retired(n)
+                    && !(f.must_finish.is_empty() && f.evictable.is_empty())
+                    && self.unneeded_since.get(&n.name).is_some_and(|t| now.saturating_since(*t) >= s.scale_down_unneeded_time)
+            })
+            .map(|(ni, _)| ni)
+            .collect();
+        if under.is_empty() {
+            return out;
+        }
+        let pending: Vec<usize> = snapshot
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_unbound_pending() && p.priority >= s.expendable_pods_priority_cutoff)
+            .map(|(i, _)| i)
+            .collect();
+        // Where could evicted pods go? Every other ready, schedulable, non-retired node.
+        let candidate_set: BTreeSet<usize> = under.iter().copied().collect();
+        let pods = &snapshot.pods;
+        let mut sim = PlacementSim::new(pods);
+        let mut slot_of = BTreeMap::new();
+        for (ni, n) in snapshot.nodes.iter().enumerate() {
+            if !n.ready || is_retired(n) || view.terminating_nodes.contains(&ni) {
+                continue;
+            }
+            let mut used = Resources::zero();
+            for &p in &view.occupants[ni] {
+                used.add(&pods[p].requests);
+            }
+            let slot = sim.add_node(SimNode {
+                name: n.name.clone(),
+                origin: NodeOrigin::Existing,
+                group: n.group.clone(),
+                labels: Arc::new(n.labels.clone()),
+                taints: Arc::new(n.taints.clone()),
+                allocatable: n.allocatable.clone(),
+                used,
+                ready: true,
+                cordoned: n.cordoned || candidate_set.contains(&ni),
+                residents: view.occupants[ni].clone(),
+            });
+            slot_of.insert(ni, slot);
+        }
+        let retired_now = snapshot.nodes.iter().filter(|n| is_retired(n)).count();
+        let managed_nodes = facts.iter().filter(|f| f.managed).count();
+        let retire_cap = ((s.max_scale_in_fraction * managed_nodes as f64).ceil() as usize).max(1);
+        let mut retire_budget = retire_cap.saturating_sub(retired_now);
+        let mut ranked: Vec<(Duration, usize)> = under.iter().map(|&ni| (self.expected_time_to_empty(now, pods, &facts[ni]), ni)).collect();
+        ranked.sort();
+        for (_, ni) in ranked {
+            let f = &facts[ni];
+            let node = &snapshot.nodes[ni];
+            let Some(&slot) = slot_of.get(&ni) else { continue };
+            // Pending pods that could use this node keep it.
+            {
+                let mut probe = sim.clone();
+                probe.node_mut(slot).cordoned = false;
+                if pending.iter().any(|&p| probe.can_place(p, slot).is_ok()) {
+                    continue;
+                }
+            }
+            let gi = group_of(node).expect("managed");
+            if f.must_finish.is_empty() {
+                // Everything evictable: only if it all fits elsewhere.
+                let others: Vec<usize> = slot_of.iter().filter(|(n, _)| **n != ni).map(|(_, s)| *s).collect();
+                let mut placed = Vec::new();
+                let mut ok = true;
+                for &p in &f.evictable {
+                    match sim.first_fit(p, others.iter().copied()) {
+                        Some(to) => {
+                            sim.place(p, to);
+                            placed.push((p, to));
+                        }
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if ok && take_room(&mut room, gi) {
+                    out.push((ni, Method::Underutilized, Plan::Drain));
+                } else {
+                    for (p, to) in placed {
+                        sim.unplace(p, to);
+                    }
+                }
+            } else if retire_budget > 0 && take_room(&mut room, gi) {
+                retire_budget -= 1;
+                out.push((ni, Method::Underutilized, Plan::Retire));
+            }
+        }
+        out
+    }
+
+    /// How long until the node's must-finish pods are expected to be done: the
+    /// latest of their deadlines / expected durations; unknown ones rank by age.
+    fn expected_time_to_empty(&self, now: Time, pods: &[PodView], facts: &NodeFacts) -> Duration {
+        const UNKNOWN: Duration = Duration::from_secs(365 * 24 * 3600);
+        facts
+            .must_finish
+            .iter()
+            .map(|&p| {
+                let pod = &pods[p];
+                let start = pod.started.unwrap_or(pod.created);
+                match pod.expected_duration.or(pod.active_deadline) {
+                    Some(d) => (start + d).saturating_since(now),
+                    None => UNKNOWN.saturating_sub(now.saturating_since(start)),
+                }
+            })
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Carries out a confirmed plan. Returns whether a termination or drain started.
+    #[allow(clippy::too_many_arguments)]
+    fn act(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, facts: &[NodeFacts], ni: usize, plan: Plan, pods: &[PodView]) -> bool {
+        let node = &snapshot.nodes[ni];
+        let f = &facts[ni];
+        match plan {
+            Plan::Terminate(reason) => {
+                // The invariant, checked at the last moment on this fresh snapshot.
+                if !f.must_finish.is_empty() || !f.evictable.is_empty() {
+                    self.emit(now, PlannerEvent::ScaleDownCancelled { node: node.name.clone(), why: "pods appeared on the node".into() });
+                    return false;
+                }
+                self.terminate_node(now, snapshot, view, ni, reason);
+                true
+            }
+            Plan::Drain => {
+                if !f.must_finish.is_empty() {
+                    return false;
+                }
+                if !is_retired(node) {
+                    let id = self.next_id();
+                    self.actions.push_back(Action::RetireNode { id, node: node.name.clone(), reason: "draining: under-utilised, pods fit elsewhere".into() });
+                }
+                self.draining_since.insert(node.name.clone(), now);
+                for &p in &f.evictable {
+                    let id = self.next_id();
+                    self.actions.push_back(Action::EvictPod { id, pod: pods[p].key.clone(), node: node.name.clone() });
+                }
+                true
+            }
+            Plan::Retire => {
+                let reason = format!(
+                    "under-utilised ({:.0}%), {} pod(s) must finish first",
+                    f.utilization * 100.0,
+                    f.must_finish.len()
+                );
+                let id = self.next_id();
+                self.actions.push_back(Action::RetireNode { id, node: node.name.clone(), reason: reason.clone() });
+                self.emit(now, PlannerEvent::NodeRetired { node: node.name.clone(), reason });
+                false
+            }
+        }
+    }
+
+    fn terminate_node(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, ni: usize, reason: TerminateReason) {
+        let node = &snapshot.nodes[ni];
+        let (Some(instance), Some(group)) = (node.instance.clone(), node.group.clone()) else { return };
+        let id = self.next_id();
+        self.terminating.insert(instance.clone(), now);
+        self.draining_since.remove(&node.name);
+        if let Some(&gi) = view.group_index.get(&group) {
+            let current = self.requested_targets.get(&group).map_or(view.effective_target[gi], |r| r.target);
+            self.requested_targets.insert(group.clone(), crate::TargetRequest { target: current.saturating_sub(1), at: now });
+        }
+        self.actions.push_back(Action::TerminateInstance { id, group: group.clone(), instance: instance.clone(), node: Some(node.name.clone()), reason: reason.clone() });
+        self.emit(now, PlannerEvent::ScaleDown { node: Some(node.name.clone()), instance, group, reason });
+        self.last_scale_down = Some(now);
+    }
+
+    /// Drains under way: re-issue evictions refused so far, terminate when empty (on
+    /// this fresh snapshot), give up after max-pod-eviction-time.
+    fn continue_drains(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, facts: &[NodeFacts]) {
+        let draining: Vec<_> = self.draining_since.iter().map(|(n, t)| (n.clone(), *t)).collect();
+        for (name, since) in draining {
+            let Some(&ni) = view.node_index.get(&name) else { continue };
+            let f = &facts[ni];
+            if !f.must_finish.is_empty() {
+                // Something that must finish landed here (a race with the scheduler):
+                // stop draining; the node stays retired until it finishes.
+                self.draining_since.remove(&name);
+                continue;
+            }
+            if f.evictable.is_empty() {
+                self.terminate_node(now, snapshot, view, ni, TerminateReason::Underutilized);
+                continue;
+            }
+            if now.saturating_since(since) >= self.settings.max_pod_eviction_time {
+                self.draining_since.remove(&name);
+                let id = self.next_id();
+                self.actions.push_back(Action::UnretireNode { id, node: name.clone() });
+                self.emit(now, PlannerEvent::ScaleDownCancelled { node: name, why: "evictions refused for longer than max-pod-eviction-time".into() });
+                self.last_scale_down_failure = Some(now);
+                continue;
+            }
+            for &p in &f.evictable {
+                let id = self.next_id();
+                self.actions.push_back(Action::EvictPod { id, pod: snapshot.pods[p].key.clone(), node: name.clone() });
+            }
+            self.wake(now + Duration::from_secs(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{PodKey, Resources};
+
+    #[test]
+    fn dispositions() {
+        let mk = |owner| PodView::new(PodKey::new("d", "p"), Resources::cpu_mem(1, 1), owner, Time::ZERO);
+        assert_eq!(disposition(&mk(Owner::Job("j".into())), -10), PodDisposition::MustFinish);
+        assert_eq!(disposition(&mk(Owner::Bare), -10), PodDisposition::MustFinish);
+        assert_eq!(disposition(&mk(Owner::Replicated { kind: "ReplicaSet".into(), name: "r".into() }), -10), PodDisposition::Evictable);
+        assert_eq!(disposition(&mk(Owner::DaemonSet("ds".into())), -10), PodDisposition::Ignored);
+        let mut marked = mk(Owner::Job("j".into()));
+        marked.safe_to_evict = Some(SafeToEvict::True);
+        assert_eq!(disposition(&marked, -10), PodDisposition::Evictable);
+        let mut pinned = mk(Owner::Replicated { kind: "ReplicaSet".into(), name: "r".into() });
+        pinned.safe_to_evict = Some(SafeToEvict::OnCompletion);
+        assert_eq!(disposition(&pinned, -10), PodDisposition::MustFinish);
+        pinned.safe_to_evict = None;
+        pinned.do_not_disrupt = true;
+        assert_eq!(disposition(&pinned, -10), PodDisposition::MustFinish);
+        let mut expendable = mk(Owner::Job("j".into()));
+        expendable.priority = -20;
+        assert_eq!(disposition(&expendable, -10), PodDisposition::Ignored);
+    }
+}

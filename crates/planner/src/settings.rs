@@ -1,0 +1,145 @@
+//! The planner's settings. Names are the CLI flags' names (kebab-case), so a
+//! scenario's `settings:` block, a config file and the command line all spell them
+//! the same way. Defaults are Cluster Autoscaler's where CA has the concept, the seed
+//! project's otherwise; each field says which.
+
+use model::time::serde_duration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Every knob the planner reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PlannerSettings {
+    /// How often the driver takes a snapshot when nothing else happens (CA: 10s).
+    /// The seed's `--sleep` is an alias.
+    #[serde(with = "serde_duration", alias = "sleep")]
+    pub scan_interval: Duration,
+    /// Expander chain such as `priority,least-waste` (CA default `least-waste`).
+    pub expander: String,
+    /// The priority expander's table (priority → group-name regexes), used when the
+    /// cluster has no `cluster-autoscaler-priority-expander` ConfigMap.
+    pub expander_priorities: Option<BTreeMap<i32, Vec<String>>>,
+    /// Seed of the `random` expander.
+    pub seed: u64,
+    /// Most new nodes in one scale-up pass (CA: 1000).
+    pub max_nodes_per_scaleup: u32,
+    /// Most nodes in the cluster; 0 means no limit (CA: 0).
+    pub max_nodes_total: u32,
+    /// `min:max` cores in the cluster (CA: `0:320000`).
+    pub cores_total: String,
+    /// `min:max` GiB of memory in the cluster (CA: `0:6400000`).
+    pub memory_total: String,
+    /// Split scale-ups across groups that differ only by zone (CA: false).
+    pub balance_similar_node_groups: bool,
+    /// Pods below this priority neither trigger scale-up nor block scale-down (CA: -10).
+    pub expendable_pods_priority_cutoff: i32,
+    /// Only pending pods of this namespace trigger scale-up (seed `--pod-namespace`);
+    /// all pods still count as occupying their nodes.
+    pub pod_namespace: Option<String>,
+    /// How long a launched instance may take to become a Ready node (CA 15m; the
+    /// seed's `--instance-init-time` is an alias).
+    #[serde(with = "serde_duration", alias = "instance-init-time")]
+    pub max_node_provision_time: Duration,
+    /// First backoff of a capacity pool after a failed launch (CA: 5m).
+    #[serde(with = "serde_duration")]
+    pub initial_node_group_backoff_duration: Duration,
+    /// Longest backoff; the duration doubles up to this (CA: 30m).
+    #[serde(with = "serde_duration")]
+    pub max_node_group_backoff_duration: Duration,
+    /// A pool that has not failed for this long starts again from the initial backoff (CA: 3h).
+    #[serde(with = "serde_duration")]
+    pub node_group_backoff_reset_timeout: Duration,
+    /// How long a gang may wait for all its nodes before the partial launch is rolled
+    /// back and the next pool is tried.
+    #[serde(with = "serde_duration")]
+    pub gang_provision_timeout: Duration,
+    /// Scale-down at all (CA: true).
+    pub scale_down_enabled: bool,
+    /// How long a node must be unneeded before it is removed (CA 10m; the seed's
+    /// `--idle-threshold` is an alias).
+    #[serde(with = "serde_duration", alias = "idle-threshold")]
+    pub scale_down_unneeded_time: Duration,
+    /// How long a node may be unready before it is a removal candidate (CA: 20m).
+    #[serde(with = "serde_duration")]
+    pub scale_down_unready_time: Duration,
+    /// Utilisation (max of cpu and memory request ratios) below which a node is
+    /// under-utilised (CA: 0.5).
+    pub scale_down_utilization_threshold: f64,
+    /// The same for GPU nodes, over the GPU ratio (CA: 0.5).
+    pub scale_down_gpu_utilization_threshold: f64,
+    /// Pause of scale-down after a scale-up (CA: 10m).
+    #[serde(with = "serde_duration")]
+    pub scale_down_delay_after_add: Duration,
+    /// Pause of scale-down after a node removal (CA: 0s).
+    #[serde(with = "serde_duration")]
+    pub scale_down_delay_after_delete: Duration,
+    /// Pause of scale-down after a failed removal (CA: 3m).
+    #[serde(with = "serde_duration")]
+    pub scale_down_delay_after_failure: Duration,
+    /// How long a scale-down decision waits before it is re-validated on a newer
+    /// snapshot and carried out.
+    #[serde(with = "serde_duration")]
+    pub scale_down_confirm_delay: Duration,
+    /// Most nodes being drained or terminated at once (CA: 10).
+    pub max_scale_down_parallelism: u32,
+    /// Most empty nodes removed in one pass (CA: 10).
+    pub max_empty_bulk_delete: u32,
+    /// Most nodes retired (tainted, waiting for their batch pods) at once, as a
+    /// fraction of the managed nodes (seed `--max-scale-in-fraction`: 0.1; at least 1).
+    pub max_scale_in_fraction: f64,
+    /// A warm spare: the last idle node of each group is kept until it has been idle
+    /// this long (seed `--type-idle-threshold`; 0 disables the spare).
+    #[serde(with = "serde_duration")]
+    pub type_idle_threshold: Duration,
+    /// How long evictions of one node may be refused (PDBs) before giving up (CA: 2m).
+    #[serde(with = "serde_duration")]
+    pub max_pod_eviction_time: Duration,
+    /// Accepted for Cluster Autoscaler compatibility: candidate-pool tuning.
+    pub scale_down_non_empty_candidates_count: i64,
+    /// Accepted for Cluster Autoscaler compatibility.
+    pub scale_down_candidates_pool_ratio: f64,
+    /// Accepted for Cluster Autoscaler compatibility.
+    pub scale_down_candidates_pool_min_count: i64,
+}
+
+impl Default for PlannerSettings {
+    fn default() -> Self {
+        Self {
+            scan_interval: Duration::from_secs(10),
+            expander: "least-waste".into(),
+            expander_priorities: None,
+            seed: 0,
+            max_nodes_per_scaleup: 1000,
+            max_nodes_total: 0,
+            cores_total: "0:320000".into(),
+            memory_total: "0:6400000".into(),
+            balance_similar_node_groups: false,
+            expendable_pods_priority_cutoff: -10,
+            pod_namespace: None,
+            max_node_provision_time: Duration::from_secs(15 * 60),
+            initial_node_group_backoff_duration: Duration::from_secs(5 * 60),
+            max_node_group_backoff_duration: Duration::from_secs(30 * 60),
+            node_group_backoff_reset_timeout: Duration::from_secs(3 * 3600),
+            gang_provision_timeout: Duration::from_secs(10 * 60),
+            scale_down_enabled: true,
+            scale_down_unneeded_time: Duration::from_secs(10 * 60),
+            scale_down_unready_time: Duration::from_secs(20 * 60),
+            scale_down_utilization_threshold: 0.5,
+            scale_down_gpu_utilization_threshold: 0.5,
+            scale_down_delay_after_add: Duration::from_secs(10 * 60),
+            scale_down_delay_after_delete: Duration::ZERO,
+            scale_down_delay_after_failure: Duration::from_secs(3 * 60),
+            scale_down_confirm_delay: Duration::from_secs(5),
+            max_scale_down_parallelism: 10,
+            max_empty_bulk_delete: 10,
+            max_scale_in_fraction: 0.1,
+            type_idle_threshold: Duration::ZERO,
+            max_pod_eviction_time: Duration::from_secs(2 * 60),
+            scale_down_non_empty_candidates_count: 30,
+            scale_down_candidates_pool_ratio: 0.1,
+            scale_down_candidates_pool_min_count: 50,
+        }
+    }
+}
