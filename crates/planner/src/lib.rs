@@ -104,6 +104,8 @@ pub struct Planner {
     last_instance_counts: BTreeMap<NodeGroupId, u32>,
     /// Under-utilised since (not persisted: a restart waits the unneeded time again).
     unneeded_since: BTreeMap<NodeName, Time>,
+    /// Launch failures reported before the first snapshot named their group.
+    early_failures: Vec<LaunchFailure>,
     /// Scratch: warm spares of this pass.
     spares: BTreeSet<usize>,
 }
@@ -138,6 +140,7 @@ impl Planner {
             last_instance_counts: BTreeMap::new(),
             unneeded_since: BTreeMap::new(),
             spares: BTreeSet::new(),
+            early_failures: Vec::new(),
         })
     }
 
@@ -179,8 +182,11 @@ impl Planner {
         self.wake_at = self.wake_at.split_off(&Time(now.0 + 1));
         self.expire_backoffs(now);
         self.reconcile_requests(now, snapshot);
+        for failure in std::mem::take(&mut self.early_failures) {
+            self.on_launch_failure(now, failure);
+        }
+        self.handle_launch_timeouts(now, snapshot);
         let view = scaleup::ClusterView::new(self, now, snapshot);
-        self.handle_launch_timeouts(now, snapshot, &view);
         self.check_gangs(now, snapshot);
         let scaled_up = self.scale_up(now, snapshot, &view);
         self.scale_down(now, snapshot, &view, scaled_up);

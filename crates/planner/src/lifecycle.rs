@@ -4,7 +4,6 @@
 
 use crate::actions::{Action, BackoffRecord, Outcome, TargetReason, TerminateReason};
 use crate::events::PlannerEvent;
-use crate::scaleup::ClusterView;
 use crate::{ActionId, Planner, TargetRequest};
 use model::{ClusterSnapshot, InstanceState, LaunchFailure, LaunchFailureKind, Time};
 use std::collections::BTreeSet;
@@ -59,7 +58,12 @@ impl Planner {
     /// desired capacity that will not be delivered.
     pub(crate) fn on_launch_failure(&mut self, now: Time, failure: LaunchFailure) {
         let Some(spec) = self.last_specs.get(&failure.group).cloned() else {
-            self.emit(now, PlannerEvent::Warning { message: format!("launch failure for unknown group {}: {}", failure.group, failure.message) });
+            if self.last_revision.is_none() {
+                // Reported before the first snapshot: handle it once groups are known.
+                self.early_failures.push(failure);
+            } else {
+                self.emit(now, PlannerEvent::Warning { message: format!("launch failure for unknown group {}: {}", failure.group, failure.message) });
+            }
             return;
         };
         let zones: Vec<_> = match &failure.zone {
@@ -93,7 +97,7 @@ impl Planner {
 
     /// Instances that never became nodes within the provision time are terminated and
     /// their pool backed off.
-    pub(crate) fn handle_launch_timeouts(&mut self, now: Time, snapshot: &ClusterSnapshot, _view: &ClusterView) {
+    pub(crate) fn handle_launch_timeouts(&mut self, now: Time, snapshot: &ClusterSnapshot) {
         let registered: BTreeSet<_> = snapshot.nodes.iter().filter_map(|n| n.instance.as_ref()).collect();
         let limit = self.settings.max_node_provision_time;
         for group in &snapshot.groups {
@@ -118,6 +122,8 @@ impl Planner {
                     node: None,
                     reason: TerminateReason::LaunchTimeout,
                 });
+                let target = self.requested_targets.get(&group.spec.id).map_or(group.target, |r| r.target);
+                self.requested_targets.insert(group.spec.id.clone(), TargetRequest { target: target.saturating_sub(1), at: now });
                 self.emit(now, PlannerEvent::LaunchTimedOut { instance: instance.id.clone(), group: group.spec.id.clone() });
                 let record = self.pools.record_failure(
                     now,

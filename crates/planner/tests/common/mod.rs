@@ -1,0 +1,243 @@
+//! A tiny deterministic world for planner tests: node groups whose instances become
+//! nodes when told, pods placed by hand. No simulator, no I/O: every step is explicit.
+
+#![allow(dead_code)]
+
+use model::well_known::TAINT_RETIRING;
+use model::*;
+use planner::{Action, Outcome, Planner, PlannerEvent, PlannerSettings};
+use std::time::Duration;
+
+pub struct World {
+    pub now: Time,
+    pub revision: u64,
+    pub groups: Vec<NodeGroupState>,
+    pub nodes: Vec<NodeView>,
+    pub pods: Vec<PodView>,
+    pub synced: bool,
+    pub next_instance: u32,
+    pub actions: Vec<Action>,
+    pub events: Vec<PlannerEvent>,
+}
+
+pub fn group(name: &str, region: &str, zone: &str, vcpus: u32, mem_gib: u64, gpus: u32, max: u32) -> NodeGroupState {
+    let shape = NodeShape::for_instance(InstanceTypeName::new(format!("{name}-type")), "amd64", vcpus, mem_gib * 1024, gpus, 110);
+    NodeGroupState {
+        spec: NodeGroupSpec {
+            id: NodeGroupId::new(name),
+            region: Region::new(region),
+            zones: vec![Zone::new(zone)],
+            shape,
+            min_size: 0,
+            max_size: max,
+            labels: Labels::new(),
+            taints: vec![],
+            purchase: PurchaseOption::OnDemand,
+            price_per_hour: Some(f64::from(vcpus) * 0.05),
+            region_rank: if region == "us-west-2" { 0 } else { 1 },
+        },
+        target: 0,
+        instances: vec![],
+    }
+}
+
+pub fn pod(name: &str, cpu_millis: i64, mem_gib: i64, owner: Owner) -> PodView {
+    let mut p = PodView::new(PodKey::new("batch", name), Resources::cpu_mem(cpu_millis, mem_gib << 30), owner, Time::ZERO);
+    p.unschedulable = true;
+    p
+}
+
+pub fn job_pod(name: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
+    pod(name, cpu_millis, mem_gib, Owner::Job("job".into()))
+}
+
+impl World {
+    pub fn new(groups: Vec<NodeGroupState>) -> Self {
+        Self { now: Time::from_secs(1_000), revision: 0, groups, nodes: vec![], pods: vec![], synced: true, next_instance: 0, actions: vec![], events: vec![] }
+    }
+
+    pub fn snapshot(&mut self) -> ClusterSnapshot {
+        self.revision += 1;
+        ClusterSnapshot {
+            synced: self.synced,
+            revision: self.revision,
+            groups: self.groups.clone(),
+            nodes: self.nodes.clone(),
+            pods: self.pods.clone(),
+            daemonsets: vec![],
+            expander_priorities: None,
+        }
+    }
+
+    /// Advances the clock, runs one pass, applies its actions; returns them.
+    pub fn step(&mut self, planner: &mut Planner, secs: u64) -> Vec<Action> {
+        self.now = self.now + Duration::from_secs(secs);
+        let snap = self.snapshot();
+        planner.handle_snapshot(self.now, &snap);
+        let mut out = vec![];
+        while let Some(a) = planner.poll_action() {
+            self.apply(&a);
+            planner.handle_outcome(self.now, a.id(), Outcome::Done);
+            out.push(a);
+        }
+        while let Some((_, e)) = planner.poll_event() {
+            self.events.push(e);
+        }
+        self.actions.extend(out.clone());
+        out
+    }
+
+    pub fn group_mut(&mut self, name: &str) -> &mut NodeGroupState {
+        self.groups.iter_mut().find(|g| g.spec.id.as_str() == name).expect("group")
+    }
+
+    pub fn apply(&mut self, action: &Action) {
+        match action {
+            Action::SetTargetSize { group, to, .. } => {
+                let now = self.now;
+                let g = self.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+                assert!(*to <= g.spec.max_size, "target {to} above max {}", g.spec.max_size);
+                while (g.instances.len() as u32) < *to {
+                    self.next_instance += 1;
+                    g.instances.push(InstanceView {
+                        id: InstanceId::new(format!("i-{:04}", self.next_instance)),
+                        zone: g.spec.zones[0].clone(),
+                        state: InstanceState::Pending,
+                        launched_at: now,
+                    });
+                }
+                g.target = *to;
+            }
+            Action::TerminateInstance { group, instance, .. } => {
+                let g = self.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+                g.instances.retain(|i| &i.id != instance);
+                g.target = g.target.saturating_sub(1);
+                let gone: Vec<NodeName> = self.nodes.iter().filter(|n| n.instance.as_ref() == Some(instance)).map(|n| n.name.clone()).collect();
+                self.nodes.retain(|n| n.instance.as_ref() != Some(instance));
+                for name in gone {
+                    for p in self.pods.iter_mut().filter(|p| p.node.as_ref() == Some(&name)) {
+                        assert!(
+                            !(p.occupies_node() && matches!(p.owner, Owner::Job(_) | Owner::Bare)),
+                            "terminated node {name} while batch pod {} ran on it",
+                            p.key
+                        );
+                    }
+                    self.pods.retain(|p| p.node.as_ref() != Some(&name));
+                }
+            }
+            Action::RetireNode { node, reason, .. } => {
+                let now = self.now;
+                let n = self.nodes.iter_mut().find(|n| &n.name == node).expect("node");
+                n.taints.push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
+                n.retired = Some(RetireMark { since: now, reason: reason.clone() });
+            }
+            Action::UnretireNode { node, .. } => {
+                let n = self.nodes.iter_mut().find(|n| &n.name == node).expect("node");
+                n.taints.retain(|t| t.key != TAINT_RETIRING);
+                n.retired = None;
+            }
+            Action::EvictPod { pod, .. } => {
+                let p = self.pods.iter().find(|p| &p.key == pod).expect("pod");
+                assert!(matches!(p.owner, Owner::Replicated { .. }) || p.safe_to_evict == Some(SafeToEvict::True), "evicted a batch pod {pod}");
+                self.pods.retain(|p| &p.key != pod);
+            }
+            Action::MarkIdle { node, since, .. } => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) {
+                    n.idle_since = *since;
+                }
+            }
+            Action::PersistBackoff { .. } => {}
+        }
+    }
+
+    /// Every launched instance becomes a ready node.
+    pub fn register_all(&mut self) {
+        let now = self.now;
+        for g in &mut self.groups {
+            for inst in &mut g.instances {
+                inst.state = InstanceState::InService;
+                if self.nodes.iter().any(|n| n.instance.as_ref() == Some(&inst.id)) {
+                    continue;
+                }
+                let name = NodeName::new(format!("node-{}", inst.id));
+                let mut node = NodeView::new(name.clone(), g.spec.shape.allocatable.clone(), now);
+                node.labels.extend(g.spec.template_labels(&inst.zone));
+                node.taints = g.spec.taints.clone();
+                node.instance = Some(inst.id.clone());
+                node.group = Some(g.spec.id.clone());
+                self.nodes.push(node);
+            }
+        }
+    }
+
+    /// Binds pending pods first-fit to ready nodes (a stand-in scheduler).
+    pub fn schedule(&mut self) {
+        let snapshot = self.snapshot();
+        let mut sim = planner::placement::PlacementSim::new(&snapshot.pods);
+        for n in &snapshot.nodes {
+            let mut used = Resources::zero();
+            let residents: Vec<usize> = snapshot.pods.iter().enumerate().filter(|(_, p)| p.occupies_node() && p.node.as_ref() == Some(&n.name)).map(|(i, _)| i).collect();
+            for &i in &residents {
+                used.add(&snapshot.pods[i].requests);
+            }
+            sim.add_node(planner::placement::SimNode {
+                name: n.name.clone(),
+                origin: planner::placement::NodeOrigin::Existing,
+                group: n.group.clone(),
+                labels: std::sync::Arc::new(n.labels.clone()),
+                taints: std::sync::Arc::new(n.taints.clone()),
+                allocatable: n.allocatable.clone(),
+                used,
+                ready: n.ready,
+                cordoned: n.cordoned,
+                residents,
+            });
+        }
+        let all: Vec<usize> = (0..sim.nodes().len()).collect();
+        for (i, p) in snapshot.pods.iter().enumerate() {
+            if !p.is_unbound_pending() {
+                continue;
+            }
+            if let Some(n) = sim.first_fit(i, all.iter().copied()) {
+                sim.place(i, n);
+                let name = sim.node(n).name.clone();
+                let pod = &mut self.pods[i];
+                pod.node = Some(name);
+                pod.phase = PodPhase::Running;
+                pod.started = Some(self.now);
+                pod.unschedulable = false;
+            } else {
+                self.pods[i].unschedulable = true;
+            }
+        }
+    }
+
+    pub fn finish(&mut self, name: &str) {
+        let p = self.pods.iter_mut().find(|p| p.key.name == name).expect("pod");
+        p.phase = PodPhase::Succeeded;
+    }
+
+    pub fn scale_ups(actions: &[Action]) -> Vec<(String, u32, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetTargetSize { group, from, to, reason: planner::TargetReason::ScaleUp { .. }, .. } => Some((group.to_string(), *from, *to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn terminations(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::TerminateInstance { instance, .. } => Some(instance.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub fn settings() -> PlannerSettings {
+    PlannerSettings { scale_down_delay_after_add: Duration::ZERO, ..PlannerSettings::default() }
+}
