@@ -104,6 +104,9 @@ pub struct Planner {
     last_instance_counts: BTreeMap<NodeGroupId, u32>,
     /// Under-utilised since (not persisted: a restart waits the unneeded time again).
     unneeded_since: BTreeMap<NodeName, Time>,
+    /// Pods a scale-up bought nodes for, with the group and when (until the nodes
+    /// arrive or the provision time passes).
+    nominated: BTreeMap<PodKey, (NodeGroupId, Time)>,
     /// Launch failures reported before the first snapshot named their group.
     early_failures: Vec<LaunchFailure>,
     /// Scratch: warm spares of this pass.
@@ -141,6 +144,7 @@ impl Planner {
             unneeded_since: BTreeMap::new(),
             spares: BTreeSet::new(),
             early_failures: Vec::new(),
+            nominated: BTreeMap::new(),
         })
     }
 

@@ -75,6 +75,8 @@ impl Planner {
             self.announce_backoff(now, record);
         }
         self.gangs.group_failed(&failure.group);
+        // Pods waiting for this group's nodes must be planned again.
+        self.nominated.retain(|_, (group, _)| *group != failure.group);
         let target = self.requested_targets.get(&failure.group).map(|r| r.target).or(self.last_targets.get(&failure.group).copied());
         let live = self.last_instance_counts.get(&failure.group).copied().unwrap_or(0);
         if let Some(target) = target {

@@ -156,10 +156,7 @@ impl Planner {
             .map(|(i, _)| i)
             .collect();
         let pods = &snapshot.pods;
-        out.sort_by(|&a, &b| {
-            let (pa, pb) = (&pods[a], &pods[b]);
-            pb.priority.cmp(&pa.priority).then(pa.created.cmp(&pb.created)).then(pa.key.cmp(&pb.key))
-        });
+        out.sort_by(|&a, &b| serving_order(&pods[a], &pods[b]));
         out
     }
 
@@ -225,8 +222,37 @@ impl Planner {
             }
         }
 
+        // Pods a recent scale-up bought nodes for go first, onto those nodes: bin
+        // packing is not monotone, so re-packing them together with newcomers could
+        // come out one node short and buy again for the same pods.
+        let upcoming_by_group: BTreeMap<NodeGroupId, Vec<usize>> = node_slots
+            .iter()
+            .filter(|&&n| sim.node(n).origin == NodeOrigin::Upcoming)
+            .fold(BTreeMap::new(), |mut m, &n| {
+                m.entry(sim.node(n).group.clone().expect("template nodes have a group")).or_insert_with(Vec::new).push(n);
+                m
+            });
+        let existing: Vec<usize> = node_slots.iter().copied().filter(|&n| sim.node(n).origin == NodeOrigin::Existing).collect();
+        let provision_time = self.settings.max_node_provision_time;
+        self.nominated.retain(|key, (group, at)| {
+            candidate_keys.contains(key) && now.saturating_since(*at) < provision_time && upcoming_by_group.contains_key(group)
+        });
         let mut remaining: Vec<Vec<usize>> = Vec::new();
+        let mut fresh = Vec::new();
         for unit in placement_units(pods, &candidates) {
+            let nominated_to = self.nominated.get(&pods[unit[0]].key).map(|(g, _)| g.clone());
+            match nominated_to {
+                Some(group) => {
+                    let mut targets = existing.clone();
+                    targets.extend(upcoming_by_group.get(&group).into_iter().flatten().copied());
+                    // Served by the nodes bought for it, even if first-fit would now
+                    // pack it differently.
+                    let _ = place_unit_all_or_nothing(&mut sim, &unit, &targets);
+                }
+                None => fresh.push(unit),
+            }
+        }
+        for unit in fresh {
             if !place_unit_all_or_nothing(&mut sim, &unit, &node_slots) {
                 remaining.push(unit);
             }
@@ -364,6 +390,9 @@ impl Planner {
             }
             scaled = true;
             self.last_scale_up = Some(now);
+            for &p in &option.pods {
+                self.nominated.insert(pods[p].key.clone(), (snapshot.groups[option.group].spec.id.clone(), now));
+            }
             let placed: BTreeSet<usize> = option.pods.iter().copied().collect();
             for p in &placed {
                 reasons.remove(p);
@@ -492,6 +521,18 @@ impl Planner {
     }
 }
 
+/// The order in which pending pods are served, everywhere: higher priority first,
+/// then larger first (first-fit-decreasing by gpu, cpu, memory), then older first.
+pub(crate) fn serving_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then(b.requests.gpus().cmp(&a.requests.gpus()))
+        .then(b.requests.cpu_millis.cmp(&a.requests.cpu_millis))
+        .then(b.requests.memory_bytes.cmp(&a.requests.memory_bytes))
+        .then(a.created.cmp(&b.created))
+        .then(a.key.cmp(&b.key))
+}
+
 /// Totals the cluster would have at the given targets: (cores, GiB, nodes).
 fn cluster_totals(snapshot: &ClusterSnapshot, targets: &[u32]) -> (u64, u64, u32) {
     let (mut cores, mut gib, mut nodes) = (0u64, 0u64, 0u32);
@@ -536,9 +577,10 @@ fn pack_onto_template(
     limit_reason: &NoScaleUpReason,
     reasons: &mut BTreeMap<usize, BTreeMap<NodeGroupId, NoScaleUpReason>>,
 ) -> GroupOption {
+    // Same order as placement on existing and upcoming capacity: a later pass must
+    // find room on the nodes bought here for exactly the pods they were bought for.
     let mut order: Vec<usize> = (0..classes.len()).collect();
-    let share = |c: usize| pods[classes[c].representative()].requests.dominant_share(&template.allocatable);
-    order.sort_by(|&a, &b| share(b).total_cmp(&share(a)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| serving_order(&pods[classes[a].representative()], &pods[classes[b].representative()]).then(a.cmp(&b)));
     let mut sim = PlacementSim::new(pods);
     let mut opened: Vec<usize> = Vec::new();
     let mut placed = Vec::new();

@@ -8,6 +8,7 @@ use model::*;
 use planner::{Action, Outcome, Planner, PlannerEvent, PlannerSettings};
 use std::time::Duration;
 
+#[derive(Debug, Clone)]
 pub struct World {
     pub now: Time,
     pub revision: u64,
@@ -194,10 +195,10 @@ impl World {
             });
         }
         let all: Vec<usize> = (0..sim.nodes().len()).collect();
-        for (i, p) in snapshot.pods.iter().enumerate() {
-            if !p.is_unbound_pending() {
-                continue;
-            }
+        // Largest first, as a bin-packing scheduler profile would.
+        let mut order: Vec<usize> = (0..snapshot.pods.len()).filter(|&i| snapshot.pods[i].is_unbound_pending()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse((snapshot.pods[i].requests.gpus(), snapshot.pods[i].requests.cpu_millis, snapshot.pods[i].requests.memory_bytes)));
+        for i in order {
             if let Some(n) = sim.first_fit(i, all.iter().copied()) {
                 sim.place(i, n);
                 let name = sim.node(n).name.clone();
