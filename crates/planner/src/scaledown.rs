@@ -373,12 +373,13 @@ impl Planner {
             let node = &snapshot.nodes[ni];
             let Some(&slot) = slot_of.get(&ni) else { continue };
             // Pending pods that could use this node keep it.
-            {
-                let mut probe = sim.clone();
-                probe.node_mut(slot).cordoned = false;
-                if pending.iter().any(|&p| probe.can_place(p, slot).is_ok()) {
-                    continue;
-                }
+            // (The candidate is cordoned in the simulation so evictions do not land on
+            // it; lift that for the probe only.)
+            sim.node_mut(slot).cordoned = false;
+            let wanted = pending.iter().any(|&p| sim.can_place(p, slot).is_ok());
+            sim.node_mut(slot).cordoned = true;
+            if wanted {
+                continue;
             }
             let gi = group_of(node).expect("managed");
             if f.must_finish.is_empty() {
