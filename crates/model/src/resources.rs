@@ -150,6 +150,27 @@ impl Resources {
         Ok(())
     }
 
+    /// `self` fits within `allocatable - used`, without building the difference (the
+    /// placement hot path calls this for every pod × node it tries).
+    pub fn fits_in_remaining(&self, allocatable: &Resources, used: &Resources) -> Result<(), Shortfall> {
+        let check = |resource: &str, requested: i64, alloc: i64, taken: i64| {
+            let have = alloc - taken;
+            if requested > 0 && requested > have {
+                Err(Shortfall { resource: resource.to_owned(), requested, available: have })
+            } else {
+                Ok(())
+            }
+        };
+        check("cpu", self.cpu_millis, allocatable.cpu_millis, used.cpu_millis)?;
+        check("memory", self.memory_bytes, allocatable.memory_bytes, used.memory_bytes)?;
+        check("ephemeral-storage", self.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes, used.ephemeral_storage_bytes)?;
+        check("pods", self.pods, allocatable.pods, used.pods)?;
+        for (name, v) in &self.extended {
+            check(name, *v, allocatable.extended(name), used.extended(name))?;
+        }
+        Ok(())
+    }
+
     /// The largest fraction of `capacity` this vector uses over cpu, memory and
     /// extended resources (the "dominant share"). Resources the capacity lacks count as
     /// infinite demand only if requested.
@@ -214,6 +235,21 @@ mod tests {
         let mut have_gpu = have.clone();
         have_gpu.add_extended(NVIDIA_GPU, 1);
         assert!(want.fits_in(&have_gpu).is_ok());
+    }
+
+    #[test]
+    fn fits_in_remaining_matches_fits_in_the_difference() {
+        let mut alloc = Resources::cpu_mem(4000, 8 << 30);
+        alloc.add_extended(NVIDIA_GPU, 2);
+        let mut used = Resources::cpu_mem(3000, 1 << 30);
+        used.add_extended(NVIDIA_GPU, 1);
+        let mut free = alloc.clone();
+        free.sub(&used);
+        for (cpu, gpus) in [(500, 1), (1500, 0), (500, 2)] {
+            let mut want = Resources::cpu_mem(cpu, 1 << 20);
+            want.add_extended(NVIDIA_GPU, gpus);
+            assert_eq!(want.fits_in_remaining(&alloc, &used), want.fits_in(&free));
+        }
     }
 
     #[test]

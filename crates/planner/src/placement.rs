@@ -99,7 +99,7 @@ impl<'p> PlacementSim<'p> {
         if n.cordoned {
             return Err(Unfit::NodeCordoned);
         }
-        check_resources(p, &n.free())?;
+        check_resources(p, &n.allocatable, &n.used)?;
         check_labels_and_taints(p, &n.labels, &n.taints)?;
         if self.anti_affinity_in_play {
             check_anti_affinity(p, n.residents.iter().map(|&i| &self.pods[i]))?;
@@ -113,7 +113,7 @@ impl<'p> PlacementSim<'p> {
     pub fn can_place_dynamic(&self, pod: usize, node: NodeIdx) -> Result<(), Unfit> {
         let p = &self.pods[pod];
         let n = &self.nodes[node];
-        check_resources(p, &n.free())?;
+        check_resources(p, &n.allocatable, &n.used)?;
         if self.anti_affinity_in_play {
             check_anti_affinity(p, n.residents.iter().map(|&i| &self.pods[i]))?;
         }

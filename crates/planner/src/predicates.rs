@@ -73,9 +73,9 @@ pub fn check_labels_and_taints(pod: &PodView, labels: &Labels, taints: &[Taint])
     Ok(())
 }
 
-/// Resource fit of the pod's effective request against what is free.
-pub fn check_resources(pod: &PodView, free: &Resources) -> Result<(), Unfit> {
-    pod.requests.fits_in(free).map_err(Unfit::from)
+/// Resource fit of the pod's effective request against what is left on a node.
+pub fn check_resources(pod: &PodView, allocatable: &Resources, used: &Resources) -> Result<(), Unfit> {
+    pod.requests.fits_in_remaining(allocatable, used).map_err(Unfit::from)
 }
 
 /// Required pod anti-affinity between `pod` and the pods already on the node, both
