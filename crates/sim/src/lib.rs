@@ -6,7 +6,20 @@
 //! It never reads the clock except to pace progress output on stderr, never does I/O
 //! (callers read scenario files and write reports), and draws random numbers only from
 //! the scenario's seed: the same scenario and seed give a byte-identical report.
+//!
+//! Entry point: [`simulate`] (or [`engine::run`] for the raw record).
 
+pub mod engine;
+pub mod plot;
+pub mod report;
 pub mod scenario;
 
+pub use engine::{RunRecord, SimError, SimOptions};
+pub use report::Report;
 pub use scenario::{Scenario, ScenarioError, ScenarioErrorKind};
+
+/// Runs `scenario` and summarises the run.
+pub fn simulate(scenario: &Scenario, options: &SimOptions) -> Result<Report, SimError> {
+    let record = engine::run(scenario, options)?;
+    Ok(Report::build(scenario, &record))
+}

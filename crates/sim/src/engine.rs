@@ -1,0 +1,1180 @@
+//! The engine: a virtual clock that jumps from event to event, simulated EC2 node
+//! groups, a simulated cluster (DaemonSets, Job / bare / service pods) with a
+//! scheduler, and the real planner fed a snapshot every scan interval.
+//!
+//! The engine owns the simulated world and the record of what happened in it; it
+//! turns nothing into text (that is `report`'s job) and never reads the clock except
+//! to pace progress lines on stderr.
+//!
+//! Simplifications worth knowing (also in ARCHITECTURE.md):
+//! - A pod starts the instant it is bound and runs for exactly its duration.
+//! - Instances launch into the group's one zone; termination is instantaneous.
+//! - Gangs are bound all together or not at all, as a gang-aware scheduler
+//!   (coscheduling, Volcano, Kueue) would do; the default kube-scheduler does not.
+//! - The simulated ASG retries launching every 60 s while desired > live instances,
+//!   and each failed attempt reaches the planner 5 s later (as a scaling activity).
+
+use crate::scenario::{GroupDef, Scenario, WorkloadDef, WorkloadKind, JOB_NAME_LABEL};
+use model::well_known::{LABEL_HOSTNAME, TAINT_RETIRING};
+use model::{
+    ClusterSnapshot, GangId, GangMembership, InstanceId, InstanceState, InstanceView, LaunchFailure,
+    LaunchFailureKind, NodeGroupId, NodeGroupState, NodeName, NodeView, Owner, PodKey, PodPhase, PodView,
+    Resources, RetireMark, Taint, TaintEffect, Time,
+};
+use planner::placement::{PlacementSim, SimNode, NodeOrigin};
+use planner::{Action, Outcome, Planner, PlannerEvent, TargetReason};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long after a failed launch the planner hears of it (a scaling activity's lag).
+pub const FAILURE_REPORT_DELAY: Duration = Duration::from_secs(5);
+/// How often the simulated ASG retries while desired capacity exceeds its instances.
+pub const ASG_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// Timeline sampling period.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+/// At most this many notable planner events are kept in the record.
+pub const MAX_RECORDED_EVENTS: usize = 5000;
+
+const NAMESPACE: &str = "default";
+
+/// Options that do not change the outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Print a progress line on stderr every simulated hour once a run has taken
+    /// more than a second of wall time.
+    pub progress: bool,
+}
+
+/// A run that could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimError {
+    pub message: String,
+}
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SimError {}
+
+/// Why the run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every job and bare pod finished and every group is back at its minimum.
+    WorkloadDone,
+    /// The horizon was reached.
+    Horizon,
+}
+
+/// One pod as the workload defines it; survives kills (its replacements share it).
+#[derive(Debug, Clone)]
+pub struct LogicalPod {
+    pub job: usize,
+    pub duration: Option<Duration>,
+    pub first_start: Option<Time>,
+    pub completed_at: Option<Time>,
+    pub kills: u32,
+    pub incarnations: u32,
+    index: u32,
+}
+
+/// One arrival of a workload (a Job, a set of bare pods or a Deployment).
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub name: String,
+    pub workload: usize,
+    pub kind: WorkloadKind,
+    pub arrival: Time,
+    pub pods: Vec<usize>,
+    pub gang: bool,
+    /// When every pod of a gang was first running at once.
+    pub gang_all_running_at: Option<Time>,
+    /// Most pods of the gang running at once before they all were (0 when the gang
+    /// was only ever started whole).
+    pub gang_max_partial_running: u32,
+    pub killed: u32,
+}
+
+/// An instance launched by a group, with its billing interval.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub group: usize,
+    pub id: InstanceId,
+    pub launched_at: Time,
+    pub terminated_at: Option<Time>,
+}
+
+/// A failed launch attempt.
+#[derive(Debug, Clone)]
+pub struct FailureRecord {
+    pub at: Time,
+    pub group: usize,
+    pub count: u32,
+    pub message: String,
+}
+
+/// A timeline sample.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Time,
+    pub pending: u32,
+    pub running: u32,
+    /// Live instances (booting or ready) per group, in scenario order.
+    pub nodes: Vec<u32>,
+}
+
+/// A planner event worth keeping in the report.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub at: Time,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Everything a run produced, for `report` to summarise.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub end: Time,
+    pub stop: StopReason,
+    pub logical_pods: Vec<LogicalPod>,
+    pub jobs: Vec<JobRecord>,
+    pub instances: Vec<InstanceRecord>,
+    pub failures: Vec<FailureRecord>,
+    pub samples: Vec<Sample>,
+    pub peak_nodes: u32,
+    pub peak_nodes_per_group: Vec<u32>,
+    pub killed_by_scale_in: u32,
+    pub service_pods_recreated: u32,
+    pub scale_up_calls: u32,
+    pub scale_down_calls: u32,
+    pub give_back_calls: u32,
+    pub retire_calls: u32,
+    pub unretire_calls: u32,
+    pub evictions: u32,
+    /// Instances the simulated ASG removed itself because desired capacity fell below
+    /// its live instances (the planner is expected never to cause this).
+    pub asg_scale_in_terminations: u32,
+    pub event_counts: BTreeMap<&'static str, u64>,
+    pub events: Vec<EventRecord>,
+    pub events_dropped: u64,
+    /// Broken expectations (e.g. a target above the group's max).
+    pub violations: Vec<String>,
+    pub planner_passes: u64,
+    /// Passes after which the planner's `poll_timeout` was already due (not later than
+    /// the pass itself); the engine does not wake for those.
+    pub stale_timeouts: u64,
+}
+
+/// Runs a scenario to its end.
+pub fn run(scenario: &Scenario, options: &SimOptions) -> Result<RunRecord, SimError> {
+    let planner = Planner::new(scenario.settings.clone())
+        .map_err(|e| SimError { message: format!("settings.{}: {}", e.field, e.message) })?;
+    let mut engine = Engine::new(scenario, planner, options);
+    engine.run();
+    Ok(engine.record)
+}
+
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct PodMeta {
+    /// The logical pod; `None` for DaemonSet pods.
+    logical: Option<usize>,
+    finish_at: Option<Time>,
+}
+
+#[derive(Debug, Clone)]
+struct Booting {
+    group: usize,
+    instance: InstanceId,
+    ready_at: Time,
+    record: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct GroupSim {
+    window_launched: Vec<u32>,
+    next_retry: Option<Time>,
+    next_seq: u32,
+}
+
+struct Engine<'s> {
+    scenario: &'s Scenario,
+    planner: Planner,
+    now: Time,
+    horizon: Time,
+    cluster: ClusterSnapshot,
+    pod_meta: Vec<PodMeta>,
+    groups: Vec<GroupSim>,
+    booting: Vec<Booting>,
+    /// Instance id → index into `record.instances`, for live instances.
+    live_instances: BTreeMap<InstanceId, usize>,
+    pending_failures: Vec<(Time, LaunchFailure)>,
+    arrivals: Vec<(Time, usize, usize)>,
+    next_arrival: usize,
+    next_scan: Time,
+    /// When the planner last had a pass: a timeout at or before it was served by it.
+    last_pass: Option<Time>,
+    next_sample: Time,
+    next_instance: u64,
+    dirty: bool,
+    has_services: bool,
+    has_gangs: bool,
+    progress_hour: u64,
+    wall_start: Option<std::time::Instant>,
+    record: RunRecord,
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl<'s> Engine<'s> {
+    fn new(scenario: &'s Scenario, planner: Planner, options: &SimOptions) -> Self {
+        let mut arrivals = Vec::new();
+        for (wi, w) in scenario.workloads.iter().enumerate() {
+            for (n, at) in w.arrivals.iter().enumerate() {
+                arrivals.push((*at, wi, n));
+            }
+        }
+        arrivals.sort();
+        let cluster = ClusterSnapshot {
+            synced: true,
+            revision: 0,
+            groups: scenario
+                .groups
+                .iter()
+                .map(|g| NodeGroupState { spec: g.spec.clone(), target: 0, instances: Vec::new() })
+                .collect(),
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            daemonsets: scenario.daemonsets.clone(),
+            expander_priorities: None,
+        };
+        let n_groups = scenario.groups.len();
+        Self {
+            scenario,
+            planner,
+            now: Time::ZERO,
+            horizon: Time::ZERO + scenario.horizon,
+            cluster,
+            pod_meta: Vec::new(),
+            groups: scenario
+                .groups
+                .iter()
+                .map(|g| GroupSim { window_launched: vec![0; g.capacity_errors.len()], ..GroupSim::default() })
+                .collect(),
+            booting: Vec::new(),
+            live_instances: BTreeMap::new(),
+            pending_failures: Vec::new(),
+            arrivals,
+            next_arrival: 0,
+            next_scan: Time::ZERO,
+            last_pass: None,
+            next_sample: Time::ZERO,
+            next_instance: 1,
+            dirty: false,
+            has_services: scenario.workloads.iter().any(|w| w.kind == WorkloadKind::Service),
+            has_gangs: scenario.workloads.iter().any(|w| w.gang),
+            progress_hour: 0,
+            wall_start: options.progress.then(std::time::Instant::now),
+            record: RunRecord {
+                end: Time::ZERO,
+                stop: StopReason::Horizon,
+                logical_pods: Vec::new(),
+                jobs: Vec::new(),
+                instances: Vec::new(),
+                failures: Vec::new(),
+                samples: Vec::new(),
+                peak_nodes: 0,
+                peak_nodes_per_group: vec![0; n_groups],
+                killed_by_scale_in: 0,
+                service_pods_recreated: 0,
+                scale_up_calls: 0,
+                scale_down_calls: 0,
+                give_back_calls: 0,
+                retire_calls: 0,
+                unretire_calls: 0,
+                evictions: 0,
+                asg_scale_in_terminations: 0,
+                event_counts: BTreeMap::new(),
+                events: Vec::new(),
+                events_dropped: 0,
+                violations: Vec::new(),
+                planner_passes: 0,
+                stale_timeouts: 0,
+            },
+        }
+    }
+
+    fn run(&mut self) {
+        self.start_initial_nodes();
+        loop {
+            self.step();
+            if self.workload_done_and_settled() {
+                self.record.stop = StopReason::WorkloadDone;
+                break;
+            }
+            if self.now >= self.horizon {
+                self.record.stop = StopReason::Horizon;
+                break;
+            }
+            let next = self.next_event_time();
+            if next > self.horizon {
+                self.now = self.horizon;
+                self.record.stop = StopReason::Horizon;
+                break;
+            }
+            self.now = next;
+        }
+        self.finish();
+    }
+
+    // ---- the clock ----
+
+    fn next_event_time(&self) -> Time {
+        let after = Time(self.now.0 + 1);
+        let mut next = self.horizon;
+        let mut consider = |t: Time| {
+            let t = t.max(after);
+            if t < next {
+                next = t;
+            }
+        };
+        if let Some((t, _, _)) = self.arrivals.get(self.next_arrival) {
+            consider(*t);
+        }
+        for m in &self.pod_meta {
+            if let Some(t) = m.finish_at {
+                consider(t);
+            }
+        }
+        for b in &self.booting {
+            consider(b.ready_at);
+        }
+        for (t, _) in &self.pending_failures {
+            consider(*t);
+        }
+        for (gi, g) in self.groups.iter().enumerate() {
+            if let Some(t) = g.next_retry {
+                consider(t);
+            }
+            for w in &self.scenario.groups[gi].capacity_errors {
+                for edge in [w.from, w.to] {
+                    if edge > self.now {
+                        consider(edge);
+                    }
+                }
+            }
+        }
+        consider(self.next_scan);
+        if let Some(t) = self.live_timeout() {
+            consider(t);
+        }
+        consider(self.next_sample);
+        next
+    }
+
+    /// Everything due at `self.now`.
+    fn step(&mut self) {
+        self.process_arrivals();
+        self.process_completions();
+        self.process_boots();
+        self.deliver_failures();
+        self.process_group_timers();
+        if self.dirty {
+            self.schedule();
+        }
+        let timeout_due = self.live_timeout().is_some_and(|t| t <= self.now);
+        if self.now >= self.next_scan || timeout_due {
+            if timeout_due {
+                self.planner.handle_timeout(self.now);
+            }
+            self.planner_pass();
+            self.next_scan = self.now + self.scenario.settings.scan_interval;
+        }
+        if self.dirty {
+            self.schedule();
+        }
+        if self.has_gangs {
+            self.update_gangs();
+        }
+        let live: Vec<u32> = self.cluster.groups.iter().map(|g| g.instances.len() as u32).collect();
+        let total: u32 = live.iter().sum();
+        self.record.peak_nodes = self.record.peak_nodes.max(total);
+        for (peak, n) in self.record.peak_nodes_per_group.iter_mut().zip(&live) {
+            *peak = (*peak).max(*n);
+        }
+        if self.now >= self.next_sample {
+            self.sample();
+            self.next_sample = self.now + SAMPLE_INTERVAL;
+            // Keep samples on whole minutes even if an event fell between them.
+            self.next_sample = Time(self.next_sample.0 - self.next_sample.0 % SAMPLE_INTERVAL.as_millis() as u64);
+        }
+        self.progress();
+    }
+
+    /// The planner's timeout, unless a pass at or after it already served it. The
+    /// planner may re-arm a timer that is already due (e.g. an idle node held back by
+    /// a scale-down pause); honouring it literally would spin the clock.
+    fn live_timeout(&self) -> Option<Time> {
+        let t = self.planner.poll_timeout()?;
+        if self.last_pass.is_some_and(|last| t <= last) {
+            return None;
+        }
+        Some(t)
+    }
+
+    fn workload_done_and_settled(&self) -> bool {
+        if self.has_services || self.next_arrival < self.arrivals.len() {
+            return false;
+        }
+        let batch_left = self.pod_meta.iter().any(|m| m.logical.is_some());
+        if batch_left || !self.pending_failures.is_empty() || !self.booting.is_empty() {
+            return false;
+        }
+        self.cluster
+            .groups
+            .iter()
+            .all(|g| g.target == g.spec.min_size && g.instances.len() as u32 == g.target)
+    }
+
+    fn progress(&mut self) {
+        let Some(start) = self.wall_start else { return };
+        let hour = self.now.0 / 3_600_000;
+        if hour > self.progress_hour {
+            self.progress_hour = hour;
+            if start.elapsed() > Duration::from_secs(1) {
+                let (pending, running) = self.pod_counts();
+                let nodes: usize = self.cluster.groups.iter().map(|g| g.instances.len()).sum();
+                eprintln!(
+                    "[{}] simulated {hour}h of {}: {pending} pending, {running} running, {nodes} nodes ({:.1}s)",
+                    self.scenario.name,
+                    model::format_duration(self.scenario.horizon),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let end = self.now;
+        for rec in &mut self.record.instances {
+            if rec.terminated_at.is_none() {
+                rec.terminated_at = Some(end);
+            }
+        }
+        if self.record.samples.last().is_none_or(|s| s.at < end) {
+            self.sample();
+        }
+        self.record.end = end;
+    }
+
+    fn sample(&mut self) {
+        let (pending, running) = self.pod_counts();
+        let nodes = self.cluster.groups.iter().map(|g| g.instances.len() as u32).collect();
+        self.record.samples.push(Sample { at: self.now, pending, running, nodes });
+    }
+
+    fn pod_counts(&self) -> (u32, u32) {
+        let mut pending = 0;
+        let mut running = 0;
+        for (p, m) in self.cluster.pods.iter().zip(&self.pod_meta) {
+            if m.logical.is_none() {
+                continue;
+            }
+            if p.node.is_none() {
+                pending += 1;
+            } else {
+                running += 1;
+            }
+        }
+        (pending, running)
+    }
+
+    // ---- workload ----
+
+    fn process_arrivals(&mut self) {
+        while let Some(&(at, wi, n)) = self.arrivals.get(self.next_arrival) {
+            if at > self.now {
+                break;
+            }
+            self.next_arrival += 1;
+            let w = &self.scenario.workloads[wi];
+            let job = self.record.jobs.len();
+            let name = w.instance_name(n);
+            let mut pods = Vec::new();
+            for index in 0..w.pods {
+                let duration = w.duration.map(|d| {
+                    if w.duration_spread > 0.0 {
+                        let draw = splitmix64(self.scenario.seed ^ splitmix64((wi as u64) << 40 | (n as u64) << 20 | u64::from(index)));
+                        let unit = (draw >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+                        let factor = 1.0 - w.duration_spread + 2.0 * w.duration_spread * unit;
+                        Duration::from_millis(((d.as_millis() as f64) * factor).round().max(1.0) as u64)
+                    } else {
+                        d
+                    }
+                });
+                pods.push(self.record.logical_pods.len());
+                self.record.logical_pods.push(LogicalPod {
+                    job,
+                    duration,
+                    first_start: None,
+                    completed_at: None,
+                    kills: 0,
+                    incarnations: 0,
+                    index,
+                });
+            }
+            self.record.jobs.push(JobRecord {
+                name,
+                workload: wi,
+                kind: w.kind,
+                arrival: at,
+                pods: pods.clone(),
+                gang: w.gang,
+                gang_all_running_at: None,
+                gang_max_partial_running: 0,
+                killed: 0,
+            });
+            for lp in pods {
+                self.create_pod(lp);
+            }
+        }
+    }
+
+    /// Creates a pending pod for a logical pod (its first incarnation or a replacement).
+    fn create_pod(&mut self, logical: usize) {
+        let lp = &mut self.record.logical_pods[logical];
+        let incarnation = lp.incarnations;
+        lp.incarnations += 1;
+        let job = &self.record.jobs[lp.job];
+        let w: &WorkloadDef = &self.scenario.workloads[job.workload];
+        let name = if incarnation == 0 {
+            format!("{}-{}", job.name, lp.index)
+        } else {
+            format!("{}-{}-r{}", job.name, lp.index, incarnation)
+        };
+        let owner = match w.kind {
+            WorkloadKind::Job => Owner::Job(job.name.clone()),
+            WorkloadKind::Bare => Owner::Bare,
+            WorkloadKind::Service => Owner::Replicated { kind: "ReplicaSet".into(), name: job.name.clone() },
+        };
+        let mut pod = PodView::new(PodKey::new(NAMESPACE, name), w.requests.clone(), owner, self.now);
+        pod.labels.insert(JOB_NAME_LABEL.to_owned(), job.name.clone());
+        pod.labels.insert("app".to_owned(), w.name.clone());
+        pod.node_selector = w.node_selector.clone();
+        pod.tolerations = w.tolerations.clone();
+        pod.priority = w.priority;
+        pod.safe_to_evict = w.safe_to_evict;
+        pod.expected_duration = w.expected_duration;
+        pod.active_deadline = w.active_deadline;
+        if w.gang {
+            pod.gang = Some(GangMembership { gang: GangId::new(job.name.clone()), size: w.pods });
+        }
+        if w.anti_affinity_per_node {
+            pod.anti_affinity.push(WorkloadDef::anti_affinity_term(&job.name));
+        }
+        self.cluster.pods.push(pod);
+        self.pod_meta.push(PodMeta { logical: Some(logical), finish_at: None });
+        self.dirty = true;
+    }
+
+    fn process_completions(&mut self) {
+        let now = self.now;
+        if !self.pod_meta.iter().any(|m| m.finish_at.is_some_and(|t| t <= now)) {
+            return;
+        }
+        let removed = self.remove_pods(|_, m| m.finish_at.is_some_and(|t| t <= now));
+        for (_, meta) in removed {
+            if let Some(lp) = meta.logical {
+                self.record.logical_pods[lp].completed_at = meta.finish_at;
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Removes the pods for which `remove` holds; returns them.
+    fn remove_pods(&mut self, mut remove: impl FnMut(&PodView, &PodMeta) -> bool) -> Vec<(PodView, PodMeta)> {
+        let pods = std::mem::take(&mut self.cluster.pods);
+        let metas = std::mem::take(&mut self.pod_meta);
+        let mut removed = Vec::new();
+        for (p, m) in pods.into_iter().zip(metas) {
+            if remove(&p, &m) {
+                removed.push((p, m));
+            } else {
+                self.cluster.pods.push(p);
+                self.pod_meta.push(m);
+            }
+        }
+        removed
+    }
+
+    // ---- the scheduler ----
+
+    /// Binds pending pods to ready nodes with the planner's placement predicates,
+    /// highest priority first, scoring nodes least-allocated (kube-scheduler's default
+    /// spreads pods); gangs all at once or not at all. Pods left over are marked
+    /// unschedulable, as the scheduler's PodScheduled=False condition would.
+    fn schedule(&mut self) {
+        self.dirty = false;
+        let mut pending: Vec<usize> = (0..self.cluster.pods.len()).filter(|&i| self.cluster.pods[i].is_unbound_pending()).collect();
+        if pending.is_empty() {
+            return;
+        }
+        {
+            let pods = &self.cluster.pods;
+            pending.sort_by(|&a, &b| {
+                let (pa, pb) = (&pods[a], &pods[b]);
+                pb.priority.cmp(&pa.priority).then(pa.created.cmp(&pb.created)).then(pa.key.cmp(&pb.key))
+            });
+        }
+        let job_of = |i: usize, meta: &[PodMeta], lps: &[LogicalPod]| meta[i].logical.map(|l| lps[l].job);
+        let mut bindings: Vec<(usize, usize)> = Vec::new();
+        {
+            let pods = &self.cluster.pods;
+            let mut sim = PlacementSim::new(pods);
+            let mut node_index: BTreeMap<&NodeName, usize> = BTreeMap::new();
+            for node in &self.cluster.nodes {
+                let idx = sim.add_node(SimNode {
+                    name: node.name.clone(),
+                    origin: NodeOrigin::Existing,
+                    group: node.group.clone(),
+                    labels: Arc::new(node.labels.clone()),
+                    taints: Arc::new(node.taints.clone()),
+                    allocatable: node.allocatable.clone(),
+                    used: Resources::zero(),
+                    ready: node.ready,
+                    cordoned: node.cordoned,
+                    residents: Vec::new(),
+                });
+                node_index.insert(&node.name, idx);
+            }
+            for (i, p) in pods.iter().enumerate() {
+                if p.occupies_node() {
+                    if let Some(&n) = p.node.as_ref().and_then(|n| node_index.get(n)) {
+                        sim.place(i, n);
+                    }
+                }
+            }
+            let n_nodes = sim.nodes().len();
+            let mut failed_jobs: BTreeSet<usize> = BTreeSet::new();
+            let mut gangs_tried: BTreeSet<usize> = BTreeSet::new();
+            for &p in &pending {
+                let job = job_of(p, &self.pod_meta, &self.record.logical_pods);
+                if job.is_some_and(|j| failed_jobs.contains(&j)) {
+                    continue;
+                }
+                if pods[p].gang.is_some() {
+                    let Some(job) = job else { continue };
+                    if !gangs_tried.insert(job) {
+                        continue;
+                    }
+                    let members: Vec<usize> = pending
+                        .iter()
+                        .copied()
+                        .filter(|&q| pods[q].gang.is_some() && job_of(q, &self.pod_meta, &self.record.logical_pods) == Some(job))
+                        .collect();
+                    let mut placed = Vec::new();
+                    for &q in &members {
+                        match best_node(&sim, q, n_nodes) {
+                            Some(n) => {
+                                sim.place(q, n);
+                                placed.push((q, n));
+                            }
+                            None => break,
+                        }
+                    }
+                    if placed.len() == members.len() {
+                        bindings.extend(placed);
+                    } else {
+                        for (q, n) in placed {
+                            sim.unplace(q, n);
+                        }
+                        failed_jobs.insert(job);
+                    }
+                    continue;
+                }
+                match best_node(&sim, p, n_nodes) {
+                    Some(n) => {
+                        sim.place(p, n);
+                        bindings.push((p, n));
+                    }
+                    None => {
+                        if let Some(j) = job {
+                            failed_jobs.insert(j);
+                        }
+                    }
+                }
+            }
+            // Resolve node indices to names before the simulation's borrow ends.
+            let names: Vec<NodeName> = sim.nodes().iter().map(|n| n.name.clone()).collect();
+            let bound: BTreeSet<usize> = bindings.iter().map(|(p, _)| *p).collect();
+            let now = self.now;
+            let pods = &mut self.cluster.pods;
+            for (p, n) in &bindings {
+                let pod = &mut pods[*p];
+                pod.node = Some(names[*n].clone());
+                pod.phase = PodPhase::Running;
+                pod.started = Some(now);
+                pod.unschedulable = false;
+                let meta = &mut self.pod_meta[*p];
+                if let Some(lp) = meta.logical {
+                    let lp = &mut self.record.logical_pods[lp];
+                    lp.first_start.get_or_insert(now);
+                    meta.finish_at = lp.duration.map(|d| now + d);
+                }
+            }
+            for &p in &pending {
+                if !bound.contains(&p) {
+                    pods[p].unschedulable = true;
+                }
+            }
+        }
+    }
+
+    fn update_gangs(&mut self) {
+        let mut running: BTreeMap<usize, u32> = BTreeMap::new();
+        for (p, m) in self.cluster.pods.iter().zip(&self.pod_meta) {
+            if let (Some(lp), Some(_)) = (m.logical, &p.node) {
+                let job = self.record.logical_pods[lp].job;
+                if self.record.jobs[job].gang {
+                    *running.entry(job).or_default() += 1;
+                }
+            }
+        }
+        for (job, n) in running {
+            let rec = &mut self.record.jobs[job];
+            if rec.gang_all_running_at.is_some() {
+                continue;
+            }
+            if n as usize >= rec.pods.len() {
+                rec.gang_all_running_at = Some(self.now);
+            } else {
+                rec.gang_max_partial_running = rec.gang_max_partial_running.max(n);
+            }
+        }
+    }
+
+    // ---- simulated EC2 ----
+
+    fn start_initial_nodes(&mut self) {
+        for gi in 0..self.scenario.groups.len() {
+            let initial = self.scenario.groups[gi].initial;
+            self.cluster.groups[gi].target = initial;
+            for _ in 0..initial {
+                let rec = self.launch_instance(gi);
+                // Initial nodes exist before the simulation starts: ready at once.
+                if let Some(pos) = self.booting.iter().position(|b| b.record == rec) {
+                    self.booting[pos].ready_at = self.now;
+                }
+            }
+        }
+        self.process_boots();
+    }
+
+    fn launch_instance(&mut self, gi: usize) -> usize {
+        let def = &self.scenario.groups[gi];
+        let id = InstanceId::new(format!("i-{:017x}", self.next_instance));
+        self.next_instance += 1;
+        let rec = self.record.instances.len();
+        self.record.instances.push(InstanceRecord { group: gi, id: id.clone(), launched_at: self.now, terminated_at: None });
+        self.live_instances.insert(id.clone(), rec);
+        self.cluster.groups[gi].instances.push(InstanceView {
+            id: id.clone(),
+            zone: def.zone.clone(),
+            state: InstanceState::Pending,
+            launched_at: self.now,
+        });
+        self.booting.push(Booting { group: gi, instance: id, ready_at: self.now + def.boot_delay, record: rec });
+        rec
+    }
+
+    /// Brings a group's instances in line with its desired capacity, within its
+    /// capacity-error windows.
+    fn reconcile_group(&mut self, gi: usize) {
+        let def: &GroupDef = &self.scenario.groups[gi];
+        let target = self.cluster.groups[gi].target;
+        let live = self.cluster.groups[gi].instances.len() as u32;
+        if target > live {
+            let want = target - live;
+            let mut allowed = want;
+            for (wi, w) in def.capacity_errors.iter().enumerate() {
+                if w.from <= self.now && self.now < w.to {
+                    allowed = allowed.min(w.available.saturating_sub(self.groups[gi].window_launched[wi]));
+                }
+            }
+            for (wi, w) in def.capacity_errors.iter().enumerate() {
+                if w.from <= self.now && self.now < w.to {
+                    self.groups[gi].window_launched[wi] += allowed;
+                }
+            }
+            for _ in 0..allowed {
+                self.launch_instance(gi);
+            }
+            let failed = want - allowed;
+            if failed > 0 {
+                let def = &self.scenario.groups[gi];
+                let it = &def.spec.shape.instance_type;
+                let message = format!(
+                    "Launching a new EC2 instance. Status Reason: We currently do not have sufficient {it} capacity in the \
+                     Availability Zone you requested ({zone}). Our system will be working on provisioning additional capacity. \
+                     You can currently get {it} capacity by not specifying an Availability Zone in your request or choosing \
+                     other Availability Zones. Launching EC2 instance failed. (InsufficientInstanceCapacity; {failed} of {want} instances)",
+                    zone = def.zone
+                );
+                self.record.failures.push(FailureRecord { at: self.now, group: gi, count: failed, message: message.clone() });
+                self.pending_failures.push((
+                    self.now + FAILURE_REPORT_DELAY,
+                    LaunchFailure {
+                        group: def.spec.id.clone(),
+                        zone: Some(def.zone.clone()),
+                        kind: LaunchFailureKind::InsufficientCapacity,
+                        count: failed,
+                        message,
+                        at: self.now,
+                    },
+                ));
+                self.groups[gi].next_retry = Some(self.now + ASG_RETRY_INTERVAL);
+            } else {
+                self.groups[gi].next_retry = None;
+            }
+        } else {
+            self.groups[gi].next_retry = None;
+            if target < live {
+                self.asg_scale_in(gi, (live - target) as usize);
+            }
+        }
+    }
+
+    /// The ASG's own scale-in when desired capacity drops below its instances: it
+    /// takes booting instances first (newest first), then the least busy nodes.
+    /// The planner should only ever lower desired capacity for undelivered nodes, so
+    /// this terminating a node with pods would be a finding.
+    fn asg_scale_in(&mut self, gi: usize, mut excess: usize) {
+        let booting: Vec<InstanceId> =
+            self.booting.iter().rev().filter(|b| b.group == gi).map(|b| b.instance.clone()).collect();
+        for id in booting.into_iter().take(excess) {
+            self.terminate_instance(&id);
+            self.record.asg_scale_in_terminations += 1;
+            excess -= 1;
+        }
+        if excess == 0 {
+            return;
+        }
+        let group_id = &self.scenario.groups[gi].spec.id;
+        let mut candidates: Vec<(usize, std::cmp::Reverse<Time>, InstanceId)> = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| n.group.as_ref() == Some(group_id))
+            .filter_map(|n| {
+                let busy = self
+                    .cluster
+                    .pods
+                    .iter()
+                    .filter(|p| p.node.as_ref() == Some(&n.name) && !p.is_node_infrastructure())
+                    .count();
+                n.instance.clone().map(|i| (busy, std::cmp::Reverse(n.created), i))
+            })
+            .collect();
+        candidates.sort();
+        for (busy, _, id) in candidates.into_iter().take(excess) {
+            if busy > 0 {
+                self.record.violations.push(format!(
+                    "{}: desired capacity fell below the group's instances; the ASG terminated {id} running {busy} pods",
+                    self.now.as_secs_f64()
+                ));
+            }
+            self.terminate_instance(&id);
+            self.record.asg_scale_in_terminations += 1;
+        }
+    }
+
+    /// Terminates one instance, its node and the node's pods; returns false if it is
+    /// not (or no longer) there.
+    fn terminate_instance(&mut self, id: &InstanceId) -> bool {
+        let Some(rec) = self.live_instances.remove(id) else { return false };
+        let gi = self.record.instances[rec].group;
+        self.record.instances[rec].terminated_at = Some(self.now);
+        self.cluster.groups[gi].instances.retain(|i| &i.id != id);
+        self.booting.retain(|b| &b.instance != id);
+        let node_name = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(id)).map(|n| n.name.clone());
+        if let Some(name) = node_name {
+            self.cluster.nodes.retain(|n| n.name != name);
+            let removed = self.remove_pods(|p, _| p.node.as_ref() == Some(&name));
+            for (pod, meta) in removed {
+                self.pod_lost(&pod, &meta, "its node was terminated");
+            }
+            self.dirty = true;
+        }
+        true
+    }
+
+    /// A running pod went away before finishing: count it and recreate it, as its
+    /// controller would (bare pods are recreated too, so the workload still completes
+    /// and the kill is visible in the report).
+    fn pod_lost(&mut self, pod: &PodView, meta: &PodMeta, _why: &str) {
+        let Some(lp) = meta.logical else { return };
+        let job = self.record.logical_pods[lp].job;
+        match self.record.jobs[job].kind {
+            WorkloadKind::Service => self.record.service_pods_recreated += 1,
+            WorkloadKind::Job | WorkloadKind::Bare => {
+                if pod.node.is_some() {
+                    self.record.killed_by_scale_in += 1;
+                    self.record.logical_pods[lp].kills += 1;
+                    self.record.jobs[job].killed += 1;
+                }
+            }
+        }
+        self.create_pod(lp);
+    }
+
+    fn process_boots(&mut self) {
+        let now = self.now;
+        let mut ready: Vec<Booting> = Vec::new();
+        self.booting.retain(|b| {
+            if b.ready_at <= now {
+                ready.push(b.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for b in ready {
+            self.register_node(b);
+        }
+    }
+
+    fn register_node(&mut self, b: Booting) {
+        let gi = b.group;
+        let def = &self.scenario.groups[gi];
+        let gs = &mut self.groups[gi];
+        gs.next_seq += 1;
+        let name = NodeName::new(format!("{}-{:04}", def.spec.id, gs.next_seq));
+        if let Some(inst) = self.cluster.groups[gi].instances.iter_mut().find(|i| i.id == b.instance) {
+            inst.state = InstanceState::InService;
+        }
+        let mut node = NodeView::new(name.clone(), def.spec.shape.allocatable.clone(), self.now);
+        node.labels = def.spec.template_labels(&def.zone);
+        node.labels.insert(LABEL_HOSTNAME.to_owned(), name.0.clone());
+        node.instance = Some(b.instance.clone());
+        node.group = Some(def.spec.id.clone());
+        node.taints = def.spec.taints.clone();
+        // DaemonSet pods land on every eligible node as it registers.
+        for ds in &self.scenario.daemonsets {
+            let mut pod = PodView::new(
+                PodKey::new("kube-system", format!("{}-{}", ds.name, name)),
+                ds.requests.clone(),
+                Owner::DaemonSet(ds.name.clone()),
+                self.now,
+            );
+            pod.node_selector = ds.node_selector.clone();
+            pod.required_affinity = ds.required_affinity.clone();
+            pod.tolerations = ds.tolerations.clone();
+            if planner::predicates::check_labels_and_taints(&pod, &node.labels, &node.taints).is_err() {
+                continue;
+            }
+            pod.node = Some(name.clone());
+            pod.phase = PodPhase::Running;
+            pod.started = Some(self.now);
+            self.cluster.pods.push(pod);
+            self.pod_meta.push(PodMeta { logical: None, finish_at: None });
+        }
+        self.cluster.nodes.push(node);
+        self.dirty = true;
+    }
+
+    fn process_group_timers(&mut self) {
+        for gi in 0..self.groups.len() {
+            let retry_due = self.groups[gi].next_retry.is_some_and(|t| t <= self.now);
+            let edge = self.scenario.groups[gi].capacity_errors.iter().any(|w| w.from == self.now || w.to == self.now);
+            let short = self.cluster.groups[gi].target > self.cluster.groups[gi].instances.len() as u32;
+            if retry_due || (edge && short) {
+                self.reconcile_group(gi);
+            }
+        }
+    }
+
+    fn deliver_failures(&mut self) {
+        let now = self.now;
+        if !self.pending_failures.iter().any(|(t, _)| *t <= now) {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_failures).into_iter().partition(|(t, _)| *t <= now);
+        self.pending_failures = later;
+        for (_, failure) in due {
+            self.planner.handle_launch_failure(now, failure);
+        }
+        self.drain_planner();
+    }
+
+    // ---- the planner ----
+
+    fn planner_pass(&mut self) {
+        self.cluster.revision += 1;
+        self.cluster.synced = true;
+        self.record.planner_passes += 1;
+        self.last_pass = Some(self.now);
+        self.planner.handle_snapshot(self.now, &self.cluster);
+        self.drain_planner();
+        if self.planner.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.record.stale_timeouts += 1;
+        }
+    }
+
+    fn drain_planner(&mut self) {
+        while let Some(action) = self.planner.poll_action() {
+            let id = action.id();
+            let outcome = self.apply(action);
+            self.planner.handle_outcome(self.now, id, outcome);
+        }
+        while let Some((at, event)) = self.planner.poll_event() {
+            let reason = event.reason();
+            *self.record.event_counts.entry(reason).or_default() += 1;
+            let notable = !matches!(
+                event,
+                PlannerEvent::WaitingForCapacity { .. }
+                    | PlannerEvent::NotTriggerScaleUp { .. }
+                    | PlannerEvent::ScaleDownCandidate { .. }
+                    | PlannerEvent::ScaleDownCancelled { .. }
+            );
+            if notable {
+                if self.record.events.len() < MAX_RECORDED_EVENTS {
+                    self.record.events.push(EventRecord { at, reason, message: event.to_string() });
+                } else {
+                    self.record.events_dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn group_index(&self, id: &NodeGroupId) -> Option<usize> {
+        self.scenario.groups.iter().position(|g| &g.spec.id == id)
+    }
+
+    fn node_index(&self, name: &NodeName) -> Option<usize> {
+        self.cluster.nodes.iter().position(|n| &n.name == name)
+    }
+
+    fn apply(&mut self, action: Action) -> Outcome {
+        match action {
+            Action::SetTargetSize { group, to, reason, .. } => {
+                let Some(gi) = self.group_index(&group) else {
+                    return Outcome::Failed { message: format!("no node group {group}") };
+                };
+                let current = self.cluster.groups[gi].target;
+                let max = self.scenario.groups[gi].spec.max_size;
+                let mut to = to;
+                if to > max {
+                    self.record.violations.push(format!(
+                        "t={}s: target {to} above max {max} requested for {group}",
+                        self.now.as_secs_f64()
+                    ));
+                    to = max;
+                }
+                match reason {
+                    TargetReason::ScaleUp { .. } if to > current => self.record.scale_up_calls += 1,
+                    TargetReason::GiveBack { .. } => self.record.give_back_calls += 1,
+                    _ => {}
+                }
+                self.cluster.groups[gi].target = to;
+                self.reconcile_group(gi);
+                Outcome::Done
+            }
+            Action::TerminateInstance { group, instance, .. } => {
+                let Some(gi) = self.group_index(&group) else {
+                    return Outcome::Failed { message: format!("no node group {group}") };
+                };
+                if self.record.instances.iter().any(|r| r.id == instance && r.group != gi) {
+                    return Outcome::Failed { message: format!("{instance} is not in {group}") };
+                }
+                if !self.terminate_instance(&instance) {
+                    return Outcome::Gone;
+                }
+                self.record.scale_down_calls += 1;
+                let g = &mut self.cluster.groups[gi];
+                g.target = g.target.saturating_sub(1);
+                if g.target < g.spec.min_size {
+                    self.record.violations.push(format!(
+                        "t={}s: terminating {instance} took {group} below its min {}",
+                        self.now.as_secs_f64(),
+                        g.spec.min_size
+                    ));
+                }
+                self.reconcile_group(gi);
+                Outcome::Done
+            }
+            Action::RetireNode { node, reason, .. } => {
+                let Some(ni) = self.node_index(&node) else { return Outcome::Gone };
+                self.record.retire_calls += 1;
+                let n = &mut self.cluster.nodes[ni];
+                if !n.taints.iter().any(|t| t.key == TAINT_RETIRING) {
+                    n.taints.push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
+                }
+                n.retired = Some(RetireMark { since: self.now, reason });
+                Outcome::Done
+            }
+            Action::UnretireNode { node, .. } => {
+                let Some(ni) = self.node_index(&node) else { return Outcome::Gone };
+                self.record.unretire_calls += 1;
+                let n = &mut self.cluster.nodes[ni];
+                n.taints.retain(|t| t.key != TAINT_RETIRING);
+                n.retired = None;
+                self.dirty = true;
+                Outcome::Done
+            }
+            Action::EvictPod { pod, .. } => {
+                if !self.cluster.pods.iter().any(|p| p.key == pod) {
+                    return Outcome::Gone;
+                }
+                self.record.evictions += 1;
+                let removed = self.remove_pods(|p, _| p.key == pod);
+                for (p, m) in removed {
+                    self.pod_lost(&p, &m, "evicted");
+                }
+                self.dirty = true;
+                Outcome::Done
+            }
+            Action::MarkIdle { node, since, .. } => {
+                let Some(ni) = self.node_index(&node) else { return Outcome::Gone };
+                self.cluster.nodes[ni].idle_since = since;
+                Outcome::Done
+            }
+            Action::PersistBackoff { .. } => Outcome::Done,
+        }
+    }
+}
+
+/// The node that takes pod `pod` with the most room left afterwards (kube-scheduler's
+/// LeastAllocated score over cpu and memory); ties go to the earlier node.
+fn best_node(sim: &PlacementSim<'_>, pod: usize, n_nodes: usize) -> Option<usize> {
+    let request = &sim.pods()[pod].requests;
+    let mut best: Option<(f64, usize)> = None;
+    for n in 0..n_nodes {
+        if sim.can_place(pod, n).is_err() {
+            continue;
+        }
+        let node = sim.node(n);
+        let room = |alloc: i64, used: i64, req: i64| {
+            if alloc <= 0 {
+                0.0
+            } else {
+                (alloc - used - req) as f64 / alloc as f64
+            }
+        };
+        let score = (room(node.allocatable.cpu_millis, node.used.cpu_millis, request.cpu_millis)
+            + room(node.allocatable.memory_bytes, node.used.memory_bytes, request.memory_bytes))
+            / 2.0;
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, n));
+        }
+    }
+    best.map(|(_, n)| n)
+}

@@ -1,0 +1,494 @@
+//! The report of a run: a JSON document (deterministic key order, floats rounded to a
+//! fixed number of decimals so two runs are byte-identical) and a short human summary.
+//!
+//! This module only summarises a [`RunRecord`]; it never runs anything.
+//!
+//! `lower_bound_node_hours` is a fluid lower bound: for every pod, its requests as a
+//! share of one node of the cheapest group whose template (instance allocatable minus
+//! DaemonSet overhead, labels, taints) could hold it, taking the pod's dominant
+//! resource (the largest of its cpu, memory and extended-resource shares), times the
+//! time it runs (its duration; a service's time from arrival to the end of the run),
+//! summed. It ignores bin-packing losses, boot delays, anti-affinity and gangs, so no
+//! real schedule can beat it; `lower_bound_cost_usd` prices the same shares at that
+//! group's price.
+
+use crate::engine::{RunRecord, StopReason};
+use crate::scenario::{Scenario, WorkloadKind};
+use model::{PodKey, PodView, Owner, Time};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The JSON report of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub simulated_seconds: f64,
+    /// `workload-done` (every batch pod finished and the groups are back at their
+    /// minimum) or `horizon`.
+    pub stopped_because: &'static str,
+    pub pods: PodCounts,
+    pub time_to_start_seconds: Percentiles,
+    pub nodes: NodeCounts,
+    pub node_hours: f64,
+    pub cost_usd: f64,
+    pub lower_bound_node_hours: f64,
+    pub lower_bound_cost_usd: f64,
+    pub scale_up_calls: u32,
+    pub scale_down_calls: u32,
+    pub give_back_calls: u32,
+    pub retire_calls: u32,
+    pub unretire_calls: u32,
+    pub evictions: u32,
+    pub asg_scale_in_terminations: u32,
+    pub planner_passes: u64,
+    /// Passes after which the planner asked to be woken at or before the pass itself.
+    pub planner_stale_timeouts: u64,
+    pub groups: Vec<GroupReport>,
+    pub jobs: Vec<JobReport>,
+    pub launch_failures: Vec<LaunchFailureReport>,
+    pub overflow: Vec<OverflowReport>,
+    /// Planner events by reason.
+    pub planner_events: BTreeMap<String, u64>,
+    /// Notable planner events (scale-ups, backoffs, retirements, removals...), in order.
+    pub events: Vec<EventReport>,
+    pub events_dropped: u64,
+    pub warnings: Vec<String>,
+    /// Broken expectations: a target above max, a node terminated by the ASG itself
+    /// with pods on it. Empty in a healthy run.
+    pub violations: Vec<String>,
+    /// Sampled every minute.
+    pub timeline: Vec<SampleReport>,
+}
+
+/// Counts of workload pods (DaemonSet pods excluded; a killed and recreated pod counts once).
+#[derive(Debug, Clone, Serialize)]
+pub struct PodCounts {
+    pub total: u32,
+    /// Job and bare pods that ran to completion.
+    pub completed: u32,
+    /// Running job or bare pods lost to a node removal or an eviction.
+    pub killed_by_scale_in: u32,
+    pub never_started: u32,
+    /// Service pods evicted or lost with their node and recreated (allowed).
+    pub service_pods_recreated: u32,
+    pub pending_at_end: u32,
+    pub running_at_end: u32,
+}
+
+/// Nearest-rank percentiles.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCounts {
+    pub launched: u32,
+    pub peak: u32,
+    pub at_end: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    pub instance_type: String,
+    pub spot: bool,
+    pub min: u32,
+    pub max: u32,
+    pub price_per_hour: f64,
+    pub price_source: &'static str,
+    pub launched: u32,
+    pub peak: u32,
+    pub at_end: u32,
+    pub node_hours: f64,
+    pub cost_usd: f64,
+    pub failed_launches: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub name: String,
+    pub workload: String,
+    pub kind: &'static str,
+    pub arrival_seconds: f64,
+    pub pods: u32,
+    /// First pod start − arrival; null if no pod started.
+    pub time_to_start_seconds: Option<f64>,
+    /// When the last pod completed; null if not every pod completed (services: always null).
+    pub finished_at_seconds: Option<f64>,
+    pub completed: u32,
+    pub killed: u32,
+    pub gang: bool,
+    /// For gangs: most pods running at once before all were (must be 0).
+    pub gang_max_partial_running: Option<u32>,
+    pub gang_started_at_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LaunchFailureReport {
+    pub at_seconds: f64,
+    pub group: String,
+    pub zone: String,
+    pub count: u32,
+    pub message: String,
+}
+
+/// For each group that failed to launch: where capacity came from next.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverflowReport {
+    pub failed_group: String,
+    pub failed_region: String,
+    pub first_failure_at_seconds: f64,
+    /// The first instance launched after that failure in another group.
+    pub next_launch_group: Option<String>,
+    pub next_launch_region: Option<String>,
+    pub next_launch_at_seconds: Option<f64>,
+    pub delay_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReport {
+    pub at_seconds: f64,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleReport {
+    pub t: f64,
+    pub pending: u32,
+    pub running: u32,
+    /// Live instances (booting or ready) per group.
+    pub nodes: BTreeMap<String, u32>,
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    let r = (x * scale).round() / scale;
+    if r == 0.0 {
+        0.0 // no "-0.0"
+    } else {
+        r
+    }
+}
+
+fn secs(t: Time) -> f64 {
+    round(t.as_secs_f64(), 3)
+}
+
+fn percentiles(mut values: Vec<f64>) -> Percentiles {
+    if values.is_empty() {
+        return Percentiles { p50: 0.0, p95: 0.0, max: 0.0 };
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = |p: f64| values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    Percentiles { p50: round(rank(50.0), 3), p95: round(rank(95.0), 3), max: round(values[values.len() - 1], 3) }
+}
+
+impl Report {
+    /// Summarises a run of `scenario`.
+    pub fn build(scenario: &Scenario, record: &RunRecord) -> Report {
+        let end = record.end;
+        let hours = |from: Time, to: Time| (to - from).as_secs_f64() / 3600.0;
+
+        let mut groups: Vec<GroupReport> = scenario
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| GroupReport {
+                name: g.spec.id.to_string(),
+                region: g.spec.region.to_string(),
+                zone: g.zone.to_string(),
+                instance_type: g.spec.shape.instance_type.to_string(),
+                spot: g.spec.purchase == model::PurchaseOption::Spot,
+                min: g.spec.min_size,
+                max: g.spec.max_size,
+                price_per_hour: g.price_per_hour,
+                price_source: g.price_source.as_str(),
+                launched: 0,
+                peak: record.peak_nodes_per_group[gi],
+                at_end: 0,
+                node_hours: 0.0,
+                cost_usd: 0.0,
+                failed_launches: 0,
+            })
+            .collect();
+        let mut node_hours = 0.0;
+        let mut cost = 0.0;
+        for inst in &record.instances {
+            let h = hours(inst.launched_at, inst.terminated_at.unwrap_or(end));
+            let g = &mut groups[inst.group];
+            g.launched += 1;
+            if inst.terminated_at.is_none_or(|t| t >= end) {
+                g.at_end += 1;
+            }
+            g.node_hours += h;
+            g.cost_usd += h * g.price_per_hour;
+        }
+        for f in &record.failures {
+            groups[f.group].failed_launches += f.count;
+        }
+        for g in &mut groups {
+            node_hours += g.node_hours;
+            cost += g.cost_usd;
+            g.node_hours = round(g.node_hours, 4);
+            g.cost_usd = round(g.cost_usd, 4);
+        }
+        // Nodes alive at the end come from the last sample (terminations at `end` excluded).
+        let at_end = record.samples.last().map_or(0, |s| s.nodes.iter().sum());
+        for (g, n) in groups.iter_mut().zip(record.samples.last().map(|s| s.nodes.clone()).unwrap_or_default()) {
+            g.at_end = n;
+        }
+
+        // Pods and jobs.
+        let mut counts = PodCounts {
+            total: record.logical_pods.len() as u32,
+            completed: 0,
+            killed_by_scale_in: record.killed_by_scale_in,
+            never_started: 0,
+            service_pods_recreated: record.service_pods_recreated,
+            pending_at_end: record.samples.last().map_or(0, |s| s.pending),
+            running_at_end: record.samples.last().map_or(0, |s| s.running),
+        };
+        let mut starts = Vec::new();
+        for lp in &record.logical_pods {
+            let job = &record.jobs[lp.job];
+            match lp.first_start {
+                Some(t) => starts.push((t - job.arrival).as_secs_f64()),
+                None => counts.never_started += 1,
+            }
+            if lp.completed_at.is_some() {
+                counts.completed += 1;
+            }
+        }
+        let jobs = record
+            .jobs
+            .iter()
+            .map(|j| {
+                let first = j.pods.iter().filter_map(|&p| record.logical_pods[p].first_start).min();
+                let completed = j.pods.iter().filter(|&&p| record.logical_pods[p].completed_at.is_some()).count() as u32;
+                let finished = if completed as usize == j.pods.len() {
+                    j.pods.iter().filter_map(|&p| record.logical_pods[p].completed_at).max()
+                } else {
+                    None
+                };
+                JobReport {
+                    name: j.name.clone(),
+                    workload: scenario.workloads[j.workload].name.clone(),
+                    kind: j.kind.as_str(),
+                    arrival_seconds: secs(j.arrival),
+                    pods: j.pods.len() as u32,
+                    time_to_start_seconds: first.map(|t| round((t - j.arrival).as_secs_f64(), 3)),
+                    finished_at_seconds: finished.map(secs),
+                    completed,
+                    killed: j.killed,
+                    gang: j.gang,
+                    gang_max_partial_running: j.gang.then_some(j.gang_max_partial_running),
+                    gang_started_at_seconds: j.gang_all_running_at.map(secs),
+                }
+            })
+            .collect();
+
+        let (lower_bound_node_hours, lower_bound_cost_usd, unplaceable) = lower_bound(scenario, record);
+        let mut warnings = scenario.warnings.clone();
+        if unplaceable > 0 {
+            warnings.push(format!("{unplaceable} pods fit no group's node template (left out of the lower bound)"));
+        }
+
+        let launch_failures = record
+            .failures
+            .iter()
+            .map(|f| LaunchFailureReport {
+                at_seconds: secs(f.at),
+                group: scenario.groups[f.group].spec.id.to_string(),
+                zone: scenario.groups[f.group].zone.to_string(),
+                count: f.count,
+                message: f.message.clone(),
+            })
+            .collect();
+
+        let mut overflow = Vec::new();
+        for (gi, g) in scenario.groups.iter().enumerate() {
+            let Some(first) = record.failures.iter().find(|f| f.group == gi) else { continue };
+            let next = record.instances.iter().filter(|i| i.group != gi && i.launched_at >= first.at).min_by_key(|i| i.launched_at);
+            overflow.push(OverflowReport {
+                failed_group: g.spec.id.to_string(),
+                failed_region: g.spec.region.to_string(),
+                first_failure_at_seconds: secs(first.at),
+                next_launch_group: next.map(|i| scenario.groups[i.group].spec.id.to_string()),
+                next_launch_region: next.map(|i| scenario.groups[i.group].spec.region.to_string()),
+                next_launch_at_seconds: next.map(|i| secs(i.launched_at)),
+                delay_seconds: next.map(|i| round((i.launched_at - first.at).as_secs_f64(), 3)),
+            });
+        }
+
+        let group_names: Vec<String> = scenario.groups.iter().map(|g| g.spec.id.to_string()).collect();
+        let timeline = record
+            .samples
+            .iter()
+            .map(|s| SampleReport {
+                t: secs(s.at),
+                pending: s.pending,
+                running: s.running,
+                nodes: group_names.iter().cloned().zip(s.nodes.iter().copied()).collect(),
+            })
+            .collect();
+
+        Report {
+            scenario: scenario.name.clone(),
+            seed: scenario.seed,
+            simulated_seconds: secs(end),
+            stopped_because: match record.stop {
+                StopReason::WorkloadDone => "workload-done",
+                StopReason::Horizon => "horizon",
+            },
+            pods: counts,
+            time_to_start_seconds: percentiles(starts),
+            nodes: NodeCounts { launched: record.instances.len() as u32, peak: record.peak_nodes, at_end },
+            node_hours: round(node_hours, 4),
+            cost_usd: round(cost, 4),
+            lower_bound_node_hours: round(lower_bound_node_hours, 4),
+            lower_bound_cost_usd: round(lower_bound_cost_usd, 4),
+            scale_up_calls: record.scale_up_calls,
+            scale_down_calls: record.scale_down_calls,
+            give_back_calls: record.give_back_calls,
+            retire_calls: record.retire_calls,
+            unretire_calls: record.unretire_calls,
+            evictions: record.evictions,
+            asg_scale_in_terminations: record.asg_scale_in_terminations,
+            planner_passes: record.planner_passes,
+            planner_stale_timeouts: record.stale_timeouts,
+            groups,
+            jobs,
+            launch_failures,
+            overflow,
+            planner_events: record.event_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            events: record.events.iter().map(|e| EventReport { at_seconds: secs(e.at), reason: e.reason, message: e.message.clone() }).collect(),
+            events_dropped: record.events_dropped,
+            warnings,
+            violations: record.violations.clone(),
+            timeline,
+        }
+    }
+
+    /// The report as pretty JSON (ends with a newline).
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a report always serialises");
+        text.push('\n');
+        text
+    }
+
+    /// A dozen lines for a person.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let hm = |secs: f64| model::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0)));
+        let _ = writeln!(s, "scenario {} (seed {}): {} simulated, stopped: {}", self.scenario, self.seed, hm(self.simulated_seconds), self.stopped_because);
+        let _ = writeln!(
+            s,
+            "pods: {} total, {} completed, {} never started, {} killed by scale-in",
+            self.pods.total, self.pods.completed, self.pods.never_started, self.pods.killed_by_scale_in
+        );
+        let t = &self.time_to_start_seconds;
+        let _ = writeln!(s, "time to start: p50 {:.0}s, p95 {:.0}s, max {:.0}s", t.p50, t.p95, t.max);
+        let _ = writeln!(s, "nodes: {} launched, peak {}, {} at the end", self.nodes.launched, self.nodes.peak, self.nodes.at_end);
+        let ratio = if self.lower_bound_node_hours > 0.0 { self.node_hours / self.lower_bound_node_hours } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "node-hours: {:.2} (lower bound {:.2}, x{:.2}); cost ${:.2} (lower bound ${:.2})",
+            self.node_hours, self.lower_bound_node_hours, ratio, self.cost_usd, self.lower_bound_cost_usd
+        );
+        let _ = writeln!(
+            s,
+            "planner: {} scale-ups, {} scale-downs, {} give-backs, {} retirements, {} evictions",
+            self.scale_up_calls, self.scale_down_calls, self.give_back_calls, self.retire_calls, self.evictions
+        );
+        for g in &self.groups {
+            let _ = writeln!(
+                s,
+                "  {:<20} {:<12} {:<14} launched {:>4}, peak {:>4}, {:>8.2} node-h, ${:>9.2}{}",
+                g.name,
+                g.region,
+                g.instance_type,
+                g.launched,
+                g.peak,
+                g.node_hours,
+                g.cost_usd,
+                if g.failed_launches > 0 { format!(", {} failed launches", g.failed_launches) } else { String::new() }
+            );
+        }
+        for o in &self.overflow {
+            match (&o.next_launch_group, o.delay_seconds) {
+                (Some(next), Some(delay)) => {
+                    let _ = writeln!(s, "overflow: {} failed at {}, next launch in {} after {:.0}s", o.failed_group, hm(o.first_failure_at_seconds), next, delay);
+                }
+                _ => {
+                    let _ = writeln!(s, "overflow: {} failed at {}, no other group launched afterwards", o.failed_group, hm(o.first_failure_at_seconds));
+                }
+            }
+        }
+        let gangs: Vec<&JobReport> = self.jobs.iter().filter(|j| j.gang).collect();
+        if !gangs.is_empty() {
+            let partial = gangs.iter().filter(|j| j.gang_max_partial_running.unwrap_or(0) > 0).count();
+            let started = gangs.iter().filter(|j| j.gang_started_at_seconds.is_some()).count();
+            let _ = writeln!(s, "gangs: {} of {} started whole, {} started partially", started, gangs.len(), partial);
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
+        for v in &self.violations {
+            let _ = writeln!(s, "VIOLATION: {v}");
+        }
+        s
+    }
+}
+
+/// Returns (node-hours, cost, pods that fit no group).
+fn lower_bound(scenario: &Scenario, record: &RunRecord) -> (f64, f64, u32) {
+    // One probe pod per workload: every pod of a workload asks for the same.
+    let templates: Vec<planner::TemplateNode> =
+        scenario.groups.iter().map(|g| planner::node_template(&g.spec, &g.zone, &scenario.daemonsets)).collect();
+    let best: Vec<Option<(usize, f64)>> = scenario
+        .workloads
+        .iter()
+        .map(|w| {
+            let mut probe = PodView::new(PodKey::new("default", "probe"), w.requests.clone(), Owner::Bare, Time::ZERO);
+            probe.node_selector = w.node_selector.clone();
+            probe.tolerations = w.tolerations.clone();
+            let mut best: Option<(usize, f64)> = None;
+            for (gi, t) in templates.iter().enumerate() {
+                if planner::predicates::check_labels_and_taints(&probe, &t.labels, &t.taints).is_err()
+                    || probe.requests.fits_in(&t.allocatable).is_err()
+                {
+                    continue;
+                }
+                let price = scenario.groups[gi].price_per_hour;
+                if best.is_none_or(|(_, p)| price < p) {
+                    best = Some((gi, price));
+                }
+            }
+            best.map(|(gi, _)| (gi, w.requests.dominant_share(&templates[gi].allocatable)))
+        })
+        .collect();
+    let (mut node_hours, mut cost, mut unplaceable) = (0.0, 0.0, 0);
+    for lp in &record.logical_pods {
+        let job = &record.jobs[lp.job];
+        let Some((gi, share)) = best[job.workload] else {
+            unplaceable += 1;
+            continue;
+        };
+        let runtime = match job.kind {
+            WorkloadKind::Service => (record.end - job.arrival).as_secs_f64(),
+            WorkloadKind::Job | WorkloadKind::Bare => lp.duration.map_or(0.0, |d| d.as_secs_f64()),
+        };
+        let h = share * runtime / 3600.0;
+        node_hours += h;
+        cost += h * scenario.groups[gi].price_per_hour;
+    }
+    (node_hours, cost, unplaceable)
+}
