@@ -166,6 +166,8 @@ pub struct RunRecord {
     /// Passes after which the planner's `poll_timeout` was already due (not later than
     /// the pass itself); the engine does not wake for those.
     pub stale_timeouts: u64,
+    /// Actions whose outcome was not `Done` (target gone, refused), with the outcome.
+    pub actions_not_done: Vec<String>,
 }
 
 /// Runs a scenario to its end.
@@ -309,6 +311,7 @@ impl<'s> Engine<'s> {
                 violations: Vec::new(),
                 planner_passes: 0,
                 stale_timeouts: 0,
+                actions_not_done: Vec::new(),
             },
         }
     }
@@ -1032,7 +1035,11 @@ impl<'s> Engine<'s> {
     fn drain_planner(&mut self) {
         while let Some(action) = self.planner.poll_action() {
             let id = action.id();
+            let text = action.to_string();
             let outcome = self.apply(action);
+            if outcome != Outcome::Done {
+                self.record.actions_not_done.push(format!("t={}s: {text}: {outcome:?}", self.now.as_secs_f64()));
+            }
             self.planner.handle_outcome(self.now, id, outcome);
         }
         while let Some((at, event)) = self.planner.poll_event() {

@@ -45,6 +45,9 @@ pub struct Report {
     pub planner_passes: u64,
     /// Passes after which the planner asked to be woken at or before the pass itself.
     pub planner_stale_timeouts: u64,
+    /// Actions the simulator could not carry out as asked (`Gone`: the target was
+    /// already gone; `Failed`), with the time and the action.
+    pub actions_not_done: Vec<String>,
     pub groups: Vec<GroupReport>,
     pub jobs: Vec<JobReport>,
     pub launch_failures: Vec<LaunchFailureReport>,
@@ -364,6 +367,7 @@ impl Report {
             asg_scale_in_terminations: record.asg_scale_in_terminations,
             planner_passes: record.planner_passes,
             planner_stale_timeouts: record.stale_timeouts,
+            actions_not_done: record.actions_not_done.clone(),
             groups,
             jobs,
             launch_failures,
