@@ -17,7 +17,7 @@
 use crate::scenario::{GroupDef, Scenario, WorkloadDef, WorkloadKind, JOB_NAME_LABEL};
 use model::well_known::{LABEL_HOSTNAME, TAINT_RETIRING};
 use model::{
-    ClusterSnapshot, GangId, GangMembership, InstanceId, InstanceState, InstanceView, LaunchFailure,
+    ClusterSnapshot, GangId, GangMembership, InstanceId, Labels, InstanceState, InstanceView, LaunchFailure,
     LaunchFailureKind, NodeGroupId, NodeGroupState, NodeName, NodeView, Owner, PodKey, PodPhase, PodView,
     Resources, RetireMark, Taint, TaintEffect, Time,
 };
@@ -183,6 +183,8 @@ pub fn run(scenario: &Scenario, options: &SimOptions) -> Result<RunRecord, SimEr
 
 #[derive(Debug, Clone)]
 struct PodMeta {
+    /// Stable identity while the pod lives (its index in the vectors changes).
+    uid: u64,
     /// The logical pod; `None` for DaemonSet pods.
     logical: Option<usize>,
     finish_at: Option<Time>,
@@ -210,6 +212,14 @@ struct Engine<'s> {
     horizon: Time,
     cluster: ClusterSnapshot,
     pod_meta: Vec<PodMeta>,
+    /// uid → index into `cluster.pods` / `pod_meta`.
+    pod_slot: BTreeMap<u64, usize>,
+    /// (finish time, uid) of running batch pods: the next completion is the first.
+    finishes: BTreeSet<(Time, u64)>,
+    next_uid: u64,
+    /// Shared labels and taints of each node (parallel to `cluster.nodes`), so the
+    /// scheduler does not copy them on every pass.
+    node_arcs: Vec<(Arc<Labels>, Arc<Vec<Taint>>)>,
     groups: Vec<GroupSim>,
     booting: Vec<Booting>,
     /// Instance id → index into `record.instances`, for live instances.
@@ -267,6 +277,10 @@ impl<'s> Engine<'s> {
             horizon: Time::ZERO + scenario.horizon,
             cluster,
             pod_meta: Vec::new(),
+            pod_slot: BTreeMap::new(),
+            finishes: BTreeSet::new(),
+            next_uid: 0,
+            node_arcs: Vec::new(),
             groups: scenario
                 .groups
                 .iter()
@@ -353,10 +367,8 @@ impl<'s> Engine<'s> {
         if let Some((t, _, _)) = self.arrivals.get(self.next_arrival) {
             consider(*t);
         }
-        for m in &self.pod_meta {
-            if let Some(t) = m.finish_at {
-                consider(t);
-            }
+        if let Some((t, _)) = self.finishes.first() {
+            consider(*t);
         }
         for b in &self.booting {
             consider(b.ready_at);
@@ -584,17 +596,31 @@ impl<'s> Engine<'s> {
         if w.anti_affinity_per_node {
             pod.anti_affinity.push(WorkloadDef::anti_affinity_term(&job.name));
         }
-        self.cluster.pods.push(pod);
-        self.pod_meta.push(PodMeta { logical: Some(logical), finish_at: None });
+        self.push_pod(pod, Some(logical));
         self.dirty = true;
+    }
+
+    fn push_pod(&mut self, pod: PodView, logical: Option<usize>) {
+        let uid = self.next_uid;
+        self.next_uid += 1;
+        self.pod_slot.insert(uid, self.cluster.pods.len());
+        self.cluster.pods.push(pod);
+        self.pod_meta.push(PodMeta { uid, logical, finish_at: None });
     }
 
     fn process_completions(&mut self) {
         let now = self.now;
-        if !self.pod_meta.iter().any(|m| m.finish_at.is_some_and(|t| t <= now)) {
+        let mut due = Vec::new();
+        for &(t, uid) in &self.finishes {
+            if t > now {
+                break;
+            }
+            due.push(self.pod_slot[&uid]);
+        }
+        if due.is_empty() {
             return;
         }
-        let removed = self.remove_pods(|_, m| m.finish_at.is_some_and(|t| t <= now));
+        let removed = self.remove_pod_indices(due);
         for (_, meta) in removed {
             if let Some(lp) = meta.logical {
                 self.record.logical_pods[lp].completed_at = meta.finish_at;
@@ -605,17 +631,29 @@ impl<'s> Engine<'s> {
 
     /// Removes the pods for which `remove` holds; returns them.
     fn remove_pods(&mut self, mut remove: impl FnMut(&PodView, &PodMeta) -> bool) -> Vec<(PodView, PodMeta)> {
-        let pods = std::mem::take(&mut self.cluster.pods);
-        let metas = std::mem::take(&mut self.pod_meta);
-        let mut removed = Vec::new();
-        for (p, m) in pods.into_iter().zip(metas) {
-            if remove(&p, &m) {
-                removed.push((p, m));
-            } else {
-                self.cluster.pods.push(p);
-                self.pod_meta.push(m);
+        let indices = (0..self.cluster.pods.len()).filter(|&i| remove(&self.cluster.pods[i], &self.pod_meta[i])).collect();
+        self.remove_pod_indices(indices)
+    }
+
+    /// Removes the pods at `indices` (swap-remove: O(1) each, the order of the
+    /// remaining pods changes, deterministically); returns them in index order.
+    fn remove_pod_indices(&mut self, mut indices: Vec<usize>) -> Vec<(PodView, PodMeta)> {
+        indices.sort_unstable();
+        indices.dedup();
+        let mut removed = Vec::with_capacity(indices.len());
+        for &i in indices.iter().rev() {
+            let pod = self.cluster.pods.swap_remove(i);
+            let meta = self.pod_meta.swap_remove(i);
+            if let Some(moved) = self.pod_meta.get(i) {
+                self.pod_slot.insert(moved.uid, i);
             }
+            self.pod_slot.remove(&meta.uid);
+            if let Some(t) = meta.finish_at {
+                self.finishes.remove(&(t, meta.uid));
+            }
+            removed.push((pod, meta));
         }
+        removed.reverse();
         removed
     }
 
@@ -644,13 +682,13 @@ impl<'s> Engine<'s> {
             let pods = &self.cluster.pods;
             let mut sim = PlacementSim::new(pods);
             let mut node_index: BTreeMap<&NodeName, usize> = BTreeMap::new();
-            for node in &self.cluster.nodes {
+            for (node, (labels, taints)) in self.cluster.nodes.iter().zip(&self.node_arcs) {
                 let idx = sim.add_node(SimNode {
                     name: node.name.clone(),
                     origin: NodeOrigin::Existing,
                     group: node.group.clone(),
-                    labels: Arc::new(node.labels.clone()),
-                    taints: Arc::new(node.taints.clone()),
+                    labels: Arc::clone(labels),
+                    taints: Arc::clone(taints),
                     allocatable: node.allocatable.clone(),
                     used: Resources::zero(),
                     ready: node.ready,
@@ -732,6 +770,9 @@ impl<'s> Engine<'s> {
                     let lp = &mut self.record.logical_pods[lp];
                     lp.first_start.get_or_insert(now);
                     meta.finish_at = lp.duration.map(|d| now + d);
+                    if let Some(t) = meta.finish_at {
+                        self.finishes.insert((t, meta.uid));
+                    }
                 }
             }
             for &p in &pending {
@@ -910,7 +951,10 @@ impl<'s> Engine<'s> {
         self.booting.retain(|b| &b.instance != id);
         let node_name = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(id)).map(|n| n.name.clone());
         if let Some(name) = node_name {
-            self.cluster.nodes.retain(|n| n.name != name);
+            if let Some(ni) = self.node_index(&name) {
+                self.cluster.nodes.remove(ni);
+                self.node_arcs.remove(ni);
+            }
             let removed = self.remove_pods(|p, _| p.node.as_ref() == Some(&name));
             for (pod, meta) in removed {
                 self.pod_lost(&pod, &meta, "its node was terminated");
@@ -987,9 +1031,9 @@ impl<'s> Engine<'s> {
             pod.node = Some(name.clone());
             pod.phase = PodPhase::Running;
             pod.started = Some(self.now);
-            self.cluster.pods.push(pod);
-            self.pod_meta.push(PodMeta { logical: None, finish_at: None });
+            self.push_pod(pod, None);
         }
+        self.node_arcs.push((Arc::new(node.labels.clone()), Arc::new(node.taints.clone())));
         self.cluster.nodes.push(node);
         self.dirty = true;
     }
@@ -1126,6 +1170,7 @@ impl<'s> Engine<'s> {
                     n.taints.push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
                 }
                 n.retired = Some(RetireMark { since: self.now, reason });
+                self.node_arcs[ni].1 = Arc::new(n.taints.clone());
                 Outcome::Done
             }
             Action::UnretireNode { node, .. } => {
@@ -1134,6 +1179,7 @@ impl<'s> Engine<'s> {
                 let n = &mut self.cluster.nodes[ni];
                 n.taints.retain(|t| t.key != TAINT_RETIRING);
                 n.retired = None;
+                self.node_arcs[ni].1 = Arc::new(n.taints.clone());
                 self.dirty = true;
                 Outcome::Done
             }
