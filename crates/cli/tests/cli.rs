@@ -98,6 +98,16 @@ fn usage_errors_and_missing_files_exit_2() {
 }
 
 #[test]
+fn a_report_that_cannot_be_written_is_a_runtime_failure() {
+    let out = binary()
+        .args(["simulate", &example("cpu-burst.yaml"), "--quiet", "--report", "/nonexistent-dir/report.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot write report"));
+}
+
+#[test]
 fn run_and_explain_are_not_built_yet() {
     for command in ["run", "explain"] {
         let out = binary().arg(command).output().unwrap();

@@ -6,10 +6,10 @@ use crate::report::Report;
 use std::fmt::Write as _;
 
 const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 600.0;
+const HEIGHT: f64 = 620.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 230.0;
-const TOP: f64 = 50.0;
+const TOP: f64 = 75.0;
 const PANEL: f64 = 200.0;
 const GAP: f64 = 70.0;
 const PALETTE: [&str; 10] =
@@ -124,11 +124,17 @@ pub fn svg(report: &Report) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="22" font-size="16" font-weight="bold">{} — {} node-hours (lower bound {}), ${}, {} pods killed by scale-in</text>"#,
+        r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">{} (seed {})</text>"#,
         escape(&report.scenario),
+        report.seed
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="44" font-size="12">{:.2} node-hours (lower bound {:.2}), ${:.2}; time to start p95 {:.0}s; {} pods killed by scale-in</text>"#,
         report.node_hours,
         report.lower_bound_node_hours,
         report.cost_usd,
+        report.time_to_start_seconds.p95,
         report.pods.killed_by_scale_in
     );
 

@@ -80,7 +80,8 @@ pub struct PodCounts {
     pub running_at_end: u32,
 }
 
-/// Nearest-rank percentiles.
+/// Nearest-rank percentiles of time to start (first start − arrival of the pod's
+/// job), over the pods that started; a recreated pod keeps its original arrival.
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
     pub p50: f64,
