@@ -8,11 +8,14 @@
 //!
 //! Simplifications worth knowing (also in ARCHITECTURE.md):
 //! - A pod starts the instant it is bound and runs for exactly its duration.
+//! - The scheduler does not preempt: priority only orders the pending queue.
 //! - Instances launch into the group's one zone; termination is instantaneous.
 //! - Gangs are bound all together or not at all, as a gang-aware scheduler
 //!   (coscheduling, Volcano, Kueue) would do; the default kube-scheduler does not.
 //! - The simulated ASG retries launching every 60 s while desired > live instances,
 //!   and each failed attempt reaches the planner 5 s later (as a scaling activity).
+//! - The planner gets a snapshot every `scan-interval` and when its `poll_timeout`
+//!   falls due; a timeout that is not later than the last pass is treated as served.
 
 use crate::scenario::{GroupDef, Scenario, WorkloadDef, WorkloadKind, JOB_NAME_LABEL};
 use model::well_known::{LABEL_HOSTNAME, TAINT_RETIRING};
