@@ -1,0 +1,70 @@
+# Helpers shared by testenv/*.sh (sourced, not run).
+
+CP_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+cp_log() { printf '[control-plane] %s\n' "$*" >&2; }
+cp_die() { cp_log "ERROR: $*"; exit 1; }
+
+# The pid of a component if it is running and really is ours (its command
+# line mentions DIR, which guards against a recycled pid).
+cp_pid() { # dir component
+  local f="$1/run/$2.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$1" || return 1
+  # A zombie is not alive.
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+  echo "$pid"
+}
+cp_alive() { cp_pid "$1" "$2" >/dev/null; }
+
+# Start DIR/run/NAME.sh detached (own session, no tty, stdio to its log) and
+# record its pid (setsid execs in place, so $! is the component's pid).
+cp_launch() { # dir component
+  local dir="$1" name="$2"
+  setsid "$dir/run/$name.sh" </dev/null >/dev/null 2>&1 &
+  echo $! > "$dir/run/$name.pid"
+  cp_log "started $name (pid $!)"
+}
+
+# True while pid exists and is not yet a zombie (a zombie has closed all its
+# files and sockets, so its ports are free again).
+cp_running_pid() { # pid
+  local st
+  st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$st" && "$st" != Z && "$st" != X ]]
+}
+
+# Stop one component: SIGTERM, then SIGKILL after a grace period (grace 0:
+# SIGKILL at once). Returns once the process is really gone.
+cp_stop() { # dir component [grace-seconds]
+  local dir="$1" name="$2" grace="${3:-10}" pid i
+  pid="$(cp_pid "$dir" "$name")" || { rm -f "$dir/run/$name.pid"; return 0; }
+  if (( grace > 0 )); then
+    kill -TERM "$pid" 2>/dev/null || true
+    for (( i = 0; i < grace * 10; i++ )); do
+      cp_running_pid "$pid" || break
+      sleep 0.1
+    done
+  fi
+  if cp_running_pid "$pid"; then
+    (( grace == 0 )) || cp_log "$name (pid $pid) ignored SIGTERM for ${grace}s; SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for (( i = 0; i < 100; i++ )); do cp_running_pid "$pid" || break; sleep 0.05; done
+  fi
+  cp_running_pid "$pid" && cp_log "WARNING: $name (pid $pid) still running"
+  rm -f "$dir/run/$name.pid"
+  cp_log "stopped $name"
+}
+
+# Print the tail of every component log to stderr.
+cp_dump_logs() { # dir [lines]
+  local dir="$1" lines="${2:-80}" f
+  for f in "$dir"/logs/*.log; do
+    [[ -f "$f" ]] || continue
+    printf '\n===== %s (last %s lines) =====\n' "$f" "$lines" >&2
+    tail -n "$lines" "$f" >&2
+  done
+}
