@@ -14,16 +14,16 @@ phase() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 phase "build"
 start=$(date +%s)
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets
 echo "build took $(( $(date +%s) - start ))s"
 
 phase "tiers 1-3: cargo test --workspace"
 start=$(date +%s)
-cargo test --workspace --locked
+cargo test --workspace
 echo "tests took $(( $(date +%s) - start ))s"
 
 phase "README quick-start command"
-cargo run --quiet --locked -p batch-autoscaler -- simulate examples/cpu-burst.yaml --report target/readme-check.json > /dev/null
+cargo run --quiet -p batch-autoscaler -- simulate examples/cpu-burst.yaml --report target/readme-check.json > /dev/null
 test -s target/readme-check.json
 
 phase "skipped"

@@ -1,0 +1,544 @@
+//! Conversion of Kubernetes objects into the planner's vocabulary. Pure functions:
+//! every oddity of a real cluster (taints without values, init containers, overhead,
+//! nodes without a providerID, unknown extended resources, malformed annotations)
+//! is handled here and unit-tested. An object that cannot be understood yields a
+//! `ConversionError` naming the object and the field; the caller skips it with a
+//! warning, an Event and a metric — never a crash loop.
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeSelectorRequirement as K8sReq, Pod, PodSpec, ResourceRequirements, Taint as K8sTaint, Toleration as K8sToleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as K8sSelector, Time as K8sTime};
+use model::well_known::*;
+use model::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// An object that could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name}: {field}: {message}")]
+pub struct ConversionError {
+    pub kind: &'static str,
+    pub name: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl ConversionError {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// Milliseconds since the Unix epoch: production `Time` is wall-clock time.
+pub fn time_of(t: &K8sTime) -> Time {
+    Time::from_millis(t.0.as_millisecond().max(0) as u64)
+}
+
+/// Parses a time written by us or a user in an annotation: RFC 3339 or Unix seconds.
+pub fn parse_annotation_time(text: &str) -> Option<Time> {
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Some(Time::from_secs(secs));
+    }
+    let ts: k8s_openapi::jiff::Timestamp = text.trim().parse().ok()?;
+    Some(Time::from_millis(ts.as_millisecond().max(0) as u64))
+}
+
+/// Formats a `Time` for an annotation (RFC 3339, UTC).
+pub fn format_annotation_time(t: Time) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(t.as_millis() as i64).map(|ts| ts.to_string()).unwrap_or_else(|_| t.as_millis().to_string())
+}
+
+/// Splits `aws:///us-west-2a/i-0123` into zone and instance id. Anything else (no
+/// providerID, another cloud, a malformed id) is not an AWS instance.
+pub fn parse_provider_id(provider_id: &str) -> Option<(Zone, InstanceId)> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let mut parts = rest.trim_start_matches('/').split('/');
+    let (zone, instance) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() || !instance.starts_with("i-") || zone.is_empty() {
+        return None;
+    }
+    Some((Zone::new(zone), InstanceId::new(instance)))
+}
+
+fn quantities(
+    kind: &'static str,
+    name: &str,
+    field: &str,
+    map: Option<&BTreeMap<String, Quantity>>,
+) -> Result<Resources, ConversionError> {
+    let Some(map) = map else { return Ok(Resources::zero()) };
+    Resources::from_quantities(map.iter().map(|(k, v)| (k.as_str(), v.0.as_str()))).map_err(|(resource, e)| ConversionError {
+        kind,
+        name: name.to_owned(),
+        field: format!("{field}.{resource}"),
+        message: e.to_string(),
+    })
+}
+
+fn container_requests(kind: &'static str, name: &str, field: &str, r: Option<&ResourceRequirements>) -> Result<Resources, ConversionError> {
+    let Some(r) = r else { return Ok(Resources::zero()) };
+    // The API server defaults requests to limits; a raw object may carry only limits.
+    let mut out = quantities(kind, name, &format!("{field}.limits"), r.limits.as_ref())?;
+    let requests = quantities(kind, name, &format!("{field}.requests"), r.requests.as_ref())?;
+    if let Some(req) = &r.requests {
+        // Requests override limits resource by resource.
+        let mut merged = out.clone();
+        if req.contains_key("cpu") {
+            merged.cpu_millis = requests.cpu_millis;
+        }
+        if req.contains_key("memory") {
+            merged.memory_bytes = requests.memory_bytes;
+        }
+        if req.contains_key("ephemeral-storage") {
+            merged.ephemeral_storage_bytes = requests.ephemeral_storage_bytes;
+        }
+        for (n, v) in &requests.extended {
+            merged.set_extended(n, *v);
+        }
+        out = merged;
+    }
+    Ok(out)
+}
+
+/// The effective request of a pod spec, as the scheduler computes it: the larger of
+/// (app containers + restartable init "sidecars") and each regular init container
+/// (plus the sidecars started before it), plus the pod overhead, plus one pod slot.
+pub fn effective_requests(kind: &'static str, name: &str, spec: &PodSpec) -> Result<Resources, ConversionError> {
+    let mut sum = Resources::zero();
+    for (i, c) in spec.containers.iter().enumerate() {
+        sum.add(&container_requests(kind, name, &format!("spec.containers[{i}].resources"), c.resources.as_ref())?);
+    }
+    let mut sidecars = Resources::zero();
+    let mut init_peak = Resources::zero();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let r = container_requests(kind, name, &format!("spec.initContainers[{i}].resources"), c.resources.as_ref())?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(&r);
+            init_peak.max_with(&sidecars);
+        } else {
+            let mut with_sidecars = sidecars.clone();
+            with_sidecars.add(&r);
+            init_peak.max_with(&with_sidecars);
+        }
+    }
+    sum.add(&sidecars);
+    sum.max_with(&init_peak);
+    sum.add(&quantities(kind, name, "spec.overhead", spec.overhead.as_ref())?);
+    sum.pods = 1;
+    Ok(sum)
+}
+
+fn operator(kind: &'static str, name: &str, field: &str, text: &str) -> Result<Operator, ConversionError> {
+    Ok(match text {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::Gt,
+        "Lt" => Operator::Lt,
+        other => {
+            return Err(ConversionError { kind, name: name.to_owned(), field: field.to_owned(), message: format!("unknown operator {other:?}") })
+        }
+    })
+}
+
+fn node_requirements(kind: &'static str, name: &str, field: &str, reqs: Option<&Vec<K8sReq>>) -> Result<Vec<NodeSelectorRequirement>, ConversionError> {
+    reqs.into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(NodeSelectorRequirement {
+                key: r.key.clone(),
+                operator: operator(kind, name, &format!("{field}[{i}].operator"), &r.operator)?,
+                values: r.values.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Required node affinity (matchFields are not simulated: documented approximation).
+pub fn required_node_affinity(kind: &'static str, name: &str, affinity: Option<&Affinity>) -> Result<Option<NodeAffinity>, ConversionError> {
+    let Some(required) = affinity.and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref()) else {
+        return Ok(None);
+    };
+    let mut terms = Vec::new();
+    for (i, t) in required.node_selector_terms.iter().enumerate() {
+        let field = format!("spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}].matchExpressions");
+        terms.push(NodeSelectorTerm { match_expressions: node_requirements(kind, name, &field, t.match_expressions.as_ref())? });
+    }
+    Ok(Some(NodeAffinity { terms }))
+}
+
+fn label_selector(kind: &'static str, name: &str, field: &str, s: Option<&K8sSelector>) -> Result<LabelSelector, ConversionError> {
+    let Some(s) = s else { return Ok(LabelSelector::default()) };
+    let mut out = LabelSelector { match_labels: s.match_labels.clone().unwrap_or_default(), match_expressions: vec![] };
+    for (i, e) in s.match_expressions.iter().flatten().enumerate() {
+        let operator = match e.operator.as_str() {
+            "In" => SelectorOperator::In,
+            "NotIn" => SelectorOperator::NotIn,
+            "Exists" => SelectorOperator::Exists,
+            "DoesNotExist" => SelectorOperator::DoesNotExist,
+            other => {
+                return Err(ConversionError {
+                    kind,
+                    name: name.to_owned(),
+                    field: format!("{field}.matchExpressions[{i}].operator"),
+                    message: format!("unknown operator {other:?}"),
+                })
+            }
+        };
+        out.match_expressions.push(SelectorRequirement { key: e.key.clone(), operator, values: e.values.clone().unwrap_or_default() });
+    }
+    Ok(out)
+}
+
+/// Tolerations; an unknown effect is a conversion error (the API server rejects it anyway).
+pub fn tolerations(kind: &'static str, name: &str, list: Option<&Vec<K8sToleration>>) -> Result<Vec<Toleration>, ConversionError> {
+    list.into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| {
+            let effect = match t.effect.as_deref() {
+                None | Some("") => None,
+                Some(e) => Some(TaintEffect::parse(e).ok_or_else(|| ConversionError {
+                    kind,
+                    name: name.to_owned(),
+                    field: format!("spec.tolerations[{i}].effect"),
+                    message: format!("unknown effect {e:?}"),
+                })?),
+            };
+            Ok(Toleration {
+                key: t.key.clone().unwrap_or_default(),
+                operator: if t.operator.as_deref() == Some("Exists") { TolerationOperator::Exists } else { TolerationOperator::Equal },
+                value: t.value.clone().unwrap_or_default(),
+                effect,
+            })
+        })
+        .collect()
+}
+
+/// Node taints; a taint with an unknown effect is dropped (reported by the caller),
+/// a taint without a value is fine.
+pub fn taints(list: Option<&Vec<K8sTaint>>) -> (Vec<Taint>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for t in list.into_iter().flatten() {
+        match TaintEffect::parse(&t.effect) {
+            Some(effect) => out.push(Taint::new(t.key.clone(), t.value.clone().unwrap_or_default(), effect)),
+            None => unknown.push(format!("{}:{}", t.key, t.effect)),
+        }
+    }
+    (out, unknown)
+}
+
+fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+}
+
+fn label<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+}
+
+/// Converts a Pod.
+pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
+    let meta = &pod.metadata;
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let full = format!("{namespace}/{name}");
+    let kind = "Pod";
+    let spec = pod.spec.as_ref().ok_or_else(|| ConversionError { kind, name: full.clone(), field: "spec".into(), message: "missing".into() })?;
+    let requests = effective_requests(kind, &full, spec)?;
+    let owner = if annotation(meta, "kubernetes.io/config.mirror").is_some() {
+        Owner::Mirror
+    } else {
+        match meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)) {
+            None => Owner::Bare,
+            Some(o) => match o.kind.as_str() {
+                "Job" => Owner::Job(o.name.clone()),
+                "DaemonSet" => Owner::DaemonSet(o.name.clone()),
+                "Node" => Owner::Mirror,
+                other => Owner::Replicated { kind: other.to_owned(), name: o.name.clone() },
+            },
+        }
+    };
+    let mut anti_affinity = Vec::new();
+    if let Some(terms) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+    {
+        for (i, t) in terms.iter().enumerate() {
+            anti_affinity.push(PodAntiAffinityTerm {
+                selector: label_selector(kind, &full, &format!("spec.affinity.podAntiAffinity.required[{i}].labelSelector"), t.label_selector.as_ref())?,
+                namespaces: t.namespaces.clone().unwrap_or_default(),
+                topology_key: t.topology_key.clone(),
+            });
+        }
+    }
+    let status = pod.status.as_ref();
+    let phase = match status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") => PodPhase::Running,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        _ => PodPhase::Pending,
+    };
+    let unschedulable = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")));
+    let safe_to_evict = match annotation(meta, ANNOTATION_SAFE_TO_EVICT) {
+        Some("true") => Some(SafeToEvict::True),
+        Some("false") => Some(SafeToEvict::False),
+        Some("on-completion") => Some(SafeToEvict::OnCompletion),
+        _ => None,
+    };
+    let do_not_disrupt = annotation(meta, ANNOTATION_DO_NOT_DISRUPT) == Some("true") || label(meta, LABEL_DO_NOT_DRAIN) == Some("true");
+    let gang_name = annotation(meta, ANNOTATION_GANG_NAME).map(str::to_owned).or_else(|| label(meta, "scheduling.x-k8s.io/pod-group").map(str::to_owned));
+    let gang = if annotation(meta, ANNOTATION_GANG) == Some("true") || gang_name.is_some() {
+        let base = gang_name.or_else(|| match &owner {
+            Owner::Job(j) => Some(j.clone()),
+            _ => None,
+        });
+        base.map(|b| GangMembership {
+            gang: GangId::new(format!("{namespace}/{b}")),
+            size: annotation(meta, ANNOTATION_GANG_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
+        })
+    } else {
+        None
+    };
+    let expected_duration = annotation(meta, ANNOTATION_EXPECTED_DURATION).and_then(|d| parse_duration(d).ok());
+    let mut view = PodView::new(PodKey::new(namespace, name), requests, owner, meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO));
+    view.labels = meta.labels.clone().unwrap_or_default();
+    view.node_selector = spec.node_selector.clone().unwrap_or_default();
+    view.required_affinity = required_node_affinity(kind, &full, spec.affinity.as_ref())?;
+    view.tolerations = tolerations(kind, &full, spec.tolerations.as_ref())?;
+    view.anti_affinity = anti_affinity;
+    view.phase = phase;
+    view.node = spec.node_name.clone().filter(|n| !n.is_empty()).map(NodeName::new);
+    view.unschedulable = unschedulable && view.node.is_none();
+    view.priority = spec.priority.unwrap_or(0);
+    view.safe_to_evict = safe_to_evict;
+    view.do_not_disrupt = do_not_disrupt;
+    view.gang = gang;
+    view.started = status.and_then(|s| s.start_time.as_ref()).map(time_of);
+    view.active_deadline = spec.active_deadline_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64));
+    view.expected_duration = expected_duration;
+    Ok(view)
+}
+
+/// Converts a Node. `group_of` maps an instance id to its (owned) node group.
+pub fn node_view(node: &Node, group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>) -> Result<(NodeView, Vec<String>), ConversionError> {
+    let meta = &node.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let kind = "Node";
+    let status = node.status.as_ref();
+    let allocatable = quantities(kind, &name, "status.allocatable", status.and_then(|s| s.allocatable.as_ref()))?;
+    let created = meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO);
+    let mut view = NodeView::new(NodeName::new(name.clone()), allocatable, created);
+    view.labels = meta.labels.clone().unwrap_or_default();
+    let spec = node.spec.as_ref();
+    let (node_taints, unknown) = taints(spec.and_then(|s| s.taints.as_ref()));
+    let warnings = unknown.into_iter().map(|t| format!("node {name}: taint {t} has an unknown effect and is ignored")).collect();
+    view.taints = node_taints;
+    view.cordoned = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+    view.instance = spec.and_then(|s| s.provider_id.as_deref()).and_then(parse_provider_id).map(|(_, i)| i);
+    view.group = view.instance.as_ref().and_then(&group_of);
+    let ready = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    view.ready = ready.is_some_and(|c| c.status == "True");
+    view.ready_changed = ready.and_then(|c| c.last_transition_time.as_ref()).map(time_of).unwrap_or(created);
+    view.idle_since = annotation(meta, ANNOTATION_IDLE_SINCE).and_then(parse_annotation_time);
+    if view.taints.iter().any(|t| t.key == TAINT_RETIRING) {
+        view.retired = Some(RetireMark {
+            since: annotation(meta, ANNOTATION_RETIRED_AT).and_then(parse_annotation_time).unwrap_or(created),
+            reason: annotation(meta, ANNOTATION_RETIRE_REASON).unwrap_or("").to_owned(),
+        });
+    }
+    view.scale_down_disabled = annotation(meta, ANNOTATION_SCALE_DOWN_DISABLED) == Some("true") || label(meta, LABEL_DETACHED) == Some("true");
+    Ok((view, warnings))
+}
+
+/// Tolerations every DaemonSet pod gets from the DaemonSet controller.
+fn daemonset_default_tolerations() -> Vec<Toleration> {
+    ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "node.kubernetes.io/disk-pressure", "node.kubernetes.io/memory-pressure", "node.kubernetes.io/pid-pressure", "node.kubernetes.io/unschedulable"]
+        .into_iter()
+        .map(|key| Toleration { key: key.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None })
+        .collect()
+}
+
+/// Converts a DaemonSet into the overhead it puts on every eligible node.
+pub fn daemonset_view(ds: &DaemonSet) -> Result<DaemonSetView, ConversionError> {
+    let name = format!("{}/{}", ds.metadata.namespace.as_deref().unwrap_or("default"), ds.metadata.name.as_deref().unwrap_or(""));
+    let kind = "DaemonSet";
+    let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).ok_or_else(|| ConversionError {
+        kind,
+        name: name.clone(),
+        field: "spec.template.spec".into(),
+        message: "missing".into(),
+    })?;
+    let mut tols = tolerations(kind, &name, spec.tolerations.as_ref())?;
+    tols.extend(daemonset_default_tolerations());
+    Ok(DaemonSetView {
+        requests: effective_requests(kind, &name, spec)?,
+        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        required_affinity: required_node_affinity(kind, &name, spec.affinity.as_ref())?,
+        tolerations: tols,
+        name,
+    })
+}
+
+/// Parses the priority expander ConfigMap's `priorities` value (CA's format: a YAML
+/// map of integer priority to a list of group-name regexes).
+pub fn parse_priorities(text: &str) -> Result<BTreeMap<i32, Vec<String>>, String> {
+    serde_yaml::from_str(text).map_err(|e| format!("priorities: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("pod json")
+    }
+
+    #[test]
+    fn effective_request_counts_init_containers_sidecars_and_overhead() {
+        let p = pod(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+                    {"name": "b", "resources": {"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}}}
+                ],
+                "initContainers": [
+                    {"name": "big-init", "resources": {"requests": {"cpu": "4", "memory": "512Mi"}}},
+                    {"name": "sidecar", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}
+                ],
+                "overhead": {"cpu": "250m", "memory": "120Mi"}
+            }
+        }));
+        let v = pod_view(&p).unwrap();
+        // max(init 4 cpu, containers 1.5 + sidecar 0.1) + overhead 0.25
+        assert_eq!(v.requests.cpu_millis, 4250);
+        assert_eq!(v.requests.memory_bytes, (2048 + 64 + 120) << 20);
+        assert_eq!(v.requests.gpus(), 1);
+        assert_eq!(v.requests.pods, 1);
+        assert_eq!(v.owner, Owner::Bare);
+    }
+
+    #[test]
+    fn pod_fields_owner_gang_and_annotations() {
+        let p = pod(json!({
+            "metadata": {
+                "name": "train-0", "namespace": "ml",
+                "creationTimestamp": "2026-11-23T10:00:00Z",
+                "labels": {"openai/do-not-drain": "true"},
+                "annotations": {"batch-autoscaler.io/gang": "true", "batch-autoscaler.io/gang-size": "8",
+                                "cluster-autoscaler.kubernetes.io/safe-to-evict": "on-completion",
+                                "batch-autoscaler.io/expected-duration": "45m"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train", "uid": "u", "controller": true}]
+            },
+            "spec": {
+                "containers": [{"name": "c"}],
+                "priority": 5,
+                "activeDeadlineSeconds": 3600,
+                "nodeSelector": {"pool": "gpu"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}, {"operator": "Exists"}],
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-west-2a"]}]}
+                    ]}},
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "train"}}, "topologyKey": "kubernetes.io/hostname"}
+                    ]}
+                }
+            },
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}
+        }));
+        let v = pod_view(&p).unwrap();
+        assert_eq!(v.owner, Owner::Job("train".into()));
+        assert!(v.unschedulable);
+        assert!(v.do_not_disrupt);
+        assert_eq!(v.safe_to_evict, Some(SafeToEvict::OnCompletion));
+        assert_eq!(v.gang, Some(GangMembership { gang: GangId::new("ml/train"), size: 8 }));
+        assert_eq!(v.priority, 5);
+        assert_eq!(v.expected_duration, Some(Duration::from_secs(45 * 60)));
+        assert_eq!(v.active_deadline, Some(Duration::from_secs(3600)));
+        assert_eq!(v.tolerations.len(), 2);
+        assert_eq!(v.anti_affinity.len(), 1);
+        assert_eq!(v.required_affinity.unwrap().terms[0].match_expressions[0].operator, Operator::In);
+        assert_eq!(v.created, Time::from_secs(1_795_428_000));
+    }
+
+    #[test]
+    fn bad_quantity_names_the_pod_and_field() {
+        let p = pod(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}}));
+        let e = pod_view(&p).unwrap_err();
+        assert_eq!(e.name, "ns/p");
+        assert_eq!(e.field, "spec.containers[0].resources.requests.cpu");
+    }
+
+    #[test]
+    fn node_without_provider_id_taint_without_value_and_unknown_resources() {
+        let n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "creationTimestamp": "2026-11-23T10:00:00Z",
+                         "annotations": {"batch-autoscaler.io/idle-since": "2026-11-23T10:05:00Z"}},
+            "spec": {"taints": [{"key": "spot", "effect": "NoSchedule"}, {"key": "weird", "effect": "Sometimes"}]},
+            "status": {"allocatable": {"cpu": "3920m", "memory": "15Gi", "pods": "110", "example.com/fpga": "2"},
+                       "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-23T10:01:00Z"}]}
+        }))
+        .unwrap();
+        let (v, warnings) = node_view(&n, |_| Some(NodeGroupId::new("never"))).unwrap();
+        assert_eq!(v.instance, None);
+        assert_eq!(v.group, None, "a node without an AWS instance belongs to no group");
+        assert_eq!(v.taints, vec![Taint::new("spot", "", TaintEffect::NoSchedule)]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(v.allocatable.extended("example.com/fpga"), 2);
+        assert!(v.ready);
+        assert_eq!(v.idle_since, Some(Time::from_secs(1_795_428_300)));
+    }
+
+    #[test]
+    fn aws_node_maps_to_its_group_and_retire_mark() {
+        let n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "ip-10-0-0-1", "annotations": {"batch-autoscaler.io/retire-reason": "idle", "batch-autoscaler.io/retired-at": "1795428000"},
+                         "labels": {"openai/detached": "true"}},
+            "spec": {"providerID": "aws:///us-west-2a/i-0abc", "taints": [{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "4"}}
+        }))
+        .unwrap();
+        let (v, _) = node_view(&n, |i| (i.as_str() == "i-0abc").then(|| NodeGroupId::new("workers"))).unwrap();
+        assert_eq!(v.group, Some(NodeGroupId::new("workers")));
+        assert_eq!(v.retired, Some(RetireMark { since: Time::from_secs(1_795_428_000), reason: "idle".into() }));
+        assert!(v.scale_down_disabled);
+        assert!(!v.ready);
+    }
+
+    #[test]
+    fn provider_ids() {
+        assert_eq!(parse_provider_id("aws:///us-west-2a/i-0abc"), Some((Zone::new("us-west-2a"), InstanceId::new("i-0abc"))));
+        assert_eq!(parse_provider_id("aws://us-west-2a/i-0abc").map(|x| x.1), Some(InstanceId::new("i-0abc")));
+        for bad in ["", "gce://p/z/n", "aws:///us-west-2a/", "aws:///us-west-2a/vm-1", "aws:///a/b/c"] {
+            assert_eq!(parse_provider_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn daemonset_overhead_and_priorities() {
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "node-exporter", "namespace": "monitoring"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "e", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}}
+        }))
+        .unwrap();
+        let v = daemonset_view(&ds).unwrap();
+        assert_eq!(v.requests.cpu_millis, 100);
+        assert!(v.tolerations.iter().any(|t| t.key == "node.kubernetes.io/unschedulable"));
+        let p = parse_priorities("10:\n  - .*p2.*\n50:\n  - .*p3.*\n").unwrap();
+        assert_eq!(p[&50], vec![".*p3.*".to_owned()]);
+        assert!(parse_priorities("ten: [x]").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Client-layer tests against a mocked API server (tower-test): each expected request
+//! is checked in order and answered by hand.
+
+use http::{Method, Request, Response, StatusCode};
+use k8s::actuator::{Actuator, EvictionResult, K8sError};
+use kube::client::Body;
+use model::{NodeName, PodKey, Time};
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+fn client() -> (kube::Client, MockHandle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), handle)
+}
+
+fn status(code: u16, reason: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code});
+    Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
+}
+
+fn ok(body: Value) -> Response<Body> {
+    Response::builder().status(StatusCode::OK).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
+}
+
+async fn body_json(req: Request<Body>) -> Value {
+    use http_body_util::BodyExt;
+    let bytes = req.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn node(rv: &str, taints: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": rv}, "spec": {"taints": taints}})
+}
+
+#[tokio::test]
+async fn eviction_posts_to_the_subresource_and_maps_429_and_404() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("eviction 1");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/api/v1/namespaces/ns/pods/web-1/eviction");
+        let body = body_json(req).await;
+        assert_eq!(body["apiVersion"], "policy/v1");
+        assert_eq!(body["kind"], "Eviction");
+        assert_eq!(body["deleteOptions"]["gracePeriodSeconds"], 30, "grace period under camelCase deleteOptions");
+        send.send_response(status(429, "TooManyRequests"));
+        let (_, send) = handle.next_request().await.expect("eviction 2");
+        send.send_response(status(404, "NotFound"));
+        let (_, send) = handle.next_request().await.expect("eviction 3");
+        send.send_response(Response::builder().status(201).body(Body::from(b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Success\"}".to_vec())).unwrap());
+    });
+    let pod = PodKey::new("ns", "web-1");
+    assert!(matches!(actuator.evict(&pod, Some(30)).await.unwrap(), EvictionResult::Refused(_)));
+    assert_eq!(actuator.evict(&pod, Some(30)).await.unwrap(), EvictionResult::Gone);
+    assert_eq!(actuator.evict(&pod, Some(30)).await.unwrap(), EvictionResult::Evicted);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn retire_retries_on_conflict_with_a_fresh_read() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("get 1");
+        assert_eq!(req.method(), Method::GET);
+        send.send_response(ok(node("1", json!([{"key": "spot", "effect": "NoSchedule"}]))));
+        let (req, send) = handle.next_request().await.expect("patch 1");
+        assert_eq!(req.method(), Method::PATCH);
+        let body = body_json(req).await;
+        assert_eq!(body["metadata"]["resourceVersion"], "1");
+        send.send_response(status(409, "Conflict"));
+        let (_, send) = handle.next_request().await.expect("get 2");
+        send.send_response(ok(node("2", json!([{"key": "spot", "effect": "NoSchedule"}, {"key": "other", "value": "x", "effect": "NoExecute"}]))));
+        let (req, send) = handle.next_request().await.expect("patch 2");
+        let body = body_json(req).await;
+        assert_eq!(body["metadata"]["resourceVersion"], "2");
+        let taints = body["spec"]["taints"].as_array().unwrap();
+        assert_eq!(taints.len(), 3, "keeps the taints written concurrently: {taints:?}");
+        assert_eq!(taints[2]["key"], "batch-autoscaler.io/retiring");
+        assert_eq!(body["metadata"]["annotations"]["batch-autoscaler.io/retire-reason"], "idle");
+        send.send_response(ok(node("3", json!([]))));
+    });
+    actuator.retire(&NodeName::new("n1"), "idle", Time::from_secs(1_795_428_000)).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn conflicts_that_never_end_are_reported_not_looped_forever() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        for i in 0..5 {
+            let (_, send) = handle.next_request().await.expect("get");
+            send.send_response(ok(node(&i.to_string(), json!([{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]))));
+            let (_, send) = handle.next_request().await.expect("patch");
+            send.send_response(status(409, "Conflict"));
+        }
+    });
+    let err = actuator.unretire(&NodeName::new("n1")).await.unwrap_err();
+    assert!(matches!(err, K8sError::Conflict { attempts: 5, .. }), "{err}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn unretire_of_a_node_without_our_taint_changes_nothing() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("get");
+        assert_eq!(req.method(), Method::GET);
+        send.send_response(ok(node("1", json!([{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]))));
+        handle
+    });
+    // A PATCH would go unanswered and hang: returning at all proves none was sent.
+    tokio::time::timeout(std::time::Duration::from_secs(10), actuator.unretire(&NodeName::new("n1"))).await.expect("no patch sent").unwrap();
+    let mut handle = server.await.unwrap();
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await.is_err(), "no further request");
+}
