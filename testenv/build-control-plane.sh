@@ -196,7 +196,7 @@ build_kwok() {
   fi
   local out="$KWOK_DIR.tmp"
   rm -rf "$out"; mkdir -p "$out"
-  (cd "$WORK" && GOBIN="$out" GOFLAGS= timed "go install kwok $KWOK_VERSION" \
+  (cd "$WORK" && GOBIN="$out" GOFLAGS="" timed "go install kwok $KWOK_VERSION" \
     go install -trimpath "${gobuild_p[@]}" \
       -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
       "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")

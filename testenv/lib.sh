@@ -1,4 +1,7 @@
+# shellcheck shell=bash
 # Helpers shared by testenv/*.sh (sourced, not run).
+
+# shellcheck disable=SC2034  # used by the scripts that source this file
 
 CP_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
