@@ -194,6 +194,8 @@ impl Planner {
         self.check_gangs(now, snapshot);
         let scaled_up = self.scale_up(now, snapshot, &view);
         self.scale_down(now, snapshot, &view, scaled_up);
+        // Timers that are already due were served by this pass.
+        self.wake_at = self.wake_at.split_off(&Time(now.0 + 1));
     }
 
     /// Reports the outcome of an action taken from `poll_action`.

@@ -336,7 +336,6 @@ impl Planner {
             .map(|(i, _)| i)
             .collect();
         // Where could evicted pods go? Every other ready, schedulable, non-retired node.
-        let candidate_set: BTreeSet<usize> = under.iter().copied().collect();
         let pods = &snapshot.pods;
         let mut sim = PlacementSim::new(pods);
         let mut slot_of = BTreeMap::new();
@@ -357,7 +356,7 @@ impl Planner {
                 allocatable: n.allocatable.clone(),
                 used,
                 ready: true,
-                cordoned: n.cordoned || candidate_set.contains(&ni),
+                cordoned: n.cordoned,
                 residents: view.occupants[ni].clone(),
             });
             slot_of.insert(ni, slot);
@@ -366,6 +365,7 @@ impl Planner {
         let managed_nodes = facts.iter().filter(|f| f.managed).count();
         let retire_cap = ((s.max_scale_in_fraction * managed_nodes as f64).ceil() as usize).max(1);
         let mut retire_budget = retire_cap.saturating_sub(retired_now);
+        let mut receivers: BTreeSet<usize> = BTreeSet::new();
         let mut ranked: Vec<(Duration, usize)> = under.iter().map(|&ni| (self.expected_time_to_empty(now, pods, &facts[ni]), ni)).collect();
         ranked.sort();
         for (_, ni) in ranked {
@@ -373,14 +373,15 @@ impl Planner {
             let node = &snapshot.nodes[ni];
             let Some(&slot) = slot_of.get(&ni) else { continue };
             // Pending pods that could use this node keep it.
-            // (The candidate is cordoned in the simulation so evictions do not land on
-            // it; lift that for the probe only.)
-            sim.node_mut(slot).cordoned = false;
-            let wanted = pending.iter().any(|&p| sim.can_place(p, slot).is_ok());
-            sim.node_mut(slot).cordoned = true;
-            if wanted {
+            // A node that takes another candidate's pods in this simulation stays.
+            if receivers.contains(&slot) {
                 continue;
             }
+            if pending.iter().any(|&p| sim.can_place(p, slot).is_ok()) {
+                continue;
+            }
+            // From here on nothing may land on it in the simulation.
+            sim.node_mut(slot).cordoned = true;
             let gi = group_of(node).expect("managed");
             if f.must_finish.is_empty() {
                 // Everything evictable: only if it all fits elsewhere.
@@ -392,6 +393,7 @@ impl Planner {
                         Some(to) => {
                             sim.place(p, to);
                             placed.push((p, to));
+                            receivers.insert(to);
                         }
                         None => {
                             ok = false;
@@ -405,10 +407,13 @@ impl Planner {
                     for (p, to) in placed {
                         sim.unplace(p, to);
                     }
+                    sim.node_mut(slot).cordoned = snapshot.nodes[ni].cordoned;
                 }
             } else if retire_budget > 0 && take_room(&mut room, gi) {
                 retire_budget -= 1;
                 out.push((ni, Method::Underutilized, Plan::Retire));
+            } else {
+                sim.node_mut(slot).cordoned = snapshot.nodes[ni].cordoned;
             }
         }
         out
@@ -439,6 +444,7 @@ impl Planner {
         let node = &snapshot.nodes[ni];
         let f = &facts[ni];
         match plan {
+            Plan::Terminate(_) | Plan::Drain if node.instance.as_ref().is_some_and(|i| self.terminating.contains_key(i)) => false,
             Plan::Terminate(reason) => {
                 // The invariant, checked at the last moment on this fresh snapshot.
                 if !f.must_finish.is_empty() || !f.evictable.is_empty() {
@@ -480,6 +486,10 @@ impl Planner {
     fn terminate_node(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, ni: usize, reason: TerminateReason) {
         let node = &snapshot.nodes[ni];
         let (Some(instance), Some(group)) = (node.instance.clone(), node.group.clone()) else { return };
+        if self.terminating.contains_key(&instance) {
+            // Already on its way out (a drain finished earlier in this pass).
+            return;
+        }
         let id = self.next_id();
         self.terminating.insert(instance.clone(), now);
         self.draining_since.remove(&node.name);

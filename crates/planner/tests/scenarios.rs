@@ -421,3 +421,41 @@ fn bad_settings_name_the_field() {
     assert_eq!(aliases.scan_interval, Duration::from_secs(60));
     assert_eq!(aliases.max_node_provision_time, Duration::from_secs(1500));
 }
+
+#[test]
+fn two_underused_service_nodes_merge_into_one() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 8, 32, 0, 10)]);
+    let svc = |n: &str| pod(n, 6000, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "api".into() });
+    w.pods.push(svc("api-1"));
+    w.pods.push(svc("api-2"));
+    let mut p = Planner::new(settings()).unwrap();
+    w.step(&mut p, 10);
+    w.register_all();
+    w.schedule();
+    assert_eq!(w.nodes.len(), 2);
+    // The api shrinks: each pod now requests little.
+    for pod in &mut w.pods {
+        pod.requests.cpu_millis = 500;
+    }
+    for _ in 0..30 {
+        let acts = w.step(&mut p, 60);
+        // Evicted replicas come back as pending pods, as a ReplicaSet would recreate them.
+        for a in &acts {
+            if let Action::EvictPod { pod, .. } = a {
+                let mut again = pod_for(pod);
+                again.key.name.push_str("-new");
+                w.pods.push(again);
+            }
+        }
+        w.schedule();
+    }
+    assert_eq!(w.nodes.len(), 1, "{:?}", w.events);
+    let terminations = w.actions.iter().filter(|a| matches!(a, Action::TerminateInstance { .. })).count();
+    assert_eq!(terminations, 1, "one termination, not two for the same instance");
+}
+
+fn pod_for(key: &PodKey) -> PodView {
+    let mut p = pod(&key.name, 500, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "api".into() });
+    p.unschedulable = false;
+    p
+}
