@@ -6,3 +6,4 @@
 
 pub mod convert;
 pub mod actuator;
+pub mod cache;

@@ -1,0 +1,305 @@
+//! The cluster view: reflectors over Pods, Nodes, DaemonSets and the priority-expander
+//! ConfigMap, with managedFields dropped to save memory. The view counts as synced
+//! only while every watch has completed its initial list and has not failed since:
+//! a watch that relists or errors makes the snapshot unsynced, and the planner takes
+//! no decision on an unsynced snapshot (so no scale-down on a partial view).
+//!
+//! `--pod-namespace` is applied by the planner to pending pods only; the cache always
+//! holds every pod, because every pod occupies its node.
+
+use crate::convert::{daemonset_view, node_view, parse_priorities, pod_view, ConversionError};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use model::{ClusterSnapshot, DaemonSetView, InstanceId, NodeGroupId, NodeGroupState, NodeView, PodView};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// The name of Cluster Autoscaler's priority-expander ConfigMap, honoured as is.
+pub const PRIORITY_CONFIGMAP: &str = "cluster-autoscaler-priority-expander";
+
+/// How long after a watch error, with no event since, the view stays unsynced. A
+/// watch that resumes from its resourceVersion delivers what it missed, so after a
+/// quiet period the view is whole again; a watch that relists goes through
+/// Init..InitDone and is unsynced until the new list is complete.
+pub const WATCH_ERROR_QUIET_PERIOD: Duration = Duration::from_secs(30);
+
+/// Health of one watch.
+#[derive(Debug, Default)]
+pub struct WatchHealth {
+    listed: AtomicBool,
+    errors: AtomicU64,
+    last_error: Mutex<Option<Instant>>,
+}
+
+impl WatchHealth {
+    pub fn synced(&self) -> bool {
+        let recent_error = self.last_error.lock().map(|e| e.is_some_and(|t| t.elapsed() < WATCH_ERROR_QUIET_PERIOD)).unwrap_or(true);
+        self.listed.load(Ordering::SeqCst) && !recent_error
+    }
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::SeqCst)
+    }
+    fn event_received(&self) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+    fn error(&self) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(Instant::now());
+        }
+    }
+}
+
+/// Where the cache looks for the priority-expander ConfigMap.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub priority_configmap_namespace: String,
+}
+
+/// A snapshot of the cluster side, plus what had to be skipped.
+#[derive(Debug, Default)]
+pub struct ClusterParts {
+    pub synced: bool,
+    pub nodes: Vec<NodeView>,
+    pub pods: Vec<PodView>,
+    pub daemonsets: Vec<DaemonSetView>,
+    pub expander_priorities: Option<BTreeMap<i32, Vec<String>>>,
+    /// Objects that could not be understood: skipped, to be warned about.
+    pub skipped: Vec<ConversionError>,
+    pub warnings: Vec<String>,
+}
+
+impl ClusterParts {
+    /// Combines with the cloud's groups into the planner's snapshot.
+    pub fn into_snapshot(self, groups: Vec<NodeGroupState>, revision: u64) -> ClusterSnapshot {
+        ClusterSnapshot {
+            synced: self.synced,
+            revision,
+            groups,
+            nodes: self.nodes,
+            pods: self.pods,
+            daemonsets: self.daemonsets,
+            expander_priorities: self.expander_priorities,
+        }
+    }
+}
+
+/// Reflector stores and their health.
+pub struct ClusterCache {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    daemonsets: Store<DaemonSet>,
+    configmaps: Store<ConfigMap>,
+    health: Vec<(&'static str, Arc<WatchHealth>)>,
+    unschedulable: Arc<Notify>,
+}
+
+fn pod_is_unschedulable(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_none_or(|s| s.node_name.is_none())
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")))
+}
+
+fn spawn_watch<K>(
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    on_apply: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, Arc<WatchHealth>, JoinHandle<()>)
+where
+    K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let health = Arc::new(WatchHealth::default());
+    let h = health.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut K| {
+            o.meta_mut().managed_fields = None;
+        })
+        .reflect(writer);
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => h.listed.store(false, Ordering::SeqCst),
+                Ok(watcher::Event::InitDone) => {
+                    h.listed.store(true, Ordering::SeqCst);
+                    h.event_received();
+                }
+                Ok(watcher::Event::Apply(obj)) => {
+                    h.event_received();
+                    on_apply(&obj);
+                }
+                Ok(_) => h.event_received(),
+                Err(e) => {
+                    // Until the watch resumes or relists, the view may have missed changes.
+                    h.error();
+                    tracing::warn!(watch = name, error = %e, "watch failed; the view is unsynced until it relists");
+                }
+            }
+        }
+    });
+    (reader, health, task)
+}
+
+impl ClusterCache {
+    /// Starts the watches. The returned tasks run until aborted.
+    pub fn start(client: Client, config: &CacheConfig) -> (Self, Vec<JoinHandle<()>>) {
+        let unschedulable = Arc::new(Notify::new());
+        let notify = unschedulable.clone();
+        let (pods, pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), move |p: &Pod| {
+            if pod_is_unschedulable(p) {
+                notify.notify_one();
+            }
+        });
+        let (nodes, nodes_health, t2) = spawn_watch("nodes", Api::<Node>::all(client.clone()), watcher::Config::default(), |_: &Node| {});
+        let (daemonsets, ds_health, t3) =
+            spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), |_: &DaemonSet| {});
+        let (configmaps, cm_health, t4) = spawn_watch(
+            "configmaps",
+            Api::<ConfigMap>::namespaced(client, &config.priority_configmap_namespace),
+            watcher::Config::default().fields(&format!("metadata.name={PRIORITY_CONFIGMAP}")),
+            |_: &ConfigMap| {},
+        );
+        let cache = Self {
+            pods,
+            nodes,
+            daemonsets,
+            configmaps,
+            health: vec![("pods", pods_health), ("nodes", nodes_health), ("daemonsets", ds_health), ("configmaps", cm_health)],
+            unschedulable,
+        };
+        (cache, vec![t1, t2, t3, t4])
+    }
+
+    /// Every watch has listed and not failed since.
+    pub fn synced(&self) -> bool {
+        self.health.iter().all(|(_, h)| h.synced())
+    }
+
+    /// Watches that are not synced, for logs and `/readyz`.
+    pub fn unsynced_watches(&self) -> Vec<&'static str> {
+        self.health.iter().filter(|(_, h)| !h.synced()).map(|(n, _)| *n).collect()
+    }
+
+    /// Woken whenever a pod is seen unschedulable.
+    pub fn unschedulable_trigger(&self) -> Arc<Notify> {
+        self.unschedulable.clone()
+    }
+
+    /// Builds the cluster side of a snapshot. `groups` maps instances to the node
+    /// groups the autoscaler owns; nodes of other groups are left unmanaged.
+    pub fn parts(&self, groups: &[NodeGroupState]) -> ClusterParts {
+        let synced = self.synced();
+        let instance_group: BTreeMap<&InstanceId, &NodeGroupId> =
+            groups.iter().flat_map(|g| g.instances.iter().map(move |i| (&i.id, &g.spec.id))).collect();
+        build_parts(
+            synced,
+            &self.nodes.state(),
+            &self.pods.state(),
+            &self.daemonsets.state(),
+            self.configmaps.state().first().map(|c| c.as_ref()),
+            |i| instance_group.get(i).map(|g| (*g).clone()),
+        )
+    }
+}
+
+/// The pure part of `parts`: conversion and skipping, deterministic order.
+pub fn build_parts(
+    synced: bool,
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    daemonsets: &[Arc<DaemonSet>],
+    priorities: Option<&ConfigMap>,
+    group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>,
+) -> ClusterParts {
+    let mut parts = ClusterParts { synced, ..ClusterParts::default() };
+    for n in nodes {
+        match node_view(n, &group_of) {
+            Ok((view, warnings)) => {
+                parts.nodes.push(view);
+                parts.warnings.extend(warnings);
+            }
+            Err(e) => parts.skipped.push(e),
+        }
+    }
+    for p in pods {
+        match pod_view(p) {
+            Ok(view) => parts.pods.push(view),
+            Err(e) => parts.skipped.push(e),
+        }
+    }
+    for d in daemonsets {
+        match daemonset_view(d) {
+            Ok(view) => parts.daemonsets.push(view),
+            Err(e) => parts.skipped.push(e),
+        }
+    }
+    if let Some(text) = priorities.and_then(|c| c.data.as_ref()).and_then(|d| d.get("priorities")) {
+        match parse_priorities(text) {
+            Ok(table) => parts.expander_priorities = Some(table),
+            Err(e) => parts.warnings.push(format!("ConfigMap {PRIORITY_CONFIGMAP}: {e}")),
+        }
+    }
+    parts.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    parts.pods.sort_by(|a, b| a.key.cmp(&b.key));
+    parts.daemonsets.sort_by(|a, b| a.name.cmp(&b.name));
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bad_objects_are_skipped_not_fatal_and_order_is_deterministic() {
+        let good: Pod = serde_json::from_value(json!({"metadata": {"name": "b", "namespace": "x"}, "spec": {"containers": [{"name": "c"}]}})).unwrap();
+        let good2: Pod = serde_json::from_value(json!({"metadata": {"name": "a", "namespace": "x"}, "spec": {"containers": [{"name": "c"}]}})).unwrap();
+        let bad: Pod = serde_json::from_value(json!({"metadata": {"name": "bad", "namespace": "x"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"memory": "1Qi"}}}]}})).unwrap();
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": PRIORITY_CONFIGMAP}, "data": {"priorities": "not: [a map of ints"}})).unwrap();
+        let parts = build_parts(true, &[], &[Arc::new(good), Arc::new(bad), Arc::new(good2)], &[], Some(&cm), |_| None);
+        assert_eq!(parts.pods.iter().map(|p| p.key.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(parts.skipped.len(), 1);
+        assert_eq!(parts.skipped[0].name, "x/bad");
+        assert!(parts.expander_priorities.is_none());
+        assert_eq!(parts.warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_watch_error_unsyncs_until_an_event_arrives() {
+        let h = WatchHealth::default();
+        assert!(!h.synced(), "not listed yet");
+        h.listed.store(true, Ordering::SeqCst);
+        assert!(h.synced());
+        h.error();
+        assert!(!h.synced());
+        h.event_received();
+        assert!(h.synced());
+    }
+
+    #[test]
+    fn unschedulable_detection() {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}})).unwrap();
+        assert!(pod_is_unschedulable(&p));
+        let bound: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "nodeName": "n"}})).unwrap();
+        assert!(!pod_is_unschedulable(&bound));
+    }
+}
