@@ -3,8 +3,10 @@
 #
 #   tier 1-3  unit tests, planner scenarios and property tests, simulator runs of
 #             every example scenario (cargo test --workspace)
-#   tier 4-5  AWS adapter against moto, end-to-end against a real control plane:
-#             not built yet (issues 3-5); this script says so instead of passing quietly.
+#   tier 4    AWS adapter against moto server (crates/aws/tests/moto.rs; the
+#             script starts the server)
+#   tier 5    end-to-end against a real control plane: not built yet (issue 5);
+#             this script says so instead of passing quietly.
 #
 # Heavy builds are cached under $HOME/.cache/batch-autoscaler/ (none needed yet).
 set -euo pipefail
@@ -17,6 +19,32 @@ start=$(date +%s)
 cargo build --workspace --all-targets
 echo "build took $(( $(date +%s) - start ))s"
 
+# ---- BEGIN tier 4 setup (owned by crates/aws): moto server for the AWS adapter ----
+# Creates or reuses the moto venv (cached under $HOME/.cache/batch-autoscaler/),
+# starts crates/aws/moto/launcher.py on 127.0.0.1 and a free port, and exports
+# BATCH_AUTOSCALER_MOTO_URL for the aws crate's tests (which fail, not skip, in CI
+# without it). The server is stopped when this script exits.
+phase "tier 4 setup: moto server"
+moto_python="$(crates/aws/moto/ensure-venv.sh)"
+mkdir -p target
+moto_url_file="target/moto-server.url"
+moto_log="target/moto-server.log"
+rm -f "$moto_url_file"
+"$moto_python" crates/aws/moto/launcher.py > "$moto_url_file" 2> "$moto_log" &
+moto_pid=$!
+stop_moto() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
+trap stop_moto EXIT
+for _ in $(seq 1 300); do
+    [ -s "$moto_url_file" ] && [ "$(wc -l < "$moto_url_file")" -ge 1 ] && break
+    kill -0 "$moto_pid" 2>/dev/null || { echo "moto server exited:" >&2; cat "$moto_log" >&2; exit 1; }
+    sleep 0.1
+done
+BATCH_AUTOSCALER_MOTO_URL="$(head -n 1 "$moto_url_file")"
+[ -n "$BATCH_AUTOSCALER_MOTO_URL" ] || { echo "moto server did not start within 30s:" >&2; cat "$moto_log" >&2; exit 1; }
+export BATCH_AUTOSCALER_MOTO_URL
+echo "moto server at $BATCH_AUTOSCALER_MOTO_URL (log: $moto_log)"
+# ---- END tier 4 setup ----
+
 phase "tiers 1-3: cargo test --workspace"
 start=$(date +%s)
 cargo test --workspace
@@ -26,6 +54,9 @@ phase "README quick-start command"
 cargo run --quiet -p batch-autoscaler -- simulate examples/cpu-burst.yaml --report target/readme-check.json > /dev/null
 test -s target/readme-check.json
 
+phase "tier 4: AWS adapter against moto server"
+# CI=1: a moto test that would skip fails instead (cargo test --workspace ran them too).
+CI=1 cargo test -p aws --test moto
+
 phase "skipped"
-echo "SKIPPED tier 4 (AWS adapter against moto server): not built yet, see issue 3"
 echo "SKIPPED tier 5 (end-to-end with a real control plane): not built yet, see issue 5"
