@@ -7,3 +7,6 @@
 pub mod convert;
 pub mod actuator;
 pub mod cache;
+pub mod events;
+pub mod leader;
+pub mod status;

@@ -119,3 +119,33 @@ async fn unretire_of_a_node_without_our_taint_changes_nothing() {
     let mut handle = server.await.unwrap();
     assert!(tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await.is_err(), "no further request");
 }
+
+#[tokio::test]
+async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
+    use k8s::events::EventPoster;
+    use planner::PlannerEvent;
+    let (client, mut handle) = client();
+    let mut poster = EventPoster::new(client, "replica-1".into(), "kube-system".into(), "batch-autoscaler-status".into());
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("event post");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/apis/events.k8s.io/v1/namespaces/ml/events");
+        let body = body_json(req).await;
+        assert_eq!(body["reason"], "NotTriggerScaleUp");
+        assert_eq!(body["regarding"]["kind"], "Pod");
+        assert_eq!(body["regarding"]["name"], "train-0");
+        assert_eq!(body["reportingController"], "batch-autoscaler");
+        let mut echo = body.clone();
+        echo["metadata"]["name"] = json!("e1");
+        send.send_response(Response::builder().status(201).body(Body::from(serde_json::to_vec(&echo).unwrap())).unwrap());
+        handle
+    });
+    let event = PlannerEvent::NotTriggerScaleUp { pod: PodKey::new("ml", "train-0"), reasons: Default::default() };
+    let failures = poster.publish(Time::from_secs(1_795_428_000), &[(Time::from_secs(1_795_428_000), event.clone())]).await.unwrap();
+    assert_eq!(failures, 0);
+    let mut handle = server.await.unwrap();
+    // The same explanation a minute later is suppressed: no request at all.
+    let failures = poster.publish(Time::from_secs(1_795_428_060), &[(Time::from_secs(1_795_428_060), event)]).await.unwrap();
+    assert_eq!(failures, 0);
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await.is_err());
+}
