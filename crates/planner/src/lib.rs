@@ -18,6 +18,7 @@
 pub mod actions;
 mod classes;
 pub mod events;
+pub mod explain;
 mod expander;
 mod gang;
 mod lifecycle;
@@ -32,6 +33,7 @@ mod template;
 pub use actions::{Action, ActionId, BackoffRecord, Outcome, TargetReason, TerminateReason};
 pub use events::{NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
+pub use explain::{explain, PodExplanation};
 pub use settings::PlannerSettings;
 pub use template::{node_template, TemplateNode};
 

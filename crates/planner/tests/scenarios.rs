@@ -459,3 +459,20 @@ fn pod_for(key: &PodKey) -> PodView {
     p.unschedulable = false;
     p
 }
+
+#[test]
+fn explain_tells_per_group_why_and_matches_the_planner() {
+    let mut small = group("small", "us-west-2", "us-west-2a", 2, 8, 0, 10);
+    small.spec.taints.push(Taint::new("dedicated", "gpu", TaintEffect::NoSchedule));
+    let mut w = World::new(vec![small, group("big", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
+    w.pods.push(job_pod("fits-big", 8000, 8));
+    w.pods.push(job_pod("too-big", 64_000, 8));
+    let snap = w.snapshot();
+    let e = planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "fits-big")).unwrap();
+    assert_eq!(e, planner::PodExplanation::TriggersScaleUp { group: NodeGroupId::new("big"), from: 0, to: 1 });
+    let e = planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "too-big")).unwrap();
+    let planner::PodExplanation::NoScaleUp { reasons } = e else { panic!("{e:?}") };
+    assert!(matches!(reasons[&NodeGroupId::new("small")], NoScaleUpReason::TaintNotTolerated { .. }));
+    assert!(matches!(reasons[&NodeGroupId::new("big")], NoScaleUpReason::ExceedsNodeShape { .. }));
+    assert_eq!(planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "nope")).unwrap(), planner::PodExplanation::NotFound);
+}

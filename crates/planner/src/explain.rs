@@ -1,0 +1,92 @@
+//! Why did (or would) a pending pod trigger a scale-up? Answered by running the very
+//! scale-up pass the autoscaler runs, on a fresh planner, and reading what it said
+//! about that pod — so the explanation cannot drift from the behaviour.
+
+use crate::events::{NoScaleUpReason, PlannerEvent};
+use crate::{Planner, PlannerSettings, SettingsError};
+use model::{ClusterSnapshot, NodeGroupId, PodKey, PodPhase, Time};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The answer for one pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum PodExplanation {
+    /// No such pod in the snapshot.
+    NotFound,
+    /// The pod is bound to a node or finished: nothing to explain.
+    NotPending { phase: String, node: Option<String> },
+    /// Below the expendable cutoff, or outside `--pod-namespace`.
+    Ignored { why: String },
+    /// It fits on existing or upcoming capacity: no new node is needed.
+    FitsExistingOrUpcoming,
+    /// A scale-up of this group would be triggered for it.
+    TriggersScaleUp { group: NodeGroupId, from: u32, to: u32 },
+    /// No group can help; the reason per group.
+    NoScaleUp { reasons: BTreeMap<NodeGroupId, NoScaleUpReason> },
+}
+
+impl fmt::Display for PodExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("pod not found"),
+            Self::NotPending { phase, node } => write!(f, "not pending: phase {phase}, node {}", node.as_deref().unwrap_or("-")),
+            Self::Ignored { why } => write!(f, "ignored by the autoscaler: {why}"),
+            Self::FitsExistingOrUpcoming => f.write_str("fits on existing or upcoming capacity: no scale-up needed"),
+            Self::TriggersScaleUp { group, from, to } => write!(f, "triggers a scale-up of {group} ({from} -> {to})"),
+            Self::NoScaleUp { reasons } => {
+                writeln!(f, "no node group can help:")?;
+                if reasons.is_empty() {
+                    writeln!(f, "  (no node groups)")?;
+                }
+                for (g, r) in reasons {
+                    writeln!(f, "  {g}: {r}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Explains `pod` against `snapshot` under `settings`.
+pub fn explain(settings: PlannerSettings, now: Time, snapshot: &ClusterSnapshot, pod: &PodKey) -> Result<PodExplanation, SettingsError> {
+    let Some(view) = snapshot.pods.iter().find(|p| &p.key == pod) else { return Ok(PodExplanation::NotFound) };
+    if !view.is_unbound_pending() {
+        let phase = match view.phase {
+            PodPhase::Pending => "Pending",
+            PodPhase::Running => "Running",
+            PodPhase::Succeeded => "Succeeded",
+            PodPhase::Failed => "Failed",
+        };
+        return Ok(PodExplanation::NotPending { phase: phase.into(), node: view.node.as_ref().map(|n| n.to_string()) });
+    }
+    if view.priority < settings.expendable_pods_priority_cutoff {
+        return Ok(PodExplanation::Ignored {
+            why: format!("priority {} is below expendable-pods-priority-cutoff {}", view.priority, settings.expendable_pods_priority_cutoff),
+        });
+    }
+    if let Some(ns) = &settings.pod_namespace {
+        if *ns != pod.namespace {
+            return Ok(PodExplanation::Ignored { why: format!("pod-namespace is {ns}") });
+        }
+    }
+    // Ask as if the scheduler had already given up on the pod; scale-down is off so
+    // only the scale-up half speaks.
+    let mut snapshot = snapshot.clone();
+    snapshot.synced = true;
+    for p in snapshot.pods.iter_mut().filter(|p| &p.key == pod) {
+        p.unschedulable = true;
+    }
+    let mut planner = Planner::new(PlannerSettings { scale_down_enabled: false, ..settings })?;
+    planner.handle_snapshot(now, &snapshot);
+    while let Some((_, event)) = planner.poll_event() {
+        match event {
+            PlannerEvent::TriggeredScaleUp { group, from, to, pods } if pods.contains(pod) => {
+                return Ok(PodExplanation::TriggersScaleUp { group, from, to });
+            }
+            PlannerEvent::NotTriggerScaleUp { pod: p, reasons } if &p == pod => return Ok(PodExplanation::NoScaleUp { reasons }),
+            _ => {}
+        }
+    }
+    Ok(PodExplanation::FitsExistingOrUpcoming)
+}
