@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success; 2 bad input (usage, scenario, unknown field); 1 runtime failure.
 
+mod run_config;
 mod simulate;
 
 use clap::{Parser, Subcommand};
