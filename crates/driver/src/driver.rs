@@ -1,0 +1,639 @@
+//! The control loop: one pass ([`Driver::run_once`]) and the loop that decides when
+//! to make one ([`Driver::run`]).
+//!
+//! A pass calls the planner in its documented order: launch failures, the snapshot,
+//! then actions (each carried out and reported back), then explanations. The driver
+//! acts only while it leads; losing the lease mid-pass stops it before the next
+//! action, and the planner that took those decisions is thrown away (its memory of
+//! requested targets and drains no longer matches what another leader may have done):
+//! a fresh one, with backoffs reloaded, is built when leadership comes back.
+
+use crate::clock::Clock;
+use crate::http::{Health, HttpState};
+use crate::metrics::{GroupReason, GroupState, Metrics, PoolKind, ResultLabel};
+use crate::notify::{messages_for, Outbox};
+use crate::ports::{Cloud, Cluster, Evicted, Notifier, PortError, PortErrorKind};
+use crate::status::{ClusterHealth, StatusReport};
+use model::{ClusterSnapshot, InstanceState, NodeGroupState, Time};
+use planner::{Action, Outcome, Planner, PlannerEvent, PlannerSettings, SettingsError, TargetReason};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// How long to wait after a pod turned unschedulable, to serve a burst in one pass.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(1);
+/// The longest wait between attempts while the cloud cannot be read.
+pub const DEFAULT_MAX_ERROR_BACKOFF: Duration = Duration::from_secs(120);
+/// The first wait after the cloud could not be read; doubles up to the maximum.
+pub const INITIAL_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How the loop runs. No `Default`: dry-run and the scan interval are chosen on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Watch and plan for real, log every action, mutate nothing, notify no one.
+    pub dry_run: bool,
+    /// Wait after an unschedulable-pod trigger before the pass ([`DEFAULT_BATCH_WINDOW`]).
+    pub batch_window: Duration,
+    /// A pass at least this often (the planner's `scan-interval`).
+    pub scan_interval: Duration,
+    /// Cap of the exponential backoff while the cloud cannot be read
+    /// ([`DEFAULT_MAX_ERROR_BACKOFF`]).
+    pub max_error_backoff: Duration,
+}
+
+impl DriverConfig {
+    /// A configuration with the default batch window and error backoff.
+    pub fn new(dry_run: bool, scan_interval: Duration) -> Self {
+        Self { dry_run, batch_window: DEFAULT_BATCH_WINDOW, scan_interval, max_error_backoff: DEFAULT_MAX_ERROR_BACKOFF }
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |field, message: &str| Err(SettingsError { field, message: message.to_owned() });
+        if self.scan_interval.is_zero() {
+            return bad("scan-interval", "must be greater than zero");
+        }
+        if self.max_error_backoff.is_zero() {
+            return bad("max-error-backoff", "must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+/// The adapters a driver works through.
+pub struct Ports<C, K, N> {
+    pub cloud: C,
+    pub cluster: K,
+    pub notifier: N,
+}
+
+/// One action of a pass and what was reported to the planner about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRecord {
+    pub action: Action,
+    /// `Done` in dry-run.
+    pub outcome: Outcome,
+}
+
+/// What a planning pass did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassReport {
+    pub revision: u64,
+    /// Whether the cluster view was synced (if not, the planner decided nothing).
+    pub synced: bool,
+    /// Actions in the planner's order, carried out (or, in dry-run, logged).
+    pub actions: Vec<ActionRecord>,
+    /// Leadership was lost during the pass: the actions after that point were not
+    /// carried out, and nothing was published or written.
+    pub leadership_lost: bool,
+    /// Actions the planner asked for that were left undone because leadership was lost.
+    pub abandoned: usize,
+    /// The planner's explanations of this pass.
+    pub events: Vec<(Time, PlannerEvent)>,
+}
+
+/// What [`Driver::run_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoopOutcome {
+    /// This replica does not lead: nothing was read or done.
+    NotLeader,
+    /// The cloud could not be read: no planning; try again after `retry_in`.
+    CloudUnavailable { error: PortError, retry_in: Duration },
+    /// A planning pass ran.
+    Pass(PassReport),
+}
+
+/// Bounded exponential backoff between attempts to read the cloud.
+#[derive(Debug)]
+struct ErrorBackoff {
+    max: Duration,
+    current: Option<Duration>,
+}
+
+impl ErrorBackoff {
+    fn fail(&mut self) -> Duration {
+        let next = match self.current {
+            None => INITIAL_ERROR_BACKOFF.min(self.max),
+            Some(d) => (d * 2).min(self.max),
+        };
+        self.current = Some(next);
+        next
+    }
+
+    fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+/// Distinct warnings remembered, so each is logged once; bounded so a stream of
+/// ever-new texts cannot grow memory without limit.
+const MAX_REMEMBERED_WARNINGS: usize = 10_000;
+
+/// The driver: a planner, the ports, metrics and health.
+pub struct Driver<C: Cloud, K: Cluster, N: Notifier> {
+    config: DriverConfig,
+    settings: PlannerSettings,
+    planner: Planner,
+    /// The planner's decisions may have been overtaken (leadership was lost).
+    planner_stale: bool,
+    backoffs_restored: bool,
+    cloud: C,
+    cluster: K,
+    outbox: Outbox<N>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    leader: watch::Receiver<bool>,
+    revision: u64,
+    error_backoff: ErrorBackoff,
+    warned: BTreeSet<String>,
+    last_scale_up: Option<Time>,
+    last_scale_down: Option<Time>,
+    status: Option<StatusReport>,
+}
+
+impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
+    /// A driver with a fresh planner. It leads until told otherwise
+    /// ([`Driver::set_leader`] or the receiver given to [`Driver::run`]).
+    pub fn new(config: DriverConfig, settings: PlannerSettings, ports: Ports<C, K, N>, clock: Arc<dyn Clock>) -> Result<Self, SettingsError> {
+        config.validate()?;
+        let planner = Planner::new(settings.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(clock.clone(), config.scan_interval));
+        // Without leader election the replica always leads; the sender is not needed.
+        let (_, leader) = watch::channel(true);
+        Ok(Self {
+            error_backoff: ErrorBackoff { max: config.max_error_backoff, current: None },
+            config,
+            settings,
+            planner,
+            planner_stale: false,
+            backoffs_restored: false,
+            cloud: ports.cloud,
+            cluster: ports.cluster,
+            outbox: Outbox::new(ports.notifier, metrics.clone()),
+            clock,
+            metrics,
+            health,
+            leader,
+            revision: 0,
+            warned: BTreeSet::new(),
+            last_scale_up: None,
+            last_scale_down: None,
+            status: None,
+        })
+    }
+
+    /// What `/metrics`, `/healthz` and `/readyz` read.
+    pub fn http_state(&self) -> HttpState {
+        HttpState { metrics: self.metrics.clone(), health: self.health.clone() }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The planner (for explanations and tests).
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// The cloud adapter.
+    pub fn cloud(&self) -> &C {
+        &self.cloud
+    }
+
+    /// The cluster adapter.
+    pub fn cluster(&self) -> &K {
+        &self.cluster
+    }
+
+    /// The last status report built (written only when acting).
+    pub fn status(&self) -> Option<&StatusReport> {
+        self.status.as_ref()
+    }
+
+    /// Follows leader election: the driver acts only while the value is `true`.
+    pub fn set_leader(&mut self, leader: watch::Receiver<bool>) {
+        self.leader = leader;
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Whether mutating calls are allowed right now.
+    fn acting(&self) -> bool {
+        !self.config.dry_run && self.is_leader()
+    }
+
+    /// One pass at `now`: read the cloud and the cluster, plan, act, explain, report.
+    pub async fn run_once(&mut self, now: Time) -> LoopOutcome {
+        let started = std::time::Instant::now();
+        if !self.is_leader() {
+            // Whatever this planner remembers may be overtaken by another leader.
+            self.planner_stale = true;
+            self.metrics.leader.set(0);
+            return LoopOutcome::NotLeader;
+        }
+        self.metrics.leader.set(1);
+        self.health.set_leader(true);
+        if self.planner_stale {
+            self.planner = Planner::new(self.settings.clone()).expect("settings were validated when the driver was built");
+            self.planner_stale = false;
+            self.backoffs_restored = false;
+        }
+        if !self.backoffs_restored {
+            match self.cloud.load_backoffs().await {
+                Ok(records) => {
+                    tracing::info!(count = records.len(), "restored pool backoffs");
+                    self.planner.restore_backoffs(records);
+                    self.backoffs_restored = true;
+                }
+                Err(error) => return self.cloud_unavailable(now, "loading pool backoffs", error, started).await,
+            }
+        }
+        let cloud_view = match self.cloud.refresh(now).await {
+            Ok(view) => view,
+            Err(error) => return self.cloud_unavailable(now, "reading node groups", error, started).await,
+        };
+        self.error_backoff.reset();
+        for warning in &cloud_view.warnings {
+            if self.first_sight(format!("cloud: {warning}")) {
+                tracing::warn!(%warning, "cloud adapter");
+            }
+        }
+        match self.cloud.launch_failures(now).await {
+            Ok(failures) => {
+                for failure in failures {
+                    tracing::info!(group = %failure.group, kind = failure.kind.as_str(), count = failure.count, message = %failure.message, "launch failure");
+                    self.planner.handle_launch_failure(now, failure);
+                }
+            }
+            Err(error) => {
+                // Not fatal: the failures are read again next pass.
+                self.metrics.api_error(error.label);
+                tracing::warn!(%error, "could not read launch failures");
+            }
+        }
+        let view = self.cluster.view(&cloud_view.groups);
+        for skipped in &view.skipped {
+            if self.first_sight(format!("skipped: {skipped}")) {
+                self.metrics.skipped_objects.inc();
+                tracing::warn!(object = %skipped, "skipped an object that could not be converted");
+            }
+        }
+        self.revision += 1;
+        let snapshot = ClusterSnapshot {
+            synced: view.synced,
+            revision: self.revision,
+            groups: cloud_view.groups,
+            nodes: view.nodes,
+            pods: view.pods,
+            daemonsets: view.daemonsets,
+            expander_priorities: view.expander_priorities,
+        };
+        self.health.set_synced(snapshot.synced);
+        let pending = self.observe_view(&snapshot);
+
+        self.planner.handle_snapshot(now, &snapshot);
+        let (actions, abandoned, leadership_lost) = self.carry_out(now).await;
+        let events: Vec<_> = std::iter::from_fn(|| self.planner.poll_event()).collect();
+        self.explain(now, &events).await;
+
+        self.metrics.pool_backoffs.clear();
+        let backoffs = self.planner.backoffs(now);
+        for b in &backoffs {
+            self.metrics.pool_backoffs.get_or_create(&PoolKind { pool: b.pool.to_string(), kind: b.kind.as_str().to_owned() }).set(1);
+        }
+        let health = if snapshot.synced { ClusterHealth::Healthy } else { ClusterHealth::Unsynced };
+        let report = StatusReport::build(
+            now,
+            health,
+            self.config.dry_run,
+            &snapshot.groups,
+            &snapshot.nodes,
+            &backoffs,
+            pending,
+            self.last_scale_up,
+            self.last_scale_down,
+        );
+        self.write_status(report).await;
+        self.metrics.loop_duration.observe(started.elapsed().as_secs_f64());
+        self.health.progress();
+        LoopOutcome::Pass(PassReport { revision: snapshot.revision, synced: snapshot.synced, actions, leadership_lost, abandoned, events })
+    }
+
+    async fn cloud_unavailable(&mut self, now: Time, doing: &str, error: PortError, started: std::time::Instant) -> LoopOutcome {
+        self.metrics.api_error(error.label);
+        let retry_in = self.error_backoff.fail();
+        tracing::warn!(%error, ?retry_in, "cloud unavailable while {doing}: no planning this pass");
+        // Timers that came due still expire (backoff ends), even without a snapshot.
+        if self.planner.poll_timeout().is_some_and(|t| t <= now) {
+            self.planner.handle_timeout(now);
+        }
+        let health = ClusterHealth::CloudUnavailable { message: error.to_string() };
+        let report = match self.status.clone() {
+            Some(last) => StatusReport { last_loop: now, health, ..last },
+            None => StatusReport::build(now, health, self.config.dry_run, &[], &[], &[], 0, self.last_scale_up, self.last_scale_down),
+        };
+        self.write_status(report).await;
+        self.metrics.loop_duration.observe(started.elapsed().as_secs_f64());
+        self.health.progress_expecting(retry_in);
+        LoopOutcome::CloudUnavailable { error, retry_in }
+    }
+
+    async fn write_status(&mut self, report: StatusReport) {
+        if self.acting() {
+            if let Err(error) = self.cluster.write_status(&report).await {
+                self.metrics.api_error(error.label);
+                tracing::warn!(%error, "could not write the status report");
+            }
+        }
+        self.status = Some(report);
+    }
+
+    /// Gauges of the view; returns the number of pending unschedulable pods.
+    fn observe_view(&self, snapshot: &ClusterSnapshot) -> u32 {
+        let pending = snapshot.pods.iter().filter(|p| p.unschedulable && p.is_unbound_pending()).count() as u32;
+        self.metrics.pending_unschedulable_pods.set(i64::from(pending));
+        let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+        for node in &snapshot.nodes {
+            let group = node.group.as_ref().map_or_else(|| "unmanaged".to_owned(), |g| g.to_string());
+            let state = if node.retired.is_some() {
+                "retired"
+            } else if node.cordoned {
+                "cordoned"
+            } else if node.ready {
+                "ready"
+            } else {
+                "unready"
+            };
+            *counts.entry((group, state)).or_default() += 1;
+        }
+        let registered: BTreeSet<_> = snapshot.nodes.iter().filter_map(|n| n.instance.as_ref()).collect();
+        for group in &snapshot.groups {
+            let launching = launching_instances(group, &registered);
+            counts.insert((group.spec.id.to_string(), "launching"), launching);
+        }
+        self.metrics.nodes.clear();
+        for ((group, state), n) in counts {
+            self.metrics.nodes.get_or_create(&GroupState { group, state: state.to_owned() }).set(n);
+        }
+        pending
+    }
+
+    /// Drains the planner's actions. Returns what was done, how many were abandoned,
+    /// and whether leadership was lost.
+    async fn carry_out(&mut self, now: Time) -> (Vec<ActionRecord>, usize, bool) {
+        let mut records = Vec::new();
+        while let Some(action) = self.planner.poll_action() {
+            if !self.is_leader() {
+                let abandoned = 1 + std::iter::from_fn(|| self.planner.poll_action()).count();
+                self.planner_stale = true;
+                self.metrics.leader.set(0);
+                tracing::warn!(abandoned, "leadership lost mid-pass: no further actions carried out");
+                return (records, abandoned, true);
+            }
+            let outcome = if self.config.dry_run {
+                tracing::info!(action = %action, destructive = action.is_destructive(), "DRY-RUN would {action}");
+                Outcome::Done
+            } else {
+                tracing::info!(action = %action, "carrying out: {action}");
+                self.execute(now, &action).await
+            };
+            self.planner.handle_outcome(now, action.id(), outcome.clone());
+            records.push(ActionRecord { action, outcome });
+        }
+        (records, 0, false)
+    }
+
+    /// Carries out one action through the ports and classifies the result.
+    async fn execute(&mut self, now: Time, action: &Action) -> Outcome {
+        let result = match action {
+            Action::SetTargetSize { group, from, to, reason, .. } => self.cloud.set_target_size(group, *to).await.map(|()| {
+                match reason {
+                    TargetReason::ScaleUp { .. } => {
+                        let label = GroupReason { group: group.to_string(), reason: "pending-pods".into() };
+                        self.metrics.scale_ups.get_or_create(&label).inc_by(u64::from(to.saturating_sub(*from)));
+                        self.last_scale_up = Some(now);
+                    }
+                    TargetReason::GiveBack { .. } => {
+                        let label = GroupReason { group: group.to_string(), reason: "give-back".into() };
+                        self.metrics.scale_downs.get_or_create(&label).inc_by(u64::from(from.saturating_sub(*to)));
+                    }
+                }
+                Outcome::Done
+            }),
+            Action::TerminateInstance { group, instance, reason, .. } => {
+                self.cloud.terminate_instance(group, instance).await.map(|()| {
+                    let label = GroupReason { group: group.to_string(), reason: reason.as_str().into() };
+                    self.metrics.scale_downs.get_or_create(&label).inc();
+                    self.last_scale_down = Some(now);
+                    Outcome::Done
+                })
+            }
+            Action::RetireNode { node, reason, .. } => self.cluster.retire(node, reason, now).await.map(|()| Outcome::Done),
+            Action::UnretireNode { node, .. } => self.cluster.unretire(node).await.map(|()| Outcome::Done),
+            Action::MarkIdle { node, since, .. } => self.cluster.mark_idle(node, *since).await.map(|()| Outcome::Done),
+            Action::PersistBackoff { record, .. } => self.cloud.persist_backoff(record).await.map(|()| Outcome::Done),
+            Action::EvictPod { pod, .. } => {
+                let result = self.cluster.evict(pod).await;
+                let label = match &result {
+                    Ok(Evicted::Evicted) => "evicted",
+                    Ok(Evicted::Gone) => "gone",
+                    Ok(Evicted::Refused(_)) => "refused",
+                    Err(_) => "error",
+                };
+                self.metrics.evictions.get_or_create(&ResultLabel { result: label.to_owned() }).inc();
+                result.map(|evicted| match evicted {
+                    Evicted::Evicted => Outcome::Done,
+                    Evicted::Gone => Outcome::Gone,
+                    Evicted::Refused(message) => {
+                        tracing::info!(%pod, %message, "eviction refused; retried on a later pass");
+                        Outcome::Retry { message }
+                    }
+                })
+            }
+        };
+        result.unwrap_or_else(|error| {
+            self.metrics.api_error(error.label);
+            tracing::warn!(action = %action, %error, "action failed");
+            outcome_of_error(error)
+        })
+    }
+
+    /// Explanations into logs, metrics, Kubernetes Events and Slack.
+    async fn explain(&mut self, now: Time, events: &[(Time, PlannerEvent)]) {
+        for (_, event) in events {
+            log_event(event);
+            self.metrics.planner_events.get_or_create(&crate::metrics::ReasonLabel { reason: event.reason().to_owned() }).inc();
+        }
+        if !self.acting() {
+            return;
+        }
+        if !events.is_empty() {
+            if let Err(error) = self.cluster.publish(now, events).await {
+                self.metrics.api_error(error.label);
+                tracing::warn!(%error, "could not publish events");
+            }
+        }
+        self.outbox.offer_all(now, messages_for(events));
+    }
+
+    fn first_sight(&mut self, text: String) -> bool {
+        if self.warned.len() >= MAX_REMEMBERED_WARNINGS {
+            self.warned.clear();
+        }
+        self.warned.insert(text)
+    }
+
+    /// Runs the loop until `shutdown` completes.
+    ///
+    /// A pass runs at start, then on the earliest of: `batch_window` after `triggers`
+    /// is notified (the cluster adapter calls `notify_one` when a pod turns
+    /// Unschedulable, so a trigger during a pass is not lost), the scan interval after
+    /// the last pass, the planner's next timeout (future times only), or the error
+    /// backoff while the cloud cannot be read (which then overrides the rest). Passes
+    /// run only while `*leader.borrow()` is true; a follower only keeps `/healthz` fed.
+    pub async fn run(mut self, triggers: Arc<Notify>, mut leader: watch::Receiver<bool>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let leading = *leader.borrow_and_update();
+        if leading {
+            self.health.set_leader(true);
+        }
+        self.metrics.leader.set(i64::from(leading));
+        self.leader = leader.clone();
+        let mut election_alive = true;
+        let mut last_verdict = leading;
+        let mut next_scan = Instant::now();
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let now = self.clock.now();
+            let wake = match retry_at {
+                Some(at) => at,
+                None => match self.planner.poll_timeout().filter(|t| *t > now) {
+                    Some(t) => next_scan.min(Instant::now() + (t - now)),
+                    None => next_scan,
+                },
+            };
+            let leads = self.is_leader();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                changed = leader.changed(), if election_alive => {
+                    match changed {
+                        Ok(()) => {
+                            let now_leads = *leader.borrow_and_update();
+                            self.health.set_leader(now_leads);
+                            self.metrics.leader.set(i64::from(now_leads));
+                            // An elector may re-send its verdict on every renewal:
+                            // only a transition matters.
+                            if now_leads != last_verdict {
+                                tracing::info!(leader = now_leads, "leadership changed");
+                                if now_leads {
+                                    next_scan = Instant::now();
+                                    retry_at = None;
+                                } else {
+                                    self.planner_stale = true;
+                                }
+                            }
+                            last_verdict = now_leads;
+                        }
+                        // The elector is gone: the last value stands.
+                        Err(_) => election_alive = false,
+                    }
+                    continue;
+                }
+                // A pass that is due anyway serves the triggers too.
+                () = tokio::time::sleep_until(wake) => {}
+                () = triggers.notified(), if leads && retry_at.is_none() => {
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(self.config.batch_window) => {}
+                    }
+                }
+            }
+            if !self.is_leader() {
+                self.health.progress();
+                next_scan = Instant::now() + self.config.scan_interval;
+                continue;
+            }
+            // This pass serves every trigger so far: drop a stored permit.
+            take_permit(&triggers).await;
+            let outcome = self.run_once(self.clock.now()).await;
+            next_scan = Instant::now() + self.config.scan_interval;
+            retry_at = match outcome {
+                LoopOutcome::CloudUnavailable { retry_in, .. } => Some(Instant::now() + retry_in),
+                LoopOutcome::NotLeader | LoopOutcome::Pass(_) => None,
+            };
+        }
+        tracing::info!("control loop stopped");
+    }
+}
+
+/// Consumes a stored `Notify` permit, if any, without waiting.
+async fn take_permit(triggers: &Notify) {
+    tokio::select! {
+        biased;
+        () = triggers.notified() => {}
+        () = std::future::ready(()) => {}
+    }
+}
+
+/// Instances of the group that are not yet nodes (and not on their way out).
+fn launching_instances(group: &NodeGroupState, registered: &BTreeSet<&model::InstanceId>) -> i64 {
+    group.instances.iter().filter(|i| i.state != InstanceState::Terminating && !registered.contains(&i.id)).count() as i64
+}
+
+/// What the planner is told about an action whose port call failed.
+fn outcome_of_error(error: PortError) -> Outcome {
+    let message = error.to_string();
+    match error.kind {
+        PortErrorKind::Retryable | PortErrorKind::Refused => Outcome::Retry { message },
+        PortErrorKind::Gone => Outcome::Gone,
+        PortErrorKind::Forbidden | PortErrorKind::Fatal => Outcome::Failed { message },
+    }
+}
+
+fn log_event(event: &PlannerEvent) {
+    let reason = event.reason();
+    match event {
+        PlannerEvent::WaitingForCapacity { .. } | PlannerEvent::ScaleDownCandidate { .. } => {
+            tracing::debug!(reason, "{event}");
+        }
+        PlannerEvent::PoolBackedOff { .. }
+        | PlannerEvent::LaunchTimedOut { .. }
+        | PlannerEvent::ActionFailed { .. }
+        | PlannerEvent::GangRolledBack { .. }
+        | PlannerEvent::Warning { .. } => tracing::warn!(reason, "{event}"),
+        _ => tracing::info!(reason, "{event}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_backoff_doubles_to_the_cap_and_resets() {
+        let mut backoff = ErrorBackoff { max: Duration::from_secs(120), current: None };
+        let waits: Vec<u64> = (0..10).map(|_| backoff.fail().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
+        backoff.reset();
+        assert_eq!(backoff.fail(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn port_errors_map_to_outcomes() {
+        let retry = outcome_of_error(PortError::refused("throttled", "scaling activity in progress"));
+        assert!(matches!(retry, Outcome::Retry { .. }), "{retry:?}");
+        assert_eq!(outcome_of_error(PortError::gone("not-found", "gone")), Outcome::Gone);
+        let failed = outcome_of_error(PortError::forbidden("forbidden", "rbac"));
+        assert!(matches!(failed, Outcome::Failed { .. }), "{failed:?}");
+    }
+}
