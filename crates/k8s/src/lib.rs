@@ -10,3 +10,4 @@ pub mod cache;
 pub mod events;
 pub mod leader;
 pub mod status;
+pub mod port;
