@@ -21,8 +21,9 @@ What this adds to moto, in process (nothing here is faked in Rust):
   AWS; SetDesiredCapacity and TerminateInstanceInAutoScalingGroup on an unknown group
   or instance fail with ValidationError instead of moto's HTML 500.
 * A fault switch: POST /batch-autoscaler/faults with JSON
-      {"throttle_percent": 20, "seed": 1, "regions": ["eu-west-1"]}
-  makes that share of AWS API calls (of the listed regions, or all) fail with a
+      {"throttle_percent": 20, "seed": 1, "regions": ["eu-west-1"], "services": ["ec2"]}
+  makes that share of AWS API calls (of the listed regions and services, or all;
+  services as in the SigV4 credential scope: "autoscaling", "ec2") fail with a
   throttling error (autoscaling: HTTP 400 "Throttling"; EC2: HTTP 503
   "RequestLimitExceeded"), drawn from a seeded RNG. GET returns the switch and the
   number of injected faults; {"throttle_percent": 0} turns it off.
@@ -58,7 +59,7 @@ _lock = threading.RLock()
 _activities = {}
 # (account, region, group name) -> failures injected so far.
 _injected = {}
-_faults = {"throttle_percent": 0, "seed": 0, "regions": None, "injected": 0}
+_faults = {"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0}
 _fault_rng = random.Random(0)
 
 
@@ -66,7 +67,7 @@ def _reset_patch_state():
     with _lock:
         _activities.clear()
         _injected.clear()
-        _faults.update({"throttle_percent": 0, "seed": 0, "regions": None, "injected": 0})
+        _faults.update({"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0})
         _fault_rng.seed(0)
 
 
@@ -305,10 +306,13 @@ class PatchMiddleware:
                     percent = float(body.get("throttle_percent", 0))
                     seed = int(body.get("seed", 0))
                     regions = body.get("regions")
+                    services = body.get("services")
                 except (ValueError, TypeError, AttributeError) as error:
                     return _json_response(start_response, "400 Bad Request", {"error": str(error)})
                 with _lock:
-                    _faults.update({"throttle_percent": percent, "seed": seed, "regions": regions, "injected": 0})
+                    _faults.update(
+                        {"throttle_percent": percent, "seed": seed, "regions": regions, "services": services, "injected": 0}
+                    )
                     _fault_rng.seed(seed)
             with _lock:
                 return _json_response(start_response, "200 OK", dict(_faults))
@@ -327,9 +331,14 @@ class PatchMiddleware:
             if percent <= 0:
                 return False
             regions = _faults["regions"]
-            if regions:
+            services = _faults["services"]
+            if regions or services:
                 scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-                if scope is None or scope.group(1) not in regions:
+                if scope is None:
+                    return False
+                if regions and scope.group(1) not in regions:
+                    return False
+                if services and scope.group(2) not in services:
                     return False
             if _fault_rng.random() * 100 < percent:
                 _faults["injected"] += 1

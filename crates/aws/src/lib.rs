@@ -217,9 +217,12 @@ impl AwsNodeGroups {
                     continue;
                 }
                 Err(TemplateProblem::Aws(error)) => {
-                    let failures = self.count_failure(&id, &error, &mut warnings);
+                    // Keep the group (and so its upcoming capacity) in the snapshot with
+                    // the last template: dropping it could make the planner buy the same
+                    // capacity elsewhere. After repeated failures it is reported unhealthy.
+                    self.count_failure(&id, &error, &mut warnings);
                     match self.last_specs.get(&id) {
-                        Some(previous) if failures < UNHEALTHY_AFTER => {
+                        Some(previous) => {
                             warnings.push(format!("group {id}: template not refreshed ({error}); using the last known one"));
                             previous.clone()
                         }

@@ -568,6 +568,25 @@ async fn throttling_is_retried_and_repeated_failure_marks_groups_unhealthy() {
     let refresh = adapter.refresh(unix_now()).await.unwrap();
     assert!(refresh.warnings.iter().any(|w| w.contains("group busy is unhealthy")), "{:#?}", refresh.warnings);
     assert_eq!(names(&refresh.groups), ["busy"], "the process and the group carry on");
+    let spec = refresh.groups[0].spec.clone();
+
+    // EC2 alone down: the launch template cannot be re-read ($Latest is re-read after
+    // a minute), the group stays with its last template, and turns unhealthy.
+    http_post(&url, "/batch-autoscaler/faults", &format!(r#"{{"throttle_percent": 100, "seed": 1, "regions": ["{region}"], "services": ["ec2"]}}"#));
+    let mut later = unix_now();
+    let mut all_warnings = Vec::new();
+    for _ in 0..3 {
+        later = later + std::time::Duration::from_secs(61);
+        let refresh = adapter.refresh(later).await.unwrap();
+        assert_eq!(refresh.groups.len(), 1);
+        assert_eq!(refresh.groups[0].spec, spec, "the last known template");
+        all_warnings.extend(refresh.warnings);
+    }
+    assert!(all_warnings.iter().any(|w| w.contains("template not refreshed")), "{all_warnings:#?}");
+    assert!(all_warnings.iter().any(|w| w.contains("group busy is unhealthy") && w.contains("DescribeLaunchTemplateVersions")), "{all_warnings:#?}");
+    faults.set(0, region);
+    let refresh = adapter.refresh(later + std::time::Duration::from_secs(61)).await.unwrap();
+    assert!(!refresh.warnings.iter().any(|w| w.contains("unhealthy")), "{:#?}", refresh.warnings);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
