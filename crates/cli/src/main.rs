@@ -1,10 +1,14 @@
-//! The `batch-autoscaler` binary. `simulate` runs a scenario on the simulator; `run`
-//! and `explain` are not built yet (issue 4).
+//! The `batch-autoscaler` binary: `run` (the controller), `explain` (why a pod did or
+//! did not trigger a scale-up) and `simulate` (the planner on a virtual clock).
 //!
 //! Exit codes: 0 success; 2 bad input (usage, scenario, unknown field); 1 runtime failure.
 
+mod cloud;
+mod explain;
+mod run;
 mod run_config;
 mod simulate;
+mod slack;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,10 +24,10 @@ struct Cli {
 enum Command {
     /// Run a scenario file on the simulator with the real planner.
     Simulate(simulate::Args),
-    /// Run the autoscaler against a cluster (not built yet).
-    Run,
-    /// Explain why pods are pending (not built yet).
-    Explain,
+    /// Run the autoscaler against a cluster and AWS.
+    Run(Box<run_config::RunArgs>),
+    /// Explain why a pending pod did or did not trigger a scale-up, per node group.
+    Explain(Box<explain::ExplainArgs>),
 }
 
 /// How a command failed.
@@ -34,14 +38,19 @@ pub enum Failure {
     Runtime(anyhow::Error),
 }
 
+fn with_runtime(f: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    // One rustls crypto provider for the whole process: ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Runtime(e.into()))?;
+    runtime.block_on(f)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(&args),
-        Command::Run | Command::Explain => {
-            eprintln!("not built yet: see issue 4");
-            return ExitCode::from(1);
-        }
+        Command::Run(args) => with_runtime(run::run(*args)),
+        Command::Explain(args) => with_runtime(explain::explain(*args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,11 +108,19 @@ fn a_report_that_cannot_be_written_is_a_runtime_failure() {
 }
 
 #[test]
-fn run_and_explain_are_not_built_yet() {
-    for command in ["run", "explain"] {
-        let out = binary().arg(command).output().unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        assert!(stderr(&out).contains("not built yet: see issue 4"));
+fn run_and_explain_reject_bad_flags_with_exit_2_naming_the_field() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run"], "cluster-name"),
+        (&["run", "--cluster-name", "c", "--scale-down-utilization-threshold", "2"], "scale-down-utilization-threshold"),
+        (&["run", "--cluster-name", "c", "--aws-regions", "us-west-2", "--nodes", "10:1:asg"], "nodes"),
+        (&["run", "--cluster-name", "c", "--aws-regions", "us-west-2", "--address", "nowhere"], "address"),
+        (&["run", "--cluster-name", "c", "--config", "/nonexistent/config.yaml"], "config"),
+        (&["explain", "ns/pod"], "cluster-name"),
+    ];
+    for (args, field) in cases {
+        let out = binary().args(*args).env_remove("KUBECONFIG").env_remove("AWS_REGION").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(field), "{args:?}: {}", stderr(&out));
     }
 }
 
