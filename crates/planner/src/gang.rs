@@ -3,7 +3,7 @@
 //! the partial launch is rolled back so no node idles for a gang that cannot start,
 //! and the pool is backed off so the next pass serves the gang elsewhere.
 
-use crate::actions::{Action, TargetReason, TerminateReason};
+use crate::actions::{Action, TerminateReason};
 use crate::events::PlannerEvent;
 use crate::Planner;
 use model::{ClusterSnapshot, GangId, InstanceId, LaunchFailureKind, NodeGroupId, PodPhase, Time};
@@ -115,19 +115,8 @@ impl Planner {
         let never_launched = launch.nodes.saturating_sub(launched.len() as u32);
         let live = group.instances.len() as u32;
         let undelivered = never_launched.min(target.saturating_sub(live));
-        let to = after_terminations.saturating_sub(undelivered);
-        if undelivered > 0 {
-            let id = self.next_id();
-            self.actions.push_back(Action::SetTargetSize {
-                id,
-                group: launch.group.clone(),
-                from: after_terminations,
-                to,
-                reason: TargetReason::GiveBack { undelivered },
-            });
-        }
-        if to != target {
-            self.requested_targets.insert(launch.group.clone(), crate::TargetRequest { target: to, at: now });
+        if rolled > 0 || undelivered > 0 {
+            self.give_back(now, &launch.group, after_terminations, undelivered);
         }
         if back_off_pool {
             for zone in &group.spec.zones {

@@ -82,19 +82,21 @@ impl Planner {
         if let Some(target) = target {
             let undelivered = failure.count.min(target.saturating_sub(live));
             if undelivered > 0 {
-                let to = target - undelivered;
-                let id = self.next_id();
-                self.actions.push_back(Action::SetTargetSize {
-                    id,
-                    group: failure.group.clone(),
-                    from: target,
-                    to,
-                    reason: TargetReason::GiveBack { undelivered },
-                });
-                self.requested_targets.insert(failure.group.clone(), TargetRequest { target: to, at: now });
-                self.emit(now, PlannerEvent::CapacityGivenBack { group: failure.group.clone(), count: undelivered });
+                self.give_back(now, &failure.group, target, undelivered);
             }
         }
+    }
+
+    /// Lowers a group's target from `from` by `undelivered` nodes the cloud will not
+    /// deliver, and remembers the new target until a snapshot shows it.
+    pub(crate) fn give_back(&mut self, now: Time, group: &model::NodeGroupId, from: u32, undelivered: u32) {
+        let to = from.saturating_sub(undelivered);
+        if undelivered > 0 {
+            let id = self.next_id();
+            self.actions.push_back(Action::SetTargetSize { id, group: group.clone(), from, to, reason: TargetReason::GiveBack { undelivered } });
+            self.emit(now, PlannerEvent::CapacityGivenBack { group: group.clone(), count: undelivered });
+        }
+        self.requested_targets.insert(group.clone(), TargetRequest { target: to, at: now });
     }
 
     /// Instances that never became nodes within the provision time are terminated and
