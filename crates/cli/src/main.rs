@@ -13,8 +13,16 @@ mod slack;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `--version`: the package version and the git commit it was built from. The commit
+/// comes from `BATCH_AUTOSCALER_GIT_COMMIT` at compile time (set by the Dockerfile and
+/// `scripts/check-shipping.sh static`); a plain `cargo build` says `unknown`.
+fn version() -> String {
+    let commit = option_env!("BATCH_AUTOSCALER_GIT_COMMIT").filter(|c| !c.is_empty()).unwrap_or("unknown");
+    format!("{} (commit {commit})", env!("CARGO_PKG_VERSION"))
+}
+
 #[derive(Parser)]
-#[command(name = "batch-autoscaler", version, about = "A Kubernetes node autoscaler for AWS EC2, built for batch jobs")]
+#[command(name = "batch-autoscaler", version = version(), about = "A Kubernetes node autoscaler for AWS EC2, built for batch jobs")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
