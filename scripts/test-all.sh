@@ -45,6 +45,23 @@ export BATCH_AUTOSCALER_MOTO_URL
 echo "moto server at $BATCH_AUTOSCALER_MOTO_URL (log: $moto_log)"
 # ---- END tier 4 setup ----
 
+# ---- BEGIN shipping (owned by issue 6: deploy/, Dockerfile, deny.toml, crates/shipping) ----
+# helm and cargo-deny are installed once (niced) and cached by version under
+# ${BATCH_AUTOSCALER_CACHE:-$HOME/.cache/batch-autoscaler}/bin/ by
+# scripts/check-shipping.sh; HELM is exported for crates/shipping's tests in the
+# workspace run below (with CI=1 they fail without it).
+phase "shipping: helm lint + template (defaults, every option), manifests in sync"
+shipping_start=$(date +%s)
+HELM="$(scripts/check-shipping.sh ensure-helm)"
+export HELM
+scripts/check-shipping.sh helm
+phase "shipping: cargo deny (licenses, bans, sources offline; advisories if the DB is local)"
+scripts/check-shipping.sh deny
+phase "shipping: static binary, built as the Dockerfile builds it"
+scripts/check-shipping.sh static
+echo "shipping checks took $(( $(date +%s) - shipping_start ))s"
+# ---- END shipping ----
+
 phase "tiers 1-4: cargo test --workspace"
 # CI=1: a test whose environment is missing (moto, the control plane) fails instead of
 # skipping. One workspace run: `cargo test -p <crate>` would resolve features anew and
