@@ -254,6 +254,15 @@ fn chart_values_have_every_planner_setting() {
     let values: Value = serde_yaml::from_str(&read("deploy/helm/batch-autoscaler/values.yaml")).expect("values.yaml");
     let keys: BTreeSet<String> = values["settings"].as_mapping().expect("settings").keys().map(|k| k.as_str().unwrap().to_owned()).collect();
     assert_eq!(keys, planner, "deploy/helm/batch-autoscaler/values.yaml `settings:` vs the planner flags");
+    // values.schema.json rejects unknown keys (a typo fails `helm install`, not the pod):
+    // it must know exactly the same ones.
+    let schema: serde_json::Value = serde_json::from_str(&read("deploy/helm/batch-autoscaler/values.schema.json")).expect("schema");
+    let schema_settings: BTreeSet<String> = schema["properties"]["settings"]["properties"].as_object().expect("settings").keys().cloned().collect();
+    assert_eq!(schema_settings, planner, "values.schema.json `settings` vs the planner flags");
+    let mut top: BTreeSet<String> = values.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect();
+    top.insert("global".into());
+    let schema_top: BTreeSet<String> = schema["properties"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(schema_top, top, "values.schema.json top-level properties vs values.yaml");
 }
 
 /// `"..."` string constants of a Rust source whose name starts with one of `prefixes`.
