@@ -77,11 +77,11 @@ ensure_cargo_deny() {
         # than it is worth for a tool that runs for a second. Its own target dir, so
         # it neither waits for nor invalidates the workspace build.
         CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_TARGET_DIR="$CACHE/work/cargo-deny-target" \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_TARGET_DIR="$CACHE/tmp-build/cargo-deny-target" \
             nice -n "$NICE" cargo install --locked --root "$tmp" cargo-deny --version "$CARGO_DENY_VERSION" >&2
         "$tmp/bin/cargo-deny" --version >&2 || die "the cargo-deny just built does not run"
         rm -rf "$dir"; mv "$tmp" "$dir"
-        rm -rf "$CACHE/work/cargo-deny-target"
+        rm -rf "$CACHE/tmp-build/cargo-deny-target"
         log "cargo-deny $CARGO_DENY_VERSION installed in $(( $(date +%s) - start ))s"
     fi
     echo "$dir/bin/cargo-deny"
