@@ -34,6 +34,9 @@ pub fn init_logging(verbose: u8, json: bool) {
         2 => "debug",
         _ => "trace",
     };
+    // The AWS SDK's debug logs print the credentials struct with the access key id:
+    // its crates stay at info whatever the verbosity.
+    let level = format!("{level},aws_config=info,aws_runtime=info,aws_sigv4=info,aws_credential_types=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,aws_smithy_http_client=info,aws_sdk_autoscaling=info,aws_sdk_sts=info,aws_types=info");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
@@ -45,13 +48,19 @@ pub fn init_logging(verbose: u8, json: bool) {
 
 /// The kube client from `--kubeconfig`, else in-cluster / the default kubeconfig.
 pub async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match path {
+    let mut config = match path {
         Some(p) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(p).with_context(|| format!("kubeconfig {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?
         }
         None => kube::Config::infer().await?,
     };
+    // kube 5's default retry layer retries 429/503/504 up to 15 times with a backoff
+    // growing towards 1000 s. A PodDisruptionBudget refusing an eviction answers 429,
+    // so one refused eviction would stall the control loop for minutes. The adapter
+    // handles those answers itself (a refused eviction is retried on a later pass,
+    // failed writes on the next loop); watches have their own backoff.
+    config.default_retry = false;
     Ok(kube::Client::try_from(config)?)
 }
 

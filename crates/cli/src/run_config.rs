@@ -294,7 +294,8 @@ fn overlay(file: RunFlags, cli: RunFlags) -> RunFlags {
     for (k, v) in cli {
         let unset = match &v {
             serde_json::Value::Null => true,
-            serde_json::Value::Bool(b) => !b,
+            // A plain switch that is off was not given; `leader-elect: false` was.
+            serde_json::Value::Bool(b) => !b && k != "leader-elect",
             serde_json::Value::Array(a) => a.is_empty(),
             serde_json::Value::Number(n) => n.as_u64() == Some(0) && k == "verbose",
             _ => false,
@@ -347,6 +348,14 @@ mod tests {
         assert_eq!(cfg.flags.nodes, vec!["0:5:asg-b"]);
         assert_eq!(cfg.settings.scale_down_unneeded_time, Duration::from_secs(20 * 60), "the alias in the file maps to the setting");
         assert!(cfg.settings.expander_priorities.is_some());
+    }
+
+    #[test]
+    fn an_explicit_false_switch_wins_over_the_file() {
+        let cfg = resolve(parse(&["--cluster-name", "c", "--leader-elect", "false"]), Some("leader-elect: true\n")).unwrap();
+        assert_eq!(cfg.flags.leader_elect, Some(false));
+        let cfg = resolve(parse(&["--cluster-name", "c"]), Some("leader-elect: false\n")).unwrap();
+        assert_eq!(cfg.flags.leader_elect, Some(false));
     }
 
     #[test]
