@@ -9,14 +9,20 @@ cp_log() { printf '[control-plane] %s\n' "$*" >&2; }
 cp_die() { cp_log "ERROR: $*"; exit 1; }
 
 # The pid of a component if it is running and really is ours (its command
-# line mentions DIR, which guards against a recycled pid).
+# line mentions DIR, which guards against a recycled pid). Right after
+# cp_launch the process is still going through its execs (setsid, env, bash,
+# the binary) and /proc/PID/cmdline reads empty for an instant in each: an
+# empty command line is a process in exec, not a dead one.
 cp_pid() { # dir component
-  local f="$1/run/$2.pid" pid
+  local f="$1/run/$2.pid" pid cmdline
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$1" || return 1
+  cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  if [[ -n "$cmdline" ]]; then
+    grep -qF -- "$1" <<<"$cmdline" || return 1
+  fi
   # A zombie is not alive.
   [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
   echo "$pid"
