@@ -83,6 +83,8 @@ pub struct AwsNodeGroups {
     advised: BTreeSet<String>,
     /// Warnings from calls that return no warnings, handed out by the next refresh.
     pending_warnings: Vec<String>,
+    /// Dry-run: scaling-activity markers stay in memory, never written as tags.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for AwsNodeGroups {
@@ -144,7 +146,15 @@ impl AwsNodeGroups {
             consecutive_failures: BTreeMap::new(),
             advised: BTreeSet::new(),
             pending_warnings: Vec::new(),
+            read_only: false,
         })
+    }
+
+    /// Dry-run (`--dry-run`): [`launch_failures`](Self::launch_failures) keeps its
+    /// activity markers in memory instead of tagging the groups, so the adapter's
+    /// reads write nothing. (The write methods are never called in dry-run.)
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// Every AWS API action the adapter can call: the IAM policy it needs.
@@ -348,7 +358,8 @@ impl AwsNodeGroups {
             failures.extend(by_pool.into_values());
             if marker != Some(scan.marker_ms) {
                 let tag = vec![(id.0.clone(), TAG_ACTIVITY_MARKER.to_owned(), scan.marker_ms.to_string())];
-                if let Err(error) = asg::put_tags(&clients, &tag).await {
+                let written = if self.read_only { Ok(()) } else { asg::put_tags(&clients, &tag).await };
+                if let Err(error) = written {
                     self.pending_warnings.push(format!("group {id}: activity marker not persisted ({error}); a restart may report recent failures again"));
                 }
                 self.markers.insert(id, scan.marker_ms);
