@@ -123,7 +123,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     tracing::info!(dry_run = cfg.flags.dry_run, cluster = ?cfg.flags.cluster_name, regions = ?aws_cfg.regions, "starting");
 
     let client = kube_client(cfg.flags.kubeconfig.as_deref()).await.map_err(Failure::Runtime)?;
-    let groups = aws::AwsNodeGroups::connect(aws_cfg).await.map_err(|e| Failure::Runtime(e.into()))?;
+    let mut groups = aws::AwsNodeGroups::connect(aws_cfg).await.map_err(|e| Failure::Runtime(e.into()))?;
+    // Dry-run writes nothing to AWS, not even the scaling-activity markers.
+    groups.set_read_only(cfg.flags.dry_run);
     let (cache, _watch_tasks) = ClusterCache::start(client.clone(), &CacheConfig { priority_configmap_namespace: namespace.clone() });
     let trigger = cache.unschedulable_trigger();
     let me = identity();
@@ -135,7 +137,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let mut driver_cfg = DriverConfig::new(cfg.flags.dry_run, cfg.settings.scan_interval);
     driver_cfg.batch_window = duration_or(&cfg.flags.batch_window, driver::DEFAULT_BATCH_WINDOW);
-    let leader = if cfg.flags.leader_elect.unwrap_or(true) {
+    // A dry-run takes no part in leader election: taking the Lease would be a write,
+    // and a dry-run replica next to the real autoscaler could win it and stop the
+    // real one from acting. It plans as if it led.
+    let leader = if cfg.flags.leader_elect.unwrap_or(true) && !cfg.flags.dry_run {
         let lease = duration_or(&cfg.flags.leader_elect_lease_duration, Duration::from_secs(15));
         let renew = duration_or(&cfg.flags.leader_elect_renew_deadline, Duration::from_secs(10));
         let leader_cfg = LeaderConfig {
