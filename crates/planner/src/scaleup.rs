@@ -130,6 +130,9 @@ fn place_unit_all_or_nothing(sim: &mut PlacementSim<'_>, unit: &[usize], candida
     true
 }
 
+/// Taints that only say a node has not finished starting (see `scale_up`).
+const STARTUP_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized"];
+
 /// One group's answer to the remaining pods.
 struct GroupOption {
     group: usize,
@@ -189,7 +192,17 @@ impl Planner {
                 continue;
             }
             // A node still booting will be ready soon: count it as capacity.
-            let booting = !node.ready && now.saturating_since(node.created) < self.settings.max_node_provision_time;
+            let young = now.saturating_since(node.created) < self.settings.max_node_provision_time;
+            let booting = !node.ready && young;
+            // So are the taints a node starts with: the node lifecycle controller's
+            // not-ready (until the kubelet reports Ready, and a few seconds after) and the
+            // cloud provider's uninitialized. On a young node they mean "not yet": kept,
+            // they made the pass buy a second node for pods the new one will take.
+            let taints = if young {
+                node.taints.iter().filter(|t| !STARTUP_TAINTS.contains(&t.key.as_str())).cloned().collect()
+            } else {
+                node.taints.clone()
+            };
             let mut allocatable = node.allocatable.clone();
             let group = node.group.as_ref().and_then(|g| view.group_index.get(g)).copied();
             if node.labels.contains_key(LABEL_ACCELERATOR) && allocatable.gpus() == 0 {
@@ -207,7 +220,7 @@ impl Planner {
                 origin: NodeOrigin::Existing,
                 group: node.group.clone(),
                 labels: Arc::new(node.labels.clone()),
-                taints: Arc::new(node.taints.clone()),
+                taints: Arc::new(taints),
                 allocatable,
                 used,
                 ready: node.ready || booting,

@@ -39,6 +39,26 @@ fn scales_up_once_for_pending_pods_and_not_again_while_nodes_boot() {
     assert!(World::scale_ups(&later).is_empty(), "scaled up twice: {later:?}");
 }
 
+/// Found end to end (issue 5): a node that has just registered still carries the node
+/// lifecycle controller's not-ready taint for a few seconds; pending pods it will
+/// take must not buy another node.
+#[test]
+fn a_just_registered_node_with_its_startup_taint_is_capacity_not_a_reason_to_buy() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 100)]);
+    for i in 0..10 {
+        w.pods.push(job_pod(&format!("p{i}"), 3000, 4));
+    }
+    let mut p = Planner::new(settings()).unwrap();
+    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("cpu".to_owned(), 0, 2)]);
+    w.register_all();
+    for (i, node) in w.nodes.iter_mut().enumerate() {
+        node.taints.push(Taint::new("node.kubernetes.io/not-ready", "", TaintEffect::NoSchedule));
+        node.ready = i == 0; // one already Ready (the taint lags), one not yet
+    }
+    let again = w.step(&mut p, 10);
+    assert!(World::scale_ups(&again).is_empty(), "bought again for pods the new nodes will take: {again:?}");
+}
+
 #[test]
 fn never_acts_on_an_unsynced_snapshot() {
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 100)]);
