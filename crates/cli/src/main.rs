@@ -1,8 +1,10 @@
 //! The `batch-autoscaler` binary: `run` (the controller), `explain` (why a pod did or
-//! did not trigger a scale-up) and `simulate` (the planner on a virtual clock).
+//! did not trigger a scale-up), `simulate` (the planner on a virtual clock) and `bench`
+//! (the planner's timings on a synthetic cluster).
 //!
 //! Exit codes: 0 success; 2 bad input (usage, scenario, unknown field); 1 runtime failure.
 
+mod bench;
 mod cloud;
 mod explain;
 mod run;
@@ -36,6 +38,8 @@ enum Command {
     Run(Box<run_config::RunArgs>),
     /// Explain why a pending pod did or did not trigger a scale-up, per node group.
     Explain(Box<explain::ExplainArgs>),
+    /// Time the planner on a synthetic cluster (scale-up plan, scale-down pass, peak RSS).
+    Bench(bench::Args),
 }
 
 /// How a command failed.
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Run(args) => with_runtime(run::run(*args)),
         Command::Explain(args) => with_runtime(explain::explain(*args)),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

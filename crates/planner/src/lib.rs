@@ -19,6 +19,7 @@ pub mod actions;
 mod classes;
 pub mod events;
 pub mod explain;
+mod fit;
 mod expander;
 mod gang;
 mod lifecycle;
@@ -35,7 +36,7 @@ pub use events::{NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
 pub use explain::{explain, PodExplanation};
 pub use settings::PlannerSettings;
-pub use template::{node_template, TemplateNode};
+pub use template::{daemonset_runs_on, node_template, TemplateNode};
 
 use model::{ClusterSnapshot, LaunchFailure, NodeGroupId, NodeName, PodKey, Time};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -87,7 +88,8 @@ pub struct Planner {
     /// When evictions of a node's pods started (bounded by max-pod-eviction-time).
     draining_since: BTreeMap<NodeName, Time>,
     /// Pods already reported as unhelpable, with the reasons reported.
-    reported_unhelpable: BTreeMap<PodKey, String>,
+    /// (The reasons text is shared by every pod of a class: one allocation, not one per pod.)
+    reported_unhelpable: BTreeMap<PodKey, std::sync::Arc<str>>,
     last_scale_up: Option<Time>,
     last_scale_down: Option<Time>,
     last_scale_down_failure: Option<Time>,

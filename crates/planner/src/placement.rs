@@ -68,6 +68,11 @@ impl<'p> PlacementSim<'p> {
         self.pods
     }
 
+    /// Whether any pod of the simulation has anti-affinity terms (else resident checks are skipped).
+    pub fn anti_affinity_in_play(&self) -> bool {
+        self.anti_affinity_in_play
+    }
+
     /// Adds a node; returns its index.
     pub fn add_node(&mut self, node: SimNode) -> NodeIdx {
         self.nodes.push(node);

@@ -7,8 +7,9 @@ use crate::classes::group_into_classes;
 use crate::events::{NoScaleUpReason, PlannerEvent};
 use crate::expander::{compile_priorities, CompiledPriorities, OptionSummary};
 use crate::gang::GangLaunch;
+use crate::fit::{self, CapacityIndex, FreeTree, Targets};
 use crate::placement::{NodeOrigin, PlacementSim, SimNode};
-use crate::predicates::check_labels_and_taints;
+use crate::predicates::{check_anti_affinity, check_labels_and_taints};
 use crate::template::{node_template, TemplateNode};
 use crate::{Action, Planner, TargetReason};
 use model::well_known::{LABEL_ACCELERATOR, TAINT_RETIRING};
@@ -110,18 +111,20 @@ fn placement_units(pods: &[PodView], candidates: &[usize]) -> Vec<Vec<usize>> {
     units
 }
 
-/// Places every pod of `unit` on `candidates` first-fit, or none of them.
-fn place_unit_all_or_nothing(sim: &mut PlacementSim<'_>, unit: &[usize], candidates: &[usize]) -> bool {
+/// Places every pod of `unit` first-fit on the indexed nodes among `targets`, or none of them.
+fn place_unit_indexed(sim: &mut PlacementSim<'_>, index: &mut CapacityIndex, class_of: &[usize], unit: &[usize], targets: Targets<'_>) -> bool {
     let mut placed = Vec::new();
     for &pod in unit {
-        match sim.first_fit(pod, candidates.iter().copied()) {
+        match index.first_fit(sim, pod, class_of[pod], targets) {
             Some(node) => {
                 sim.place(pod, node);
+                index.refresh(sim, node);
                 placed.push((pod, node));
             }
             None => {
                 for (p, n) in placed {
                     sim.unplace(p, n);
+                    index.refresh(sim, n);
                 }
                 return false;
             }
@@ -140,6 +143,55 @@ struct GroupOption {
     pods: Vec<usize>,
     waste: f64,
     gangs: BTreeSet<model::GangId>,
+}
+
+/// How a group fared in one round, for the reasons of pods no group could take.
+enum GroupRound {
+    /// Every pod: the group cannot be scaled up at all.
+    Rejected(NoScaleUpReason),
+    /// Packed per class; a class that passed the label, taint and shape checks and
+    /// still found no room hit this limit (or, for a gang, did not fit whole).
+    Packed { limit_reason: NoScaleUpReason },
+}
+
+/// Per (class, group): may the class's pods go on the group's template at all (labels,
+/// taints, shape)? Templates do not change during a pass, so each is checked once.
+struct TemplateVerdicts {
+    n_groups: usize,
+    /// 0: not checked yet; 1: yes; k + 2: no, for `misses[k]`.
+    verdict: Vec<u32>,
+    misses: Vec<NoScaleUpReason>,
+}
+
+impl TemplateVerdicts {
+    fn new(n_classes: usize, n_groups: usize) -> Self {
+        Self { n_groups, verdict: vec![0; n_classes * n_groups], misses: Vec::new() }
+    }
+
+    fn check(&mut self, class: usize, group: usize, rep: &PodView, template: &TemplateNode) -> bool {
+        let at = class * self.n_groups + group;
+        if self.verdict[at] == 0 {
+            let miss = match check_labels_and_taints(rep, &template.labels, &template.taints) {
+                Err(crate::predicates::Unfit::TaintNotTolerated { taint }) => Some(NoScaleUpReason::TaintNotTolerated { taint }),
+                Err(_) => Some(NoScaleUpReason::LabelsDoNotMatch),
+                Ok(()) => rep.requests.fits_in(&template.allocatable).err().map(|short| NoScaleUpReason::ExceedsNodeShape { shortfall: short.to_string() }),
+            };
+            self.verdict[at] = match miss {
+                None => 1,
+                Some(miss) => {
+                    self.misses.push(miss);
+                    self.misses.len() as u32 + 1
+                }
+            };
+        }
+        self.verdict[at] == 1
+    }
+
+    /// Why the class may not go on the group's template, if it was checked and may not.
+    fn miss(&self, class: usize, group: usize) -> Option<&NoScaleUpReason> {
+        let v = self.verdict[class * self.n_groups + group];
+        (v >= 2).then(|| &self.misses[v as usize - 2])
+    }
 }
 
 impl Planner {
@@ -245,62 +297,90 @@ impl Planner {
                 m.entry(sim.node(n).group.clone().expect("template nodes have a group")).or_insert_with(Vec::new).push(n);
                 m
             });
-        let existing: Vec<usize> = node_slots.iter().copied().filter(|&n| sim.node(n).origin == NodeOrigin::Existing).collect();
         let provision_time = self.settings.max_node_provision_time;
         self.nominated.retain(|key, (group, at)| {
             candidate_keys.contains(key) && now.saturating_since(*at) < provision_time && upcoming_by_group.contains_key(group)
         });
+
+        // Equivalence classes, once per pass: label/taint verdicts, first-fit cursors
+        // and the packing onto templates all work per class.
+        let classes = group_into_classes(pods, &candidates);
+        let mut class_of = vec![usize::MAX; pods.len()];
+        for (c, class) in classes.iter().enumerate() {
+            for &p in &class.members {
+                class_of[p] = c;
+            }
+        }
+        let reps: Vec<usize> = classes.iter().map(|c| c.representative()).collect();
+        let mut index = CapacityIndex::new(&sim, &node_slots, &reps);
         let mut remaining: Vec<Vec<usize>> = Vec::new();
         let mut fresh = Vec::new();
         for unit in placement_units(pods, &candidates) {
             let nominated_to = self.nominated.get(&pods[unit[0]].key).map(|(g, _)| g.clone());
             match nominated_to {
                 Some(group) => {
-                    let mut targets = existing.clone();
-                    targets.extend(upcoming_by_group.get(&group).into_iter().flatten().copied());
                     // Served by the nodes bought for it, even if first-fit would now
                     // pack it differently.
-                    let _ = place_unit_all_or_nothing(&mut sim, &unit, &targets);
+                    let _ = place_unit_indexed(&mut sim, &mut index, &class_of, &unit, Targets::ExistingAnd(&group));
                 }
                 None => fresh.push(unit),
             }
         }
         for unit in fresh {
-            if !place_unit_all_or_nothing(&mut sim, &unit, &node_slots) {
+            if !place_unit_indexed(&mut sim, &mut index, &class_of, &unit, Targets::All) {
                 remaining.push(unit);
             }
         }
+        drop(index);
 
         // Nodes we retired are taken back before anything new is bought.
         if !remaining.is_empty() {
-            remaining = self.unretire_for(now, snapshot, view, &mut sim, remaining);
+            remaining = self.unretire_for(now, snapshot, view, &mut sim, remaining, &class_of, &reps);
         }
 
         let mut scaled = false;
-        let mut reasons: BTreeMap<usize, BTreeMap<NodeGroupId, NoScaleUpReason>> = BTreeMap::new();
         let mut new_nodes_this_pass = 0u32;
         let mut effective_target = view.effective_target.clone();
         let (mut cores_now, mut memory_gib_now, mut nodes_now) = cluster_totals(snapshot, &effective_target);
         let (_, cores_max) = crate::parse_min_max("cores-total", &self.settings.cores_total).unwrap_or((0, u64::MAX));
         let (_, memory_max) = crate::parse_min_max("memory-total", &self.settings.memory_total).unwrap_or((0, u64::MAX));
-        while !remaining.is_empty() {
-            let flat: Vec<usize> = remaining.iter().flatten().copied().collect();
-            let classes = group_into_classes(pods, &flat);
+        // Pods still to serve, in serving order (a gang's pods together, where its first
+        // pod stands); `done` marks those a chosen option took.
+        let flat: Vec<usize> = remaining.iter().flatten().copied().collect();
+        drop(remaining);
+        let mut done = vec![false; pods.len()];
+        let mut verdicts = TemplateVerdicts::new(classes.len(), snapshot.groups.len());
+        // Each round serves every remaining pod once per group, so a pod's reasons are
+        // those of the last round, the one in which no group could take anything:
+        // they are built only then (per class: in that round a class fares alike).
+        let mut final_round: Option<(Vec<Vec<usize>>, Vec<usize>, Vec<GroupRound>)> = None;
+        loop {
+            let mut live: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+            let mut live_classes = Vec::new();
+            for &p in flat.iter().filter(|&&p| !done[p]) {
+                let c = class_of[p];
+                if live[c].is_empty() {
+                    live_classes.push(c);
+                }
+                live[c].push(p);
+            }
+            if live_classes.is_empty() {
+                break;
+            }
+            // Same order as placement on existing and upcoming capacity: a later pass must
+            // find room on the nodes bought here for exactly the pods they were bought for.
+            live_classes.sort_by(|&a, &b| serving_order(&pods[live[a][0]], &pods[live[b][0]]));
             let mut options = Vec::new();
+            let mut rounds = Vec::with_capacity(snapshot.groups.len());
             for (gi, g) in snapshot.groups.iter().enumerate() {
                 let spec = &g.spec;
-                let reject = |reason: NoScaleUpReason, reasons: &mut BTreeMap<usize, BTreeMap<NodeGroupId, NoScaleUpReason>>| {
-                    for &p in &flat {
-                        reasons.entry(p).or_default().insert(spec.id.clone(), reason.clone());
-                    }
-                };
                 let Some(template) = &templates[gi] else {
-                    reject(NoScaleUpReason::LabelsDoNotMatch, &mut reasons);
+                    rounds.push(GroupRound::Rejected(NoScaleUpReason::LabelsDoNotMatch));
                     continue;
                 };
                 if let Some(b) = spec.zones.iter().filter_map(|z| self.pools.backed_off(&spec.pool(z), now)).min_by_key(|b| b.until) {
                     if spec.zones.iter().all(|z| self.pools.backed_off(&spec.pool(z), now).is_some()) {
-                        reject(NoScaleUpReason::PoolBackedOff { until: b.until, kind: b.kind }, &mut reasons);
+                        rounds.push(GroupRound::Rejected(NoScaleUpReason::PoolBackedOff { until: b.until, kind: b.kind }));
                         continue;
                     }
                 }
@@ -308,7 +388,7 @@ impl Planner {
                     && (view.cluster_priorities.is_some() || self.settings.expander_priorities.is_some())
                     && self.expander.priority_of(&spec.id, view.cluster_priorities.as_ref()).is_none()
                 {
-                    reject(NoScaleUpReason::NoPriority, &mut reasons);
+                    rounds.push(GroupRound::Rejected(NoScaleUpReason::NoPriority));
                     continue;
                 }
                 let room_in_group = spec.max_size.saturating_sub(effective_target[gi]);
@@ -333,12 +413,14 @@ impl Planner {
                     ));
                 }
                 let (headroom, limit_reason) = limits.iter().min_by_key(|(n, _)| *n).cloned().expect("limits");
-                let option = pack_onto_template(pods, &classes, &spec.id, gi, template, headroom, &limit_reason, &mut reasons);
+                let option = pack_onto_template(pods, &live, &live_classes, &reps, gi, template, headroom, &mut verdicts);
                 if !option.pods.is_empty() {
                     options.push(option);
                 }
+                rounds.push(GroupRound::Packed { limit_reason });
             }
             if options.is_empty() {
+                final_round = Some((live, live_classes, rounds));
                 break;
             }
             let summaries: Vec<OptionSummary> = options
@@ -357,15 +439,6 @@ impl Planner {
                 .collect();
             let chosen = self.expander.choose(&summaries, view.cluster_priorities.as_ref());
             let option = &options[chosen];
-            for o in &options {
-                if o.group != option.group {
-                    for &p in &o.pods {
-                        if !option.pods.contains(&p) {
-                            reasons.entry(p).or_default().insert(snapshot.groups[o.group].spec.id.clone(), NoScaleUpReason::NotChosen);
-                        }
-                    }
-                }
-            }
             let split = self.balance(now, snapshot, option.group, option.new_nodes, &effective_target, &templates);
             let helped: Vec<_> = option.pods.iter().map(|&p| pods[p].key.clone()).collect();
             for (gi, n) in split {
@@ -406,22 +479,38 @@ impl Planner {
             for &p in &option.pods {
                 self.nominated.insert(pods[p].key.clone(), (snapshot.groups[option.group].spec.id.clone(), now));
             }
-            let placed: BTreeSet<usize> = option.pods.iter().copied().collect();
-            for p in &placed {
-                reasons.remove(p);
-                self.reported_unhelpable.remove(&pods[*p].key);
+            for &p in &option.pods {
+                done[p] = true;
+                self.reported_unhelpable.remove(&pods[p].key);
             }
-            remaining.retain(|unit| !unit.iter().any(|p| placed.contains(p)));
         }
 
-        for unit in &remaining {
-            for &p in unit {
-                let pod_reasons = reasons.remove(&p).unwrap_or_default();
+        if let Some((live, live_classes, rounds)) = final_round {
+            // One set of reasons per class, shared by its pods.
+            let mut per_class: Vec<Option<(BTreeMap<NodeGroupId, NoScaleUpReason>, Arc<str>)>> = vec![None; classes.len()];
+            for &c in &live_classes {
+                let rep = &pods[live[c][0]];
+                let mut pod_reasons = BTreeMap::new();
+                for (gi, round) in rounds.iter().enumerate() {
+                    let reason = match round {
+                        GroupRound::Rejected(reason) => reason.clone(),
+                        GroupRound::Packed { limit_reason } => match verdicts.miss(c, gi) {
+                            Some(miss) => miss.clone(),
+                            None if rep.gang.is_some() => NoScaleUpReason::GangDoesNotFit { needed_pods: live[c].len() as u32 },
+                            None => limit_reason.clone(),
+                        },
+                    };
+                    pod_reasons.insert(snapshot.groups[gi].spec.id.clone(), reason);
+                }
                 let summary: String = pod_reasons.iter().map(|(g, r)| format!("{g}:{r};")).collect();
-                let key = pods[p].key.clone();
-                if self.reported_unhelpable.get(&key) != Some(&summary) {
-                    self.reported_unhelpable.insert(key.clone(), summary);
-                    self.emit(now, PlannerEvent::NotTriggerScaleUp { pod: key, reasons: pod_reasons });
+                per_class[c] = Some((pod_reasons, Arc::from(summary)));
+            }
+            for &p in flat.iter().filter(|&&p| !done[p]) {
+                let (pod_reasons, summary) = per_class[class_of[p]].as_ref().expect("live class");
+                let key = &pods[p].key;
+                if self.reported_unhelpable.get(key) != Some(summary) {
+                    self.reported_unhelpable.insert(key.clone(), summary.clone());
+                    self.emit(now, PlannerEvent::NotTriggerScaleUp { pod: key.clone(), reasons: pod_reasons.clone() });
                 }
             }
         }
@@ -437,6 +526,8 @@ impl Planner {
         view: &ClusterView,
         sim: &mut PlacementSim<'_>,
         remaining: Vec<Vec<usize>>,
+        class_of: &[usize],
+        class_reps: &[usize],
     ) -> Vec<Vec<usize>> {
         let mut retired_slots = Vec::new();
         for (ni, node) in snapshot.nodes.iter().enumerate() {
@@ -466,9 +557,10 @@ impl Planner {
             return remaining;
         }
         let slots: Vec<usize> = retired_slots.iter().map(|(s, _)| *s).collect();
+        let mut index = CapacityIndex::new(sim, &slots, class_reps);
         let mut still = Vec::new();
         for unit in remaining {
-            if !place_unit_all_or_nothing(sim, &unit, &slots) {
+            if !place_unit_indexed(sim, &mut index, class_of, &unit, Targets::All) {
                 still.push(unit);
             }
         }
@@ -578,101 +670,173 @@ pub(crate) fn template_sim_node(group: &NodeGroupId, t: &TemplateNode, k: u32, o
     }
 }
 
-/// First-fit-decreasing of the remaining pods onto new nodes of one group.
+/// A new node of the group being packed.
+struct Bin {
+    used: Resources,
+    pods: u32,
+    /// Residents, kept only while some pod has anti-affinity terms.
+    residents: Vec<usize>,
+    /// Some resident has anti-affinity terms (its verdict may differ between members of
+    /// a class without terms, whose labels may differ).
+    anti_affinity_resident: bool,
+}
+
+/// How many pods asking for `request` fit in what `used` leaves of `allocatable`.
+fn how_many_fit(request: &Resources, allocatable: &Resources, used: &Resources, at_most: usize) -> usize {
+    let mut n = at_most as i64;
+    let mut limit = |requested: i64, have: i64| {
+        if requested > 0 {
+            n = n.min((have / requested).max(0));
+        }
+    };
+    limit(request.cpu_millis, allocatable.cpu_millis - used.cpu_millis);
+    limit(request.memory_bytes, allocatable.memory_bytes - used.memory_bytes);
+    limit(request.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes - used.ephemeral_storage_bytes);
+    limit(request.pods, allocatable.pods - used.pods);
+    for (name, v) in &request.extended {
+        limit(*v, allocatable.extended(name) - used.extended(name));
+    }
+    n as usize
+}
+
+fn add_times(used: &mut Resources, request: &Resources, times: i64) {
+    used.cpu_millis += request.cpu_millis * times;
+    used.memory_bytes += request.memory_bytes * times;
+    used.ephemeral_storage_bytes += request.ephemeral_storage_bytes * times;
+    used.pods += request.pods * times;
+    for (name, v) in &request.extended {
+        used.add_extended(name, v * times);
+    }
+}
+
+/// First-fit-decreasing of the remaining pods onto new nodes of one group: classes in
+/// serving order, each class's pods in order, each onto the first new node that takes
+/// it, a new node opened while `headroom` allows. The same placements as trying every
+/// pod on every node in turn, found faster: identical pods fill a node in one step
+/// (the first that took one is the first for the next, until it is full), and a
+/// max-tree of free room skips full nodes. A class's pods that found room are always a
+/// prefix of its pods (an identical pod cannot fit where its predecessor did not),
+/// unless anti-affinity with their own labels, which may differ, refused them.
 #[allow(clippy::too_many_arguments)]
 fn pack_onto_template(
     pods: &[PodView],
-    classes: &[crate::classes::PodClass],
-    group: &NodeGroupId,
+    live: &[Vec<usize>],
+    live_classes: &[usize],
+    reps: &[usize],
     group_index: usize,
     template: &TemplateNode,
     headroom: u32,
-    limit_reason: &NoScaleUpReason,
-    reasons: &mut BTreeMap<usize, BTreeMap<NodeGroupId, NoScaleUpReason>>,
+    verdicts: &mut TemplateVerdicts,
 ) -> GroupOption {
-    // Same order as placement on existing and upcoming capacity: a later pass must
-    // find room on the nodes bought here for exactly the pods they were bought for.
-    let mut order: Vec<usize> = (0..classes.len()).collect();
-    order.sort_by(|&a, &b| serving_order(&pods[classes[a].representative()], &pods[classes[b].representative()]).then(a.cmp(&b)));
-    let mut sim = PlacementSim::new(pods);
-    let mut opened: Vec<usize> = Vec::new();
+    let anti_affinity_in_play = pods.iter().any(|p| !p.anti_affinity.is_empty());
+    let n_live: usize = live_classes.iter().map(|&c| live[c].len()).sum();
+    let max_bins = (headroom as usize).min(n_live);
+    let alloc = &template.allocatable;
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut tree = FreeTree::new(max_bins);
     let mut placed = Vec::new();
     let mut gangs = BTreeSet::new();
-    let mut reject = |members: &[usize], reason: NoScaleUpReason| {
-        for &p in members {
-            reasons.entry(p).or_default().insert(group.clone(), reason.clone());
-        }
-    };
-    for c in order {
-        let class = &classes[c];
-        let rep = &pods[class.representative()];
-        if let Err(unfit) = check_labels_and_taints(rep, &template.labels, &template.taints) {
-            let reason = match unfit {
-                crate::predicates::Unfit::TaintNotTolerated { taint } => NoScaleUpReason::TaintNotTolerated { taint },
-                _ => NoScaleUpReason::LabelsDoNotMatch,
-            };
-            reject(&class.members, reason);
+    for &c in live_classes {
+        let members = &live[c];
+        let rep = &pods[members[0]];
+        if !verdicts.check(c, group_index, &pods[reps[c]], template) || max_bins == 0 {
             continue;
         }
-        if let Err(short) = rep.requests.fits_in(&template.allocatable) {
-            reject(&class.members, NoScaleUpReason::ExceedsNodeShape { shortfall: short.to_string() });
-            continue;
-        }
-        let is_gang = rep.gang.is_some();
-        let mut placed_here = Vec::new();
+        let want = fit::key_of(&rep.requests);
+        let class_has_terms = !rep.anti_affinity.is_empty();
+        // (bin, how many) placed for this class, to roll a gang back.
+        let mut steps: Vec<(usize, usize)> = Vec::new();
+        let mut i = 0;
+        // No bin before `cursor` takes a pod of this class.
+        let mut cursor = 0;
         let mut failed = false;
-        for &pod in &class.members {
-            let node = match sim.first_fit(pod, opened.iter().copied()) {
-                Some(n) => n,
-                None if (opened.len() as u32) < headroom => {
-                    let n = sim.add_node(template_sim_node(group, template, opened.len() as u32, NodeOrigin::Template));
-                    opened.push(n);
-                    if sim.can_place(pod, n).is_err() {
-                        // Anti-affinity with itself on an empty node cannot happen, but stay safe.
-                        failed = true;
+        let mut placed_here: Vec<usize> = Vec::new();
+        while i < members.len() {
+            let pod = members[i];
+            let mut uncertain: Option<usize> = None;
+            let mut found = None;
+            let mut from = cursor;
+            while let Some(b) = tree.first_at_or_after(from, &want) {
+                if b >= bins.len() {
+                    break;
+                }
+                let bin = &bins[b];
+                if fit::fits(&rep.requests, alloc, &bin.used) {
+                    let blocked = anti_affinity_in_play
+                        && check_anti_affinity(&pods[pod], bin.residents.iter().map(|&r| &pods[r])).is_err();
+                    if !blocked {
+                        found = Some(b);
                         break;
                     }
-                    n
+                    if !class_has_terms {
+                        uncertain.get_or_insert(b);
+                    }
+                }
+                from = b + 1;
+            }
+            let end = found.unwrap_or(bins.len());
+            cursor = uncertain.map_or(end, |u| u.min(end));
+            let b = match found {
+                Some(b) => b,
+                None if bins.len() < max_bins => {
+                    bins.push(Bin { used: Resources::zero(), pods: 0, residents: Vec::new(), anti_affinity_resident: false });
+                    bins.len() - 1
+                }
+                None if rep.gang.is_none() && uncertain.is_some() => {
+                    // Refused only for anti-affinity with this pod's own labels: the
+                    // next pod of the class may differ there. Skip just this one.
+                    i += 1;
+                    continue;
                 }
                 None => {
+                    // No room for this pod, so for none of the identical pods after it.
                     failed = true;
-                    if !is_gang {
-                        reject(&[pod], limit_reason.clone());
-                        continue;
-                    }
                     break;
                 }
             };
-            sim.place(pod, node);
-            placed_here.push((pod, node));
-        }
-        if is_gang && failed {
-            for &(p, n) in &placed_here {
-                sim.unplace(p, n);
+            let bin = &mut bins[b];
+            let take = if class_has_terms || bin.anti_affinity_resident {
+                1
+            } else {
+                how_many_fit(&rep.requests, alloc, &bin.used, members.len() - i).max(1)
+            };
+            add_times(&mut bin.used, &rep.requests, take as i64);
+            bin.pods += take as u32;
+            if anti_affinity_in_play {
+                bin.residents.extend_from_slice(&members[i..i + take]);
+                bin.anti_affinity_resident |= class_has_terms;
             }
-            reject(&class.members, NoScaleUpReason::GangDoesNotFit { needed_pods: class.members.len() as u32 });
+            tree.set(b, fit::free_key(alloc, &bin.used));
+            steps.push((b, take));
+            placed_here.extend_from_slice(&members[i..i + take]);
+            i += take;
+        }
+        if failed && rep.gang.is_some() {
+            for &(b, take) in steps.iter().rev() {
+                let bin = &mut bins[b];
+                add_times(&mut bin.used, &rep.requests, -(take as i64));
+                bin.pods -= take as u32;
+                if anti_affinity_in_play {
+                    bin.residents.truncate(bin.residents.len() - take);
+                    bin.anti_affinity_resident = bin.residents.iter().any(|&r| !pods[r].anti_affinity.is_empty());
+                }
+                tree.set(b, fit::free_key(alloc, &bin.used));
+            }
             continue;
         }
-        if is_gang {
-            gangs.insert(rep.gang.as_ref().expect("gang").gang.clone());
+        if let Some(g) = &rep.gang {
+            gangs.insert(g.gang.clone());
         }
-        placed.extend(placed_here.iter().map(|(p, _)| *p));
+        placed.extend_from_slice(&placed_here);
     }
     // Nodes opened for a gang that was then rolled back stay empty: drop them.
-    let used_nodes: Vec<&SimNode> = opened.iter().map(|&n| sim.node(n)).filter(|n| !n.residents.is_empty()).collect();
-    let (mut alloc_cpu, mut alloc_mem, mut used_cpu, mut used_mem) = (0i64, 0i64, 0i64, 0i64);
-    for n in &used_nodes {
-        alloc_cpu += n.allocatable.cpu_millis;
-        alloc_mem += n.allocatable.memory_bytes;
-        used_cpu += n.used.cpu_millis;
-        used_mem += n.used.memory_bytes;
+    let (mut new_nodes, mut used_cpu, mut used_mem) = (0u32, 0i64, 0i64);
+    for bin in bins.iter().filter(|b| b.pods > 0) {
+        new_nodes += 1;
+        used_cpu += bin.used.cpu_millis;
+        used_mem += bin.used.memory_bytes;
     }
+    let (alloc_cpu, alloc_mem) = (alloc.cpu_millis * i64::from(new_nodes), alloc.memory_bytes * i64::from(new_nodes));
     let frac = |used: i64, alloc: i64| if alloc > 0 { 1.0 - used as f64 / alloc as f64 } else { 0.0 };
-    GroupOption {
-        group: group_index,
-        new_nodes: used_nodes.len() as u32,
-        pods: placed,
-        waste: frac(used_cpu, alloc_cpu) + frac(used_mem, alloc_mem),
-        gangs,
-    }
+    GroupOption { group: group_index, new_nodes, pods: placed, waste: frac(used_cpu, alloc_cpu) + frac(used_mem, alloc_mem), gangs }
 }

@@ -1,0 +1,14 @@
+//! `cargo run --release -p bench --example profile -- NODES PENDING GROUPS [RUNS] [SEED]`:
+//! the `batch-autoscaler bench` figures without building the whole binary, for
+//! profiling the planner (`perf record`, `valgrind --tool=callgrind`).
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("whole numbers")).collect();
+    let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
+    let config = bench::BenchConfig {
+        size: bench::ClusterSize { nodes: arg(0, 5_000), pending_pods: arg(1, 50_000), groups: arg(2, 50) },
+        runs: arg(3, 5),
+        seed: arg(4, 1) as u64,
+    };
+    print!("{}", bench::run(config).summary());
+}
