@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 const RENDERED: &str = "deploy/manifests/batch-autoscaler.yaml";
-const E2E_RBAC: &str = "deploy/manifests/rbac.yaml";
 const FULL_VALUES: &str = "deploy/helm/batch-autoscaler/ci/full-values.yaml";
 
 fn rendered() -> Vec<Value> {
@@ -28,44 +27,6 @@ fn sorted(v: &Value) -> Vec<String> {
     let mut items: Vec<String> = v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
     items.sort();
     items
-}
-
-/// One RBAC rule, normalised (sorted lists) for comparison.
-fn rules(role: &Value) -> BTreeSet<[Vec<String>; 4]> {
-    role["rules"]
-        .as_sequence()
-        .expect("rules")
-        .iter()
-        .map(|r| [sorted(&r["apiGroups"]), sorted(&r["resources"]), sorted(&r["resourceNames"]), sorted(&r["verbs"])])
-        .collect()
-}
-
-/// The chart's ClusterRole and Role grant exactly the rules of
-/// deploy/manifests/rbac.yaml, under which the end-to-end tests run the binary.
-#[test]
-fn chart_rbac_equals_the_rbac_the_end_to_end_tests_prove() {
-    if !repo().join(E2E_RBAC).is_file() {
-        // Written by the end-to-end work (issue 5); nothing to compare with before it lands.
-        eprintln!("SKIPPED chart_rbac_equals_the_rbac_the_end_to_end_tests_prove: {E2E_RBAC} does not exist yet");
-        return;
-    }
-    let e2e = documents(&read(E2E_RBAC));
-    let ours = rendered();
-    for kind in ["ClusterRole", "Role"] {
-        let theirs = find(&e2e, kind, None);
-        let mine = find(&ours, kind, None);
-        assert_eq!((theirs.len(), mine.len()), (1, 1), "one {kind} each");
-        assert_eq!(rules(mine[0]), rules(theirs[0]), "{kind} rules differ between {RENDERED} and {E2E_RBAC}");
-        assert_eq!(mine[0]["metadata"]["namespace"], theirs[0]["metadata"]["namespace"], "{kind} namespace");
-    }
-    for kind in ["ServiceAccount", "ClusterRoleBinding", "RoleBinding"] {
-        let theirs = find(&e2e, kind, None);
-        let mine = find(&ours, kind, None);
-        assert_eq!((theirs.len(), mine.len()), (1, 1), "one {kind} each");
-        assert_eq!(mine[0]["metadata"]["name"], theirs[0]["metadata"]["name"], "{kind} name");
-        assert_eq!(mine[0]["metadata"]["namespace"], theirs[0]["metadata"]["namespace"], "{kind} namespace");
-        assert_eq!(mine[0]["subjects"], theirs[0]["subjects"], "{kind} subjects");
-    }
 }
 
 fn assert_no_wildcards(what: &str, docs: &[Value]) -> usize {
