@@ -137,6 +137,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let mut driver_cfg = DriverConfig::new(cfg.flags.dry_run, cfg.settings.scan_interval);
     driver_cfg.batch_window = duration_or(&cfg.flags.batch_window, driver::DEFAULT_BATCH_WINDOW);
+    driver_cfg.batch_idle = duration_or(&cfg.flags.batch_idle, driver::DEFAULT_BATCH_IDLE);
     // A dry-run takes no part in leader election: taking the Lease would be a write,
     // and a dry-run replica next to the real autoscaler could win it and stop the
     // real one from acting. It plans as if it led.

@@ -100,9 +100,13 @@ pub struct RunFlags {
     /// Where `/metrics`, `/healthz`, `/readyz` listen (CA: `:8085`).
     #[arg(long, env = "BATCH_AUTOSCALER_ADDRESS")]
     pub address: Option<String>,
-    /// How long to gather pods that turned unschedulable before planning (default 1s).
+    /// The longest wait to gather pods that turned unschedulable before planning
+    /// (default 1s).
     #[arg(long)]
     pub batch_window: Option<String>,
+    /// Plan sooner, once no pod turned unschedulable for this long (default 200ms).
+    #[arg(long)]
+    pub batch_idle: Option<String>,
     /// Seed flag, accepted and ignored: overprovisioning is done with placeholder pods.
     #[arg(long)]
     pub over_provision: Option<u32>,
@@ -278,6 +282,7 @@ pub fn resolve(args: RunArgs, file_text: Option<&str>) -> Result<RunConfig, Conf
         ("leader-elect-renew-deadline", &flags.leader_elect_renew_deadline),
         ("leader-elect-retry-period", &flags.leader_elect_retry_period),
         ("batch-window", &flags.batch_window),
+        ("batch-idle", &flags.batch_idle),
     ] {
         if let Some(v) = value {
             model::parse_duration(v).map_err(|e| config_error(field, e.to_string()))?;
@@ -368,6 +373,7 @@ mod tests {
             (vec!["--cluster-name", "c"], Some("scale-down-unneded-time: 5m\n"), "config"),
             (vec![], None, "cluster-name"),
             (vec!["--cluster-name", "c", "--batch-window", "soon"], None, "batch-window"),
+            (vec!["--cluster-name", "c", "--batch-idle", "5 parsecs"], None, "batch-idle"),
         ];
         for (args, file, field) in cases {
             let err = resolve(parse(&args), file).unwrap_err();

@@ -23,8 +23,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-/// How long to wait after a pod turned unschedulable, to serve a burst in one pass.
+/// The longest wait after a pod turned unschedulable, to serve a burst in one pass.
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(1);
+/// A pass starts once no pod turned unschedulable for this long (within the window):
+/// a lone pod is served quickly, a burst that keeps coming is gathered up to the window.
+pub const DEFAULT_BATCH_IDLE: Duration = Duration::from_millis(200);
 /// The longest wait between attempts while the cloud cannot be read.
 pub const DEFAULT_MAX_ERROR_BACKOFF: Duration = Duration::from_secs(120);
 /// The first wait after the cloud could not be read; doubles up to the maximum.
@@ -35,8 +38,12 @@ pub const INITIAL_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 pub struct DriverConfig {
     /// Watch and plan for real, log every action, mutate nothing, notify no one.
     pub dry_run: bool,
-    /// Wait after an unschedulable-pod trigger before the pass ([`DEFAULT_BATCH_WINDOW`]).
+    /// Longest wait after an unschedulable-pod trigger before the pass
+    /// ([`DEFAULT_BATCH_WINDOW`]).
     pub batch_window: Duration,
+    /// The pass starts earlier, once no further trigger came for this long
+    /// ([`DEFAULT_BATCH_IDLE`]).
+    pub batch_idle: Duration,
     /// A pass at least this often (the planner's `scan-interval`).
     pub scan_interval: Duration,
     /// Cap of the exponential backoff while the cloud cannot be read
@@ -47,7 +54,13 @@ pub struct DriverConfig {
 impl DriverConfig {
     /// A configuration with the default batch window and error backoff.
     pub fn new(dry_run: bool, scan_interval: Duration) -> Self {
-        Self { dry_run, batch_window: DEFAULT_BATCH_WINDOW, scan_interval, max_error_backoff: DEFAULT_MAX_ERROR_BACKOFF }
+        Self {
+            dry_run,
+            batch_window: DEFAULT_BATCH_WINDOW,
+            batch_idle: DEFAULT_BATCH_IDLE,
+            scan_interval,
+            max_error_backoff: DEFAULT_MAX_ERROR_BACKOFF,
+        }
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -493,9 +506,10 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
 
     /// Runs the loop until `shutdown` completes.
     ///
-    /// A pass runs at start, then on the earliest of: `batch_window` after `triggers`
-    /// is notified (the cluster adapter calls `notify_one` when a pod turns
-    /// Unschedulable, so a trigger during a pass is not lost), the scan interval after
+    /// A pass runs at start, then on the earliest of: a batch after `triggers` is
+    /// notified (the cluster adapter calls `notify_one` when a pod turns
+    /// Unschedulable, so a trigger during a pass is not lost; the batch ends when no
+    /// trigger came for `batch_idle`, or `batch_window` after its first), the scan interval after
     /// the last pass, the planner's next timeout (future times only), or the error
     /// backoff while the cloud cannot be read (which then overrides the rest). Passes
     /// run only while `*leader.borrow()` is true; a follower only keeps `/healthz` fed.
@@ -551,10 +565,8 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                 // A pass that is due anyway serves the triggers too.
                 () = tokio::time::sleep_until(wake) => {}
                 () = triggers.notified(), if leads && retry_at.is_none() => {
-                    tokio::select! {
-                        biased;
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(self.config.batch_window) => {}
+                    if gather_batch(&triggers, &self.config, &mut shutdown).await == Batch::Shutdown {
+                        break;
                     }
                 }
             }
@@ -573,6 +585,27 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             };
         }
         tracing::info!("control loop stopped");
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Batch {
+    Gathered,
+    Shutdown,
+}
+
+/// Waits, after a first trigger, until no trigger came for `batch_idle` or
+/// `batch_window` has passed since the first, whichever is sooner.
+async fn gather_batch(triggers: &Notify, config: &DriverConfig, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Batch {
+    let window_ends = tokio::time::Instant::now() + config.batch_window;
+    loop {
+        let idle_ends = (tokio::time::Instant::now() + config.batch_idle).min(window_ends);
+        tokio::select! {
+            biased;
+            () = &mut *shutdown => return Batch::Shutdown,
+            () = tokio::time::sleep_until(idle_ends) => return Batch::Gathered,
+            () = triggers.notified() => {}
+        }
     }
 }
 

@@ -21,7 +21,7 @@ mod status;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use driver::{
-    ActionRecord, Driver, DriverConfig, LoopOutcome, PassReport, Ports, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_ERROR_BACKOFF,
+    ActionRecord, Driver, DriverConfig, LoopOutcome, PassReport, Ports, DEFAULT_BATCH_IDLE, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_ERROR_BACKOFF,
     INITIAL_ERROR_BACKOFF,
 };
 pub use http::{serve_http, serve_listener, Health, HttpState};

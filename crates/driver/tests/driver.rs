@@ -326,6 +326,7 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
     let clock = TokioClock::new(T0);
     let mut config = DriverConfig::new(false, Duration::from_secs(60));
     config.batch_window = Duration::from_millis(500);
+    config.batch_idle = Duration::from_millis(200);
     let driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock)).unwrap();
     let triggers = Arc::new(Notify::new());
     let (_leader_tx, leader) = watch::channel(true);
@@ -338,7 +339,8 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(refreshes(), 1, "nothing happens without a reason");
 
-        // A burst of pods turning unschedulable: one pass, within the window.
+        // Two pods turning unschedulable 100 ms apart: one pass, once no third came
+        // for the idle time (200 ms after the second), well before the window.
         world.lock().pods.push(job_pod("p1", "cpu", 3000, 4));
         let start = tokio::time::Instant::now();
         triggers.notify_one();
@@ -349,7 +351,7 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(500) && waited <= Duration::from_millis(520), "pass after {waited:?}");
+        assert!(waited >= Duration::from_millis(300) && waited <= Duration::from_millis(320), "pass after {waited:?}");
         assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 1"], "both pods served by one pass");
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(refreshes(), 2, "the burst made one pass, not one per trigger");
@@ -361,6 +363,51 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
         }
         let gap = last.elapsed();
         assert!(gap >= Duration::from_secs(60) && gap <= Duration::from_millis(60_600), "scan after {gap:?}");
+        stop_tx.send(()).unwrap();
+    };
+    let shutdown = async {
+        let _ = stop_rx.await;
+    };
+    tokio::join!(driver.run(triggers.clone(), leader, shutdown), script);
+}
+
+/// Pods that keep turning unschedulable never postpone a pass beyond the window:
+/// a steady stream (one every 100 ms, idle time 200 ms) is served every 500 ms.
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_triggers_is_served_at_least_once_per_batch_window() {
+    let world = World::new(vec![group("cpu", 16, 64, 100)]);
+    let clock = TokioClock::new(T0);
+    let mut config = DriverConfig::new(false, Duration::from_secs(60));
+    config.batch_window = Duration::from_millis(500);
+    config.batch_idle = Duration::from_millis(200);
+    let driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock)).unwrap();
+    let triggers = Arc::new(Notify::new());
+    let (_leader_tx, leader) = watch::channel(true);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let refreshes = || world.calls_named("refresh").len();
+    let script = async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(refreshes(), 1, "a pass at start");
+        let start = tokio::time::Instant::now();
+        let mut pass_times = Vec::new();
+        let mut seen = refreshes();
+        for i in 0..30 {
+            world.lock().pods.push(job_pod(&format!("p{i}"), "cpu", 100, 1));
+            triggers.notify_one();
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if refreshes() > seen {
+                    seen = refreshes();
+                    pass_times.push(start.elapsed());
+                }
+            }
+        }
+        // 3 s of triggers: a pass 500 ms after the first trigger of each batch.
+        assert!((5..=6).contains(&pass_times.len()), "passes at {pass_times:?}");
+        for pair in pass_times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap <= Duration::from_millis(620), "passes {gap:?} apart: {pass_times:?}");
+        }
         stop_tx.send(()).unwrap();
     };
     let shutdown = async {
