@@ -84,7 +84,7 @@ pub fn explain(settings: PlannerSettings, now: Time, snapshot: &ClusterSnapshot,
             PlannerEvent::TriggeredScaleUp { group, from, to, pods } if pods.contains(pod) => {
                 return Ok(PodExplanation::TriggersScaleUp { group, from, to });
             }
-            PlannerEvent::NotTriggerScaleUp { pod: p, reasons } if &p == pod => return Ok(PodExplanation::NoScaleUp { reasons }),
+            PlannerEvent::NotTriggerScaleUp { pod: p, reasons } if &p == pod => return Ok(PodExplanation::NoScaleUp { reasons: reasons.to_map() }),
             _ => {}
         }
     }

@@ -9,9 +9,12 @@
 //! - [`CapacityIndex`]: nodes bucketed by what the label and taint predicates see
 //!   (origin, group, labels other than the hostname, taints), one `FreeTree` per bucket,
 //!   the label/taint verdict cached per (pod class, bucket), and a cursor per class:
-//!   free capacity only shrinks while pods are placed (a gang's rollback restores an
-//!   earlier, never a roomier, state), so a node that could not take a member of a
-//!   class cannot take a later, identical member either.
+//!   free capacity only shrinks and residents only come while pods are placed (a
+//!   gang's rollback restores an earlier, never a roomier, state), so a node that could
+//!   not take a member of a class cannot take a later, identical member either; a
+//!   refusal for anti-affinity counts only when the class's members share their labels
+//!   (they have terms themselves), and once no node takes a member, the search for the
+//!   next one is skipped.
 //!
 //! This module owns no decision: it must never answer differently from the plain
 //! first-fit (`tests/fit.rs` checks that on random worlds).
@@ -151,12 +154,16 @@ pub(crate) struct CapacityIndex {
     buckets: Vec<Bucket>,
     /// Per node slot: (bucket, position in the bucket), if the node can take pods at all.
     place_of: Vec<Option<(usize, usize)>>,
-    /// Label/taint verdict per (class, bucket).
-    compat: HashMap<(usize, usize), bool>,
+    /// Label/taint verdict per (class, bucket), at `class * buckets.len() + bucket`:
+    /// 0 not checked yet, 1 compatible, 2 not.
+    compat: Vec<u8>,
     /// Per class: no slot before this one takes a member of the class.
     cursor: Vec<NodeIdx>,
     /// Per class: the class's selectors read the hostname, so buckets cannot stand in.
     per_node: Vec<bool>,
+    /// Per class: its pods have anti-affinity terms, so (`classes.rs`) they share labels
+    /// and namespace too, and a node's anti-affinity verdict is the same for all of them.
+    has_terms: Vec<bool>,
 }
 
 /// Whether a pod's node selector or affinity reads the hostname label (then nodes
@@ -203,11 +210,12 @@ impl CapacityIndex {
         }
         let pods = sim.pods();
         Self {
+            compat: vec![0; class_reps.len() * buckets.len()],
             buckets,
             place_of,
-            compat: HashMap::new(),
             cursor: vec![0; class_reps.len()],
             per_node: class_reps.iter().map(|&p| reads_hostname(&pods[p])).collect(),
+            has_terms: class_reps.iter().map(|&p| !pods[p].anti_affinity.is_empty()).collect(),
         }
     }
 
@@ -232,6 +240,10 @@ impl CapacityIndex {
         let p = &sim.pods()[pod];
         // The cursor is a statement about every node, so it is kept only by searches over every node.
         let lo = if matches!(targets, Targets::All) { self.cursor[class] } else { 0 };
+        if lo >= self.place_of.len() {
+            // An earlier member of the class found no node at all: neither will this one.
+            return None;
+        }
         if let Some(Some((b, _))) = self.place_of.get(lo) {
             let b = *b;
             if Self::allowed(&self.buckets[b], targets) && self.compatible(sim, p, class, b, lo) && dynamic(sim, pod, lo) == Dynamic::Fits {
@@ -268,6 +280,9 @@ impl CapacityIndex {
                             break;
                         }
                         Dynamic::NoRoom => {}
+                        // Residents only come, so a refusal holds for every later member
+                        // of a class that shares the pod's labels; otherwise it may not.
+                        Dynamic::AntiAffinity if self.has_terms[class] => {}
                         Dynamic::AntiAffinity => uncertain = Some(uncertain.map_or(slot, |u| u.min(slot))),
                     }
                 }
@@ -291,11 +306,12 @@ impl CapacityIndex {
     }
 
     fn compatible_bucket(&mut self, sim: &PlacementSim<'_>, p: &PodView, class: usize, bucket: usize) -> bool {
-        let sample = self.buckets[bucket].sample;
-        *self.compat.entry((class, bucket)).or_insert_with(|| {
-            let n = sim.node(sample);
-            check_labels_and_taints(p, &n.labels, &n.taints).is_ok()
-        })
+        let at = class * self.buckets.len() + bucket;
+        if self.compat[at] == 0 {
+            let n = sim.node(self.buckets[bucket].sample);
+            self.compat[at] = if check_labels_and_taints(p, &n.labels, &n.taints).is_ok() { 1 } else { 2 };
+        }
+        self.compat[at] == 1
     }
 }
 

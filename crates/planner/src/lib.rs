@@ -32,7 +32,7 @@ pub mod settings;
 mod template;
 
 pub use actions::{Action, ActionId, BackoffRecord, Outcome, TargetReason, TerminateReason};
-pub use events::{NoScaleUpReason, PlannerEvent};
+pub use events::{GroupReasons, NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
 pub use explain::{explain, PodExplanation};
 pub use settings::PlannerSettings;

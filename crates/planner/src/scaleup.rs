@@ -4,7 +4,7 @@
 //! picks one option; repeat for what is left until nothing more can be helped.
 
 use crate::classes::group_into_classes;
-use crate::events::{NoScaleUpReason, PlannerEvent};
+use crate::events::{GroupReasons, NoScaleUpReason, PlannerEvent};
 use crate::expander::{compile_priorities, CompiledPriorities, OptionSummary};
 use crate::gang::GangLaunch;
 use crate::fit::{self, CapacityIndex, FreeTree, Targets};
@@ -13,9 +13,9 @@ use crate::predicates::{check_anti_affinity, check_labels_and_taints};
 use crate::template::{node_template, TemplateNode};
 use crate::{Action, Planner, TargetReason};
 use model::well_known::{LABEL_ACCELERATOR, TAINT_RETIRING};
-use model::{ClusterSnapshot, NodeGroupId, NodeName, PodView, Resources, Time};
+use model::{ClusterSnapshot, NodeGroupId, NodeName, PodKey, PodView, Resources, Time};
 use model::resources::NVIDIA_GPU;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 
@@ -198,7 +198,7 @@ impl Planner {
     /// Pods that may trigger a scale-up, in the order they are served.
     fn scale_up_candidates(&self, snapshot: &ClusterSnapshot) -> Vec<usize> {
         let s = &self.settings;
-        let mut out: Vec<usize> = snapshot
+        let out: Vec<usize> = snapshot
             .pods
             .iter()
             .enumerate()
@@ -211,8 +211,11 @@ impl Planner {
             .map(|(i, _)| i)
             .collect();
         let pods = &snapshot.pods;
-        out.sort_by(|&a, &b| serving_order(&pods[a], &pods[b]));
-        out
+        // `serving_order`, with its numeric part read once per pod rather than once per
+        // comparison (`gpus()` is a map lookup): the same order.
+        let mut keyed: Vec<(ServingKey, usize)> = out.iter().map(|&i| (serving_key(&pods[i]), i)).collect();
+        keyed.sort_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| pods[*a].key.cmp(&pods[*b].key)));
+        keyed.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Templates per group (in the first zone whose pool is not backed off).
@@ -230,7 +233,11 @@ impl Planner {
     /// Runs the scale-up pass; returns whether any group was scaled up.
     pub(crate) fn scale_up(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView) -> bool {
         let candidates = self.scale_up_candidates(snapshot);
-        let candidate_keys: BTreeSet<_> = candidates.iter().map(|&i| snapshot.pods[i].key.clone()).collect();
+        let candidate_keys: HashSet<&PodKey> = if self.reported_unhelpable.is_empty() && self.nominated.is_empty() {
+            HashSet::new()
+        } else {
+            candidates.iter().map(|&i| &snapshot.pods[i].key).collect()
+        };
         self.reported_unhelpable.retain(|k, _| candidate_keys.contains(k));
         if candidates.is_empty() {
             return false;
@@ -350,6 +357,8 @@ impl Planner {
         drop(remaining);
         let mut done = vec![false; pods.len()];
         let mut verdicts = TemplateVerdicts::new(classes.len(), snapshot.groups.len());
+        // A property of the snapshot's pods, not of a round: scanned once per pass.
+        let anti_affinity_in_play = sim.anti_affinity_in_play();
         // Each round serves every remaining pod once per group, so a pod's reasons are
         // those of the last round, the one in which no group could take anything:
         // they are built only then (per class: in that round a class fares alike).
@@ -413,7 +422,7 @@ impl Planner {
                     ));
                 }
                 let (headroom, limit_reason) = limits.iter().min_by_key(|(n, _)| *n).cloned().expect("limits");
-                let option = pack_onto_template(pods, &live, &live_classes, &reps, gi, template, headroom, &mut verdicts);
+                let option = pack_onto_template(pods, anti_affinity_in_play, &live, &live_classes, &reps, gi, template, headroom, &mut verdicts);
                 if !option.pods.is_empty() {
                     options.push(option);
                 }
@@ -487,7 +496,7 @@ impl Planner {
 
         if let Some((live, live_classes, rounds)) = final_round {
             // One set of reasons per class, shared by its pods.
-            let mut per_class: Vec<Option<(BTreeMap<NodeGroupId, NoScaleUpReason>, Arc<str>)>> = vec![None; classes.len()];
+            let mut per_class: Vec<Option<(GroupReasons, Arc<str>)>> = vec![None; classes.len()];
             for &c in &live_classes {
                 let rep = &pods[live[c][0]];
                 let mut pod_reasons = BTreeMap::new();
@@ -503,7 +512,7 @@ impl Planner {
                     pod_reasons.insert(snapshot.groups[gi].spec.id.clone(), reason);
                 }
                 let summary: String = pod_reasons.iter().map(|(g, r)| format!("{g}:{r};")).collect();
-                per_class[c] = Some((pod_reasons, Arc::from(summary)));
+                per_class[c] = Some((GroupReasons::from(pod_reasons), Arc::from(summary)));
             }
             for &p in flat.iter().filter(|&&p| !done[p]) {
                 let (pod_reasons, summary) = per_class[class_of[p]].as_ref().expect("live class");
@@ -638,6 +647,14 @@ pub(crate) fn serving_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
         .then(a.key.cmp(&b.key))
 }
 
+/// The part of `serving_order` before the pod key, as one comparable value.
+type ServingKey = (std::cmp::Reverse<i32>, std::cmp::Reverse<i64>, std::cmp::Reverse<i64>, std::cmp::Reverse<i64>, Time);
+
+fn serving_key(p: &PodView) -> ServingKey {
+    use std::cmp::Reverse;
+    (Reverse(p.priority), Reverse(p.requests.gpus()), Reverse(p.requests.cpu_millis), Reverse(p.requests.memory_bytes), p.created)
+}
+
 /// Totals the cluster would have at the given targets: (cores, GiB, nodes).
 fn cluster_totals(snapshot: &ClusterSnapshot, targets: &[u32]) -> (u64, u64, u32) {
     let (mut cores, mut gib, mut nodes) = (0u64, 0u64, 0u32);
@@ -720,6 +737,7 @@ fn add_times(used: &mut Resources, request: &Resources, times: i64) {
 #[allow(clippy::too_many_arguments)]
 fn pack_onto_template(
     pods: &[PodView],
+    anti_affinity_in_play: bool,
     live: &[Vec<usize>],
     live_classes: &[usize],
     reps: &[usize],
@@ -728,7 +746,6 @@ fn pack_onto_template(
     headroom: u32,
     verdicts: &mut TemplateVerdicts,
 ) -> GroupOption {
-    let anti_affinity_in_play = pods.iter().any(|p| !p.anti_affinity.is_empty());
     let n_live: usize = live_classes.iter().map(|&c| live[c].len()).sum();
     let max_bins = (headroom as usize).min(n_live);
     let alloc = &template.allocatable;
