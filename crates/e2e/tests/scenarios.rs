@@ -968,3 +968,130 @@ fn shipped_manifests(world: &e2e::World) -> Result<()> {
     }
     Ok(())
 }
+
+/// Median and 95th percentile (nearest rank) of durations, in milliseconds.
+fn percentiles_ms(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.95))
+}
+
+/// Issue 7: the reaction time from a pod turning Unschedulable (as a watcher sees it)
+/// to the SetDesiredCapacity it causes (as moto reports it), over
+/// `E2E_REACTION_TRIGGERS` (default 50) lone pods, each needing a node of its own.
+/// Prints p50/p95; asserts only the behaviour: one node bought per pod, never more.
+#[test]
+fn reaction_time_from_unschedulable_to_set_desired_capacity() {
+    scenario("reaction-time", |s| Box::pin(reaction_time(s)));
+}
+
+async fn reaction_time(s: &mut Scenario) -> Result<()> {
+    let triggers: u32 = std::env::var("E2E_REACTION_TRIGGERS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    // Nodes never register during the measurement (boot delay of an hour): every
+    // pod is served by a node of its own still on its way, as after a real burst.
+    let max = i32::try_from(triggers).unwrap_or(i32::MAX).saturating_add(5);
+    s.primary().group(&GroupOptions::new("react-m5", "m5.large", max).boot_delay("1h")).await?;
+    let _bridge = s.bridge(Duration::from_secs(1)).await?;
+    let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
+    let _autoscaler = s.autoscaler("main", &s.options()).await?;
+    wait_until("the autoscaler's first status report", Duration::from_secs(30), || async {
+        Ok(if s.status_text().await?.is_some() { Check::Done(()) } else { Check::Waiting("no status ConfigMap yet".into()) })
+    })
+    .await?;
+    let mut reactions = Vec::new();
+    for i in 0..triggers {
+        let job = format!("react-{i}");
+        // 1500m of an m5.large's ~1930m: one pod per node.
+        create_job(&s.kube, &s.namespace, &job, 1, &PodTemplate::new("1500m", "1Gi").runs_for("1h")).await?;
+        let prefix = format!("{job}-");
+        let unschedulable = wait_until(&format!("{job}'s pod Unschedulable"), Duration::from_secs(30), || async {
+            let seen = recorder.pods().into_iter().find(|(name, _)| name.starts_with(&prefix)).and_then(|(_, r)| r.unschedulable);
+            Ok(match seen {
+                Some(at) => Check::Done(at),
+                None => Check::Waiting("not yet".into()),
+            })
+        })
+        .await?;
+        // Polled tightly (25 ms) so the poll adds little to the figure.
+        let want = i32::try_from(i + 1)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let raised = loop {
+            let desired = s.primary().group_report("react-m5").await?.desired;
+            ensure!(desired <= want, "react-m5 went to {desired} for {want} pods");
+            if desired == want {
+                break Instant::now();
+            }
+            ensure!(Instant::now() < deadline, "no SetDesiredCapacity to {want} within 30 s of {job} turning Unschedulable");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        reactions.push(raised.saturating_duration_since(unschedulable));
+    }
+    let (p50, p95) = percentiles_ms(reactions.clone());
+    let max_ms = reactions.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    s.note(&format!("FIGURE reaction Unschedulable -> SetDesiredCapacity over {triggers} triggers: p50 {p50:.0} ms, p95 {p95:.0} ms, max {max_ms:.0} ms"));
+    let final_desired = s.primary().group_report("react-m5").await?.desired;
+    ensure!(final_desired == i32::try_from(triggers)?, "react-m5 ended at {final_desired} for {triggers} pods");
+    Ok(())
+}
+
+/// Issue 7: the autoscaler's memory with the whole cluster in its cache:
+/// `E2E_SCALE_NODES` nodes (default 100) of an owned group and `E2E_SCALE_PODS`
+/// running pods (default 1000). Prints its peak RSS and pass durations; asserts the
+/// behaviour: everything fits, so nothing is bought and nothing is removed.
+#[test]
+fn memory_with_a_large_cluster_in_the_cache() {
+    scenario("cache-memory", |s| Box::pin(cache_memory(s)));
+}
+
+async fn cache_memory(s: &mut Scenario) -> Result<()> {
+    let env = |name: &str, default: u32| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let n_nodes = env("E2E_SCALE_NODES", 100);
+    let n_pods = env("E2E_SCALE_PODS", 1000);
+    let n_nodes_i32 = i32::try_from(n_nodes)?;
+    s.primary().group(&GroupOptions::new("scale-c5", "c5.2xlarge", n_nodes_i32).desired(n_nodes_i32)).await?;
+    let _bridge = s.bridge(Duration::from_secs(1)).await?;
+    let setup = Instant::now();
+    s.wait_ready_nodes("scale-c5", n_nodes as usize, Duration::from_secs(60 + u64::from(n_nodes) / 5)).await?;
+    // Pods of 100m/128Mi, as Jobs of at most 1000: all fit on the nodes (15 per node
+    // would be 500m each; these leave room), so no pod waits for capacity.
+    let mut created = 0;
+    let mut job = 0;
+    while created < n_pods {
+        let pods = (n_pods - created).min(1000);
+        create_job(&s.kube, &s.namespace, &format!("scale-{job}"), pods, &PodTemplate::new("100m", "128Mi").runs_for("2h")).await?;
+        created += pods;
+        job += 1;
+    }
+    let pods_timeout = Duration::from_secs(120 + u64::from(n_pods) / 20);
+    wait_until(&format!("{n_pods} pods Running"), pods_timeout, || async {
+        let running = kube_util::pods(&s.kube, &s.namespace).await?.iter().filter(|p| kube_util::pod_phase(p) == "Running").count();
+        Ok(if running >= n_pods as usize { Check::Done(()) } else { Check::Waiting(format!("{running} Running")) })
+    })
+    .await?;
+    let cluster_ready = setup.elapsed();
+    // Low utilisation makes every node a scale-down candidate: the unneeded time keeps
+    // the measurement free of retirements.
+    let autoscaler = s.autoscaler("main", &s.options().flag("scale-down-unneeded-time", "10m").flag("scan-interval", "2s")).await?;
+    // Five passes over the full cluster after its caches synced.
+    wait_metric(&autoscaler, "batch_autoscaler_loop_duration_seconds_count", &[], 5.0, Duration::from_secs(300)).await?;
+    let metrics = autoscaler.metrics().await?;
+    let passes = metrics.sum("batch_autoscaler_loop_duration_seconds_count", &[]);
+    let pass_seconds = metrics.sum("batch_autoscaler_loop_duration_seconds_sum", &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", autoscaler.pid))?;
+    let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map_or("?".to_owned(), |v| v.trim().to_owned());
+    s.note(&format!(
+        "FIGURE cache memory with {n_nodes} nodes and {n_pods} running pods: autoscaler VmHWM {}, VmRSS {}; {passes} passes, mean {:.0} ms; cluster built in {:.0} s",
+        field("VmHWM:"),
+        field("VmRSS:"),
+        if passes > 0.0 { pass_seconds / passes * 1000.0 } else { 0.0 },
+        cluster_ready.as_secs_f64(),
+    ));
+    let report = s.primary().group_report("scale-c5").await?;
+    ensure!(report.desired == n_nodes_i32, "scale-c5 changed to {} with everything fitting", report.desired);
+    let actions = actions_in(&autoscaler.log_text());
+    ensure!(actions.is_empty(), "actions with everything fitting and busy: {actions:?}");
+    Ok(())
+}
