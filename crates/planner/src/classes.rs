@@ -2,7 +2,8 @@
 //! way are checked against a node template once, not once each.
 
 use model::{GangId, Labels, NodeAffinity, PodAntiAffinityTerm, PodView, Resources, Toleration};
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::FxHashMap;
+use std::collections::BTreeMap;
 
 /// Pods with identical scheduling requirements.
 #[derive(Debug, Clone)]
@@ -32,7 +33,7 @@ struct ClassKey<'p> {
 
 /// Groups `indices` of `pods` into classes, keeping first-seen order (deterministic).
 pub(crate) fn group_into_classes(pods: &[PodView], indices: &[usize]) -> Vec<PodClass> {
-    let mut by_key: HashMap<ClassKey<'_>, usize> = HashMap::new();
+    let mut by_key: FxHashMap<ClassKey<'_>, usize> = FxHashMap::default();
     let mut classes: Vec<PodClass> = Vec::new();
     for &i in indices {
         let p = &pods[i];

@@ -22,8 +22,9 @@
 use crate::placement::{NodeIdx, NodeOrigin, PlacementSim};
 use crate::predicates::{check_anti_affinity, check_labels_and_taints};
 use model::well_known::LABEL_HOSTNAME;
-use model::{NodeGroupId, PodView, Resources, Taint};
-use std::collections::HashMap;
+use model::{NodeAffinity, NodeGroupId, PodView, Resources, Taint, Toleration};
+use std::collections::BTreeMap;
+use crate::hash::FxHashMap;
 
 /// The amounts the tree prunes on: cpu millis, memory bytes, pod slots, GPUs.
 pub(crate) type Key = [i64; 4];
@@ -149,14 +150,46 @@ struct Bucket {
     sample: NodeIdx,
 }
 
+/// Every node one signature of pods may use (the union of its compatible buckets), in
+/// slot order, with one `FreeTree`: "the first node at or after the cursor with room"
+/// is then one tree descent instead of one per bucket.
+struct Reach {
+    slots: Vec<NodeIdx>,
+    tree: FreeTree,
+}
+
+/// Where a signature's first-fit searches go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReachState {
+    NotBuilt,
+    Built(u32),
+    /// Over the memory budget: searched bucket by bucket.
+    Buckets,
+}
+
+/// Reach trees hold at most this many times the placeable nodes in leaves, in all: a
+/// bound on memory whatever the variety of pending pods.
+const REACH_BUDGET_PER_NODE: usize = 32;
+
 /// The first-fit index of one scale-up pass over existing and upcoming nodes.
 pub(crate) struct CapacityIndex {
     buckets: Vec<Bucket>,
     /// Per node slot: (bucket, position in the bucket), if the node can take pods at all.
     place_of: Vec<Option<(usize, usize)>>,
-    /// Label/taint verdict per (class, bucket), at `class * buckets.len() + bucket`:
+    /// Per class: its signature, what the label and taint predicates read of its pods
+    /// (node selector, required affinity, tolerations); classes that differ only in
+    /// requests or labels share one.
+    signature: Vec<u32>,
+    /// Label/taint verdict per (signature, bucket), at `signature * buckets.len() + bucket`:
     /// 0 not checked yet, 1 compatible, 2 not.
     compat: Vec<u8>,
+    /// Per signature: its reach tree, if built.
+    reach_of: Vec<ReachState>,
+    reaches: Vec<Reach>,
+    /// Per node slot: (reach, position in it) of every reach holding the node.
+    reach_places: Vec<Vec<(u32, u32)>>,
+    /// Leaves the reaches may still take (see `REACH_BUDGET_PER_NODE`).
+    reach_budget: usize,
     /// Per class: no slot before this one takes a member of the class.
     cursor: Vec<NodeIdx>,
     /// Per class: the class's selectors read the hostname, so buckets cannot stand in.
@@ -177,7 +210,7 @@ impl CapacityIndex {
     /// Indexes the nodes `slots` of `sim` (ascending); `class_reps[c]` is a member of
     /// class `c`.
     pub(crate) fn new(sim: &PlacementSim<'_>, slots: &[NodeIdx], class_reps: &[usize]) -> Self {
-        let mut by_key: HashMap<(u8, Option<&NodeGroupId>, Vec<(&str, &str)>, &[Taint]), usize> = HashMap::new();
+        let mut by_key: FxHashMap<(u8, Option<&NodeGroupId>, Vec<(&str, &str)>, &[Taint]), usize> = FxHashMap::default();
         let mut buckets: Vec<Bucket> = Vec::new();
         let n_slots = sim.nodes().len();
         let mut place_of = vec![None; n_slots];
@@ -209,8 +242,24 @@ impl CapacityIndex {
             }
         }
         let pods = sim.pods();
+        let mut signature_ids: FxHashMap<(&BTreeMap<String, String>, &Option<NodeAffinity>, &[Toleration]), u32> = FxHashMap::default();
+        let signature: Vec<u32> = class_reps
+            .iter()
+            .map(|&r| {
+                let p = &pods[r];
+                let next = signature_ids.len() as u32;
+                *signature_ids.entry((&p.node_selector, &p.required_affinity, p.tolerations.as_slice())).or_insert(next)
+            })
+            .collect();
+        let n_signatures = signature_ids.len();
+        let placeable = place_of.iter().filter(|p| p.is_some()).count();
         Self {
-            compat: vec![0; class_reps.len() * buckets.len()],
+            compat: vec![0; n_signatures * buckets.len()],
+            reach_of: vec![ReachState::NotBuilt; n_signatures],
+            reaches: Vec::new(),
+            reach_places: vec![Vec::new(); n_slots],
+            reach_budget: REACH_BUDGET_PER_NODE * placeable.max(1),
+            signature,
             buckets,
             place_of,
             cursor: vec![0; class_reps.len()],
@@ -223,8 +272,46 @@ impl CapacityIndex {
     pub(crate) fn refresh(&mut self, sim: &PlacementSim<'_>, slot: NodeIdx) {
         if let Some((b, pos)) = self.place_of[slot] {
             let n = sim.node(slot);
-            self.buckets[b].tree.set(pos, free_key(&n.allocatable, &n.used));
+            let free = free_key(&n.allocatable, &n.used);
+            self.buckets[b].tree.set(pos, free);
+            for &(r, pos) in &self.reach_places[slot] {
+                self.reaches[r as usize].tree.set(pos as usize, free);
+            }
         }
+    }
+
+    /// The reach tree of `class`'s signature, built on first use; `None` if the budget
+    /// is spent (search bucket by bucket then).
+    fn reach(&mut self, sim: &PlacementSim<'_>, p: &PodView, class: usize) -> Option<usize> {
+        let sig = self.signature[class] as usize;
+        match self.reach_of[sig] {
+            ReachState::Built(r) => return Some(r as usize),
+            ReachState::Buckets => return None,
+            ReachState::NotBuilt => {}
+        }
+        let mut slots = Vec::new();
+        for b in 0..self.buckets.len() {
+            if self.compatible_bucket(sim, p, class, b) {
+                slots.extend_from_slice(&self.buckets[b].slots);
+            }
+        }
+        let leaves = slots.len().max(1).next_power_of_two();
+        if leaves > self.reach_budget {
+            self.reach_of[sig] = ReachState::Buckets;
+            return None;
+        }
+        self.reach_budget -= leaves;
+        slots.sort_unstable();
+        let r = self.reaches.len();
+        let mut tree = FreeTree::new(slots.len());
+        for (pos, &slot) in slots.iter().enumerate() {
+            let n = sim.node(slot);
+            tree.set(pos, free_key(&n.allocatable, &n.used));
+            self.reach_places[slot].push((r as u32, pos as u32));
+        }
+        self.reaches.push(Reach { slots, tree });
+        self.reach_of[sig] = ReachState::Built(r as u32);
+        Some(r)
     }
 
     fn allowed(bucket: &Bucket, targets: Targets<'_>) -> bool {
@@ -254,7 +341,29 @@ impl CapacityIndex {
         let mut best: Option<NodeIdx> = None;
         // The first node refused for a reason that may not hold for the next member.
         let mut uncertain: Option<NodeIdx> = None;
+        let reach = if matches!(targets, Targets::All) && !self.per_node[class] { self.reach(sim, p, class) } else { None };
+        if let Some(r) = reach {
+            // The nodes of every compatible bucket in slot order: the first with room is the answer.
+            let reach = &self.reaches[r];
+            let mut pos = reach.slots.partition_point(|&s| s < lo);
+            while let Some(found) = reach.tree.first_at_or_after(pos, &want) {
+                let slot = reach.slots[found];
+                match dynamic(sim, pod, slot) {
+                    Dynamic::Fits => {
+                        best = Some(slot);
+                        break;
+                    }
+                    Dynamic::NoRoom => {}
+                    Dynamic::AntiAffinity if self.has_terms[class] => {}
+                    Dynamic::AntiAffinity => uncertain = Some(uncertain.map_or(slot, |u| u.min(slot))),
+                }
+                pos = found + 1;
+            }
+        }
         for b in 0..self.buckets.len() {
+            if reach.is_some() {
+                break;
+            }
             if !Self::allowed(&self.buckets[b], targets) {
                 continue;
             }
@@ -306,7 +415,7 @@ impl CapacityIndex {
     }
 
     fn compatible_bucket(&mut self, sim: &PlacementSim<'_>, p: &PodView, class: usize, bucket: usize) -> bool {
-        let at = class * self.buckets.len() + bucket;
+        let at = self.signature[class] as usize * self.buckets.len() + bucket;
         if self.compat[at] == 0 {
             let n = sim.node(self.buckets[bucket].sample);
             self.compat[at] = if check_labels_and_taints(p, &n.labels, &n.taints).is_ok() { 1 } else { 2 };

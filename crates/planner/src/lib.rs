@@ -22,6 +22,7 @@ pub mod explain;
 mod fit;
 mod expander;
 mod gang;
+mod hash;
 mod lifecycle;
 pub mod placement;
 mod pools;

@@ -15,7 +15,8 @@ use crate::{Action, Planner, TargetReason};
 use model::well_known::{LABEL_ACCELERATOR, TAINT_RETIRING};
 use model::{ClusterSnapshot, NodeGroupId, NodeName, PodKey, PodView, Resources, Time};
 use model::resources::NVIDIA_GPU;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::hash::FxHashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 
@@ -157,7 +158,8 @@ enum GroupRound {
 /// Per (class, group): may the class's pods go on the group's template at all (labels,
 /// taints, shape)? Templates do not change during a pass, so each is checked once.
 struct TemplateVerdicts {
-    n_groups: usize,
+    /// Group-major (`group * n_classes + class`): a group's packing reads its row in order.
+    n_classes: usize,
     /// 0: not checked yet; 1: yes; k + 2: no, for `misses[k]`.
     verdict: Vec<u32>,
     misses: Vec<NoScaleUpReason>,
@@ -165,11 +167,11 @@ struct TemplateVerdicts {
 
 impl TemplateVerdicts {
     fn new(n_classes: usize, n_groups: usize) -> Self {
-        Self { n_groups, verdict: vec![0; n_classes * n_groups], misses: Vec::new() }
+        Self { n_classes, verdict: vec![0; n_classes * n_groups], misses: Vec::new() }
     }
 
     fn check(&mut self, class: usize, group: usize, rep: &PodView, template: &TemplateNode) -> bool {
-        let at = class * self.n_groups + group;
+        let at = group * self.n_classes + class;
         if self.verdict[at] == 0 {
             let miss = match check_labels_and_taints(rep, &template.labels, &template.taints) {
                 Err(crate::predicates::Unfit::TaintNotTolerated { taint }) => Some(NoScaleUpReason::TaintNotTolerated { taint }),
@@ -189,7 +191,7 @@ impl TemplateVerdicts {
 
     /// Why the class may not go on the group's template, if it was checked and may not.
     fn miss(&self, class: usize, group: usize) -> Option<&NoScaleUpReason> {
-        let v = self.verdict[class * self.n_groups + group];
+        let v = self.verdict[group * self.n_classes + class];
         (v >= 2).then(|| &self.misses[v as usize - 2])
     }
 }
@@ -233,8 +235,8 @@ impl Planner {
     /// Runs the scale-up pass; returns whether any group was scaled up.
     pub(crate) fn scale_up(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView) -> bool {
         let candidates = self.scale_up_candidates(snapshot);
-        let candidate_keys: HashSet<&PodKey> = if self.reported_unhelpable.is_empty() && self.nominated.is_empty() {
-            HashSet::new()
+        let candidate_keys: FxHashSet<&PodKey> = if self.reported_unhelpable.is_empty() && self.nominated.is_empty() {
+            FxHashSet::default()
         } else {
             candidates.iter().map(|&i| &snapshot.pods[i].key).collect()
         };
@@ -754,11 +756,11 @@ fn pack_onto_template(
     let mut placed = Vec::new();
     let mut gangs = BTreeSet::new();
     for &c in live_classes {
-        let members = &live[c];
-        let rep = &pods[members[0]];
         if !verdicts.check(c, group_index, &pods[reps[c]], template) || max_bins == 0 {
             continue;
         }
+        let members = &live[c];
+        let rep = &pods[members[0]];
         let want = fit::key_of(&rep.requests);
         let class_has_terms = !rep.anti_affinity.is_empty();
         // (bin, how many) placed for this class, to roll a gang back.
