@@ -10,7 +10,13 @@
 //!   unneeded long enough and the drain simulation runs in full. The pending pods are
 //!   still there (they keep nodes they could use) but are not yet marked unschedulable,
 //!   so the timed pass is the scale-down work, not a second scale-up.
-//! - **peak RSS**: the process's high-water mark (`VmHWM`) after both, snapshot held.
+//! - **CPU time** of each pass as well as wall time: the thread's time on a core
+//!   (`/proc/thread-self/schedstat`), which time spent preempted by other work on a
+//!   shared machine does not inflate.
+//! - **peak RSS**: the process's high-water mark (`VmHWM`) after both, snapshot held:
+//!   everything the process ever held at once, the generator's own temporaries
+//!   included. `snapshot_rss_mb` is the resident set right after generation, the part
+//!   that is the snapshot rather than the planner.
 //!
 //! This crate owns measurement only; it never changes what the planner decides and
 //! has no async runtime, Kubernetes or AWS dependency. Timings are figures to read,
@@ -63,6 +69,9 @@ pub struct BenchReport {
     pub generate_ms: f64,
     pub scale_up_plan_ms: Stats,
     pub scale_down_pass_ms: Stats,
+    /// The same passes in CPU time of the planning thread, where `/proc` has it.
+    pub scale_up_cpu_ms: Option<Stats>,
+    pub scale_down_cpu_ms: Option<Stats>,
     /// Actions of one scale-up plan: target changes and the new nodes they ask for.
     pub scale_up_targets: usize,
     pub scale_up_new_nodes: u64,
@@ -70,6 +79,8 @@ pub struct BenchReport {
     pub scale_down_actions: usize,
     /// `VmHWM` in MiB, where `/proc` has it.
     pub peak_rss_mb: Option<f64>,
+    /// `VmRSS` in MiB right after the snapshot was generated, before any planning.
+    pub snapshot_rss_mb: Option<f64>,
     /// FNV-1a of the actions and events of the last scale-up plan and scale-down pass:
     /// equal digests before and after a change to the planner mean the same decisions.
     pub plan_digest: u64,
@@ -101,12 +112,15 @@ impl BenchReport {
     /// `peak_rss_mb`, sizes and counts). Numbers only, so it is written by hand.
     pub fn to_json(&self) -> String {
         let stats = |s: &Stats| format!("{{\"median\":{:.3},\"p95\":{:.3},\"min\":{:.3},\"max\":{:.3}}}", s.median, s.p95, s.min, s.max);
-        let rss = self.peak_rss_mb.map_or_else(|| "null".to_owned(), |m| format!("{m:.1}"));
+        let mb = |m: Option<f64>| m.map_or_else(|| "null".to_owned(), |m| format!("{m:.1}"));
+        let cpu = |s: &Option<Stats>| s.as_ref().map_or_else(|| "null".to_owned(), stats);
         format!(
             concat!(
                 "{{\"nodes\":{},\"pending_pods\":{},\"groups\":{},\"running_pods\":{},\"seed\":{},\"runs\":{},",
                 "\"generate_ms\":{:.1},\"scale_up_plan_ms\":{},\"scale_down_pass_ms\":{},",
-                "\"scale_up_targets\":{},\"scale_up_new_nodes\":{},\"scale_down_actions\":{},\"plan_digest\":\"{:016x}\",\"peak_rss_mb\":{}}}"
+                "\"scale_up_cpu_ms\":{},\"scale_down_cpu_ms\":{},",
+                "\"scale_up_targets\":{},\"scale_up_new_nodes\":{},\"scale_down_actions\":{},\"plan_digest\":\"{:016x}\",",
+                "\"peak_rss_mb\":{},\"snapshot_rss_mb\":{}}}"
             ),
             self.nodes,
             self.pending_pods,
@@ -117,23 +131,29 @@ impl BenchReport {
             self.generate_ms,
             stats(&self.scale_up_plan_ms),
             stats(&self.scale_down_pass_ms),
+            cpu(&self.scale_up_cpu_ms),
+            cpu(&self.scale_down_cpu_ms),
             self.scale_up_targets,
             self.scale_up_new_nodes,
             self.scale_down_actions,
             self.plan_digest,
-            rss,
+            mb(self.peak_rss_mb),
+            mb(self.snapshot_rss_mb),
         )
     }
 
     /// The figures as text.
     pub fn summary(&self) -> String {
-        let rss = self.peak_rss_mb.map_or_else(|| "unknown".to_owned(), |m| format!("{m:.1} MiB"));
+        let mib = |m: Option<f64>| m.map_or_else(|| "unknown".to_owned(), |m| format!("{m:.1} MiB"));
+        let cpu = |s: &Option<Stats>| s.as_ref().map_or_else(|| "unknown".to_owned(), |s| format!("median {:.1} ms, p95 {:.1} ms", s.median, s.p95));
         format!(
             concat!(
                 "cluster: {} nodes, {} groups, {} running pods, {} pending pods (seed {}, generated in {:.0} ms)\n",
                 "scale-up plan:    median {:.1} ms, p95 {:.1} ms over {} run(s) ({} group(s) scaled up, {} new node(s))\n",
+                "  CPU time:       {}\n",
                 "scale-down pass:  median {:.1} ms, p95 {:.1} ms over {} run(s) ({} action(s))\n",
-                "peak RSS:         {}\n",
+                "  CPU time:       {}\n",
+                "peak RSS:         {} (snapshot alone: {})\n",
                 "plan digest:      {:016x}\n"
             ),
             self.nodes,
@@ -147,11 +167,14 @@ impl BenchReport {
             self.config.runs.max(1),
             self.scale_up_targets,
             self.scale_up_new_nodes,
+            cpu(&self.scale_up_cpu_ms),
             self.scale_down_pass_ms.median,
             self.scale_down_pass_ms.p95,
             self.config.runs.max(1),
             self.scale_down_actions,
-            rss,
+            cpu(&self.scale_down_cpu_ms),
+            mib(self.peak_rss_mb),
+            mib(self.snapshot_rss_mb),
             self.plan_digest,
         )
     }
@@ -172,17 +195,20 @@ pub fn run(config: BenchConfig) -> BenchReport {
     let started = Instant::now();
     let mut snapshot = generate(config.size, config.seed);
     let generate_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let snapshot_rss_mb = rss_mb("VmRSS:");
 
     let scale_up_settings = PlannerSettings { scale_down_enabled: false, ..PlannerSettings::default() };
     let mut up_times = Vec::with_capacity(runs);
+    let mut up_cpu = Vec::with_capacity(runs);
     let (mut scale_up_targets, mut scale_up_new_nodes) = (0, 0);
     let mut up_digest = 0;
     let mut plan_digest = 0;
     for _ in 0..runs {
         let mut planner = fresh_planner(&scale_up_settings);
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu());
         planner.handle_snapshot(NOW, &snapshot);
         up_times.push(t.elapsed());
+        up_cpu.push(cpu.and_then(|before| Some(thread_cpu()?.saturating_sub(before))));
         let (hash, actions) = digest(0xcbf2_9ce4_8422_2325, &mut planner);
         up_digest = hash;
         scale_up_targets = 0;
@@ -203,15 +229,17 @@ pub fn run(config: BenchConfig) -> BenchReport {
     let settings = PlannerSettings::default();
     let later = Time(NOW.0 + settings.scale_down_unneeded_time.as_millis() as u64 + 1_000);
     let mut down_times = Vec::with_capacity(runs);
+    let mut down_cpu = Vec::with_capacity(runs);
     let mut scale_down_actions = 0;
     for _ in 0..runs {
         let mut planner = fresh_planner(&settings);
         planner.handle_snapshot(NOW, &snapshot);
         drain(&mut planner);
         snapshot.revision += 1;
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu());
         planner.handle_snapshot(later, &snapshot);
         down_times.push(t.elapsed());
+        down_cpu.push(cpu.and_then(|before| Some(thread_cpu()?.saturating_sub(before))));
         let (hash, actions) = digest(up_digest, &mut planner);
         plan_digest = hash;
         scale_down_actions = actions.len();
@@ -230,10 +258,13 @@ pub fn run(config: BenchConfig) -> BenchReport {
         generate_ms,
         scale_up_plan_ms: Stats::of(&up_times),
         scale_down_pass_ms: Stats::of(&down_times),
+        scale_up_cpu_ms: up_cpu.into_iter().collect::<Option<Vec<_>>>().map(|c| Stats::of(&c)),
+        scale_down_cpu_ms: down_cpu.into_iter().collect::<Option<Vec<_>>>().map(|c| Stats::of(&c)),
         scale_up_targets,
         scale_up_new_nodes,
         scale_down_actions,
         peak_rss_mb: peak_rss_mb(),
+        snapshot_rss_mb,
         plan_digest,
     };
     keep_alive(&snapshot);
@@ -247,10 +278,23 @@ fn keep_alive(snapshot: &ClusterSnapshot) {
 
 /// The process's peak resident set (`VmHWM` of `/proc/self/status`), in MiB.
 pub fn peak_rss_mb() -> Option<f64> {
+    rss_mb("VmHWM:")
+}
+
+/// A `kB` line of `/proc/self/status`, in MiB.
+fn rss_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.trim_start_matches(field).trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Time the calling thread has spent on a core so far (the first field of
+/// `/proc/thread-self/schedstat`, in nanoseconds), where `/proc` has it.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// Why a group could not help a pending pod.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum NoScaleUpReason {
     /// The pod does not fit on an empty node of the group.
     ExceedsNodeShape { shortfall: String },

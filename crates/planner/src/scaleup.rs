@@ -15,8 +15,8 @@ use crate::{Action, Planner, TargetReason};
 use model::well_known::{LABEL_ACCELERATOR, TAINT_RETIRING};
 use model::{ClusterSnapshot, NodeGroupId, NodeName, PodKey, PodView, Resources, Time};
 use model::resources::NVIDIA_GPU;
-use crate::hash::FxHashSet;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 
@@ -31,7 +31,7 @@ pub(crate) struct ClusterView {
     /// Target per group, counting requests not yet visible in the snapshot.
     pub effective_target: Vec<u32>,
     /// Node index by name.
-    pub node_index: HashMap<NodeName, usize>,
+    pub node_index: FxHashMap<NodeName, usize>,
     /// Nodes whose instance we are terminating.
     pub terminating_nodes: BTreeSet<usize>,
     /// The cluster's priority-expander table, compiled.
@@ -40,7 +40,7 @@ pub(crate) struct ClusterView {
 
 impl ClusterView {
     pub(crate) fn new(planner: &mut Planner, now: Time, snapshot: &ClusterSnapshot) -> Self {
-        let node_index: HashMap<NodeName, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let node_index: FxHashMap<NodeName, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let mut occupants = vec![Vec::new(); snapshot.nodes.len()];
         for (pi, pod) in snapshot.pods.iter().enumerate() {
             if !pod.occupies_node() {
@@ -160,14 +160,16 @@ enum GroupRound {
 struct TemplateVerdicts {
     /// Group-major (`group * n_classes + class`): a group's packing reads its row in order.
     n_classes: usize,
-    /// 0: not checked yet; 1: yes; k + 2: no, for `misses[k]`.
+    /// 0: not checked yet; 1: yes; k + 2: no, for `misses[k]`. Equal misses share one
+    /// `k`, so equal verdicts are equal numbers.
     verdict: Vec<u32>,
     misses: Vec<NoScaleUpReason>,
+    miss_ids: FxHashMap<NoScaleUpReason, u32>,
 }
 
 impl TemplateVerdicts {
     fn new(n_classes: usize, n_groups: usize) -> Self {
-        Self { n_classes, verdict: vec![0; n_classes * n_groups], misses: Vec::new() }
+        Self { n_classes, verdict: vec![0; n_classes * n_groups], misses: Vec::new(), miss_ids: FxHashMap::default() }
     }
 
     fn check(&mut self, class: usize, group: usize, rep: &PodView, template: &TemplateNode) -> bool {
@@ -181,17 +183,25 @@ impl TemplateVerdicts {
             self.verdict[at] = match miss {
                 None => 1,
                 Some(miss) => {
-                    self.misses.push(miss);
-                    self.misses.len() as u32 + 1
+                    let misses = &mut self.misses;
+                    *self.miss_ids.entry(miss).or_insert_with_key(|miss| {
+                        misses.push(miss.clone());
+                        misses.len() as u32 + 1
+                    })
                 }
             };
         }
         self.verdict[at] == 1
     }
 
+    /// The verdict as a number (see `verdict`).
+    fn code(&self, class: usize, group: usize) -> u32 {
+        self.verdict[group * self.n_classes + class]
+    }
+
     /// Why the class may not go on the group's template, if it was checked and may not.
     fn miss(&self, class: usize, group: usize) -> Option<&NoScaleUpReason> {
-        let v = self.verdict[group * self.n_classes + class];
+        let v = self.code(class, group);
         (v >= 2).then(|| &self.misses[v as usize - 2])
     }
 }
@@ -381,6 +391,22 @@ impl Planner {
             // Same order as placement on existing and upcoming capacity: a later pass must
             // find room on the nodes bought here for exactly the pods they were bought for.
             live_classes.sort_by(|&a, &b| serving_order(&pods[live[a][0]], &pods[live[b][0]]));
+            let n_live: usize = live_classes.iter().map(|&c| live[c].len()).sum();
+            let live_info: Vec<LiveClass<'_>> = live_classes
+                .iter()
+                .map(|&c| {
+                    let rep = &pods[live[c][0]];
+                    LiveClass {
+                        class: c,
+                        rep: reps[c],
+                        members: &live[c],
+                        requests: &rep.requests,
+                        want: fit::key_of(&rep.requests),
+                        has_terms: !rep.anti_affinity.is_empty(),
+                        gang: rep.gang.as_ref().map(|g| &g.gang),
+                    }
+                })
+                .collect();
             let mut options = Vec::new();
             let mut rounds = Vec::with_capacity(snapshot.groups.len());
             for (gi, g) in snapshot.groups.iter().enumerate() {
@@ -424,7 +450,7 @@ impl Planner {
                     ));
                 }
                 let (headroom, limit_reason) = limits.iter().min_by_key(|(n, _)| *n).cloned().expect("limits");
-                let option = pack_onto_template(pods, anti_affinity_in_play, &live, &live_classes, &reps, gi, template, headroom, &mut verdicts);
+                let option = pack_onto_template(pods, anti_affinity_in_play, &live_info, n_live, gi, template, headroom, &mut verdicts);
                 if !option.pods.is_empty() {
                     options.push(option);
                 }
@@ -497,10 +523,18 @@ impl Planner {
         }
 
         if let Some((live, live_classes, rounds)) = final_round {
-            // One set of reasons per class, shared by its pods.
+            // One set of reasons per class, shared by its pods, and by every class whose
+            // verdicts and gang size are the same (the reasons are a function of those).
             let mut per_class: Vec<Option<(GroupReasons, Arc<str>)>> = vec![None; classes.len()];
+            let mut by_verdicts: FxHashMap<(Vec<u32>, Option<usize>), (GroupReasons, Arc<str>)> = FxHashMap::default();
             for &c in &live_classes {
                 let rep = &pods[live[c][0]];
+                let verdict_row: Vec<u32> = (0..rounds.len()).map(|gi| verdicts.code(c, gi)).collect();
+                let key = (verdict_row, rep.gang.as_ref().map(|_| live[c].len()));
+                if let Some(shared) = by_verdicts.get(&key) {
+                    per_class[c] = Some(shared.clone());
+                    continue;
+                }
                 let mut pod_reasons = BTreeMap::new();
                 for (gi, round) in rounds.iter().enumerate() {
                     let reason = match round {
@@ -514,7 +548,9 @@ impl Planner {
                     pod_reasons.insert(snapshot.groups[gi].spec.id.clone(), reason);
                 }
                 let summary: String = pod_reasons.iter().map(|(g, r)| format!("{g}:{r};")).collect();
-                per_class[c] = Some((GroupReasons::from(pod_reasons), Arc::from(summary)));
+                let shared = (GroupReasons::from(pod_reasons), Arc::<str>::from(summary));
+                per_class[c] = Some(shared.clone());
+                by_verdicts.insert(key, shared);
             }
             for &p in flat.iter().filter(|&&p| !done[p]) {
                 let (pod_reasons, summary) = per_class[class_of[p]].as_ref().expect("live class");
@@ -689,6 +725,21 @@ pub(crate) fn template_sim_node(group: &NodeGroupId, t: &TemplateNode, k: u32, o
     }
 }
 
+/// A class with pods still to serve in a round, with what packing reads of it: built
+/// once per round and walked in order by every group (reading the pods themselves per
+/// class and group was cache misses at 100,000 pods and 200 groups).
+struct LiveClass<'a> {
+    class: usize,
+    /// A member standing for the class (its template verdict is the class's).
+    rep: usize,
+    /// The members still to serve, in serving order.
+    members: &'a [usize],
+    requests: &'a Resources,
+    want: fit::Key,
+    has_terms: bool,
+    gang: Option<&'a model::GangId>,
+}
+
 /// A new node of the group being packed.
 struct Bin {
     used: Resources,
@@ -740,47 +791,45 @@ fn add_times(used: &mut Resources, request: &Resources, times: i64) {
 fn pack_onto_template(
     pods: &[PodView],
     anti_affinity_in_play: bool,
-    live: &[Vec<usize>],
-    live_classes: &[usize],
-    reps: &[usize],
+    live: &[LiveClass<'_>],
+    n_live: usize,
     group_index: usize,
     template: &TemplateNode,
     headroom: u32,
     verdicts: &mut TemplateVerdicts,
 ) -> GroupOption {
-    let n_live: usize = live_classes.iter().map(|&c| live[c].len()).sum();
     let max_bins = (headroom as usize).min(n_live);
     let alloc = &template.allocatable;
     let mut bins: Vec<Bin> = Vec::new();
     let mut tree = FreeTree::new(max_bins);
     let mut placed = Vec::new();
     let mut gangs = BTreeSet::new();
-    for &c in live_classes {
-        if !verdicts.check(c, group_index, &pods[reps[c]], template) || max_bins == 0 {
+    // (bin, how many) placed for the current class, to roll a gang back.
+    let mut steps: Vec<(usize, usize)> = Vec::new();
+    let mut placed_here: Vec<usize> = Vec::new();
+    for class in live {
+        if !verdicts.check(class.class, group_index, &pods[class.rep], template) || max_bins == 0 {
             continue;
         }
-        let members = &live[c];
-        let rep = &pods[members[0]];
-        let want = fit::key_of(&rep.requests);
-        let class_has_terms = !rep.anti_affinity.is_empty();
-        // (bin, how many) placed for this class, to roll a gang back.
-        let mut steps: Vec<(usize, usize)> = Vec::new();
+        let members = class.members;
+        let (requests, want, class_has_terms) = (class.requests, &class.want, class.has_terms);
+        steps.clear();
+        placed_here.clear();
         let mut i = 0;
         // No bin before `cursor` takes a pod of this class.
         let mut cursor = 0;
         let mut failed = false;
-        let mut placed_here: Vec<usize> = Vec::new();
         while i < members.len() {
             let pod = members[i];
             let mut uncertain: Option<usize> = None;
             let mut found = None;
             let mut from = cursor;
-            while let Some(b) = tree.first_at_or_after(from, &want) {
+            while let Some(b) = tree.first_at_or_after(from, want) {
                 if b >= bins.len() {
                     break;
                 }
                 let bin = &bins[b];
-                if fit::fits(&rep.requests, alloc, &bin.used) {
+                if fit::fits(requests, alloc, &bin.used) {
                     let blocked = anti_affinity_in_play
                         && check_anti_affinity(&pods[pod], bin.residents.iter().map(|&r| &pods[r])).is_err();
                     if !blocked {
@@ -801,7 +850,7 @@ fn pack_onto_template(
                     bins.push(Bin { used: Resources::zero(), pods: 0, residents: Vec::new(), anti_affinity_resident: false });
                     bins.len() - 1
                 }
-                None if rep.gang.is_none() && uncertain.is_some() => {
+                None if class.gang.is_none() && uncertain.is_some() => {
                     // Refused only for anti-affinity with this pod's own labels: the
                     // next pod of the class may differ there. Skip just this one.
                     i += 1;
@@ -817,9 +866,9 @@ fn pack_onto_template(
             let take = if class_has_terms || bin.anti_affinity_resident {
                 1
             } else {
-                how_many_fit(&rep.requests, alloc, &bin.used, members.len() - i).max(1)
+                how_many_fit(requests, alloc, &bin.used, members.len() - i).max(1)
             };
-            add_times(&mut bin.used, &rep.requests, take as i64);
+            add_times(&mut bin.used, requests, take as i64);
             bin.pods += take as u32;
             if anti_affinity_in_play {
                 bin.residents.extend_from_slice(&members[i..i + take]);
@@ -830,10 +879,10 @@ fn pack_onto_template(
             placed_here.extend_from_slice(&members[i..i + take]);
             i += take;
         }
-        if failed && rep.gang.is_some() {
+        if failed && class.gang.is_some() {
             for &(b, take) in steps.iter().rev() {
                 let bin = &mut bins[b];
-                add_times(&mut bin.used, &rep.requests, -(take as i64));
+                add_times(&mut bin.used, requests, -(take as i64));
                 bin.pods -= take as u32;
                 if anti_affinity_in_play {
                     bin.residents.truncate(bin.residents.len() - take);
@@ -843,8 +892,8 @@ fn pack_onto_template(
             }
             continue;
         }
-        if let Some(g) = &rep.gang {
-            gangs.insert(g.gang.clone());
+        if let Some(gang) = class.gang {
+            gangs.insert(gang.clone());
         }
         placed.extend_from_slice(&placed_here);
     }
