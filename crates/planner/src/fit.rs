@@ -199,6 +199,14 @@ pub(crate) struct CapacityIndex {
     has_terms: Vec<bool>,
 }
 
+/// What the label and taint predicates see of a node: origin, group, labels but the
+/// hostname, taints.
+type BucketKey<'a> = (u8, Option<&'a NodeGroupId>, Vec<(&'a str, &'a str)>, &'a [Taint]);
+
+/// What the label and taint predicates read of a pod: node selector, required node
+/// affinity, tolerations.
+type SignatureKey<'a> = (&'a BTreeMap<String, String>, &'a Option<NodeAffinity>, &'a [Toleration]);
+
 /// Whether a pod's node selector or affinity reads the hostname label (then nodes
 /// that differ only by hostname are not interchangeable for it).
 fn reads_hostname(pod: &PodView) -> bool {
@@ -210,7 +218,7 @@ impl CapacityIndex {
     /// Indexes the nodes `slots` of `sim` (ascending); `class_reps[c]` is a member of
     /// class `c`.
     pub(crate) fn new(sim: &PlacementSim<'_>, slots: &[NodeIdx], class_reps: &[usize]) -> Self {
-        let mut by_key: FxHashMap<(u8, Option<&NodeGroupId>, Vec<(&str, &str)>, &[Taint]), usize> = FxHashMap::default();
+        let mut by_key: FxHashMap<BucketKey<'_>, usize> = FxHashMap::default();
         let mut buckets: Vec<Bucket> = Vec::new();
         let n_slots = sim.nodes().len();
         let mut place_of = vec![None; n_slots];
@@ -242,7 +250,7 @@ impl CapacityIndex {
             }
         }
         let pods = sim.pods();
-        let mut signature_ids: FxHashMap<(&BTreeMap<String, String>, &Option<NodeAffinity>, &[Toleration]), u32> = FxHashMap::default();
+        let mut signature_ids: FxHashMap<SignatureKey<'_>, u32> = FxHashMap::default();
         let signature: Vec<u32> = class_reps
             .iter()
             .map(|&r| {
@@ -422,6 +430,37 @@ impl CapacityIndex {
         }
         self.compat[at] == 1
     }
+}
+
+/// Places the pods `order` one after another with the indexed first-fit over the nodes
+/// `slots` (ascending) of `sim`, committing each placement, as scale-up does with pods
+/// that are not gangs; returns where each went. With `nominated_to`, only existing nodes
+/// and that group's upcoming nodes are searched (a nominated pod's targets).
+///
+/// Exists so that `tests/fit.rs` can hold the index to the plain
+/// `PlacementSim::first_fit` on random worlds; not part of the planner's API.
+#[doc(hidden)]
+pub fn place_in_order_indexed(sim: &mut PlacementSim<'_>, slots: &[NodeIdx], order: &[usize], nominated_to: Option<&NodeGroupId>) -> Vec<Option<NodeIdx>> {
+    let pods = sim.pods();
+    let classes = crate::classes::group_into_classes(pods, order);
+    let mut class_of = vec![usize::MAX; pods.len()];
+    for (c, class) in classes.iter().enumerate() {
+        for &p in &class.members {
+            class_of[p] = c;
+        }
+    }
+    let reps: Vec<usize> = classes.iter().map(|c| c.representative()).collect();
+    let mut index = CapacityIndex::new(sim, slots, &reps);
+    let targets = nominated_to.map_or(Targets::All, Targets::ExistingAnd);
+    order
+        .iter()
+        .map(|&pod| {
+            let node = index.first_fit(sim, pod, class_of[pod], targets)?;
+            sim.place(pod, node);
+            index.refresh(sim, node);
+            Some(node)
+        })
+        .collect()
 }
 
 #[cfg(test)]

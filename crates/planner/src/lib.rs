@@ -36,6 +36,8 @@ pub use actions::{Action, ActionId, BackoffRecord, Outcome, TargetReason, Termin
 pub use events::{GroupReasons, NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
 pub use explain::{explain, PodExplanation};
+#[doc(hidden)]
+pub use fit::place_in_order_indexed;
 pub use settings::PlannerSettings;
 pub use template::{daemonset_runs_on, node_template, TemplateNode};
 

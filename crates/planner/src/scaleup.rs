@@ -155,6 +155,13 @@ enum GroupRound {
     Packed { limit_reason: NoScaleUpReason },
 }
 
+/// The round in which no group could take anything: pods still live per class, the
+/// live classes in serving order, and how each group fared.
+type FinalRound = (Vec<Vec<usize>>, Vec<usize>, Vec<GroupRound>);
+
+/// Reasons shared by pods (the map, and its text to tell whether they changed).
+type SharedReasons = (GroupReasons, Arc<str>);
+
 /// Per (class, group): may the class's pods go on the group's template at all (labels,
 /// taints, shape)? Templates do not change during a pass, so each is checked once.
 struct TemplateVerdicts {
@@ -374,7 +381,7 @@ impl Planner {
         // Each round serves every remaining pod once per group, so a pod's reasons are
         // those of the last round, the one in which no group could take anything:
         // they are built only then (per class: in that round a class fares alike).
-        let mut final_round: Option<(Vec<Vec<usize>>, Vec<usize>, Vec<GroupRound>)> = None;
+        let mut final_round: Option<FinalRound> = None;
         loop {
             let mut live: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
             let mut live_classes = Vec::new();
@@ -525,8 +532,8 @@ impl Planner {
         if let Some((live, live_classes, rounds)) = final_round {
             // One set of reasons per class, shared by its pods, and by every class whose
             // verdicts and gang size are the same (the reasons are a function of those).
-            let mut per_class: Vec<Option<(GroupReasons, Arc<str>)>> = vec![None; classes.len()];
-            let mut by_verdicts: FxHashMap<(Vec<u32>, Option<usize>), (GroupReasons, Arc<str>)> = FxHashMap::default();
+            let mut per_class: Vec<Option<SharedReasons>> = vec![None; classes.len()];
+            let mut by_verdicts: FxHashMap<(Vec<u32>, Option<usize>), SharedReasons> = FxHashMap::default();
             for &c in &live_classes {
                 let rep = &pods[live[c][0]];
                 let verdict_row: Vec<u32> = (0..rounds.len()).map(|gi| verdicts.code(c, gi)).collect();
@@ -566,6 +573,7 @@ impl Planner {
 
     /// Tries the remaining units on nodes we retired (without our taint); un-retires
     /// the nodes that take some. Returns what is still unplaced.
+    #[allow(clippy::too_many_arguments)]
     fn unretire_for(
         &mut self,
         now: Time,
