@@ -14,4 +14,7 @@ fn main() {
     print!("{}", report.summary());
     // On a shared machine the fastest run is the least disturbed one.
     println!("fastest runs:     scale-up {:.1} ms, scale-down {:.1} ms", report.scale_up_plan_ms.min, report.scale_down_pass_ms.min);
+    if let (Some(up), Some(down)) = (report.scale_up_cpu_ms, report.scale_down_cpu_ms) {
+        println!("fastest CPU time: scale-up {:.1} ms, scale-down {:.1} ms", up.min, down.min);
+    }
 }

@@ -92,7 +92,8 @@ pub struct Planner {
     draining_since: BTreeMap<NodeName, Time>,
     /// Pods already reported as unhelpable, with the reasons reported.
     /// (The reasons text is shared by every pod of a class: one allocation, not one per pod.)
-    reported_unhelpable: BTreeMap<PodKey, std::sync::Arc<str>>,
+    /// Looked up only, never iterated into output, so hashed (50,000 entries at scale).
+    reported_unhelpable: hash::FxHashMap<PodKey, std::sync::Arc<str>>,
     last_scale_up: Option<Time>,
     last_scale_down: Option<Time>,
     last_scale_down_failure: Option<Time>,
@@ -135,7 +136,7 @@ impl Planner {
             pending_removals: BTreeMap::new(),
             terminating: BTreeMap::new(),
             draining_since: BTreeMap::new(),
-            reported_unhelpable: BTreeMap::new(),
+            reported_unhelpable: hash::FxHashMap::default(),
             last_scale_up: None,
             last_scale_down: None,
             last_scale_down_failure: None,
