@@ -8,6 +8,7 @@
 //! holds every pod, because every pod occupies its node.
 
 use crate::convert::{daemonset_view, node_view, parse_priorities, pod_view, ConversionError};
+use crate::trim;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -118,6 +119,7 @@ fn spawn_watch<K>(
     name: &'static str,
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
     on_apply: impl Fn(&K) + Send + 'static,
 ) -> (Store<K>, Arc<WatchHealth>, JoinHandle<()>)
 where
@@ -129,9 +131,7 @@ where
     let h = health.clone();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| {
-            o.meta_mut().managed_fields = None;
-        })
+        .modify(move |o: &mut K| trim(o))
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -163,18 +163,19 @@ impl ClusterCache {
     pub fn start(client: Client, config: &CacheConfig) -> (Self, Vec<JoinHandle<()>>) {
         let unschedulable = Arc::new(Notify::new());
         let notify = unschedulable.clone();
-        let (pods, pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), move |p: &Pod| {
+        let (pods, pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), trim::trim_pod, move |p: &Pod| {
             if pod_is_unschedulable(p) {
                 notify.notify_one();
             }
         });
-        let (nodes, nodes_health, t2) = spawn_watch("nodes", Api::<Node>::all(client.clone()), watcher::Config::default(), |_: &Node| {});
+        let (nodes, nodes_health, t2) = spawn_watch("nodes", Api::<Node>::all(client.clone()), watcher::Config::default(), trim::trim_node, |_: &Node| {});
         let (daemonsets, ds_health, t3) =
-            spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), |_: &DaemonSet| {});
+            spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), trim::trim_daemonset, |_: &DaemonSet| {});
         let (configmaps, cm_health, t4) = spawn_watch(
             "configmaps",
             Api::<ConfigMap>::namespaced(client, &config.priority_configmap_namespace),
             watcher::Config::default().fields(&format!("metadata.name={PRIORITY_CONFIGMAP}")),
+            |cm: &mut ConfigMap| cm.metadata.managed_fields = None,
             |_: &ConfigMap| {},
         );
         let cache = Self {
