@@ -11,8 +11,8 @@
 //!   still there (they keep nodes they could use) but are not yet marked unschedulable,
 //!   so the timed pass is the scale-down work, not a second scale-up.
 //! - **CPU time** of each pass as well as wall time: the thread's time on a core
-//!   (`/proc/thread-self/schedstat`), which time spent preempted by other work on a
-//!   shared machine does not inflate.
+//!   (`/proc/thread-self/schedstat`, to within a scheduler tick), which time spent
+//!   preempted by other work on a shared machine does not inflate.
 //! - **peak RSS**: the process's high-water mark (`VmHWM`) after both, snapshot held:
 //!   everything the process ever held at once, the generator's own temporaries
 //!   included. `snapshot_rss_mb` is the resident set right after generation, the part
@@ -290,8 +290,13 @@ fn rss_mb(field: &str) -> Option<f64> {
 }
 
 /// Time the calling thread has spent on a core so far (the first field of
-/// `/proc/thread-self/schedstat`, in nanoseconds), where `/proc` has it.
+/// `/proc/thread-self/schedstat`, in nanoseconds), where `/proc` has it. The kernel
+/// brings the running thread's figure up to date at scheduler ticks and switches; the
+/// yield first makes it current whenever other work is runnable (the case it is for).
+/// Otherwise it may lag by up to a tick (a few ms): a figure for passes of tens of ms
+/// and more, where wall time and CPU time part ways on a busy machine.
 fn thread_cpu() -> Option<Duration> {
+    std::thread::yield_now();
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(nanos))
