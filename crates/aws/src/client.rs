@@ -24,8 +24,8 @@ pub(crate) struct RegionClients {
 }
 
 /// The SDK's HTTPS client with rustls and ring. Plain `http://` endpoints (moto)
-/// work through it too.
-pub(crate) fn sdk_http_client() -> SharedHttpClient {
+/// work through it too. Public so test fixtures build their SDK clients alike.
+pub fn sdk_http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https()

@@ -33,6 +33,7 @@ pub mod xml;
 pub use activities::{classify as classify_launch_failure, TAG_ACTIVITY_MARKER};
 pub use backoff::TAG_BACKOFF_PREFIX;
 pub use config::{parse_auto_discovery, parse_static_group, AwsConfig, ConfigError, Credentials, RetrySettings, StaticGroup};
+pub use client::sdk_http_client;
 pub use error::AwsError;
 pub use template::{validate_label_key, validate_label_value, SPOT_PRICE_FACTOR};
 

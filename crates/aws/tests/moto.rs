@@ -95,11 +95,7 @@ impl Fixtures {
             .region(aws_config::Region::new(region.to_owned()))
             .endpoint_url(url)
             .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "fixtures"))
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
-                    .build_https(),
-            )
+            .http_client(aws::sdk_http_client())
             .load()
             .await;
         let ec2 = Ec2Client::connect(&config(url, "fixtures", &[region]), &Region::new(region)).await;

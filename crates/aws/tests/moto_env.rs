@@ -57,11 +57,7 @@ fn default_chain_and_endpoint_from_the_environment() {
             .expect("EC2 call through AWS_ENDPOINT_URL with credentials from the environment");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region))
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
-                    .build_https(),
-            )
+            .http_client(aws::sdk_http_client())
             .load()
             .await;
         let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);

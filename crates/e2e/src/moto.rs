@@ -154,11 +154,7 @@ impl Fixtures {
             .region(aws_config::Region::new(region.to_owned()))
             .endpoint_url(url)
             .credentials_provider(aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "e2e-fixtures"))
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
-                    .build_https(),
-            )
+            .http_client(aws::sdk_http_client())
             .load()
             .await;
         let ec2 = Ec2Client::connect(&adapter_config(url, cluster, &[region.to_owned()]), &model::Region::new(region)).await;
