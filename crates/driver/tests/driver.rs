@@ -319,15 +319,19 @@ async fn the_run_future_is_send_with_send_adapters() {
     assert_send(&run);
 }
 
+/// A driver on tokio's clock with a 500 ms batch window and 200 ms idle time.
+fn batching_driver(world: &World) -> TestDriver {
+    let mut config = DriverConfig::new(false, Duration::from_secs(60));
+    config.batch_window = Duration::from_millis(500);
+    config.batch_idle = Duration::from_millis(200);
+    Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(TokioClock::new(T0))).unwrap()
+}
+
 /// The loop under tokio's paused clock: every wait is virtual, the test never sleeps.
 #[tokio::test(start_paused = true)]
 async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
     let world = World::new(vec![group("cpu", 16, 64, 100)]);
-    let clock = TokioClock::new(T0);
-    let mut config = DriverConfig::new(false, Duration::from_secs(60));
-    config.batch_window = Duration::from_millis(500);
-    config.batch_idle = Duration::from_millis(200);
-    let driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock)).unwrap();
+    let driver = batching_driver(&world);
     let triggers = Arc::new(Notify::new());
     let (_leader_tx, leader) = watch::channel(true);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -376,11 +380,7 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_of_triggers_is_served_at_least_once_per_batch_window() {
     let world = World::new(vec![group("cpu", 16, 64, 100)]);
-    let clock = TokioClock::new(T0);
-    let mut config = DriverConfig::new(false, Duration::from_secs(60));
-    config.batch_window = Duration::from_millis(500);
-    config.batch_idle = Duration::from_millis(200);
-    let driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock)).unwrap();
+    let driver = batching_driver(&world);
     let triggers = Arc::new(Notify::new());
     let (_leader_tx, leader) = watch::channel(true);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
