@@ -329,6 +329,22 @@ impl CapacityIndex {
         }
     }
 
+    /// Whether `slot` takes `pod` now. A refusal that may not hold for the next member
+    /// of the class is remembered in `uncertain` (the lowest such slot): residents only
+    /// come, so an anti-affinity refusal holds for every later member of a class that
+    /// shares the pod's labels (classes with terms); otherwise it may not.
+    fn try_slot(&self, sim: &PlacementSim<'_>, pod: usize, class: usize, slot: NodeIdx, uncertain: &mut Option<NodeIdx>) -> bool {
+        match dynamic(sim, pod, slot) {
+            Dynamic::Fits => true,
+            Dynamic::NoRoom => false,
+            Dynamic::AntiAffinity if self.has_terms[class] => false,
+            Dynamic::AntiAffinity => {
+                *uncertain = Some(uncertain.map_or(slot, |u| u.min(slot)));
+                false
+            }
+        }
+    }
+
     /// The first node (lowest slot) among `targets` that takes `pod` of class `class`:
     /// the same answer as `sim.first_fit(pod, <those slots ascending>)`.
     pub(crate) fn first_fit(&mut self, sim: &PlacementSim<'_>, pod: usize, class: usize, targets: Targets<'_>) -> Option<NodeIdx> {
@@ -356,14 +372,9 @@ impl CapacityIndex {
             let mut pos = reach.slots.partition_point(|&s| s < lo);
             while let Some(found) = reach.tree.first_at_or_after(pos, &want) {
                 let slot = reach.slots[found];
-                match dynamic(sim, pod, slot) {
-                    Dynamic::Fits => {
-                        best = Some(slot);
-                        break;
-                    }
-                    Dynamic::NoRoom => {}
-                    Dynamic::AntiAffinity if self.has_terms[class] => {}
-                    Dynamic::AntiAffinity => uncertain = Some(uncertain.map_or(slot, |u| u.min(slot))),
+                if self.try_slot(sim, pod, class, slot, &mut uncertain) {
+                    best = Some(slot);
+                    break;
                 }
                 pos = found + 1;
             }
@@ -390,18 +401,9 @@ impl CapacityIndex {
                     let n = sim.node(slot);
                     check_labels_and_taints(p, &n.labels, &n.taints).is_ok()
                 };
-                if labels_ok {
-                    match dynamic(sim, pod, slot) {
-                        Dynamic::Fits => {
-                            best = Some(slot);
-                            break;
-                        }
-                        Dynamic::NoRoom => {}
-                        // Residents only come, so a refusal holds for every later member
-                        // of a class that shares the pod's labels; otherwise it may not.
-                        Dynamic::AntiAffinity if self.has_terms[class] => {}
-                        Dynamic::AntiAffinity => uncertain = Some(uncertain.map_or(slot, |u| u.min(slot))),
-                    }
+                if labels_ok && self.try_slot(sim, pod, class, slot, &mut uncertain) {
+                    best = Some(slot);
+                    break;
                 }
                 pos = found + 1;
             }
