@@ -62,10 +62,15 @@ PKI="$DIR/pki"
 
 # ---------------------------------------------------------------- ports
 declare -A taken=()
+# Ports are chosen below the kernel's ephemeral range: a port in that range that is
+# free now can be taken, before the component binds it, as the source port of any
+# outgoing connection (seen in CI: the scheduler's port went to a client socket).
+ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[[ "$ephemeral_low" =~ ^[0-9]+$ && "$ephemeral_low" -gt 12000 ]] || ephemeral_low=32768
 free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    p=$(( 10000 + (RANDOM * 32768 + RANDOM) % (ephemeral_low - 10000) ))
     [[ -z "${taken[$p]:-}" ]] || continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       taken[$p]=1
