@@ -339,8 +339,8 @@ mod tests {
         let mut warnings = vec![];
         let (labels, taints, resources, max_pods) = template_tags("g", &t, 110, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(labels.get("team").map(String::as_str), Some("research"), "CA's tag wins over the seed's");
-        assert_eq!(labels.get("node.example.com/pool").map(String::as_str), Some("gpu"));
+        assert_eq!(labels.get("team"), Some("research"), "CA's tag wins over the seed's");
+        assert_eq!(labels.get("node.example.com/pool"), Some("gpu"));
         assert_eq!(taints, vec![Taint::new("dedicated", "", TaintEffect::NoExecute), Taint::new("nvidia.com/gpu", "present", TaintEffect::NoSchedule)]);
         assert_eq!(resources, vec![("ephemeral-storage".to_owned(), 100 << 30), ("example.com/fpga".to_owned(), 2)]);
         assert_eq!(max_pods, 110);

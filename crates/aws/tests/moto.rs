@@ -390,12 +390,12 @@ async fn scale_from_zero_templates_carry_labels_taints_and_gpus() {
     assert_eq!(spec.shape.allocatable.gpus(), 4);
     assert_eq!(spec.shape.capacity.cpu_millis, 48_000);
     assert_eq!(spec.shape.capacity.ephemeral_storage_bytes, 200 << 30);
-    assert_eq!(spec.labels.get("workload").map(String::as_str), Some("training"));
-    assert_eq!(spec.labels.get("team").map(String::as_str), Some("vision"));
+    assert_eq!(spec.labels.get("workload"), Some("training"));
+    assert_eq!(spec.labels.get("team"), Some("vision"));
     let labels = spec.template_labels(&spec.zones[0]);
-    assert_eq!(labels.get("node.kubernetes.io/instance-type").map(String::as_str), Some("g4dn.12xlarge"));
-    assert_eq!(labels.get("topology.kubernetes.io/zone").map(String::as_str), Some("eu-north-1a"));
-    assert_eq!(labels.get("k8s.amazonaws.com/accelerator").map(String::as_str), Some("nvidia-tesla-t4"));
+    assert_eq!(labels.get("node.kubernetes.io/instance-type"), Some("g4dn.12xlarge"));
+    assert_eq!(labels.get("topology.kubernetes.io/zone"), Some("eu-north-1a"));
+    assert_eq!(labels.get("k8s.amazonaws.com/accelerator"), Some("nvidia-tesla-t4"));
     let mut taints: Vec<_> = spec.taints.iter().map(|t| (t.key.as_str(), t.value.as_str(), t.effect)).collect();
     taints.sort();
     assert_eq!(taints, [("dedicated", "", TaintEffect::NoExecute), ("nvidia.com/gpu", "present", TaintEffect::NoSchedule)]);
@@ -627,7 +627,7 @@ async fn bad_data_gives_warnings_and_skips_never_a_panic() {
     assert!(warned("skipped tag k8s.io/cluster-autoscaler/node-template/taint/novalue"), "{:#?}", refresh.warnings);
     assert!(warned("skipped tag k8s.io/cluster-autoscaler/node-template/resources/memory"), "{:#?}", refresh.warnings);
     let m = &group(&refresh.groups, "malformed-tags").spec;
-    assert_eq!(m.labels.get("ok").map(String::as_str), Some("yes"));
+    assert_eq!(m.labels.get("ok"), Some("yes"));
     assert!(m.taints.is_empty());
     // A region with no groups and no scaling activity at all, and groups that never
     // had an activity: nothing to report, no error.

@@ -17,7 +17,6 @@ use model::{
     NodeView, Operator, Owner, PodAntiAffinityTerm, PodKey, PodPhase, PodView, PurchaseOption, Region, Resources, SafeToEvict, Taint,
     TaintEffect, Time, Toleration, TolerationOperator, Zone,
 };
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How big a cluster to generate.
@@ -118,12 +117,12 @@ fn make_group(gi: usize, rng: &mut Rng) -> GroupPlan {
     let shape = catalog::lookup(instance_type).expect("bench instance types are in the catalog");
     let zone = Zone::new(ZONES[gi % ZONES.len()]);
     let mut labels = Labels::new();
-    labels.insert("workload".into(), workload(kind).into());
-    labels.insert("team".into(), format!("team-{}", gi % 4));
+    labels.insert("workload", workload(kind));
+    labels.insert("team", format!("team-{}", gi % 4));
     let mut taints = Vec::new();
     match kind {
         Kind::Gpu => {
-            labels.insert(LABEL_ACCELERATOR.into(), "nvidia".into());
+            labels.insert(LABEL_ACCELERATOR, "nvidia");
             taints.push(Taint::new(GPU_TAINT, "present", TaintEffect::NoSchedule));
         }
         Kind::Spot => taints.push(Taint::new(SPOT_TAINT, "true", TaintEffect::NoSchedule)),
@@ -162,12 +161,12 @@ fn daemonsets() -> Vec<DaemonSetView> {
         r
     };
     vec![
-        DaemonSetView { name: "kube-proxy".into(), requests: requests(100, 128), node_selector: BTreeMap::new(), required_affinity: None, tolerations: tolerate_all.clone() },
-        DaemonSetView { name: "node-exporter".into(), requests: requests(50, 64), node_selector: BTreeMap::new(), required_affinity: None, tolerations: tolerate_all },
+        DaemonSetView { name: "kube-proxy".into(), requests: requests(100, 128), node_selector: Labels::new(), required_affinity: None, tolerations: tolerate_all.clone() },
+        DaemonSetView { name: "node-exporter".into(), requests: requests(50, 64), node_selector: Labels::new(), required_affinity: None, tolerations: tolerate_all },
         DaemonSetView {
             name: "nvidia-device-plugin".into(),
             requests: requests(50, 100),
-            node_selector: BTreeMap::from([(LABEL_ACCELERATOR.to_owned(), "nvidia".to_owned())]),
+            node_selector: Labels::from([(LABEL_ACCELERATOR, "nvidia")]),
             required_affinity: None,
             tolerations: vec![Toleration { key: GPU_TAINT.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None }],
         },
@@ -178,7 +177,7 @@ fn daemonsets() -> Vec<DaemonSetView> {
 #[derive(Debug, Clone)]
 struct PodProfile {
     requests: Resources,
-    node_selector: BTreeMap<String, String>,
+    node_selector: Labels,
     affinity: Option<NodeAffinity>,
     tolerations: Vec<Toleration>,
     anti_affinity: bool,
@@ -195,7 +194,7 @@ fn cpu_mem(cpu: i64, mem: i64) -> Resources {
 fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
     let mut profile = PodProfile {
         requests: cpu_mem(rng.range(1, 40) * 100, rng.range(1, 32) * 512 * MIB),
-        node_selector: BTreeMap::new(),
+        node_selector: Labels::new(),
         affinity: None,
         tolerations: Vec::new(),
         anti_affinity: false,
@@ -206,11 +205,11 @@ fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
         0..=34 => {}
         // amd64 images only.
         35..=49 => {
-            profile.node_selector.insert(LABEL_ARCH.into(), "amd64".into());
+            profile.node_selector.insert(LABEL_ARCH, "amd64");
         }
         // A team's own groups.
         50..=59 => {
-            profile.node_selector.insert("team".into(), format!("team-{}", rng.below(4.min(n_groups as u64))));
+            profile.node_selector.insert("team", format!("team-{}", rng.below(4.min(n_groups as u64))));
         }
         // Two of the three zones.
         60..=67 => {
@@ -225,7 +224,7 @@ fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
         // Memory-heavy work on memory nodes.
         68..=79 => {
             profile.requests = cpu_mem(rng.range(1, 8) * 500, rng.range(16, 100) * GIB);
-            profile.node_selector.insert("workload".into(), "memory".into());
+            profile.node_selector.insert("workload", "memory");
         }
         // Spot-tolerant, cost-sensitive work.
         80..=87 => {
@@ -235,7 +234,7 @@ fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
         88..=96 => {
             profile.requests = cpu_mem(rng.range(2, 12) * 1000, rng.range(8, 48) * GIB);
             profile.requests.add_extended(NVIDIA_GPU, *rng.pick(&[1, 1, 1, 2, 4]));
-            profile.node_selector.insert("workload".into(), "gpu".into());
+            profile.node_selector.insert("workload", "gpu");
             profile.tolerations.push(Toleration { key: GPU_TAINT.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None });
         }
         // One per host.
@@ -246,14 +245,14 @@ fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
 
 fn make_pod(key: PodKey, app: &str, profile: &PodProfile, owner: Owner, created: Time) -> PodView {
     let mut pod = PodView::new(key, profile.requests.clone(), owner, created);
-    pod.labels.insert("app".into(), app.to_owned());
+    pod.labels.insert("app", app);
     pod.node_selector = profile.node_selector.clone();
     pod.required_affinity = profile.affinity.clone();
     pod.tolerations = profile.tolerations.clone();
     pod.priority = profile.priority;
     if profile.anti_affinity {
         pod.anti_affinity.push(PodAntiAffinityTerm {
-            selector: LabelSelector { match_labels: BTreeMap::from([("app".to_owned(), app.to_owned())]), match_expressions: Vec::new() },
+            selector: LabelSelector { match_labels: Labels::from([("app", app)]), match_expressions: Vec::new() },
             namespaces: Vec::new(),
             topology_key: LABEL_HOSTNAME.into(),
         });
@@ -301,7 +300,7 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
             let name = NodeName::new(format!("ip-10-{}-{}-{}.ec2.internal", instance_seq >> 16, (instance_seq >> 8) & 255, instance_seq & 255));
             let created = NOW.saturating_sub(Duration::from_secs(rng.range(1_200, 7 * 86_400) as u64));
             let mut node = NodeView::new(name, plan.spec.shape.allocatable.clone(), created);
-            node.labels.extend(plan.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            node.labels.extend(plan.labels.iter());
             node.taints = plan.spec.taints.clone();
             node.instance = Some(instance.clone());
             node.group = Some(plan.spec.id.clone());
@@ -321,7 +320,7 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
     }
     for s in 0..system_nodes {
         let mut node = NodeView::new(NodeName::new(format!("system-{s}")), NodeShape::for_instance(InstanceTypeName::new("m5.xlarge"), "amd64", 4, 16_384, 0, 110).allocatable, NOW.saturating_sub(Duration::from_secs(30 * 86_400)));
-        node.labels.insert("workload".into(), "system".into());
+        node.labels.insert("workload", "system");
         snapshot.nodes.push(node);
     }
 
@@ -343,7 +342,7 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
                 continue;
             }
             let mut pod = PodView::new(next_key("kube-system", &ds.name), ds.requests.clone(), Owner::DaemonSet(ds.name.clone()), created);
-            pod.labels.insert("app".into(), ds.name.clone());
+            pod.labels.insert("app", ds.name.as_str());
             pod.tolerations = ds.tolerations.clone();
             pod.node = Some(node_name.clone());
             pod.phase = PodPhase::Running;
@@ -392,7 +391,7 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
             };
             let started = NOW.saturating_sub(Duration::from_secs(rng.range(60, 6 * 3_600) as u64));
             let mut pod = PodView::new(next_key(ns, "run"), requests, owner, started);
-            pod.labels.insert("app".into(), format!("app-{}", rng.below(300)));
+            pod.labels.insert("app", format!("app-{}", rng.below(300)));
             pod.node = Some(node_name.clone());
             pod.phase = PodPhase::Running;
             pod.started = Some(started);
@@ -492,7 +491,7 @@ mod tests {
         assert!(s.pods.iter().any(|p| p.is_unbound_pending() && !p.tolerations.is_empty()));
         assert!(s.pods.iter().any(|p| p.is_node_infrastructure()));
         // Every running pod fits its node.
-        let mut used: BTreeMap<&NodeName, Resources> = BTreeMap::new();
+        let mut used: std::collections::BTreeMap<&NodeName, Resources> = std::collections::BTreeMap::new();
         for p in s.pods.iter().filter(|p| p.occupies_node()) {
             used.entry(p.node.as_ref().expect("bound")).or_default().add(&p.requests);
         }

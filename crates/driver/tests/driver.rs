@@ -98,7 +98,7 @@ async fn dry_run_plans_and_logs_but_makes_no_mutating_call_and_sends_nothing() {
         let mut node = NodeView::new(NodeName::new("idle-1"), s.groups[0].spec.shape.allocatable.clone(), Time::ZERO);
         node.instance = Some(InstanceId::new("i-idle"));
         node.group = Some(NodeGroupId::new("cpu"));
-        node.labels.insert("pool".into(), "other".into());
+        node.labels.insert("pool", "other");
         s.nodes.push(node);
         s.groups[0].target = 1;
         s.groups[0].instances.push(InstanceView {

@@ -96,7 +96,7 @@ fn quantities(r: &Resources) -> serde_json::Value {
 pub fn node_for(cluster: &str, group: &NodeGroupState, instance: &model::InstanceView, ip: &str) -> serde_json::Value {
     let name = node_name(instance.id.as_str());
     let spec = &group.spec;
-    let mut labels: BTreeMap<String, String> = spec.template_labels(&instance.zone).into_iter().collect();
+    let mut labels: BTreeMap<String, String> = spec.template_labels(&instance.zone).iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     labels.insert(model::well_known::LABEL_HOSTNAME.into(), name.clone());
     labels.insert(BRIDGE_LABEL.into(), cluster.to_owned());
     let taints: Vec<_> = spec.taints.iter().map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect.as_str()})).collect();

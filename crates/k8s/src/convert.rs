@@ -173,9 +173,14 @@ pub fn required_node_affinity(kind: &'static str, name: &str, affinity: Option<&
     Ok(Some(NodeAffinity { terms }))
 }
 
+/// An API string map (labels, a node selector) as the planner's [`Labels`].
+fn labels_of(map: Option<&BTreeMap<String, String>>) -> Labels {
+    map.map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default()
+}
+
 fn label_selector(kind: &'static str, name: &str, field: &str, s: Option<&K8sSelector>) -> Result<LabelSelector, ConversionError> {
     let Some(s) = s else { return Ok(LabelSelector::default()) };
-    let mut out = LabelSelector { match_labels: s.match_labels.clone().unwrap_or_default(), match_expressions: vec![] };
+    let mut out = LabelSelector { match_labels: labels_of(s.match_labels.as_ref()), match_expressions: vec![] };
     for (i, e) in s.match_expressions.iter().flatten().enumerate() {
         let operator = match e.operator.as_str() {
             "In" => SelectorOperator::In,
@@ -312,8 +317,8 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
     };
     let expected_duration = annotation(meta, ANNOTATION_EXPECTED_DURATION).and_then(|d| parse_duration(d).ok());
     let mut view = PodView::new(PodKey::new(namespace, name), requests, owner, meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO));
-    view.labels = meta.labels.clone().unwrap_or_default();
-    view.node_selector = spec.node_selector.clone().unwrap_or_default();
+    view.labels = labels_of(meta.labels.as_ref());
+    view.node_selector = labels_of(spec.node_selector.as_ref());
     view.required_affinity = required_node_affinity(kind, &full, spec.affinity.as_ref())?;
     view.tolerations = tolerations(kind, &full, spec.tolerations.as_ref())?;
     view.anti_affinity = anti_affinity;
@@ -339,7 +344,7 @@ pub fn node_view(node: &Node, group_of: impl Fn(&InstanceId) -> Option<NodeGroup
     let allocatable = quantities(kind, &name, "status.allocatable", status.and_then(|s| s.allocatable.as_ref()))?;
     let created = meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO);
     let mut view = NodeView::new(NodeName::new(name.clone()), allocatable, created);
-    view.labels = meta.labels.clone().unwrap_or_default();
+    view.labels = labels_of(meta.labels.as_ref());
     let spec = node.spec.as_ref();
     let (node_taints, unknown) = taints(spec.and_then(|s| s.taints.as_ref()));
     let warnings = unknown.into_iter().map(|t| format!("node {name}: taint {t} has an unknown effect and is ignored")).collect();
@@ -383,7 +388,7 @@ pub fn daemonset_view(ds: &DaemonSet) -> Result<DaemonSetView, ConversionError> 
     tols.extend(daemonset_default_tolerations());
     Ok(DaemonSetView {
         requests: effective_requests(kind, &name, spec)?,
-        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        node_selector: labels_of(spec.node_selector.as_ref()),
         required_affinity: required_node_affinity(kind, &name, spec.affinity.as_ref())?,
         tolerations: tols,
         name,

@@ -100,17 +100,17 @@ impl NodeGroupSpec {
     pub fn template_labels(&self, zone: &Zone) -> Labels {
         let mut labels = Labels::new();
         let it = self.shape.instance_type.0.clone();
-        labels.insert(LABEL_INSTANCE_TYPE.into(), it.clone());
-        labels.insert(LABEL_INSTANCE_TYPE_BETA.into(), it);
-        labels.insert(LABEL_ZONE.into(), zone.0.clone());
-        labels.insert(LABEL_ZONE_BETA.into(), zone.0.clone());
-        labels.insert(LABEL_REGION.into(), self.region.0.clone());
-        labels.insert(LABEL_REGION_BETA.into(), self.region.0.clone());
-        labels.insert(LABEL_ARCH.into(), self.shape.arch.clone());
-        labels.insert(LABEL_OS.into(), "linux".into());
-        labels.insert(LABEL_CAPACITY_TYPE.into(), self.purchase.label_value().into());
+        labels.insert(LABEL_INSTANCE_TYPE, it.clone());
+        labels.insert(LABEL_INSTANCE_TYPE_BETA, it);
+        labels.insert(LABEL_ZONE, zone.0.clone());
+        labels.insert(LABEL_ZONE_BETA, zone.0.clone());
+        labels.insert(LABEL_REGION, self.region.0.clone());
+        labels.insert(LABEL_REGION_BETA, self.region.0.clone());
+        labels.insert(LABEL_ARCH, self.shape.arch.clone());
+        labels.insert(LABEL_OS, "linux");
+        labels.insert(LABEL_CAPACITY_TYPE, self.purchase.label_value());
         for (k, v) in &self.labels {
-            labels.insert(k.clone(), v.clone());
+            labels.insert(k, v);
         }
         labels
     }

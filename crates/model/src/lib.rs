@@ -7,6 +7,7 @@
 
 pub mod group;
 pub mod ids;
+pub mod labels;
 pub mod node;
 pub mod pod;
 pub mod quantity;

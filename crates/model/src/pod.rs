@@ -6,7 +6,6 @@ use crate::resources::Resources;
 use crate::scheduling::{Labels, NodeAffinity, PodAntiAffinityTerm, Toleration};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The pod's lifecycle phase.
@@ -58,7 +57,7 @@ pub struct PodView {
     /// The effective request: max(init containers) vs. sum(containers), plus overhead,
     /// plus one pod slot.
     pub requests: Resources,
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: Labels,
     pub required_affinity: Option<NodeAffinity>,
     pub tolerations: Vec<Toleration>,
     pub anti_affinity: Vec<PodAntiAffinityTerm>,
@@ -90,7 +89,7 @@ impl PodView {
             key,
             labels: Labels::new(),
             requests,
-            node_selector: BTreeMap::new(),
+            node_selector: Labels::new(),
             required_affinity: None,
             tolerations: Vec::new(),
             anti_affinity: Vec::new(),

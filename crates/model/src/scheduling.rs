@@ -4,11 +4,9 @@
 //! them.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
-/// Labels of a node or pod.
-pub type Labels = BTreeMap<String, String>;
+pub use crate::labels::Labels;
 
 /// What a taint does to pods that do not tolerate it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -223,12 +221,12 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Whether `labels` are selected.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        labels.contains_all(&self.match_labels)
             && self.match_expressions.iter().all(|r| {
                 let value = labels.get(&r.key);
                 match r.operator {
-                    SelectorOperator::In => value.is_some_and(|v| r.values.contains(v)),
-                    SelectorOperator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                    SelectorOperator::In => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
+                    SelectorOperator::NotIn => value.is_none_or(|v| !r.values.iter().any(|x| x == v)),
                     SelectorOperator::Exists => value.is_some(),
                     SelectorOperator::DoesNotExist => value.is_none(),
                 }

@@ -4,7 +4,7 @@ use crate::group::NodeGroupState;
 use crate::node::NodeView;
 use crate::pod::PodView;
 use crate::resources::Resources;
-use crate::scheduling::{NodeAffinity, Toleration};
+use crate::scheduling::{Labels, NodeAffinity, Toleration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 pub struct DaemonSetView {
     pub name: String,
     pub requests: Resources,
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: Labels,
     pub required_affinity: Option<NodeAffinity>,
     pub tolerations: Vec<Toleration>,
 }

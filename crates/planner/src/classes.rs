@@ -3,7 +3,7 @@
 
 use model::{GangId, Labels, NodeAffinity, PodAntiAffinityTerm, PodView, Resources, Toleration};
 use crate::hash::FxHashMap;
-use std::collections::BTreeMap;
+
 
 /// Pods with identical scheduling requirements.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ impl PodClass {
 #[derive(PartialEq, Eq, Hash)]
 struct ClassKey<'p> {
     requests: &'p Resources,
-    node_selector: &'p BTreeMap<String, String>,
+    node_selector: &'p Labels,
     affinity: &'p Option<NodeAffinity>,
     tolerations: &'p [Toleration],
     anti_affinity: &'p [PodAntiAffinityTerm],
@@ -67,7 +67,7 @@ mod tests {
     fn same_requests_share_a_class_different_selectors_do_not() {
         let mk = |name: &str, cpu: i64| PodView::new(PodKey::new("d", name), Resources::cpu_mem(cpu, 1), Owner::Job("j".into()), Time::ZERO);
         let mut pods = vec![mk("a", 100), mk("b", 100), mk("c", 200), mk("d", 100)];
-        pods[3].node_selector.insert("pool".into(), "gpu".into());
+        pods[3].node_selector.insert("pool", "gpu");
         let classes = group_into_classes(&pods, &[0, 1, 2, 3]);
         let members: Vec<_> = classes.iter().map(|c| c.members.clone()).collect();
         assert_eq!(members, vec![vec![0, 1], vec![2], vec![3]]);

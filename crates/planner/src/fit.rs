@@ -23,7 +23,7 @@ use crate::placement::{NodeIdx, NodeOrigin, PlacementSim};
 use crate::predicates::{check_anti_affinity, check_labels_and_taints};
 use model::well_known::LABEL_HOSTNAME;
 use model::{NodeAffinity, NodeGroupId, PodView, Resources, Taint, Toleration};
-use std::collections::BTreeMap;
+use model::Labels;
 use crate::hash::FxHashMap;
 
 /// The amounts the tree prunes on: cpu millis, memory bytes, pod slots, GPUs.
@@ -205,7 +205,7 @@ type BucketKey<'a> = (u8, Option<&'a NodeGroupId>, Vec<(&'a str, &'a str)>, &'a 
 
 /// What the label and taint predicates read of a pod: node selector, required node
 /// affinity, tolerations.
-type SignatureKey<'a> = (&'a BTreeMap<String, String>, &'a Option<NodeAffinity>, &'a [Toleration]);
+type SignatureKey<'a> = (&'a Labels, &'a Option<NodeAffinity>, &'a [Toleration]);
 
 /// Whether a pod's node selector or affinity reads the hostname label (then nodes
 /// that differ only by hostname are not interchangeable for it).
@@ -233,7 +233,7 @@ impl CapacityIndex {
                 NodeOrigin::Template => 2,
             };
             let labels: Vec<(&str, &str)> =
-                node.labels.iter().filter(|(k, _)| k.as_str() != LABEL_HOSTNAME).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                node.labels.iter().filter(|(k, _)| *k != LABEL_HOSTNAME).collect();
             let key = (origin_tag, node.group.as_ref(), labels, node.taints.as_slice());
             let b = *by_key.entry(key).or_insert_with(|| {
                 buckets.push(Bucket { slots: Vec::new(), tree: FreeTree::new(0), origin: node.origin.clone(), group: node.group.clone(), sample: slot });

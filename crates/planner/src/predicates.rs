@@ -59,7 +59,7 @@ pub fn untolerated_taint<'t>(pod_tolerations: &[model::Toleration], taints: &'t 
 /// Label and taint predicates: everything that depends only on the node's labels and
 /// taints, so it can be evaluated once per (pod class, node signature).
 pub fn check_labels_and_taints(pod: &PodView, labels: &Labels, taints: &[Taint]) -> Result<(), Unfit> {
-    if !pod.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+    if !labels.contains_all(&pod.node_selector) {
         return Err(Unfit::NodeSelectorMismatch);
     }
     if let Some(affinity) = &pod.required_affinity {

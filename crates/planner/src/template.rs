@@ -21,7 +21,7 @@ pub struct TemplateNode {
 
 /// Whether a DaemonSet would run a pod on a node with these labels and taints.
 pub fn daemonset_runs_on(ds: &DaemonSetView, labels: &Labels, taints: &[Taint]) -> bool {
-    ds.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    labels.contains_all(&ds.node_selector)
         && ds.required_affinity.as_ref().is_none_or(|a| a.matches(labels))
         && untolerated_taint(&ds.tolerations, taints).is_none()
 }

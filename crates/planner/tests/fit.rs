@@ -10,7 +10,6 @@ use model::well_known::LABEL_HOSTNAME;
 use model::*;
 use planner::placement::{NodeOrigin, PlacementSim, SimNode};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -108,7 +107,7 @@ fn pod(i: usize, spec: &PodSpec) -> PodView {
     }
     if spec.anti_affinity {
         p.anti_affinity.push(PodAntiAffinityTerm {
-            selector: LabelSelector { match_labels: BTreeMap::from([("app".to_owned(), format!("a{}", spec.app))]), match_expressions: Vec::new() },
+            selector: LabelSelector { match_labels: Labels::from_iter([("app", format!("a{}", spec.app))]), match_expressions: Vec::new() },
             namespaces: Vec::new(),
             topology_key: LABEL_HOSTNAME.to_owned(),
         });

@@ -352,7 +352,7 @@ fn launch_timeout_terminates_the_instance_and_backs_off() {
 #[test]
 fn gpu_capacity_coming_is_not_bought_twice() {
     let mut g = group("gpu", "us-west-2", "us-west-2a", 8, 61, 1, 10);
-    g.spec.labels.insert(well_known::LABEL_ACCELERATOR.into(), "nvidia-tesla-v100".into());
+    g.spec.labels.insert(well_known::LABEL_ACCELERATOR, "nvidia-tesla-v100");
     let mut w = World::new(vec![g]);
     let mut gpod = job_pod("train", 1000, 4);
     gpod.requests.add_extended("nvidia.com/gpu", 1);

@@ -585,8 +585,8 @@ impl<'s> Engine<'s> {
             WorkloadKind::Service => Owner::Replicated { kind: "ReplicaSet".into(), name: job.name.clone() },
         };
         let mut pod = PodView::new(PodKey::new(NAMESPACE, name), w.requests.clone(), owner, self.now);
-        pod.labels.insert(JOB_NAME_LABEL.to_owned(), job.name.clone());
-        pod.labels.insert("app".to_owned(), w.name.clone());
+        pod.labels.insert(JOB_NAME_LABEL, job.name.as_str());
+        pod.labels.insert("app", w.name.as_str());
         pod.node_selector = w.node_selector.clone();
         pod.tolerations = w.tolerations.clone();
         pod.priority = w.priority;

@@ -385,7 +385,7 @@ pub struct WorkloadDef {
     /// Each pod runs `duration × (1 ± spread)`, drawn from the seed.
     pub duration_spread: f64,
     pub kind: WorkloadKind,
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: Labels,
     pub tolerations: Vec<Toleration>,
     pub gang: bool,
     pub priority: i32,
@@ -484,8 +484,8 @@ fn resources_at(path: &str, requests: &BTreeMap<String, Text>) -> Result<Resourc
         .map_err(|(name, e)| ScenarioError::invalid(format!("{path}.{name}"), e.to_string()))
 }
 
-fn string_map(map: &BTreeMap<String, Text>) -> BTreeMap<String, String> {
-    map.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()
+fn string_map(map: &BTreeMap<String, Text>) -> Labels {
+    map.iter().map(|(k, v)| (k.as_str(), v.0.as_str())).collect()
 }
 
 fn tolerations_at(path: &str, raw: &[RawToleration]) -> Result<Vec<Toleration>, ScenarioError> {

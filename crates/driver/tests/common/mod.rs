@@ -275,7 +275,7 @@ pub async fn settle() {
 pub fn group(name: &str, vcpus: u32, mem_gib: u64, max: u32) -> NodeGroupState {
     let shape = NodeShape::for_instance(InstanceTypeName::new(format!("{name}-type")), "amd64", vcpus, mem_gib * 1024, 0, 110);
     let mut labels = Labels::new();
-    labels.insert("pool".into(), name.into());
+    labels.insert("pool", name);
     NodeGroupState {
         spec: NodeGroupSpec {
             id: NodeGroupId::new(name),
@@ -298,7 +298,7 @@ pub fn group(name: &str, vcpus: u32, mem_gib: u64, max: u32) -> NodeGroupState {
 /// An unschedulable Job pod for group `pool`.
 pub fn job_pod(name: &str, pool: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
     let mut p = PodView::new(PodKey::new("batch", name), Resources::cpu_mem(cpu_millis, mem_gib << 30), Owner::Job("job".into()), Time::ZERO);
-    p.node_selector.insert("pool".into(), pool.into());
+    p.node_selector.insert("pool", pool);
     p.unschedulable = true;
     p
 }
