@@ -119,6 +119,10 @@ pub struct Planner {
     early_failures: Vec<LaunchFailure>,
     /// Scratch: warm spares of this pass.
     spares: BTreeSet<usize>,
+    /// Under-utilised nodes checked since the rotation began: a pass checks at most
+    /// `scale_down_non_empty_candidates_count` of them and the next one continues
+    /// with the others (see `scaledown::Planner::candidates`).
+    checked_for_scale_down: BTreeSet<NodeName>,
 }
 
 impl Planner {
@@ -151,6 +155,7 @@ impl Planner {
             last_instance_counts: BTreeMap::new(),
             unneeded_since: BTreeMap::new(),
             spares: BTreeSet::new(),
+            checked_for_scale_down: BTreeSet::new(),
             early_failures: Vec::new(),
             nominated: BTreeMap::new(),
         })

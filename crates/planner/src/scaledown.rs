@@ -6,12 +6,13 @@
 //! evicted: their node is retired (tainted NoSchedule) and removed once they finish.
 
 use crate::actions::{Action, TerminateReason};
+use crate::classes::group_into_classes;
 use crate::events::PlannerEvent;
 use crate::placement::{NodeOrigin, PlacementSim, SimNode};
 use crate::scaleup::ClusterView;
 use crate::{PendingRemoval, Planner};
 use model::well_known::{LABEL_CONTROL_PLANE, LABEL_MASTER, TAINT_CA_TO_BE_DELETED, TAINT_RETIRING};
-use model::{ClusterSnapshot, NodeView, Owner, PodView, Resources, SafeToEvict, Time};
+use model::{ClusterSnapshot, NodeName, NodeView, Owner, PodView, Resources, SafeToEvict, Time};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -335,6 +336,8 @@ impl Planner {
             .filter(|(_, p)| p.is_unbound_pending() && p.priority >= s.expendable_pods_priority_cutoff)
             .map(|(i, _)| i)
             .collect();
+        // Pods of one equivalence class fit the same nodes: one member speaks for all.
+        let pending: Vec<usize> = group_into_classes(&snapshot.pods, &pending).iter().map(|c| c.representative()).collect();
         // Where could evicted pods go? Every other ready, schedulable, non-retired node.
         let pods = &snapshot.pods;
         let mut sim = PlacementSim::new(pods);
@@ -368,7 +371,7 @@ impl Planner {
         let mut receivers: BTreeSet<usize> = BTreeSet::new();
         let mut ranked: Vec<(Duration, usize)> = under.iter().map(|&ni| (self.expected_time_to_empty(now, pods, &facts[ni]), ni)).collect();
         ranked.sort();
-        for (_, ni) in ranked {
+        for ni in self.bounded_rotation(snapshot, ranked.into_iter().map(|(_, ni)| ni).collect()) {
             let f = &facts[ni];
             let node = &snapshot.nodes[ni];
             let Some(&slot) = slot_of.get(&ni) else { continue };
@@ -417,6 +420,42 @@ impl Planner {
             }
         }
         out
+    }
+
+    /// Which of the `ranked` under-utilised nodes this pass checks. Each check is a
+    /// drain simulation over the whole cluster, so a pass checks at most
+    /// `scale_down_non_empty_candidates_count` (CA's flag) and the rest are carried
+    /// over: decisions awaiting confirmation first (they must be re-validated), then
+    /// nodes not checked since the rotation began, in rank order; once every node has
+    /// had its turn the rotation starts again.
+    fn bounded_rotation(&mut self, snapshot: &ClusterSnapshot, ranked: Vec<usize>) -> Vec<usize> {
+        let cap = self.settings.scale_down_non_empty_candidates_count;
+        if cap <= 0 || ranked.len() <= cap as usize {
+            self.checked_for_scale_down.clear();
+            return ranked;
+        }
+        let cap = cap as usize;
+        let name = |ni: usize| &snapshot.nodes[ni].name;
+        // Nodes that left the list (removed, busy again) leave the rotation too.
+        let under: BTreeSet<&NodeName> = ranked.iter().map(|&ni| name(ni)).collect();
+        self.checked_for_scale_down.retain(|n| under.contains(n));
+        let (awaiting, rest): (Vec<usize>, Vec<usize>) = ranked.into_iter().partition(|&ni| self.pending_removals.contains_key(name(ni)));
+        let (checked, unchecked): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&ni| self.checked_for_scale_down.contains(name(ni)));
+        let mut turn = awaiting;
+        let room = cap.saturating_sub(turn.len());
+        if unchecked.len() <= room {
+            // The rotation is complete: start the next one with what is left of the room.
+            self.checked_for_scale_down.clear();
+            let more = room - unchecked.len();
+            turn.extend(unchecked);
+            turn.extend(checked.into_iter().take(more));
+        } else {
+            turn.extend(unchecked.into_iter().take(room));
+        }
+        for &ni in &turn {
+            self.checked_for_scale_down.insert(name(ni).clone());
+        }
+        turn
     }
 
     /// How long until the node's must-finish pods are expected to be done: the

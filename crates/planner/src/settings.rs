@@ -96,7 +96,8 @@ pub struct PlannerSettings {
     /// How long evictions of one node may be refused (PDBs) before giving up (CA: 2m).
     #[serde(with = "serde_duration")]
     pub max_pod_eviction_time: Duration,
-    /// Accepted for Cluster Autoscaler compatibility: candidate-pool tuning.
+    /// How many under-utilised nodes one pass checks for removal (a drain simulation
+    /// each); the next pass continues with the others. 0 or less: all, every pass.
     pub scale_down_non_empty_candidates_count: i64,
     /// Accepted for Cluster Autoscaler compatibility.
     pub scale_down_candidates_pool_ratio: f64,

@@ -294,6 +294,52 @@ fn evictable_pods_are_drained_when_they_fit_elsewhere() {
     assert!(w.nodes.len() <= 1);
 }
 
+/// Eight under-utilised nodes with one small ReplicaSet pod each; the pods of the
+/// first three (which rank first) are pinned to their node, so those three can never
+/// be drained. Runs scale-down passes with `scale_down_non_empty_candidates_count =
+/// cap`; returns the most removal candidates any pass named and the nodes left.
+fn bounded_scale_down(cap: i64) -> (usize, usize) {
+    let mut g = group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 20);
+    g.target = 8;
+    g.instances = (1..=8)
+        .map(|i| InstanceView { id: InstanceId::new(format!("i-{i:04}")), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: Time::ZERO })
+        .collect();
+    let mut w = World::new(vec![g]);
+    w.next_instance = 8;
+    w.register_all();
+    for i in 0..8 {
+        let mut p = pod(&format!("web-{i}"), 1000, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "web".into() });
+        let node = w.nodes[i].name.clone();
+        if i < 3 {
+            p.node_selector.insert(well_known::LABEL_HOSTNAME, node.as_str());
+        }
+        p.node = Some(node);
+        p.phase = PodPhase::Running;
+        p.unschedulable = false;
+        w.pods.push(p);
+    }
+    let mut p = Planner::new(PlannerSettings { scale_down_non_empty_candidates_count: cap, ..settings() }).unwrap();
+    let mut most = 0;
+    for _ in 0..40 {
+        let before = w.events.len();
+        w.step(&mut p, 60);
+        most = most.max(w.events[before..].iter().filter(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. })).count());
+    }
+    (most, w.nodes.len())
+}
+
+#[test]
+fn scale_down_checks_a_bounded_number_of_nodes_per_pass_and_carries_the_rest_over() {
+    let (most, left) = bounded_scale_down(3);
+    assert!(most <= 3, "a pass named {most} candidates with a cap of 3");
+    // The three pinned nodes rank first and always fail: only the rotation lets the
+    // other five be checked at all.
+    assert_eq!(left, 3, "the drainable nodes are removed in later passes");
+    let (most, left) = bounded_scale_down(0);
+    assert!(most > 3, "without a cap one pass names every drainable node ({most})");
+    assert_eq!(left, 3);
+}
+
 #[test]
 fn scale_down_disabled_and_unmanaged_nodes_are_untouched() {
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
