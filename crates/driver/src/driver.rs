@@ -269,6 +269,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                 Err(error) => return self.cloud_unavailable(now, "loading pool backoffs", error, started).await,
             }
         }
+        let phase_started = std::time::Instant::now();
         let cloud_view = match self.cloud.refresh(now).await {
             Ok(view) => view,
             Err(error) => return self.cloud_unavailable(now, "reading node groups", error, started).await,
@@ -292,6 +293,8 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                 tracing::warn!(%error, "could not read launch failures");
             }
         }
+        self.metrics.phase("cloud_refresh", phase_started.elapsed());
+        let phase_started = std::time::Instant::now();
         let view = self.cluster.view(&cloud_view.groups);
         for skipped in &view.skipped {
             if self.first_sight(format!("skipped: {skipped}")) {
@@ -311,11 +314,19 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         };
         self.health.set_synced(snapshot.synced);
         let pending = self.observe_view(&snapshot);
+        self.metrics.phase("cluster_view", phase_started.elapsed());
 
+        let phase_started = std::time::Instant::now();
         self.planner.handle_snapshot(now, &snapshot);
+        self.metrics.phase("plan", phase_started.elapsed());
+        let phase_started = std::time::Instant::now();
         let (actions, abandoned, leadership_lost) = self.carry_out(now).await;
+        self.metrics.phase("actuate", phase_started.elapsed());
+        let phase_started = std::time::Instant::now();
         let events: Vec<_> = std::iter::from_fn(|| self.planner.poll_event()).collect();
         self.explain(now, &events).await;
+        self.metrics.phase("explain", phase_started.elapsed());
+        let phase_started = std::time::Instant::now();
 
         self.metrics.pool_backoffs.clear();
         let backoffs = self.planner.backoffs(now);
@@ -335,6 +346,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             self.last_scale_down,
         );
         self.write_status(report).await;
+        self.metrics.phase("status", phase_started.elapsed());
         self.metrics.loop_duration.observe(started.elapsed().as_secs_f64());
         self.health.progress();
         LoopOutcome::Pass(PassReport { revision: snapshot.revision, synced: snapshot.synced, actions, leadership_lost, abandoned, events })

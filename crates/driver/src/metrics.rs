@@ -43,6 +43,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// One label, `phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
 /// One label, `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -54,6 +60,9 @@ pub struct Metrics {
     registry: Registry,
     /// Seconds one pass took.
     pub loop_duration: Histogram,
+    /// Seconds each phase of a pass took (`cloud_refresh`, `cluster_view`, `plan`,
+    /// `actuate`, `explain`, `status`): where a slow pass spends its time.
+    pub loop_phase_duration: Family<PhaseLabel, Histogram>,
     /// Pods the scheduler marked unschedulable and that are still unbound.
     pub pending_unschedulable_pods: Gauge,
     /// Nodes per group (`unmanaged` for nodes of no group) and state (`ready`,
@@ -85,8 +94,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("batch_autoscaler");
         // 10 ms to ~80 s: a pass over a large cluster with slow API calls stays in range.
         let loop_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        let loop_phase_duration = Family::<PhaseLabel, Histogram>::new_with_constructor(phase_histogram as fn() -> Histogram);
         let metrics = Self {
             loop_duration,
+            loop_phase_duration,
             pending_unschedulable_pods: Gauge::default(),
             nodes: Family::default(),
             scale_ups: Family::default(),
@@ -101,6 +112,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("loop_duration_seconds", "Duration of one control-loop pass", metrics.loop_duration.clone());
+        registry.register("loop_phase_duration_seconds", "Duration of each phase of a control-loop pass", metrics.loop_phase_duration.clone());
         registry.register(
             "pending_unschedulable_pods",
             "Unbound pods the scheduler reported Unschedulable",
@@ -127,10 +139,20 @@ impl Metrics {
         out
     }
 
+    /// Records how long `phase` of a pass took.
+    pub fn phase(&self, phase: &str, took: std::time::Duration) {
+        self.loop_phase_duration.get_or_create(&PhaseLabel { phase: phase.to_owned() }).observe(took.as_secs_f64());
+    }
+
     /// Counts one failed adapter call.
     pub fn api_error(&self, label: &str) {
         self.api_errors.get_or_create(&KindLabel { kind: label.to_owned() }).inc();
     }
+}
+
+/// 1 ms to ~16 s: phases are shorter than passes.
+fn phase_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 impl Default for Metrics {

@@ -521,6 +521,12 @@ async fn health_readiness_and_metrics_over_a_loopback_socket() {
     for needle in [
         "# TYPE batch_autoscaler_loop_duration_seconds histogram",
         "batch_autoscaler_loop_duration_seconds_count 2",
+        r#"batch_autoscaler_loop_phase_duration_seconds_count{phase="cloud_refresh"} 2"#,
+        r#"batch_autoscaler_loop_phase_duration_seconds_count{phase="cluster_view"} 2"#,
+        r#"batch_autoscaler_loop_phase_duration_seconds_count{phase="plan"} 2"#,
+        r#"batch_autoscaler_loop_phase_duration_seconds_count{phase="actuate"} 2"#,
+        r#"batch_autoscaler_loop_phase_duration_seconds_count{phase="explain"} 2"#,
+        r#"batch_autoscaler_loop_phase_duration_seconds_count{phase="status"} 2"#,
         r#"batch_autoscaler_scale_up_nodes_total{group="cpu",reason="pending-pods"} 2"#,
         r#"batch_autoscaler_planner_events_total{reason="SnapshotNotSynced"} 1"#,
         r#"batch_autoscaler_planner_events_total{reason="TriggeredScaleUp"} 1"#,

@@ -1089,6 +1089,15 @@ async fn cache_memory(s: &mut Scenario) -> Result<()> {
         if passes > 0.0 { pass_seconds / passes * 1000.0 } else { 0.0 },
         cluster_ready.as_secs_f64(),
     ));
+    let phases: Vec<String> = ["cloud_refresh", "cluster_view", "plan", "actuate", "explain", "status"]
+        .iter()
+        .map(|phase| {
+            let count = metrics.sum("batch_autoscaler_loop_phase_duration_seconds_count", &[("phase", phase)]);
+            let sum = metrics.sum("batch_autoscaler_loop_phase_duration_seconds_sum", &[("phase", phase)]);
+            format!("{phase} {:.0} ms", if count > 0.0 { sum / count * 1000.0 } else { 0.0 })
+        })
+        .collect();
+    s.note(&format!("FIGURE cache memory with {n_nodes} nodes and {n_pods} running pods: mean pass by phase: {}", phases.join(", ")));
     let report = s.primary().group_report("scale-c5").await?;
     ensure!(report.desired == n_nodes_i32, "scale-c5 changed to {} with everything fitting", report.desired);
     let actions = actions_in(&autoscaler.log_text());
