@@ -1,5 +1,6 @@
-//! The cluster view: reflectors over Pods, Nodes, DaemonSets and the priority-expander
-//! ConfigMap, with managedFields dropped to save memory. The view counts as synced
+//! The cluster view: watches over Pods, Nodes, DaemonSets and the priority-expander
+//! ConfigMap, each applying its events to a [`ViewStore`] of converted views (see
+//! `views.rs` for why views and not API objects are kept). The view counts as synced
 //! only while every watch has completed its initial list and has not failed since:
 //! a watch that relists or errors makes the snapshot unsynced, and the planner takes
 //! no decision on an unsynced snapshot (so no scale-down on a partial view).
@@ -8,11 +9,10 @@
 //! holds every pod, because every pod occupies its node.
 
 use crate::convert::{daemonset_view, node_view, parse_priorities, pod_view, ConversionError};
-use crate::trim;
+use crate::views::{Conversion, Converted, ObjectKey, ViewStore};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use model::{ClusterSnapshot, DaemonSetView, InstanceId, NodeGroupId, NodeGroupState, NodeView, PodView};
@@ -96,12 +96,96 @@ impl ClusterParts {
     }
 }
 
-/// Reflector stores and their health.
+/// The priority expander's table, or why the ConfigMap could not be read (a warning).
+type Priorities = Option<BTreeMap<i32, Vec<String>>>;
+
+fn object_key<K: Resource>(o: &K) -> ObjectKey {
+    let meta = o.meta();
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+const PODS: Conversion<Pod, PodView> = Conversion {
+    key: object_key,
+    view: |p| match pod_view(p) {
+        Ok(v) => Converted::View(Arc::new(v), Vec::new()),
+        Err(e) => Converted::Skipped(e),
+    },
+};
+
+/// Nodes are converted without their node group: which group owns an instance is
+/// the cloud's answer at snapshot time, filled in by [`Stores::parts`].
+const NODES: Conversion<Node, NodeView> = Conversion {
+    key: object_key,
+    view: |n| match node_view(n, |_| None) {
+        Ok((v, warnings)) => Converted::View(Arc::new(v), warnings),
+        Err(e) => Converted::Skipped(e),
+    },
+};
+
+const DAEMONSETS: Conversion<DaemonSet, DaemonSetView> = Conversion {
+    key: object_key,
+    view: |d| match daemonset_view(d) {
+        Ok(v) => Converted::View(Arc::new(v), Vec::new()),
+        Err(e) => Converted::Skipped(e),
+    },
+};
+
+const PRIORITIES: Conversion<ConfigMap, Priorities> = Conversion {
+    key: object_key,
+    view: |c| match c.data.as_ref().and_then(|d| d.get("priorities")).map(|text| parse_priorities(text)) {
+        None => Converted::View(Arc::new(None), Vec::new()),
+        Some(Ok(table)) => Converted::View(Arc::new(Some(table)), Vec::new()),
+        Some(Err(e)) => Converted::View(Arc::new(None), vec![format!("ConfigMap {PRIORITY_CONFIGMAP}: {e}")]),
+    },
+};
+
+/// The converted views of every kind the planner reads.
+#[derive(Default)]
+struct Stores {
+    pods: ViewStore<PodView>,
+    nodes: ViewStore<NodeView>,
+    daemonsets: ViewStore<DaemonSetView>,
+    priorities: ViewStore<Priorities>,
+}
+
+impl Stores {
+    /// Copies the views out into a snapshot's parts, in a deterministic order.
+    fn parts(&self, synced: bool, group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>) -> ClusterParts {
+        let mut parts = ClusterParts { synced, ..ClusterParts::default() };
+        let nodes = self.nodes.collect();
+        let pods = self.pods.collect();
+        let daemonsets = self.daemonsets.collect();
+        let priorities = self.priorities.collect();
+        parts.nodes = nodes
+            .views
+            .iter()
+            .map(|n| {
+                let mut n = NodeView::clone(n);
+                n.group = n.instance.as_ref().and_then(&group_of);
+                n
+            })
+            .collect();
+        parts.pods = pods.views.iter().map(|p| PodView::clone(p)).collect();
+        parts.daemonsets = daemonsets.views.iter().map(|d| DaemonSetView::clone(d)).collect();
+        parts.expander_priorities = priorities.views.first().and_then(|p| Option::clone(p));
+        for c in [nodes.skipped, pods.skipped, daemonsets.skipped] {
+            parts.skipped.extend(c);
+        }
+        for w in [nodes.warnings, pods.warnings, daemonsets.warnings, priorities.warnings] {
+            parts.warnings.extend(w);
+        }
+        // The stores are in (namespace, name) order; these sorts keep the order the
+        // planner has always seen and cost nothing on sorted input.
+        parts.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        parts.pods.sort_by(|a, b| a.key.cmp(&b.key));
+        parts.daemonsets.sort_by(|a, b| a.name.cmp(&b.name));
+        parts
+    }
+}
+
+/// Views kept current by the watches, and the watches' health.
 pub struct ClusterCache {
-    pods: Store<Pod>,
-    nodes: Store<Node>,
-    daemonsets: Store<DaemonSet>,
-    configmaps: Store<ConfigMap>,
+    stores: Arc<Stores>,
     health: Vec<(&'static str, Arc<WatchHealth>)>,
     unschedulable: Arc<Notify>,
 }
@@ -115,38 +199,42 @@ fn pod_is_unschedulable(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")))
 }
 
-fn spawn_watch<K>(
+/// Watches one kind, applying every event to `store`. `on_apply` sees each changed
+/// object before it is converted and dropped.
+fn spawn_watch<K, V>(
     name: &'static str,
     api: Api<K>,
     config: watcher::Config,
-    trim: fn(&mut K),
+    store: ViewStore<V>,
+    conversion: Conversion<K, V>,
     on_apply: impl Fn(&K) + Send + 'static,
-) -> (Store<K>, Arc<WatchHealth>, JoinHandle<()>)
+) -> (Arc<WatchHealth>, JoinHandle<()>)
 where
     K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    V: Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
     let health = Arc::new(WatchHealth::default());
     let h = health.clone();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(move |o: &mut K| trim(o))
-        .reflect(writer);
+    let stream = watcher(api, config).default_backoff();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::Init) => h.listed.store(false, Ordering::SeqCst),
-                Ok(watcher::Event::InitDone) => {
-                    h.listed.store(true, Ordering::SeqCst);
-                    h.event_received();
+                Ok(event) => {
+                    match &event {
+                        watcher::Event::Init => h.listed.store(false, Ordering::SeqCst),
+                        watcher::Event::InitDone => {
+                            h.listed.store(true, Ordering::SeqCst);
+                            h.event_received();
+                        }
+                        watcher::Event::Apply(obj) => {
+                            h.event_received();
+                            on_apply(obj);
+                        }
+                        _ => h.event_received(),
+                    }
+                    store.apply(&event, conversion);
                 }
-                Ok(watcher::Event::Apply(obj)) => {
-                    h.event_received();
-                    on_apply(&obj);
-                }
-                Ok(_) => h.event_received(),
                 Err(e) => {
                     // Until the watch resumes or relists, the view may have missed changes.
                     h.error();
@@ -155,7 +243,7 @@ where
             }
         }
     });
-    (reader, health, task)
+    (health, task)
 }
 
 impl ClusterCache {
@@ -163,26 +251,25 @@ impl ClusterCache {
     pub fn start(client: Client, config: &CacheConfig) -> (Self, Vec<JoinHandle<()>>) {
         let unschedulable = Arc::new(Notify::new());
         let notify = unschedulable.clone();
-        let (pods, pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), trim::trim_pod, move |p: &Pod| {
+        let stores = Arc::new(Stores::default());
+        let (pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), stores.pods.clone(), PODS, move |p: &Pod| {
             if pod_is_unschedulable(p) {
                 notify.notify_one();
             }
         });
-        let (nodes, nodes_health, t2) = spawn_watch("nodes", Api::<Node>::all(client.clone()), watcher::Config::default(), trim::trim_node, |_: &Node| {});
-        let (daemonsets, ds_health, t3) =
-            spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), trim::trim_daemonset, |_: &DaemonSet| {});
-        let (configmaps, cm_health, t4) = spawn_watch(
+        let (nodes_health, t2) = spawn_watch("nodes", Api::<Node>::all(client.clone()), watcher::Config::default(), stores.nodes.clone(), NODES, |_: &Node| {});
+        let (ds_health, t3) =
+            spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), stores.daemonsets.clone(), DAEMONSETS, |_: &DaemonSet| {});
+        let (cm_health, t4) = spawn_watch(
             "configmaps",
             Api::<ConfigMap>::namespaced(client, &config.priority_configmap_namespace),
             watcher::Config::default().fields(&format!("metadata.name={PRIORITY_CONFIGMAP}")),
-            |cm: &mut ConfigMap| cm.metadata.managed_fields = None,
+            stores.priorities.clone(),
+            PRIORITIES,
             |_: &ConfigMap| {},
         );
         let cache = Self {
-            pods,
-            nodes,
-            daemonsets,
-            configmaps,
+            stores,
             health: vec![("pods", pods_health), ("nodes", nodes_health), ("daemonsets", ds_health), ("configmaps", cm_health)],
             unschedulable,
         };
@@ -210,18 +297,12 @@ impl ClusterCache {
         let synced = self.synced();
         let instance_group: BTreeMap<&InstanceId, &NodeGroupId> =
             groups.iter().flat_map(|g| g.instances.iter().map(move |i| (&i.id, &g.spec.id))).collect();
-        build_parts(
-            synced,
-            &self.nodes.state(),
-            &self.pods.state(),
-            &self.daemonsets.state(),
-            self.configmaps.state().first().map(|c| c.as_ref()),
-            |i| instance_group.get(i).map(|g| (*g).clone()),
-        )
+        self.stores.parts(synced, |i| instance_group.get(i).map(|g| (*g).clone()))
     }
 }
 
-/// The pure part of `parts`: conversion and skipping, deterministic order.
+/// The same parts from lists of API objects (`explain` reads them once, with no
+/// watch): the conversion and skipping of the watch path, in the same order.
 pub fn build_parts(
     synced: bool,
     nodes: &[Arc<Node>],
@@ -230,38 +311,17 @@ pub fn build_parts(
     priorities: Option<&ConfigMap>,
     group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>,
 ) -> ClusterParts {
-    let mut parts = ClusterParts { synced, ..ClusterParts::default() };
-    for n in nodes {
-        match node_view(n, &group_of) {
-            Ok((view, warnings)) => {
-                parts.nodes.push(view);
-                parts.warnings.extend(warnings);
-            }
-            Err(e) => parts.skipped.push(e),
+    fn fill<K: Clone, V>(store: &ViewStore<V>, objects: impl IntoIterator<Item = K>, conversion: Conversion<K, V>) {
+        for o in objects {
+            store.apply(&watcher::Event::Apply(o), conversion);
         }
     }
-    for p in pods {
-        match pod_view(p) {
-            Ok(view) => parts.pods.push(view),
-            Err(e) => parts.skipped.push(e),
-        }
-    }
-    for d in daemonsets {
-        match daemonset_view(d) {
-            Ok(view) => parts.daemonsets.push(view),
-            Err(e) => parts.skipped.push(e),
-        }
-    }
-    if let Some(text) = priorities.and_then(|c| c.data.as_ref()).and_then(|d| d.get("priorities")) {
-        match parse_priorities(text) {
-            Ok(table) => parts.expander_priorities = Some(table),
-            Err(e) => parts.warnings.push(format!("ConfigMap {PRIORITY_CONFIGMAP}: {e}")),
-        }
-    }
-    parts.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    parts.pods.sort_by(|a, b| a.key.cmp(&b.key));
-    parts.daemonsets.sort_by(|a, b| a.name.cmp(&b.name));
-    parts
+    let stores = Stores::default();
+    fill(&stores.nodes, nodes.iter().map(|n| Node::clone(n)), NODES);
+    fill(&stores.pods, pods.iter().map(|p| Pod::clone(p)), PODS);
+    fill(&stores.daemonsets, daemonsets.iter().map(|d| DaemonSet::clone(d)), DAEMONSETS);
+    fill(&stores.priorities, priorities.cloned(), PRIORITIES);
+    stores.parts(synced, group_of)
 }
 
 #[cfg(test)]

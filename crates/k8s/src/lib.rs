@@ -11,4 +11,4 @@ pub mod events;
 pub mod leader;
 pub mod status;
 pub mod port;
-pub mod trim;
+pub mod views;
