@@ -136,7 +136,11 @@ check_static() {
     local bin="target/$STATIC_TARGET/release/batch-autoscaler" commit start version
     grep -qF "RUN $STATIC_BUILD" Dockerfile || grep -qF "$STATIC_BUILD" Dockerfile \
         || die "the Dockerfile does not build with: $STATIC_BUILD"
-    if ! rustup target list --installed 2>/dev/null | grep -qx "$STATIC_TARGET"; then
+    # Output captured first, never piped into `grep -q`: grep exits at the first match,
+    # the writer can die of SIGPIPE, and with pipefail the test reads as false.
+    local installed elf_headers elf_dynamic
+    installed="$(rustup target list --installed 2>/dev/null || true)"
+    if ! grep -qx "$STATIC_TARGET" <<< "$installed"; then
         log "adding the $STATIC_TARGET target"
         rustup target add "$STATIC_TARGET" >&2 || die "cannot add the $STATIC_TARGET target (rustup)"
     fi
@@ -153,8 +157,10 @@ check_static() {
     BATCH_AUTOSCALER_GIT_COMMIT="$commit" $STATIC_BUILD >&2
     log "static build took $(( $(date +%s) - start ))s"
     # Statically linked: no program interpreter and no shared-library dependencies.
-    if readelf -lW "$bin" | grep -q 'INTERP'; then die "$bin has a program interpreter (dynamically linked)"; fi
-    if readelf -dW "$bin" | grep -q '(NEEDED)'; then die "$bin needs shared libraries: $(readelf -dW "$bin" | grep NEEDED)"; fi
+    elf_headers="$(readelf -lW "$bin")"
+    elf_dynamic="$(readelf -dW "$bin")"
+    if grep -q 'INTERP' <<< "$elf_headers"; then die "$bin has a program interpreter (dynamically linked)"; fi
+    if grep -q '(NEEDED)' <<< "$elf_dynamic"; then die "$bin needs shared libraries: $(grep NEEDED <<< "$elf_dynamic")"; fi
     version="$("$bin" --version)"
     [[ "$version" == "batch-autoscaler $(cargo_version) (commit $commit)" ]] \
         || die "unexpected --version output: $version"

@@ -182,7 +182,10 @@ build_etcd() {
     go build -mod=mod -trimpath "${gobuild_p[@]}" -ldflags "-s -w" \
       -o "$out/etcd" go.etcd.io/etcd/server/v3)
   local v
-  v="$("$out/etcd" --version | head -n1)"
+  # Not `| head -n1`: head exits after one line, etcd may still be writing and die of
+  # SIGPIPE, and with pipefail that silently ended this script (seen on a cold run).
+  v="$("$out/etcd" --version)"
+  v="${v%%$'\n'*}"
   [[ "$v" == "etcd Version: ${ETCD_VERSION#v}" ]] || die "etcd --version says '$v'"
   echo "$key" > "$out/.stamp"
   rm -rf "$ETCD_DIR"; mv "$out" "$ETCD_DIR"
