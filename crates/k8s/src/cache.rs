@@ -106,28 +106,19 @@ fn object_key<K: Resource>(o: &K) -> ObjectKey {
 
 const PODS: Conversion<Pod, PodView> = Conversion {
     key: object_key,
-    view: |p| match pod_view(p) {
-        Ok(v) => Converted::View(Arc::new(v), Vec::new()),
-        Err(e) => Converted::Skipped(e),
-    },
+    view: |p| Converted::new(pod_view(p).map(|v| (v, Vec::new()))),
 };
 
 /// Nodes are converted without their node group: which group owns an instance is
 /// the cloud's answer at snapshot time, filled in by [`Stores::parts`].
 const NODES: Conversion<Node, NodeView> = Conversion {
     key: object_key,
-    view: |n| match node_view(n, |_| None) {
-        Ok((v, warnings)) => Converted::View(Arc::new(v), warnings),
-        Err(e) => Converted::Skipped(e),
-    },
+    view: |n| Converted::new(node_view(n, |_| None)),
 };
 
 const DAEMONSETS: Conversion<DaemonSet, DaemonSetView> = Conversion {
     key: object_key,
-    view: |d| match daemonset_view(d) {
-        Ok(v) => Converted::View(Arc::new(v), Vec::new()),
-        Err(e) => Converted::Skipped(e),
-    },
+    view: |d| Converted::new(daemonset_view(d).map(|v| (v, Vec::new()))),
 };
 
 const PRIORITIES: Conversion<ConfigMap, Priorities> = Conversion {

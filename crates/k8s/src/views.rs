@@ -29,6 +29,16 @@ pub enum Converted<V> {
     Skipped(ConversionError),
 }
 
+impl<V> Converted<V> {
+    /// From a conversion's result: the view with its warnings, or why it was skipped.
+    pub fn new(result: Result<(V, Vec<String>), ConversionError>) -> Self {
+        match result {
+            Ok((view, warnings)) => Self::View(Arc::new(view), warnings),
+            Err(e) => Self::Skipped(e),
+        }
+    }
+}
+
 /// How objects of one kind become views.
 pub struct Conversion<K, V> {
     pub key: fn(&K) -> ObjectKey,
