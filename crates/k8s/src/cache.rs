@@ -96,7 +96,8 @@ impl ClusterParts {
     }
 }
 
-/// The priority expander's table, or why the ConfigMap could not be read (a warning).
+/// The priority expander's table; `None` when the ConfigMap has none or it does not
+/// parse (then the store carries a warning).
 type Priorities = Option<BTreeMap<i32, Vec<String>>>;
 
 fn object_key<K: Resource>(o: &K) -> ObjectKey {
@@ -176,7 +177,7 @@ impl Stores {
 
 /// Views kept current by the watches, and the watches' health.
 pub struct ClusterCache {
-    stores: Arc<Stores>,
+    stores: Stores,
     health: Vec<(&'static str, Arc<WatchHealth>)>,
     unschedulable: Arc<Notify>,
 }
@@ -242,7 +243,7 @@ impl ClusterCache {
     pub fn start(client: Client, config: &CacheConfig) -> (Self, Vec<JoinHandle<()>>) {
         let unschedulable = Arc::new(Notify::new());
         let notify = unschedulable.clone();
-        let stores = Arc::new(Stores::default());
+        let stores = Stores::default();
         let (pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), stores.pods.clone(), PODS, move |p: &Pod| {
             if pod_is_unschedulable(p) {
                 notify.notify_one();

@@ -122,15 +122,6 @@ impl<V> ViewStore<V> {
         }
     }
 
-    /// How many objects the store holds (views and skipped ones).
-    pub fn len(&self) -> usize {
-        self.lock().live.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The current views in key order, with what was skipped and warned about.
     pub fn collect(&self) -> Collected<V> {
         let state = self.lock();
