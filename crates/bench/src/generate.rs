@@ -386,7 +386,7 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
             }
             let (owner, ns) = match rng.below(100) {
                 0..=64 => (Owner::Job(format!("train-{}", rng.below(5_000))), "batch"),
-                65..=94 => (Owner::Replicated { kind: "ReplicaSet".into(), name: format!("svc-{}", rng.below(500)) }, "services"),
+                65..=94 => (Owner::replica_set(&format!("svc-{}", rng.below(500))), "services"),
                 _ => (Owner::Bare, "adhoc"),
             };
             let started = NOW.saturating_sub(Duration::from_secs(rng.range(60, 6 * 3_600) as u64));

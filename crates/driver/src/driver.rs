@@ -465,8 +465,9 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             Action::UnretireNode { node, .. } => self.cluster.unretire(node).await.map(|()| Outcome::Done),
             Action::MarkIdle { node, since, .. } => self.cluster.mark_idle(node, *since).await.map(|()| Outcome::Done),
             Action::PersistBackoff { record, .. } => self.cloud.persist_backoff(record).await.map(|()| Outcome::Done),
-            Action::EvictPod { pod, .. } => {
-                let result = self.cluster.evict(pod).await;
+            Action::VerifyRemoval { instance, node, .. } => self.cluster.removal_evidence(instance, node.as_ref()).await.map(Outcome::Evidence),
+            Action::EvictPod { pod, uid, grace_period, .. } => {
+                let result = self.cluster.evict(pod, uid.as_ref(), *grace_period).await;
                 let label = match &result {
                     Ok(Evicted::Evicted) => "evicted",
                     Ok(Evicted::Gone) => "gone",

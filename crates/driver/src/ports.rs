@@ -16,9 +16,9 @@
 
 use crate::status::StatusReport;
 use model::{
-    DaemonSetView, InstanceId, LaunchFailure, NodeGroupId, NodeGroupState, NodeName, NodeView, PodKey, PodView, Time,
+    DaemonSetView, InstanceId, LaunchFailure, NodeGroupId, NodeGroupState, NodeName, NodeView, PodKey, PodUid, PodView, Time,
 };
-use planner::{BackoffRecord, PlannerEvent};
+use planner::{BackoffRecord, PlannerEvent, RemovalEvidence};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -157,8 +157,13 @@ pub trait Cluster {
     async fn unretire(&mut self, node: &NodeName) -> Result<(), PortError>;
     /// Persists (or clears, with `None`) the node's idle-since annotation.
     async fn mark_idle(&mut self, node: &NodeName, since: Option<Time>) -> Result<(), PortError>;
-    /// Evicts a pod through the Eviction API.
-    async fn evict(&mut self, pod: &PodKey) -> Result<Evicted, PortError>;
+    /// Evicts a pod through the Eviction API: only the pod with `uid` (when given),
+    /// with `grace_period` to stop (the pod's own; the adapter's default when `None`).
+    async fn evict(&mut self, pod: &PodKey, uid: Option<&PodUid>, grace_period: Option<std::time::Duration>) -> Result<Evicted, PortError>;
+    /// Reads, fresh from the API server (not from the watch caches), the Node backing
+    /// `instance` (`node` is the name the planner expects) and every pod bound to it,
+    /// the pods read after the node: the evidence a removal is verified on.
+    async fn removal_evidence(&mut self, instance: &InstanceId, node: Option<&NodeName>) -> Result<RemovalEvidence, PortError>;
     /// Posts Kubernetes Events for the planner's explanations (the adapter chooses
     /// which and rate-limits them).
     async fn publish(&mut self, now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError>;

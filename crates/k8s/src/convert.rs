@@ -266,7 +266,7 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
                 "Job" => Owner::Job(o.name.clone()),
                 "DaemonSet" => Owner::DaemonSet(o.name.clone()),
                 "Node" => Owner::Mirror,
-                other => Owner::Replicated { kind: other.to_owned(), name: o.name.clone() },
+                _ => Owner::of_controller(&o.api_version, &o.kind, &o.name),
             },
         }
     };

@@ -64,6 +64,11 @@ string_id!(
     /// The identity of a gang: pods sharing it must all run together.
     GangId
 );
+string_id!(
+    /// A pod's `metadata.uid`: tells a pod from a later one of the same name (a
+    /// StatefulSet's replacement), so an eviction never hits the wrong one.
+    PodUid
+);
 
 /// A pod's identity: `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

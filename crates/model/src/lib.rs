@@ -21,9 +21,9 @@ pub use group::{
     InstanceState, InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupSpec, NodeGroupState,
     NodeShape, PoolKey, PurchaseOption,
 };
-pub use ids::{GangId, InstanceId, InstanceTypeName, NodeGroupId, NodeName, PodKey, Region, Zone};
+pub use ids::{GangId, InstanceId, InstanceTypeName, NodeGroupId, NodeName, PodKey, PodUid, Region, Zone};
 pub use node::{NodeView, RetireMark};
-pub use pod::{GangMembership, Owner, PodPhase, PodView, SafeToEvict};
+pub use pod::{GangMembership, Owner, OwnerKind, OwnerKindParseError, PodPhase, PodView, SafeToEvict};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use resources::{ResourceName, Resources};
 pub use scheduling::{

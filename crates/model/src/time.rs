@@ -23,7 +23,9 @@ impl Time {
 
     /// A time `secs` seconds after the origin.
     pub const fn from_secs(secs: u64) -> Self {
-        Time(secs * 1000)
+        // Saturates: a time read from an annotation may be absurdly far away, and
+        // an absurd time must not be a panic.
+        Time(secs.saturating_mul(1000))
     }
 
     /// Milliseconds since the origin.
@@ -43,14 +45,19 @@ impl Time {
 
     /// This time moved back by `d`, stopping at the origin.
     pub fn saturating_sub(self, d: Duration) -> Time {
-        Time(self.0.saturating_sub(d.as_millis() as u64))
+        Time(self.0.saturating_sub(millis_saturating(d)))
     }
+}
+
+/// A duration in milliseconds, `u64::MAX` if it does not fit (`as u64` would wrap).
+fn millis_saturating(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Add<Duration> for Time {
     type Output = Time;
     fn add(self, rhs: Duration) -> Time {
-        Time(self.0.saturating_add(rhs.as_millis() as u64))
+        Time(self.0.saturating_add(millis_saturating(rhs)))
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the planner asks the driver to do, and what the driver reports back.
 
-use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
+use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, NodeView, PodKey, PodUid, PodView, PoolKey, Time};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -65,7 +65,22 @@ pub struct BackoffRecord {
 pub enum Action {
     /// Set a group's desired capacity (never above its max).
     SetTargetSize { id: ActionId, group: NodeGroupId, from: u32, to: u32, reason: TargetReason },
+    /// Read, fresh from the source of truth, what runs on the node backing this
+    /// instance, and report it as [`Outcome::Evidence`]. The planner asks for this
+    /// after it fenced the node (its retiring taint) and before it terminates the
+    /// instance: the read must be newer than the fence, so a pod bound between the
+    /// planner's snapshot and the fence is seen. `node` is the node the planner
+    /// believes backs the instance (`None`: none had registered).
+    VerifyRemoval {
+        id: ActionId,
+        group: NodeGroupId,
+        instance: InstanceId,
+        node: Option<NodeName>,
+        reason: TerminateReason,
+    },
     /// Terminate exactly this instance and decrement the group's desired capacity.
+    /// Emitted only after a [`Action::VerifyRemoval`] of the instance proved nothing
+    /// that must run is on it.
     TerminateInstance {
         id: ActionId,
         group: NodeGroupId,
@@ -77,8 +92,10 @@ pub enum Action {
     RetireNode { id: ActionId, node: NodeName, reason: String },
     /// Remove the retirement taint and annotations.
     UnretireNode { id: ActionId, node: NodeName },
-    /// Evict a pod through the Eviction API (respecting PodDisruptionBudgets).
-    EvictPod { id: ActionId, pod: PodKey, node: NodeName },
+    /// Evict a pod through the Eviction API (respecting PodDisruptionBudgets). `uid`
+    /// is a precondition (a later pod of the same name is not evicted);
+    /// `grace_period` is the pod's own `terminationGracePeriodSeconds`.
+    EvictPod { id: ActionId, pod: PodKey, uid: Option<PodUid>, node: NodeName, grace_period: Option<std::time::Duration> },
     /// Persist (or clear, with `None`) the node's idle-since annotation.
     MarkIdle { id: ActionId, node: NodeName, since: Option<Time> },
     /// Persist a pool backoff (or its end, when `until` has passed).
@@ -91,6 +108,7 @@ impl Action {
         match self {
             Self::SetTargetSize { id, .. }
             | Self::TerminateInstance { id, .. }
+            | Self::VerifyRemoval { id, .. }
             | Self::RetireNode { id, .. }
             | Self::UnretireNode { id, .. }
             | Self::EvictPod { id, .. }
@@ -119,6 +137,10 @@ impl fmt::Display for Action {
                 let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
                 write!(f, "terminate {instance} (node {node}) of {group}: {}", reason.as_str())
             }
+            Self::VerifyRemoval { group, instance, node, reason, .. } => {
+                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
+                write!(f, "verify {instance} (node {node}) of {group} can go: {}", reason.as_str())
+            }
             Self::RetireNode { node, reason, .. } => write!(f, "retire node {node}: {reason}"),
             Self::UnretireNode { node, .. } => write!(f, "un-retire node {node}"),
             Self::EvictPod { pod, node, .. } => write!(f, "evict {pod} from {node}"),
@@ -131,10 +153,22 @@ impl fmt::Display for Action {
     }
 }
 
+/// What a [`Action::VerifyRemoval`] found, read after the node was fenced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemovalEvidence {
+    /// The Node backing the instance as read now (with its taints), or `None` when
+    /// no Node carries the instance's provider id.
+    pub node: Option<NodeView>,
+    /// Every pod bound to that node, read after the node (so after the fence).
+    pub pods: Vec<PodView>,
+}
+
 /// The result of an action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Done,
+    /// What a [`Action::VerifyRemoval`] read (any other action reports `Done`).
+    Evidence(RemovalEvidence),
     /// The target no longer exists (pod or node gone): treated as done.
     Gone,
     /// Refused for now (PDB 429, conflict, throttling): the planner may try again.

@@ -32,13 +32,14 @@ mod scaleup;
 pub mod settings;
 mod template;
 
-pub use actions::{Action, ActionId, BackoffRecord, Outcome, TargetReason, TerminateReason};
+pub use actions::{Action, ActionId, BackoffRecord, Outcome, RemovalEvidence, TargetReason, TerminateReason};
 pub use events::{GroupReasons, NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
 pub use explain::{explain, PodExplanation};
 #[doc(hidden)]
 pub use fit::place_in_order_indexed;
-pub use settings::PlannerSettings;
+pub use scaledown::{disposition, PodDisposition};
+pub use settings::{OwnerKinds, PlannerSettings};
 pub use template::{daemonset_runs_on, node_template, TemplateNode};
 
 use model::{ClusterSnapshot, LaunchFailure, NodeGroupId, NodeName, PodKey, Time};

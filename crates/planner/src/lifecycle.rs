@@ -143,7 +143,8 @@ impl Planner {
     pub(crate) fn on_outcome(&mut self, now: Time, id: ActionId, outcome: Outcome) {
         let Some(action) = self.in_flight.remove(&id) else { return };
         match outcome {
-            Outcome::Done | Outcome::Gone => {}
+            // Nothing asks for evidence yet.
+            Outcome::Done | Outcome::Gone | Outcome::Evidence(_) => {}
             Outcome::Retry { message } | Outcome::Failed { message } => {
                 self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message });
                 match action {

@@ -28,10 +28,10 @@ pub enum PodDisposition {
     MustFinish,
 }
 
-/// Classifies a pod for scale-down. `expendable_cutoff` is
-/// `--expendable-pods-priority-cutoff`.
-pub fn disposition(pod: &PodView, expendable_cutoff: i32) -> PodDisposition {
-    if pod.is_node_infrastructure() || pod.priority < expendable_cutoff {
+/// Classifies a pod for scale-down under the settings' `expendable-pods-priority-cutoff`
+/// and `evictable-owner-kinds`.
+pub fn disposition(pod: &PodView, settings: &crate::PlannerSettings) -> PodDisposition {
+    if pod.is_node_infrastructure() || pod.priority < settings.expendable_pods_priority_cutoff {
         return PodDisposition::Ignored;
     }
     if pod.do_not_disrupt {
@@ -44,7 +44,7 @@ pub fn disposition(pod: &PodView, expendable_cutoff: i32) -> PodDisposition {
     }
     match pod.owner {
         Owner::Job(_) | Owner::Bare => PodDisposition::MustFinish,
-        Owner::Replicated { .. } => PodDisposition::Evictable,
+        Owner::Controller { .. } => PodDisposition::Evictable,
         Owner::DaemonSet(_) | Owner::Mirror => PodDisposition::Ignored,
     }
 }
@@ -217,7 +217,7 @@ impl Planner {
         let mut used = Resources::zero();
         for &p in &view.occupants[ni] {
             let pod = &snapshot.pods[p];
-            match disposition(pod, self.settings.expendable_pods_priority_cutoff) {
+            match disposition(pod, &self.settings) {
                 PodDisposition::Ignored => continue,
                 PodDisposition::Evictable => evictable.push(p),
                 PodDisposition::MustFinish => must_finish.push(p),
@@ -504,7 +504,7 @@ impl Planner {
                 self.draining_since.insert(node.name.clone(), now);
                 for &p in &f.evictable {
                     let id = self.next_id();
-                    self.actions.push_back(Action::EvictPod { id, pod: pods[p].key.clone(), node: node.name.clone() });
+                    self.actions.push_back(Action::EvictPod { id, pod: pods[p].key.clone(), uid: pods[p].uid.clone(), node: node.name.clone(), grace_period: pods[p].termination_grace });
                 }
                 true
             }
@@ -568,7 +568,8 @@ impl Planner {
             }
             for &p in &f.evictable {
                 let id = self.next_id();
-                self.actions.push_back(Action::EvictPod { id, pod: snapshot.pods[p].key.clone(), node: name.clone() });
+                let pod = &snapshot.pods[p];
+                self.actions.push_back(Action::EvictPod { id, pod: pod.key.clone(), uid: pod.uid.clone(), node: name.clone(), grace_period: pod.termination_grace });
             }
             self.wake(now + Duration::from_secs(5));
         }
@@ -582,22 +583,23 @@ mod tests {
 
     #[test]
     fn dispositions() {
+        let s = crate::PlannerSettings::default();
         let mk = |owner| PodView::new(PodKey::new("d", "p"), Resources::cpu_mem(1, 1), owner, Time::ZERO);
-        assert_eq!(disposition(&mk(Owner::Job("j".into())), -10), PodDisposition::MustFinish);
-        assert_eq!(disposition(&mk(Owner::Bare), -10), PodDisposition::MustFinish);
-        assert_eq!(disposition(&mk(Owner::Replicated { kind: "ReplicaSet".into(), name: "r".into() }), -10), PodDisposition::Evictable);
-        assert_eq!(disposition(&mk(Owner::DaemonSet("ds".into())), -10), PodDisposition::Ignored);
+        assert_eq!(disposition(&mk(Owner::Job("j".into())), &s), PodDisposition::MustFinish);
+        assert_eq!(disposition(&mk(Owner::Bare), &s), PodDisposition::MustFinish);
+        assert_eq!(disposition(&mk(Owner::replica_set("r")), &s), PodDisposition::Evictable);
+        assert_eq!(disposition(&mk(Owner::DaemonSet("ds".into())), &s), PodDisposition::Ignored);
         let mut marked = mk(Owner::Job("j".into()));
         marked.safe_to_evict = Some(SafeToEvict::True);
-        assert_eq!(disposition(&marked, -10), PodDisposition::Evictable);
-        let mut pinned = mk(Owner::Replicated { kind: "ReplicaSet".into(), name: "r".into() });
+        assert_eq!(disposition(&marked, &s), PodDisposition::Evictable);
+        let mut pinned = mk(Owner::replica_set("r"));
         pinned.safe_to_evict = Some(SafeToEvict::OnCompletion);
-        assert_eq!(disposition(&pinned, -10), PodDisposition::MustFinish);
+        assert_eq!(disposition(&pinned, &s), PodDisposition::MustFinish);
         pinned.safe_to_evict = None;
         pinned.do_not_disrupt = true;
-        assert_eq!(disposition(&pinned, -10), PodDisposition::MustFinish);
+        assert_eq!(disposition(&pinned, &s), PodDisposition::MustFinish);
         let mut expendable = mk(Owner::Job("j".into()));
         expendable.priority = -20;
-        assert_eq!(disposition(&expendable, -10), PodDisposition::Ignored);
+        assert_eq!(disposition(&expendable, &s), PodDisposition::Ignored);
     }
 }

@@ -4,6 +4,7 @@
 //! project's otherwise; each field says which.
 
 use model::time::serde_duration;
+use model::OwnerKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +36,12 @@ pub struct PlannerSettings {
     pub balance_similar_node_groups: bool,
     /// Pods below this priority neither trigger scale-up nor block scale-down (CA: -10).
     pub expendable_pods_priority_cutoff: i32,
+    /// Controllers that recreate an evicted pod elsewhere with no work lost, as
+    /// `group/Kind` (core group: just `Kind`), comma-separated. Pods of any other
+    /// controller are must-finish unless annotated evictable. The list replaces the
+    /// default: to extend it, repeat the defaults (`apps/ReplicaSet,apps/StatefulSet,
+    /// ReplicationController,…`).
+    pub evictable_owner_kinds: OwnerKinds,
     /// Only pending pods of this namespace trigger scale-up (seed `--pod-namespace`);
     /// all pods still count as occupying their nodes.
     pub pod_namespace: Option<String>,
@@ -118,6 +125,7 @@ impl Default for PlannerSettings {
             memory_total: "0:6400000".into(),
             balance_similar_node_groups: false,
             expendable_pods_priority_cutoff: -10,
+            evictable_owner_kinds: OwnerKinds::default(),
             pod_namespace: None,
             max_node_provision_time: Duration::from_secs(15 * 60),
             initial_node_group_backoff_duration: Duration::from_secs(5 * 60),
@@ -142,5 +150,76 @@ impl Default for PlannerSettings {
             scale_down_candidates_pool_ratio: 0.1,
             scale_down_candidates_pool_min_count: 50,
         }
+    }
+}
+
+/// A list of owner kinds (`evictable-owner-kinds`): written as a comma-separated
+/// string (`apps/ReplicaSet,argoproj.io/Workflow`) on the command line and in files;
+/// a YAML list is accepted too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerKinds(pub Vec<OwnerKind>);
+
+impl OwnerKinds {
+    /// Parses a comma-separated list; an empty text is an empty list.
+    pub fn parse(text: &str) -> Result<Self, model::OwnerKindParseError> {
+        text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(OwnerKind::parse).collect::<Result<Vec<_>, _>>().map(Self)
+    }
+
+    /// Whether `kind` is on the list.
+    pub fn contains(&self, kind: &OwnerKind) -> bool {
+        self.0.contains(kind)
+    }
+}
+
+impl Default for OwnerKinds {
+    /// The controllers that put an evicted pod back with nothing lost: ReplicaSet
+    /// (Deployments), StatefulSet and ReplicationController.
+    fn default() -> Self {
+        Self(vec![OwnerKind::new("apps", "ReplicaSet"), OwnerKind::new("apps", "StatefulSet"), OwnerKind::new("", "ReplicationController")])
+    }
+}
+
+impl std::fmt::Display for OwnerKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&texts.join(","))
+    }
+}
+
+impl Serialize for OwnerKinds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for OwnerKinds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            One(String),
+            List(Vec<String>),
+        }
+        let text = match Text::deserialize(d)? {
+            Text::One(s) => s,
+            Text::List(items) => items.join(","),
+        };
+        OwnerKinds::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_kinds_read_as_text_or_list_and_name_the_bad_entry() {
+        let from_text: PlannerSettings = serde_yaml::from_str("evictable-owner-kinds: apps/ReplicaSet, argoproj.io/Workflow").unwrap();
+        let from_list: PlannerSettings = serde_yaml::from_str("evictable-owner-kinds: [apps/ReplicaSet, argoproj.io/Workflow]").unwrap();
+        assert_eq!(from_text.evictable_owner_kinds, from_list.evictable_owner_kinds);
+        assert_eq!(from_text.evictable_owner_kinds.to_string(), "apps/ReplicaSet,argoproj.io/Workflow");
+        let err = serde_yaml::from_str::<PlannerSettings>("evictable-owner-kinds: apps/v1/ReplicaSet").unwrap_err().to_string();
+        assert!(err.contains("apps/v1/ReplicaSet"), "{err}");
+        assert_eq!(OwnerKinds::default().to_string(), "apps/ReplicaSet,apps/StatefulSet,ReplicationController");
     }
 }

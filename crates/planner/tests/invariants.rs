@@ -49,7 +49,7 @@ fn world_strategy() -> impl Strategy<Value = World> {
             let owner = match kind {
                 0 => Owner::Job("job".into()),
                 1 => Owner::Bare,
-                2 => Owner::Replicated { kind: "ReplicaSet".into(), name: "web".into() },
+                2 => Owner::replica_set("web"),
                 _ => Owner::Job("other".into()),
             };
             let mut p = pod(&format!("p{i}"), cpu, mem.max(1) / 4 + 1, owner);

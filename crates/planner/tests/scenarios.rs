@@ -104,7 +104,7 @@ fn expendable_pods_do_not_trigger_but_placeholders_do() {
     w.pods.push(expendable);
     let mut p = Planner::new(settings()).unwrap();
     assert!(World::scale_ups(&w.step(&mut p, 10)).is_empty());
-    let mut placeholder = pod("placeholder", 1000, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "overprovision".into() });
+    let mut placeholder = pod("placeholder", 1000, 1, Owner::replica_set("overprovision"));
     placeholder.priority = -1;
     w.pods.push(placeholder);
     assert_eq!(World::scale_ups(&w.step(&mut p, 10)).len(), 1);
@@ -273,7 +273,7 @@ fn a_retired_node_is_taken_back_before_buying_a_new_one() {
 #[test]
 fn evictable_pods_are_drained_when_they_fit_elsewhere() {
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
-    let svc = |n: &str| pod(n, 1000, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "web".into() });
+    let svc = |n: &str| pod(n, 1000, 1, Owner::replica_set("web"));
     w.pods.push(job_pod("big", 15000, 8));
     w.pods.push(svc("web-1"));
     let mut p = Planner::new(settings()).unwrap();
@@ -308,7 +308,7 @@ fn bounded_scale_down(cap: i64) -> (usize, usize) {
     w.next_instance = 8;
     w.register_all();
     for i in 0..8 {
-        let mut p = pod(&format!("web-{i}"), 1000, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "web".into() });
+        let mut p = pod(&format!("web-{i}"), 1000, 1, Owner::replica_set("web"));
         let node = w.nodes[i].name.clone();
         if i < 3 {
             p.node_selector.insert(well_known::LABEL_HOSTNAME, node.as_str());
@@ -491,7 +491,7 @@ fn bad_settings_name_the_field() {
 #[test]
 fn two_underused_service_nodes_merge_into_one() {
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 8, 32, 0, 10)]);
-    let svc = |n: &str| pod(n, 6000, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "api".into() });
+    let svc = |n: &str| pod(n, 6000, 1, Owner::replica_set("api"));
     w.pods.push(svc("api-1"));
     w.pods.push(svc("api-2"));
     let mut p = Planner::new(settings()).unwrap();
@@ -521,7 +521,7 @@ fn two_underused_service_nodes_merge_into_one() {
 }
 
 fn pod_for(key: &PodKey) -> PodView {
-    let mut p = pod(&key.name, 500, 1, Owner::Replicated { kind: "ReplicaSet".into(), name: "api".into() });
+    let mut p = pod(&key.name, 500, 1, Owner::replica_set("api"));
     p.unschedulable = false;
     p
 }

@@ -582,7 +582,7 @@ impl<'s> Engine<'s> {
         let owner = match w.kind {
             WorkloadKind::Job => Owner::Job(job.name.clone()),
             WorkloadKind::Bare => Owner::Bare,
-            WorkloadKind::Service => Owner::Replicated { kind: "ReplicaSet".into(), name: job.name.clone() },
+            WorkloadKind::Service => Owner::replica_set(&job.name),
         };
         let mut pod = PodView::new(PodKey::new(NAMESPACE, name), w.requests.clone(), owner, self.now);
         pod.labels.insert(JOB_NAME_LABEL, job.name.as_str());
@@ -1084,7 +1084,7 @@ impl<'s> Engine<'s> {
             let id = action.id();
             let text = action.to_string();
             let outcome = self.apply(action);
-            if outcome != Outcome::Done {
+            if !matches!(outcome, Outcome::Done | Outcome::Evidence(_)) {
                 self.record.actions_not_done.push(format!("t={}s: {text}: {outcome:?}", self.now.as_secs_f64()));
             }
             self.planner.handle_outcome(self.now, id, outcome);
@@ -1185,6 +1185,15 @@ impl<'s> Engine<'s> {
                 self.node_arcs[ni].1 = Arc::new(n.taints.clone());
                 self.dirty = true;
                 Outcome::Done
+            }
+            Action::VerifyRemoval { instance, .. } => {
+                // The simulated cluster has no lag: its current state is the fresh read.
+                let node = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(&instance)).cloned();
+                let pods = match &node {
+                    Some(n) => self.cluster.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name)).cloned().collect(),
+                    None => Vec::new(),
+                };
+                Outcome::Evidence(planner::RemovalEvidence { node, pods })
             }
             Action::EvictPod { pod, .. } => {
                 if !self.cluster.pods.iter().any(|p| p.key == pod) {

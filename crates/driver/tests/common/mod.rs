@@ -6,7 +6,7 @@
 use driver::{Cloud, CloudView, Cluster, ClusterView, Evicted, Notifier, PortError, StatusReport};
 use model::well_known::TAINT_RETIRING;
 use model::*;
-use planner::{BackoffRecord, PlannerEvent, PlannerSettings};
+use planner::{BackoffRecord, PlannerEvent, PlannerSettings, RemovalEvidence};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -219,7 +219,7 @@ impl Cluster for FakeCluster {
         Ok(())
     }
 
-    async fn evict(&mut self, pod: &PodKey) -> Result<Evicted, PortError> {
+    async fn evict(&mut self, pod: &PodKey, _uid: Option<&PodUid>, _grace_period: Option<Duration>) -> Result<Evicted, PortError> {
         self.0.record(format!("evict {pod}"));
         let mut s = self.0.lock();
         let answer = s.eviction_answers.pop_front().unwrap_or(Evicted::Evicted);
@@ -227,6 +227,17 @@ impl Cluster for FakeCluster {
             s.pods.retain(|p| &p.key != pod);
         }
         Ok(answer)
+    }
+
+    async fn removal_evidence(&mut self, instance: &InstanceId, _node: Option<&NodeName>) -> Result<RemovalEvidence, PortError> {
+        self.0.record(format!("removal_evidence {instance}"));
+        let s = self.0.lock();
+        let node = s.nodes.iter().find(|n| n.instance.as_ref() == Some(instance)).cloned();
+        let pods = match &node {
+            Some(n) => s.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name)).cloned().collect(),
+            None => Vec::new(),
+        };
+        Ok(RemovalEvidence { node, pods })
     }
 
     async fn publish(&mut self, _now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError> {
@@ -306,7 +317,7 @@ pub fn job_pod(name: &str, pool: &str, cpu_millis: i64, mem_gib: i64) -> PodView
 /// A ReplicaSet pod (evictable) for group `pool`.
 pub fn service_pod(name: &str, pool: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
     let mut p = job_pod(name, pool, cpu_millis, mem_gib);
-    p.owner = Owner::Replicated { kind: "ReplicaSet".into(), name: "web".into() };
+    p.owner = Owner::replica_set("web");
     p
 }
 

@@ -77,8 +77,8 @@ impl World {
         planner.handle_snapshot(self.now, &snap);
         let mut out = vec![];
         while let Some(a) = planner.poll_action() {
-            self.apply(&a);
-            planner.handle_outcome(self.now, a.id(), Outcome::Done);
+            let outcome = self.apply(&a);
+            planner.handle_outcome(self.now, a.id(), outcome);
             out.push(a);
         }
         while let Some((_, e)) = planner.poll_event() {
@@ -92,7 +92,8 @@ impl World {
         self.groups.iter_mut().find(|g| g.spec.id.as_str() == name).expect("group")
     }
 
-    pub fn apply(&mut self, action: &Action) {
+    /// Carries out an action on the world; what it reports back to the planner.
+    pub fn apply(&mut self, action: &Action) -> Outcome {
         match action {
             Action::SetTargetSize { group, to, .. } => {
                 let now = self.now;
@@ -137,9 +138,17 @@ impl World {
                 n.taints.retain(|t| t.key != TAINT_RETIRING);
                 n.retired = None;
             }
+            Action::VerifyRemoval { instance, .. } => {
+                let node = self.nodes.iter().find(|n| n.instance.as_ref() == Some(instance)).cloned();
+                let pods = match &node {
+                    Some(n) => self.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name)).cloned().collect(),
+                    None => Vec::new(),
+                };
+                return Outcome::Evidence(planner::RemovalEvidence { node, pods });
+            }
             Action::EvictPod { pod, .. } => {
                 let p = self.pods.iter().find(|p| &p.key == pod).expect("pod");
-                assert!(matches!(p.owner, Owner::Replicated { .. }) || p.safe_to_evict == Some(SafeToEvict::True), "evicted a batch pod {pod}");
+                assert!(matches!(p.owner, Owner::Controller { .. }) || p.safe_to_evict == Some(SafeToEvict::True), "evicted a batch pod {pod}");
                 self.pods.retain(|p| &p.key != pod);
             }
             Action::MarkIdle { node, since, .. } => {
@@ -149,6 +158,7 @@ impl World {
             }
             Action::PersistBackoff { .. } => {}
         }
+        Outcome::Done
     }
 
     /// Every launched instance becomes a ready node.
