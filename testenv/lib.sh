@@ -38,12 +38,20 @@ cp_launch() { # dir component
   cp_log "started $name (pid $!)"
 }
 
-# True while pid exists and is not yet a zombie (a zombie has closed all its
-# files and sockets, so its ports are free again).
+# True while any thread of pid still runs. A zombie whose threads have all exited has
+# closed its files and sockets, so its ports are free again; but the leader thread of
+# a multi-threaded process (every Go component) turns Z as soon as it exits, while its
+# other threads are still tearing down and the process's files, listening sockets
+# included, are still open (seen in CI: a restarted apiserver found its port still
+# taken 50 ms after the old one looked dead). /proc/PID/task lists the threads not yet
+# gone: only a lone zombie leader is really finished.
 cp_running_pid() { # pid
-  local st
+  local st threads
   st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [[ -n "$st" && "$st" != Z && "$st" != X ]]
+  [[ -n "$st" ]] || return 1
+  [[ "$st" == Z || "$st" == X ]] || return 0
+  threads="$(find "/proc/$1/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
+  (( threads > 1 ))
 }
 
 # Stop one component: SIGTERM, then SIGKILL after a grace period (grace 0:

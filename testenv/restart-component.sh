@@ -19,7 +19,27 @@ if [[ "${3:-}" == "--kill" ]]; then
 else
   cp_stop "$DIR" "$name"
 fi
-cp_launch "$DIR" "$name"
+# The component's port can still be held for a moment by a client socket of the old
+# process's peers; a component that exits at once because its port is in use is
+# launched again (a bounded number of times), never reported as a crash.
+for attempt in $(seq 1 20); do
+  log="$DIR/logs/$name.log"
+  log_size_before=$(stat -c %s "$log" 2>/dev/null || echo 0)
+  cp_launch "$DIR" "$name"
+  # Wait until the component is past binding its ports (it logs that it serves) or
+  # has exited.
+  bind_deadline=$(( $(date +%s) + 10 ))
+  while cp_alive "$DIR" "$name" && (( $(date +%s) < bind_deadline )); do
+    tail -c +"$(( log_size_before + 1 ))" "$log" 2>/dev/null | grep -qiE 'serving securely|serving client|listening on' && break
+    sleep 0.1
+  done
+  if ! cp_alive "$DIR" "$name" && tail -c +"$(( log_size_before + 1 ))" "$log" 2>/dev/null | grep -q 'address already in use'; then
+    cp_log "$name could not bind its port (attempt $attempt); launching again"
+    sleep 0.5
+    continue
+  fi
+  break
+done
 if [[ "$name" == kube-apiserver || "$name" == etcd ]]; then
   # shellcheck disable=SC1091
   . "$DIR/env"

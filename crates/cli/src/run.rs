@@ -126,7 +126,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut groups = aws::AwsNodeGroups::connect(aws_cfg).await.map_err(|e| Failure::Runtime(e.into()))?;
     // Dry-run writes nothing to AWS, not even the scaling-activity markers.
     groups.set_read_only(cfg.flags.dry_run);
-    let (cache, _watch_tasks) = ClusterCache::start(client.clone(), &CacheConfig { priority_configmap_namespace: namespace.clone() });
+    let (cache, watch_tasks) = ClusterCache::start(client.clone(), &CacheConfig { priority_configmap_namespace: namespace.clone() });
     let trigger = cache.unschedulable_trigger();
     let me = identity();
     let cluster = KubeCluster {
@@ -142,16 +142,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // and a dry-run replica next to the real autoscaler could win it and stop the
     // real one from acting. It plans as if it led.
     let leader = if cfg.flags.leader_elect.unwrap_or(true) && !cfg.flags.dry_run {
-        let lease = duration_or(&cfg.flags.leader_elect_lease_duration, Duration::from_secs(15));
-        let renew = duration_or(&cfg.flags.leader_elect_renew_deadline, Duration::from_secs(10));
         let leader_cfg = LeaderConfig {
             namespace: cfg.flags.leader_elect_resource_namespace.clone().unwrap_or_else(|| namespace.clone()),
             lease_name: cfg.flags.leader_elect_resource_name.clone().unwrap_or_else(|| "batch-autoscaler".into()),
             identity: me.clone(),
-            lease_duration: lease,
-            renew_grace: lease.saturating_sub(renew),
+            lease_duration: duration_or(&cfg.flags.leader_elect_lease_duration, Duration::from_secs(15)),
+            renew_deadline: duration_or(&cfg.flags.leader_elect_renew_deadline, Duration::from_secs(10)),
+            retry_period: duration_or(&cfg.flags.leader_elect_retry_period, Duration::from_secs(2)),
         };
-        let (rx, _task) = elect(client.clone(), &leader_cfg).await.map_err(|e| Failure::Runtime(anyhow!("leader election: {e}")))?;
+        let (rx, _task) = elect(client.clone(), &leader_cfg).await.map_err(|e| Failure::BadInput(anyhow!("{e}")))?;
         rx
     } else {
         always_leader()
@@ -159,9 +158,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     match cfg.flags.slack_hook.as_deref().filter(|h| !h.is_empty()) {
         Some(hook) if !cfg.flags.dry_run => {
             let notifier = SlackNotifier::new(hook).map_err(|e| Failure::BadInput(anyhow!(e)))?;
-            drive(driver_cfg, cfg, AwsCloud(groups), cluster, notifier, trigger, leader, address).await
+            drive(driver_cfg, cfg, AwsCloud(groups), cluster, notifier, trigger, leader, address, watch_tasks).await
         }
-        _ => drive(driver_cfg, cfg, AwsCloud(groups), cluster, NoNotifier, trigger, leader, address).await,
+        _ => drive(driver_cfg, cfg, AwsCloud(groups), cluster, NoNotifier, trigger, leader, address, watch_tasks).await,
     }
 }
 
@@ -173,23 +172,42 @@ async fn drive<N: Notifier>(
     cluster: KubeCluster,
     notifier: N,
     trigger: Arc<tokio::sync::Notify>,
-    leader: tokio::sync::watch::Receiver<bool>,
+    leader: tokio::sync::watch::Receiver<driver::Leadership>,
     address: SocketAddr,
+    watch_tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<(), Failure> {
     let driver = Driver::new(driver_cfg, cfg.settings.clone(), Ports { cloud, cluster, notifier }, Arc::new(SystemClock))
         .map_err(|e| Failure::BadInput(anyhow!("{}: {}", e.field, e.message)))?;
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| Failure::Runtime(anyhow!("address {address}: {e}")))?;
     tracing::info!(%address, "serving /metrics, /healthz, /readyz");
     let http = tokio::spawn(driver::serve_listener(listener, driver.http_state()));
-    let shutdown = async {
+    // A watch task that ends (or panics) leaves a view nothing keeps current: the view
+    // turns unsynced at once (no decisions), and the process exits non-zero so that
+    // Kubernetes restarts it with fresh watches.
+    let watch_ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended = watch_ended.clone();
+    let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let any_watch_ended = async {
+            if watch_tasks.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let _ = futures::future::select_all(watch_tasks).await;
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
+            () = any_watch_ended => {
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!("a watch of the cluster ended; exiting so that the process is restarted");
+            },
         }
         tracing::info!("shutting down");
     };
     driver.run(trigger, leader, shutdown).await;
     http.abort();
+    if watch_ended.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Failure::Runtime(anyhow!("a watch of the cluster ended unexpectedly")));
+    }
     Ok(())
 }

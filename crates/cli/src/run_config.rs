@@ -82,7 +82,7 @@ pub struct RunFlags {
     /// How long the leader keeps trying to renew (CA: 10s).
     #[arg(long)]
     pub leader_elect_renew_deadline: Option<String>,
-    /// Accepted for CA compatibility (the lease manager paces its own retries).
+    /// How often the lease holder renews and the others try to acquire it (CA: 2s).
     #[arg(long)]
     pub leader_elect_retry_period: Option<String>,
     /// Lease name (default `batch-autoscaler`); shards take distinct names.

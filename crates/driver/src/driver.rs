@@ -10,6 +10,7 @@
 
 use crate::clock::Clock;
 use crate::http::{Health, HttpState};
+use crate::leadership::Leadership;
 use crate::metrics::{GroupReason, GroupState, Metrics, PoolKind, ResultLabel};
 use crate::notify::{messages_for, Outbox};
 use crate::ports::{Cloud, Cluster, Evicted, Notifier, PortError, PortErrorKind};
@@ -158,7 +159,7 @@ pub struct Driver<C: Cloud, K: Cluster, N: Notifier> {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    leader: watch::Receiver<bool>,
+    leader: watch::Receiver<Leadership>,
     revision: u64,
     error_backoff: ErrorBackoff,
     warned: BTreeSet<String>,
@@ -176,7 +177,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(clock.clone(), config.scan_interval));
         // Without leader election the replica always leads; the sender is not needed.
-        let (_, leader) = watch::channel(true);
+        let (_, leader) = watch::channel(Leadership::from(true));
         Ok(Self {
             error_backoff: ErrorBackoff { max: config.max_error_backoff, current: None },
             config,
@@ -230,12 +231,13 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     }
 
     /// Follows leader election: the driver acts only while the value is `true`.
-    pub fn set_leader(&mut self, leader: watch::Receiver<bool>) {
+    pub fn set_leader(&mut self, leader: watch::Receiver<Leadership>) {
         self.leader = leader;
     }
 
+    /// Leads now: checked before every pass and before every mutating call.
     fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.borrow().leads_at(leadership_clock())
     }
 
     /// Whether mutating calls are allowed right now.
@@ -425,7 +427,13 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             }
             let outcome = if self.config.dry_run {
                 tracing::info!(action = %action, destructive = action.is_destructive(), "DRY-RUN would {action}");
-                Outcome::Done
+                match &action {
+                    // Reading is harmless: a dry-run reads the evidence for real, as if
+                    // the fence it did not write were there, and so says which removals
+                    // the evidence would have allowed.
+                    Action::VerifyRemoval { .. } => dry_run_evidence(self.execute(now, &action).await),
+                    _ => Outcome::Done,
+                }
             } else {
                 tracing::info!(action = %action, "carrying out: {action}");
                 self.execute(now, &action).await
@@ -526,9 +534,9 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     /// the last pass, the planner's next timeout (future times only), or the error
     /// backoff while the cloud cannot be read (which then overrides the rest). Passes
     /// run only while `*leader.borrow()` is true; a follower only keeps `/healthz` fed.
-    pub async fn run(mut self, triggers: Arc<Notify>, mut leader: watch::Receiver<bool>, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, triggers: Arc<Notify>, mut leader: watch::Receiver<Leadership>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let leading = *leader.borrow_and_update();
+        let leading = leader.borrow_and_update().leads_at(leadership_clock());
         if leading {
             self.health.set_leader(true);
         }
@@ -548,13 +556,25 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                 },
             };
             let leads = self.is_leader();
+            if last_verdict && !leads {
+                // The verdict ran out without a renewal (the elector cannot reach the
+                // API server): no action from here until the lease is held anew.
+                tracing::warn!("leadership lapsed: the lease was not renewed within the renew deadline");
+                self.health.set_leader(false);
+                self.metrics.leader.set(0);
+                self.planner_stale = true;
+                last_verdict = false;
+            }
+            // Wake when a leading verdict runs out, to stop at once.
+            let lapse = if leads { self.leader.borrow().expires().map(tokio::time::Instant::from_std) } else { None };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = tokio::time::sleep_until(lapse.unwrap_or_else(tokio::time::Instant::now)), if lapse.is_some() => continue,
                 changed = leader.changed(), if election_alive => {
                     match changed {
                         Ok(()) => {
-                            let now_leads = *leader.borrow_and_update();
+                            let now_leads = leader.borrow_and_update().leads_at(leadership_clock());
                             self.health.set_leader(now_leads);
                             self.metrics.leader.set(i64::from(now_leads));
                             // An elector may re-send its verdict on every renewal:
@@ -682,4 +702,25 @@ mod tests {
         let failed = outcome_of_error(PortError::forbidden("forbidden", "rbac"));
         assert!(matches!(failed, Outcome::Failed { .. }), "{failed:?}");
     }
+}
+
+/// The evidence a dry-run reads, with the fence it never wrote put on the node.
+fn dry_run_evidence(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Evidence(mut evidence) => {
+            if let Some(node) = evidence.node.as_mut() {
+                if !node.taints.iter().any(|t| t.key == model::well_known::TAINT_RETIRING) {
+                    node.taints.push(model::Taint { key: model::well_known::TAINT_RETIRING.into(), value: String::new(), effect: model::TaintEffect::NoSchedule });
+                }
+            }
+            Outcome::Evidence(evidence)
+        }
+        other => other,
+    }
+}
+
+/// The clock leadership verdicts are read against: tokio's (so tests with paused time
+/// see verdicts run out), as a std instant like the verdicts themselves.
+fn leadership_clock() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -14,6 +14,7 @@
 mod clock;
 mod driver;
 mod http;
+mod leadership;
 mod metrics;
 mod notify;
 mod ports;
@@ -25,6 +26,7 @@ pub use driver::{
     INITIAL_ERROR_BACKOFF,
 };
 pub use http::{serve_http, serve_listener, Health, HttpState};
+pub use leadership::Leadership;
 pub use metrics::Metrics;
 pub use notify::{messages_for, Message, SlackGate, Verdict, DEDUP_WINDOW, MIN_INTERVAL, SEND_TIMEOUT};
 pub use ports::{Cloud, CloudView, Cluster, ClusterView, Evicted, NoNotifier, Notifier, PortError, PortErrorKind};

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use driver::{Driver, DriverConfig, Evicted, LoopOutcome, ManualClock, PassReport, PortError, TokioClock};
+use driver::{Driver, DriverConfig, Leadership, Evicted, LoopOutcome, ManualClock, PassReport, PortError, TokioClock};
 use model::*;
 use planner::{Action, Outcome};
 use std::sync::Arc;
@@ -124,7 +124,15 @@ async fn dry_run_plans_and_logs_but_makes_no_mutating_call_and_sends_nothing() {
     for _ in 0..20 {
         let report = step(&mut driver, &world, &clock, 30).await;
         for record in &report.actions {
-            assert_eq!(record.outcome, Outcome::Done, "dry-run reports every action as done");
+            match (&record.action, &record.outcome) {
+                // Reading is harmless: a dry-run reads the evidence for real, with the
+                // fence it did not write put on the node.
+                (Action::VerifyRemoval { .. }, Outcome::Evidence(evidence)) => {
+                    let node = evidence.node.as_ref().expect("the idle node");
+                    assert!(node.taints.iter().any(|t| t.key == model::well_known::TAINT_RETIRING), "the fence is assumed");
+                }
+                (action, outcome) => assert_eq!(*outcome, Outcome::Done, "dry-run reports {action} as done"),
+            }
             kinds.insert(format!("{:?}", record.action).split_whitespace().next().unwrap().to_owned());
         }
         n_events += report.events.len();
@@ -133,7 +141,7 @@ async fn dry_run_plans_and_logs_but_makes_no_mutating_call_and_sends_nothing() {
     assert_eq!(world.mutating_calls(), Vec::<String>::new(), "dry-run made a mutating call");
     assert_eq!(notifier.sent(), Vec::<String>::new(), "dry-run sent a notification");
     // It still planned for real: the scale-up, the backoff and the idle node's fate.
-    for kind in ["SetTargetSize", "PersistBackoff", "MarkIdle", "TerminateInstance"] {
+    for kind in ["SetTargetSize", "PersistBackoff", "MarkIdle", "RetireNode", "VerifyRemoval", "TerminateInstance"] {
         assert!(kinds.contains(kind), "no {kind} planned in dry-run: {kinds:?}");
     }
     assert!(n_events > 0);
@@ -199,7 +207,7 @@ async fn losing_leadership_mid_pass_stops_actions_at_once() {
     let world = World::new(vec![group("a", 16, 64, 10), group("b", 16, 64, 10)]);
     world.lock().pods.push(job_pod("pa", "a", 3000, 4));
     world.lock().pods.push(job_pod("pb", "b", 3000, 4));
-    let (leader_tx, leader_rx) = watch::channel(true);
+    let (leader_tx, leader_rx) = watch::channel(Leadership::from(true));
     world.lock().lose_leadership_on_action = Some(leader_tx.clone());
     let clock = ManualClock::new(T0);
     let notifier = FakeNotifier::default();
@@ -224,7 +232,7 @@ async fn losing_leadership_mid_pass_stops_actions_at_once() {
     assert_eq!(world.calls().len(), before);
 
     // Leading again: a fresh planner, backoffs reloaded, decisions taken anew.
-    leader_tx.send_replace(true);
+    leader_tx.send_replace(true.into());
     let report = step(&mut driver, &world, &clock, 10).await;
     assert_eq!(world.calls_named("load_backoffs").len(), 2);
     assert!(!report.leadership_lost);
@@ -314,7 +322,7 @@ async fn the_run_future_is_send_with_send_adapters() {
     let world = cpu_world(1);
     let clock = ManualClock::new(T0);
     let driver = driver(&world, FakeNotifier::default(), false, &clock);
-    let (_tx, leader) = watch::channel(true);
+    let (_tx, leader) = watch::channel(Leadership::from(true));
     let run = driver.run(Arc::new(Notify::new()), leader, std::future::pending());
     assert_send(&run);
 }
@@ -333,7 +341,7 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
     let world = World::new(vec![group("cpu", 16, 64, 100)]);
     let driver = batching_driver(&world);
     let triggers = Arc::new(Notify::new());
-    let (_leader_tx, leader) = watch::channel(true);
+    let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let refreshes = || world.calls_named("refresh").len();
 
@@ -382,7 +390,7 @@ async fn a_stream_of_triggers_is_served_at_least_once_per_batch_window() {
     let world = World::new(vec![group("cpu", 16, 64, 100)]);
     let driver = batching_driver(&world);
     let triggers = Arc::new(Notify::new());
-    let (_leader_tx, leader) = watch::channel(true);
+    let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let refreshes = || world.calls_named("refresh").len();
     let script = async {
@@ -427,7 +435,7 @@ async fn the_loop_keeps_running_through_cloud_errors_with_bounded_waits() {
     config.max_error_backoff = Duration::from_secs(60);
     let driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock)).unwrap();
     let health = driver.http_state().health;
-    let (_leader_tx, leader) = watch::channel(true);
+    let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let script = async {
         // Attempts at 0, 1, 3, 7, 15, 31, 63 s, then every 60 s (123 … 543): waits
@@ -454,7 +462,7 @@ async fn a_follower_makes_no_call_until_it_leads() {
     let driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock))
         .unwrap();
     let health = driver.http_state().health;
-    let (leader_tx, leader) = watch::channel(false);
+    let (leader_tx, leader) = watch::channel(Leadership::from(false));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let triggers = Arc::new(Notify::new());
     let script = async {
@@ -464,14 +472,14 @@ async fn a_follower_makes_no_call_until_it_leads() {
         assert!(world.calls().is_empty(), "a follower called {:?}", world.calls());
         assert!(health.live(), "a follower stays live");
         assert!(!health.ready(), "leadership not known yet");
-        leader_tx.send_replace(false);
+        leader_tx.send_replace(false.into());
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(health.ready(), "a known follower is ready");
-        leader_tx.send_replace(true);
+        leader_tx.send_replace(true.into());
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 1"], "acts at once on becoming leader");
         // A lease renewal re-sends the verdict: no extra pass.
-        leader_tx.send_replace(true);
+        leader_tx.send_replace(true.into());
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(world.calls_named("refresh").len(), 1);
         assert_eq!(world.calls_named("load_backoffs").len(), 1);

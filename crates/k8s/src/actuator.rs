@@ -3,13 +3,14 @@
 //! Node updates carry the resourceVersion they were computed from, so a concurrent
 //! change yields 409 Conflict and is retried on a fresh read, never overwritten.
 
-use crate::convert::format_annotation_time;
+use crate::convert::{format_annotation_time, node_view, parse_provider_id, pod_view};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::Eviction;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use model::well_known::*;
-use model::{NodeName, PodKey, Time};
+use model::{InstanceId, NodeName, PodKey, PodUid, Time};
+use planner::RemovalEvidence;
 use serde_json::json;
 use std::time::Duration;
 
@@ -145,22 +146,61 @@ impl Actuator {
     }
 
     /// Evicts a pod through the Eviction API, so PodDisruptionBudgets are honoured.
-    pub async fn evict(&self, pod: &PodKey, grace_period_seconds: Option<i64>) -> Result<EvictionResult, K8sError> {
+    /// `uid` is a precondition: a later pod that took the same name is not evicted
+    /// (the API answers 409, reported as gone: the pod meant is gone). `grace_period`
+    /// is the pod's own `terminationGracePeriodSeconds` (none: the pod's default).
+    pub async fn evict(&self, pod: &PodKey, uid: Option<&PodUid>, grace_period: Option<Duration>) -> Result<EvictionResult, K8sError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let mut delete_options = serde_json::Map::new();
+        if let Some(grace) = grace_period {
+            delete_options.insert("gracePeriodSeconds".into(), json!(grace.as_secs()));
+        }
+        if let Some(uid) = uid {
+            delete_options.insert("preconditions".into(), json!({"uid": uid.as_str()}));
+        }
         let eviction: Eviction = serde_json::from_value(json!({
             "apiVersion": "policy/v1",
             "kind": "Eviction",
             "metadata": {"name": pod.name, "namespace": pod.namespace},
-            "deleteOptions": grace_period_seconds.map(|g| json!({"gracePeriodSeconds": g})),
+            "deleteOptions": if delete_options.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(delete_options) },
         }))
         .map_err(|e| K8sError::Invalid(e.to_string()))?;
         match api.create_subresource::<Eviction, serde_json::Value>("eviction", &pod.name, &PostParams::default(), &eviction).await {
             Ok(_) => Ok(EvictionResult::Evicted),
-            Err(e) if status_code(&e) == Some(404) => Ok(EvictionResult::Gone),
+            Err(e) if status_code(&e) == Some(404) || status_code(&e) == Some(409) => Ok(EvictionResult::Gone),
             Err(e) if status_code(&e) == Some(429) => Ok(EvictionResult::Refused(e.to_string())),
             Err(e) if status_code(&e) == Some(403) => Err(K8sError::Forbidden(e.to_string())),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Reads, afresh, the Node backing `instance` and every pod bound to it: the
+    /// evidence a removal is decided on. Both reads are quorum reads (no
+    /// resourceVersion: served from etcd, never from a cache), made after the caller
+    /// wrote the fence, so they show every pod bound before the fence took effect.
+    /// A pod that cannot be understood is an error: the removal does not go ahead on
+    /// evidence it cannot read.
+    pub async fn removal_evidence(&self, instance: &InstanceId, node: Option<&NodeName>) -> Result<RemovalEvidence, K8sError> {
+        let api = self.nodes();
+        let backs = |n: &Node| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(parse_provider_id).is_some_and(|(_, i)| &i == instance);
+        let mut found = match node {
+            Some(name) => match api.get_opt(name.as_str()).await? {
+                Some(n) if backs(&n) => Some(n),
+                _ => None,
+            },
+            None => None,
+        };
+        if found.is_none() {
+            // Not under the expected name (or none expected): any node of the instance.
+            found = api.list(&ListParams::default()).await?.items.into_iter().find(|n| backs(n));
+        }
+        let Some(node) = found else { return Ok(RemovalEvidence { node: None, pods: Vec::new() }) };
+        let (view, _) = node_view(&node, |_| None).map_err(|e| K8sError::Invalid(e.to_string()))?;
+        let pods_api: Api<Pod> = Api::all(self.client.clone());
+        let selector = format!("spec.nodeName={}", view.name);
+        let pods = pods_api.list(&ListParams::default().fields(&selector)).await?;
+        let pods = pods.items.iter().map(pod_view).collect::<Result<Vec<_>, _>>().map_err(|e| K8sError::Invalid(format!("pod on node {}: {e}", view.name)))?;
+        Ok(RemovalEvidence { node: Some(view), pods })
     }
 }
 

@@ -37,14 +37,32 @@ pub const WATCH_ERROR_QUIET_PERIOD: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct WatchHealth {
     listed: AtomicBool,
+    /// The watch task is over (its stream ended, or it panicked): nothing will keep
+    /// the view current any more, so it is never synced again.
+    ended: AtomicBool,
     errors: AtomicU64,
     last_error: Mutex<Option<Instant>>,
+}
+
+/// Marks its watch ended when dropped: at the end of the task, and on a panic too
+/// (the unwinding drops it).
+struct EndOfWatch(&'static str, Arc<WatchHealth>);
+
+impl Drop for EndOfWatch {
+    fn drop(&mut self) {
+        self.1.ended.store(true, Ordering::SeqCst);
+        tracing::error!(watch = self.0, panicked = std::thread::panicking(), "watch ended: the view is unsynced from now on");
+    }
 }
 
 impl WatchHealth {
     pub fn synced(&self) -> bool {
         let recent_error = self.last_error.lock().map(|e| e.is_some_and(|t| t.elapsed() < WATCH_ERROR_QUIET_PERIOD)).unwrap_or(true);
-        self.listed.load(Ordering::SeqCst) && !recent_error
+        self.listed.load(Ordering::SeqCst) && !self.ended.load(Ordering::SeqCst) && !recent_error
+    }
+    /// The watch task is over and the view it fed is frozen.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::SeqCst)
@@ -208,7 +226,9 @@ where
     let health = Arc::new(WatchHealth::default());
     let h = health.clone();
     let stream = watcher(api, config).default_backoff();
+    let end = EndOfWatch(name, health.clone());
     let task = tokio::spawn(async move {
+        let _end = end;
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -225,7 +245,14 @@ where
                         }
                         _ => h.event_received(),
                     }
-                    store.apply(&event, conversion);
+                    // A conversion that panics must not take the watch down silently:
+                    // caught here, the object is left out and the watch goes on (the
+                    // converters are property-tested never to panic; this is the net).
+                    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.apply(&event, conversion)));
+                    if applied.is_err() {
+                        h.error();
+                        tracing::error!(watch = name, "converting an object panicked; the view is unsynced until the next event");
+                    }
                 }
                 Err(e) => {
                     // Until the watch resumes or relists, the view may have missed changes.
@@ -271,6 +298,12 @@ impl ClusterCache {
     /// Every watch has listed and not failed since.
     pub fn synced(&self) -> bool {
         self.health.iter().all(|(_, h)| h.synced())
+    }
+
+    /// Watches whose task is over: the process cannot keep its view current and
+    /// should exit (non-zero) so that Kubernetes restarts it.
+    pub fn ended_watches(&self) -> Vec<&'static str> {
+        self.health.iter().filter(|(_, h)| h.ended()).map(|(n, _)| *n).collect()
     }
 
     /// Watches that are not synced, for logs and `/readyz`.
@@ -345,6 +378,27 @@ mod tests {
         assert!(!h.synced());
         h.event_received();
         assert!(h.synced());
+    }
+
+    #[tokio::test]
+    async fn a_watch_task_that_ends_or_panics_is_never_synced_again() {
+        for panics in [false, true] {
+            let health = Arc::new(WatchHealth::default());
+            health.listed.store(true, Ordering::SeqCst);
+            assert!(health.synced());
+            let end = EndOfWatch("test", health.clone());
+            let task = tokio::spawn(async move {
+                let _end = end;
+                if panics {
+                    panic!("a conversion blew up");
+                }
+            });
+            let _ = task.await;
+            assert!(health.ended(), "panics: {panics}");
+            assert!(!health.synced(), "an ended watch is not synced, however quiet (panics: {panics})");
+            health.event_received();
+            assert!(!health.synced());
+        }
     }
 
     #[test]

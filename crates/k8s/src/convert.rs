@@ -260,14 +260,11 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
     let owner = if annotation(meta, "kubernetes.io/config.mirror").is_some() {
         Owner::Mirror
     } else {
+        // Group-qualified: a Volcano `batch.volcano.sh/Job` is not a `batch/Job`, and
+        // only `apps/DaemonSet` pods are node infrastructure.
         match meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)) {
             None => Owner::Bare,
-            Some(o) => match o.kind.as_str() {
-                "Job" => Owner::Job(o.name.clone()),
-                "DaemonSet" => Owner::DaemonSet(o.name.clone()),
-                "Node" => Owner::Mirror,
-                _ => Owner::of_controller(&o.api_version, &o.kind, &o.name),
-            },
+            Some(o) => Owner::of_controller(&o.api_version, &o.kind, &o.name),
         }
     };
     let mut anti_affinity = Vec::new();
@@ -330,8 +327,10 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
     view.do_not_disrupt = do_not_disrupt;
     view.gang = gang;
     view.started = status.and_then(|s| s.start_time.as_ref()).map(time_of);
-    view.active_deadline = spec.active_deadline_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64));
+    view.active_deadline = spec.active_deadline_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
     view.expected_duration = expected_duration;
+    view.uid = meta.uid.clone().filter(|u| !u.is_empty()).map(PodUid::new);
+    view.termination_grace = spec.termination_grace_period_seconds.filter(|s| *s >= 0).map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
     Ok(view)
 }
 

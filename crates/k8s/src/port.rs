@@ -9,9 +9,6 @@ use driver::{Cluster, ClusterView, Evicted, PortError, PortErrorKind, StatusRepo
 use model::{InstanceId, NodeGroupState, NodeName, PodKey, PodUid, Time};
 use planner::{PlannerEvent, RemovalEvidence};
 
-/// Grace period given to evicted pods (their own value if shorter is up to the kubelet).
-pub const EVICTION_GRACE_SECONDS: i64 = 30;
-
 /// The cluster, as the driver sees it.
 pub struct KubeCluster {
     pub cache: ClusterCache,
@@ -57,16 +54,16 @@ impl Cluster for KubeCluster {
         self.actuator.mark_idle(node, since).await.map_err(port_error)
     }
 
-    async fn evict(&mut self, pod: &PodKey, _uid: Option<&PodUid>, _grace_period: Option<std::time::Duration>) -> Result<Evicted, PortError> {
-        match self.actuator.evict(pod, Some(EVICTION_GRACE_SECONDS)).await.map_err(port_error)? {
+    async fn evict(&mut self, pod: &PodKey, uid: Option<&PodUid>, grace_period: Option<std::time::Duration>) -> Result<Evicted, PortError> {
+        match self.actuator.evict(pod, uid, grace_period).await.map_err(port_error)? {
             EvictionResult::Evicted => Ok(Evicted::Evicted),
             EvictionResult::Gone => Ok(Evicted::Gone),
             EvictionResult::Refused(m) => Ok(Evicted::Refused(m)),
         }
     }
 
-    async fn removal_evidence(&mut self, _instance: &InstanceId, _node: Option<&NodeName>) -> Result<RemovalEvidence, PortError> {
-        Err(PortError::fatal("unsupported", "removal evidence is not read yet"))
+    async fn removal_evidence(&mut self, instance: &InstanceId, node: Option<&NodeName>) -> Result<RemovalEvidence, PortError> {
+        self.actuator.removal_evidence(instance, node).await.map_err(port_error)
     }
 
     async fn publish(&mut self, now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError> {

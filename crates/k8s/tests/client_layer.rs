@@ -4,7 +4,7 @@
 use http::{Method, Request, Response, StatusCode};
 use k8s::actuator::{Actuator, EvictionResult, K8sError};
 use kube::client::Body;
-use model::{NodeName, PodKey, Time};
+use model::{NodeName, PodKey, PodUid, Time};
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
 
@@ -45,17 +45,25 @@ async fn eviction_posts_to_the_subresource_and_maps_429_and_404() {
         let body = body_json(req).await;
         assert_eq!(body["apiVersion"], "policy/v1");
         assert_eq!(body["kind"], "Eviction");
-        assert_eq!(body["deleteOptions"]["gracePeriodSeconds"], 30, "grace period under camelCase deleteOptions");
+        assert_eq!(body["deleteOptions"]["gracePeriodSeconds"], 45, "the pod's own grace period under camelCase deleteOptions");
+        assert_eq!(body["deleteOptions"]["preconditions"]["uid"], "uid-1", "the pod's uid as a precondition");
         send.send_response(status(429, "TooManyRequests"));
         let (_, send) = handle.next_request().await.expect("eviction 2");
         send.send_response(status(404, "NotFound"));
-        let (_, send) = handle.next_request().await.expect("eviction 3");
+        let (req, send) = handle.next_request().await.expect("eviction 3");
+        assert!(body_json(req).await.get("deleteOptions").is_none_or(|o| o.is_null()), "no options: the pod's defaults apply");
         send.send_response(Response::builder().status(201).body(Body::from(b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Success\"}".to_vec())).unwrap());
+        // A pod of the same name but another uid: the precondition fails (409).
+        let (_, send) = handle.next_request().await.expect("eviction 4");
+        send.send_response(status(409, "Conflict"));
     });
     let pod = PodKey::new("ns", "web-1");
-    assert!(matches!(actuator.evict(&pod, Some(30)).await.unwrap(), EvictionResult::Refused(_)));
-    assert_eq!(actuator.evict(&pod, Some(30)).await.unwrap(), EvictionResult::Gone);
-    assert_eq!(actuator.evict(&pod, Some(30)).await.unwrap(), EvictionResult::Evicted);
+    let uid = PodUid::new("uid-1");
+    let grace = Some(std::time::Duration::from_secs(45));
+    assert!(matches!(actuator.evict(&pod, Some(&uid), grace).await.unwrap(), EvictionResult::Refused(_)));
+    assert_eq!(actuator.evict(&pod, Some(&uid), grace).await.unwrap(), EvictionResult::Gone);
+    assert_eq!(actuator.evict(&pod, None, None).await.unwrap(), EvictionResult::Evicted);
+    assert_eq!(actuator.evict(&pod, Some(&uid), grace).await.unwrap(), EvictionResult::Gone, "409: the pod meant is gone");
     server.await.unwrap();
 }
 
@@ -148,4 +156,44 @@ async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
     let failures = poster.publish(Time::from_secs(1_795_428_060), &[(Time::from_secs(1_795_428_060), event)]).await.unwrap();
     assert_eq!(failures, 0);
     assert!(tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await.is_err());
+}
+
+#[tokio::test]
+async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("get node");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/api/v1/nodes/n1");
+        assert!(!req.uri().query().unwrap_or("").contains("resourceVersion"), "a quorum read, not a cached one");
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": "7"},
+            "spec": {"providerID": "aws:///us-west-2a/i-1", "taints": [{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]}})));
+        let (req, send) = handle.next_request().await.expect("list pods");
+        assert_eq!(req.uri().path(), "/api/v1/pods");
+        let query = req.uri().query().unwrap_or("").to_owned();
+        assert!(query.contains("fieldSelector=spec.nodeName%3Dn1"), "{query}");
+        assert!(!query.contains("resourceVersion"), "a quorum read: {query}");
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": [
+            {"metadata": {"name": "late", "namespace": "ns", "uid": "u1",
+                "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf", "uid": "w", "controller": true}]},
+             "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}}]})));
+        // The node is not under the expected name: every node is searched by provider id.
+        let (req, send) = handle.next_request().await.expect("get node 2");
+        assert_eq!(req.uri().path(), "/api/v1/nodes/n1");
+        send.send_response(status(404, "NotFound"));
+        let (req, send) = handle.next_request().await.expect("list nodes");
+        assert_eq!(req.uri().path(), "/api/v1/nodes");
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "9"}, "items": []})));
+    });
+    let evidence = actuator.removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1"))).await.unwrap();
+    let node = evidence.node.expect("the node");
+    assert_eq!(node.instance, Some(model::InstanceId::new("i-1")));
+    assert!(node.taints.iter().any(|t| t.key == "batch-autoscaler.io/retiring"));
+    assert_eq!(evidence.pods.len(), 1);
+    assert_eq!(evidence.pods[0].owner, model::Owner::controller("argoproj.io", "Workflow", "wf"));
+    assert_eq!(evidence.pods[0].uid, Some(PodUid::new("u1")));
+    let gone = actuator.removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1"))).await.unwrap();
+    assert!(gone.node.is_none() && gone.pods.is_empty());
+    server.await.unwrap();
 }

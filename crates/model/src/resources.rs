@@ -55,10 +55,10 @@ impl Resources {
         for (name, text) in entries {
             let q = parse_quantity(text).map_err(|e| (name.to_owned(), e))?;
             match name {
-                "cpu" => out.cpu_millis += q.milli_value(),
-                "memory" => out.memory_bytes += q.value(),
-                "ephemeral-storage" => out.ephemeral_storage_bytes += q.value(),
-                "pods" => out.pods += q.value(),
+                "cpu" => out.cpu_millis = out.cpu_millis.saturating_add(q.milli_value()),
+                "memory" => out.memory_bytes = out.memory_bytes.saturating_add(q.value()),
+                "ephemeral-storage" => out.ephemeral_storage_bytes = out.ephemeral_storage_bytes.saturating_add(q.value()),
+                "pods" => out.pods = out.pods.saturating_add(q.value()),
                 other => out.add_extended(other, q.value()),
             }
         }
@@ -74,7 +74,7 @@ impl Resources {
     pub fn add_extended(&mut self, name: &str, amount: i64) {
         match self.extended.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) => {
-                self.extended[i].1 += amount;
+                self.extended[i].1 = self.extended[i].1.saturating_add(amount);
                 if self.extended[i].1 == 0 {
                     self.extended.remove(i);
                 }
@@ -87,7 +87,7 @@ impl Resources {
     /// Sets an extended resource to exactly `amount`.
     pub fn set_extended(&mut self, name: &str, amount: i64) {
         let current = self.extended(name);
-        self.add_extended(name, amount - current);
+        self.add_extended(name, amount.saturating_sub(current));
     }
 
     /// GPUs (`nvidia.com/gpu`).
@@ -97,10 +97,12 @@ impl Resources {
 
     /// Element-wise sum.
     pub fn add(&mut self, other: &Resources) {
-        self.cpu_millis += other.cpu_millis;
-        self.memory_bytes += other.memory_bytes;
-        self.ephemeral_storage_bytes += other.ephemeral_storage_bytes;
-        self.pods += other.pods;
+        // Saturating: amounts come from the cluster, and no object may make the
+        // arithmetic panic (or wrap into a fit).
+        self.cpu_millis = self.cpu_millis.saturating_add(other.cpu_millis);
+        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
+        self.ephemeral_storage_bytes = self.ephemeral_storage_bytes.saturating_add(other.ephemeral_storage_bytes);
+        self.pods = self.pods.saturating_add(other.pods);
         for (name, v) in &other.extended {
             self.add_extended(name, *v);
         }
@@ -108,12 +110,12 @@ impl Resources {
 
     /// Element-wise difference (may go negative; callers check fit first).
     pub fn sub(&mut self, other: &Resources) {
-        self.cpu_millis -= other.cpu_millis;
-        self.memory_bytes -= other.memory_bytes;
-        self.ephemeral_storage_bytes -= other.ephemeral_storage_bytes;
-        self.pods -= other.pods;
+        self.cpu_millis = self.cpu_millis.saturating_sub(other.cpu_millis);
+        self.memory_bytes = self.memory_bytes.saturating_sub(other.memory_bytes);
+        self.ephemeral_storage_bytes = self.ephemeral_storage_bytes.saturating_sub(other.ephemeral_storage_bytes);
+        self.pods = self.pods.saturating_sub(other.pods);
         for (name, v) in &other.extended {
-            self.add_extended(name, -*v);
+            self.add_extended(name, v.saturating_neg());
         }
     }
 
@@ -154,7 +156,7 @@ impl Resources {
     /// placement hot path calls this for every pod × node it tries).
     pub fn fits_in_remaining(&self, allocatable: &Resources, used: &Resources) -> Result<(), Shortfall> {
         let check = |resource: &str, requested: i64, alloc: i64, taken: i64| {
-            let have = alloc - taken;
+            let have = alloc.saturating_sub(taken);
             if requested > 0 && requested > have {
                 Err(Shortfall { resource: resource.to_owned(), requested, available: have })
             } else {

@@ -89,8 +89,13 @@ impl fmt::Display for DurationParseError {
 
 impl std::error::Error for DurationParseError {}
 
+/// The longest duration accepted from text: anything longer is a typo or an attack,
+/// and would overflow the arithmetic on times (`1e20` seconds does not fit).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Parses a Go-style duration (`90s`, `10m`, `1h30m`, `500ms`, `1.5h`) or a plain
-/// number of seconds (`3300`, the seed's flag style). Negative values are rejected.
+/// number of seconds (`3300`, the seed's flag style). Negative values and values
+/// above [`MAX_DURATION`] are rejected.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
     let err = |reason| DurationParseError { text: text.to_owned(), reason };
     let trimmed = text.trim();
@@ -103,6 +108,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
     if let Ok(secs) = trimmed.parse::<f64>() {
         if !secs.is_finite() {
             return Err(err("not a finite number"));
+        }
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(err("longer than 100 years"));
         }
         return Ok(Duration::from_secs_f64(secs));
     }
@@ -127,6 +135,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
         };
         rest = &rest[unit_len..];
         total_ms += value * unit_ms;
+    }
+    if !(total_ms.is_finite() && total_ms <= MAX_DURATION.as_millis() as f64) {
+        return Err(err("longer than 100 years"));
     }
     Ok(Duration::from_millis(total_ms.round() as u64))
 }
@@ -188,6 +199,9 @@ pub mod serde_duration {
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(E::custom(format!("invalid duration {v}: negative durations are not allowed")));
                 }
+                if v > super::MAX_DURATION.as_secs_f64() {
+                    return Err(E::custom(format!("invalid duration {v}: longer than 100 years")));
+                }
                 Ok(Duration::from_secs_f64(v))
             }
         }
@@ -198,6 +212,14 @@ pub mod serde_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for text in ["1e20", "1e300", "99999999999999999999s", "1e15d", "18446744073709551616"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36500 * 86400));
+    }
 
     #[test]
     fn parses_go_style_and_plain_seconds() {

@@ -164,6 +164,8 @@ pub struct RemovalEvidence {
 }
 
 /// The result of an action.
+// Evidence is rare (one per removal) and moved, not copied about: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Done,

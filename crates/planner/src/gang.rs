@@ -3,7 +3,7 @@
 //! the partial launch is rolled back so no node idles for a gang that cannot start,
 //! and the pool is backed off so the next pass serves the gang elsewhere.
 
-use crate::actions::{Action, TerminateReason};
+use crate::actions::TerminateReason;
 use crate::events::PlannerEvent;
 use crate::Planner;
 use model::{ClusterSnapshot, GangId, InstanceId, LaunchFailureKind, NodeGroupId, PodPhase, Time};
@@ -91,32 +91,23 @@ impl Planner {
             .filter(|i| !launch.instances_before.contains(&i.id) && !self.terminating.contains_key(&i.id))
             .take(launch.nodes as usize)
             .collect();
-        let mut rolled = 0;
+        // Nodes requested but never launched: give the desired capacity back first,
+        // from the target before any rollback (never below the live instances, so the
+        // ASG picks none to terminate itself).
+        let target = self.requested_targets.get(&launch.group).map_or(group.target, |r| r.target);
+        let never_launched = launch.nodes.saturating_sub(launched.len() as u32);
+        let live = group.instances.len() as u32;
+        let undelivered = never_launched.min(target.saturating_sub(live));
+        self.give_back(now, &launch.group, target, undelivered);
         for instance in &launched {
             let node = node_of(&instance.id);
             // Never take away a node that runs something (safety over tidiness).
             if node.is_some_and(|n| occupied.contains(n.name.as_str())) {
                 continue;
             }
-            let id = self.next_id();
-            self.terminating.insert(instance.id.clone(), now);
-            self.actions.push_back(Action::TerminateInstance {
-                id,
-                group: launch.group.clone(),
-                instance: instance.id.clone(),
-                node: node.map(|n| n.name.clone()),
-                reason: TerminateReason::GangRollback,
-            });
-            rolled += 1;
-        }
-        // Nodes requested but never launched: give the desired capacity back.
-        let target = self.requested_targets.get(&launch.group).map_or(group.target, |r| r.target);
-        let after_terminations = target.saturating_sub(rolled);
-        let never_launched = launch.nodes.saturating_sub(launched.len() as u32);
-        let live = group.instances.len() as u32;
-        let undelivered = never_launched.min(target.saturating_sub(live));
-        if rolled > 0 || undelivered > 0 {
-            self.give_back(now, &launch.group, after_terminations, undelivered);
+            // Fenced and verified like every removal (a gang scheduler binds the whole
+            // gang at once, possibly just now); each lowers the target by one.
+            self.begin_removal(now, &launch.group, &instance.id, node, TerminateReason::GangRollback);
         }
         if back_off_pool {
             for zone in &group.spec.zones {

@@ -26,6 +26,7 @@ mod hash;
 mod lifecycle;
 pub mod placement;
 mod pools;
+mod removal;
 pub mod predicates;
 pub mod scaledown;
 mod scaleup;
@@ -87,8 +88,11 @@ pub struct Planner {
     idle_since: BTreeMap<NodeName, Time>,
     /// Nodes retired by us, as last known (taint + annotation on the node).
     pending_removals: BTreeMap<NodeName, PendingRemoval>,
-    /// Instances whose termination was requested and not yet seen gone.
+    /// Instances on their way out (fencing, verifying or terminating) and not yet
+    /// seen gone.
     terminating: BTreeMap<model::InstanceId, Time>,
+    /// Removals between the decision and the termination (see `removal`).
+    removals: BTreeMap<model::InstanceId, removal::Removal>,
     /// When evictions of a node's pods started (bounded by max-pod-eviction-time).
     draining_since: BTreeMap<NodeName, Time>,
     /// Pods already reported as unhelpable, with the reasons reported.
@@ -139,6 +143,7 @@ impl Planner {
             requested_targets: BTreeMap::new(),
             idle_since: BTreeMap::new(),
             pending_removals: BTreeMap::new(),
+            removals: BTreeMap::new(),
             terminating: BTreeMap::new(),
             draining_since: BTreeMap::new(),
             reported_unhelpable: hash::FxHashMap::default(),
@@ -208,6 +213,7 @@ impl Planner {
         self.check_gangs(now, snapshot);
         let scaled_up = self.scale_up(now, snapshot, &view);
         self.scale_down(now, snapshot, &view, scaled_up);
+        self.advance_removals(now);
         // Timers that are already due were served by this pass.
         self.wake_at = self.wake_at.split_off(&Time(now.0 + 1));
     }
@@ -226,6 +232,7 @@ impl Planner {
     pub fn handle_timeout(&mut self, now: Time) {
         self.wake_at = self.wake_at.split_off(&Time(now.0 + 1));
         self.expire_backoffs(now);
+        self.advance_removals(now);
     }
 
     /// The next action to carry out.

@@ -117,17 +117,7 @@ impl Planner {
                     self.wake(deadline);
                     continue;
                 }
-                let id = self.next_id();
-                self.terminating.insert(instance.id.clone(), now);
-                self.actions.push_back(Action::TerminateInstance {
-                    id,
-                    group: group.spec.id.clone(),
-                    instance: instance.id.clone(),
-                    node: None,
-                    reason: TerminateReason::LaunchTimeout,
-                });
-                let target = self.requested_targets.get(&group.spec.id).map_or(group.target, |r| r.target);
-                self.requested_targets.insert(group.spec.id.clone(), TargetRequest { target: target.saturating_sub(1), at: now });
+                self.begin_removal(now, &group.spec.id, &instance.id, None, TerminateReason::LaunchTimeout);
                 self.emit(now, PlannerEvent::LaunchTimedOut { instance: instance.id.clone(), group: group.spec.id.clone() });
                 let record = self.pools.record_failure(
                     now,
@@ -142,8 +132,10 @@ impl Planner {
 
     pub(crate) fn on_outcome(&mut self, now: Time, id: ActionId, outcome: Outcome) {
         let Some(action) = self.in_flight.remove(&id) else { return };
+        if self.removal_outcome(now, &action, &outcome) {
+            return;
+        }
         match outcome {
-            // Nothing asks for evidence yet.
             Outcome::Done | Outcome::Gone | Outcome::Evidence(_) => {}
             Outcome::Retry { message } | Outcome::Failed { message } => {
                 self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message });

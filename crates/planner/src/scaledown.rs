@@ -20,32 +20,54 @@ use std::time::Duration;
 /// How a pod on a node bears on removing the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodDisposition {
-    /// DaemonSet, mirror or expendable pod: ignored.
+    /// DaemonSet or mirror pod: part of every node, ignored.
     Ignored,
-    /// May be evicted (it will be recreated elsewhere).
+    /// May be evicted: its controller recreates it elsewhere with nothing lost.
     Evictable,
+    /// Evictable and below `expendable-pods-priority-cutoff`: evicted like any
+    /// evictable pod, but it neither keeps its node busy nor needs room elsewhere.
+    Expendable,
     /// Must finish on its own: the node can only be retired.
     MustFinish,
 }
 
-/// Classifies a pod for scale-down under the settings' `expendable-pods-priority-cutoff`
-/// and `evictable-owner-kinds`.
+/// Classifies a pod for scale-down under the settings' `evictable-owner-kinds` and
+/// `expendable-pods-priority-cutoff`.
+///
+/// Only a pod that something recreates with no lost work may be evicted: one marked
+/// `safe-to-evict: "true"`, or one whose controller is on `evictable-owner-kinds`
+/// (ReplicaSet, StatefulSet and ReplicationController by default). Every other owner
+/// (Job, Argo Workflow, Spark driver Pod, PyTorchJob, RayCluster, a bare pod, a kind we
+/// have never heard of) must finish. Priority never overrides that: a low-priority
+/// ("scavenger") Job pod must finish like any other; expendable only softens an
+/// evictable pod.
 pub fn disposition(pod: &PodView, settings: &crate::PlannerSettings) -> PodDisposition {
-    if pod.is_node_infrastructure() || pod.priority < settings.expendable_pods_priority_cutoff {
+    if pod.is_node_infrastructure() {
         return PodDisposition::Ignored;
     }
-    if pod.do_not_disrupt {
-        return PodDisposition::MustFinish;
+    let evictable = if pod.do_not_disrupt {
+        false
+    } else {
+        match pod.safe_to_evict {
+            Some(SafeToEvict::True) => true,
+            Some(SafeToEvict::False | SafeToEvict::OnCompletion) => false,
+            None => owner_is_evictable(&pod.owner, settings),
+        }
+    };
+    match (evictable, pod.priority < settings.expendable_pods_priority_cutoff) {
+        (false, _) => PodDisposition::MustFinish,
+        (true, false) => PodDisposition::Evictable,
+        (true, true) => PodDisposition::Expendable,
     }
-    match pod.safe_to_evict {
-        Some(SafeToEvict::True) => return PodDisposition::Evictable,
-        Some(SafeToEvict::False | SafeToEvict::OnCompletion) => return PodDisposition::MustFinish,
-        None => {}
-    }
-    match pod.owner {
-        Owner::Job(_) | Owner::Bare => PodDisposition::MustFinish,
-        Owner::Controller { .. } => PodDisposition::Evictable,
-        Owner::DaemonSet(_) | Owner::Mirror => PodDisposition::Ignored,
+}
+
+fn owner_is_evictable(owner: &Owner, settings: &crate::PlannerSettings) -> bool {
+    let kinds = &settings.evictable_owner_kinds;
+    match owner {
+        Owner::Controller { kind, .. } => kinds.contains(kind),
+        // A user may list batch/Job too (their Jobs checkpoint): honoured.
+        Owner::Job(_) => kinds.0.iter().any(|k| k.group == "batch" && k.kind == "Job"),
+        Owner::Bare | Owner::DaemonSet(_) | Owner::Mirror => false,
     }
 }
 
@@ -75,9 +97,23 @@ enum Plan {
 struct NodeFacts {
     managed: bool,
     must_finish: Vec<usize>,
+    /// Evictable pods that need room elsewhere before the node can be drained.
     evictable: Vec<usize>,
+    /// Expendable pods: evicted on a drain, but no reason to keep the node.
+    expendable: Vec<usize>,
     utilization: f64,
     gpu_node: bool,
+}
+
+impl NodeFacts {
+    /// Pods a drain evicts.
+    fn to_evict(&self) -> impl Iterator<Item = usize> + '_ {
+        self.evictable.iter().chain(&self.expendable).copied()
+    }
+
+    fn nothing_to_evict(&self) -> bool {
+        self.evictable.is_empty() && self.expendable.is_empty()
+    }
 }
 
 impl Planner {
@@ -164,7 +200,7 @@ impl Planner {
                         empty_budget -= 1;
                     }
                     self.pending_removals.remove(&name);
-                    if self.act(now, snapshot, view, &facts, ni, plan.clone(), pods) && uses_budget {
+                    if self.act(now, snapshot, &facts, ni, plan.clone(), pods) && uses_budget {
                         budget -= 1;
                         acted += 1;
                     }
@@ -214,11 +250,16 @@ impl Planner {
             && !view.terminating_nodes.contains(&ni);
         let mut must_finish = Vec::new();
         let mut evictable = Vec::new();
+        let mut expendable = Vec::new();
         let mut used = Resources::zero();
         for &p in &view.occupants[ni] {
             let pod = &snapshot.pods[p];
             match disposition(pod, &self.settings) {
                 PodDisposition::Ignored => continue,
+                PodDisposition::Expendable => {
+                    expendable.push(p);
+                    continue;
+                }
                 PodDisposition::Evictable => evictable.push(p),
                 PodDisposition::MustFinish => must_finish.push(p),
             }
@@ -232,7 +273,7 @@ impl Planner {
         } else {
             ratio(used.cpu_millis, alloc.cpu_millis).max(ratio(used.memory_bytes, alloc.memory_bytes))
         };
-        NodeFacts { managed, must_finish, evictable, utilization, gpu_node }
+        NodeFacts { managed, must_finish, evictable, expendable, utilization, gpu_node }
     }
 
     /// Nodes that could be removed now, with the method and the plan.
@@ -265,7 +306,7 @@ impl Planner {
         for (ni, node) in snapshot.nodes.iter().enumerate() {
             let f = &facts[ni];
             if f.managed && is_retired(node) && f.must_finish.is_empty() && !self.draining_since.contains_key(&node.name) {
-                let plan = if f.evictable.is_empty() { Plan::Terminate(TerminateReason::RetiredAndDrained) } else { Plan::Drain };
+                let plan = if f.nothing_to_evict() { Plan::Terminate(TerminateReason::RetiredAndDrained) } else { Plan::Drain };
                 out.push((ni, Method::RetiredDone, plan));
             }
         }
@@ -275,7 +316,7 @@ impl Planner {
                 continue;
             }
             if now.saturating_since(node.ready_changed) >= s.scale_down_unready_time && take_room(&mut room, group_of(node).expect("managed")) {
-                out.push((ni, Method::Unready, if f.evictable.is_empty() { Plan::Terminate(TerminateReason::Unready) } else { Plan::Drain }));
+                out.push((ni, Method::Unready, if f.nothing_to_evict() { Plan::Terminate(TerminateReason::Unready) } else { Plan::Drain }));
             }
         }
         // Empty nodes, longest idle first; each group may keep one warm spare.
@@ -306,7 +347,8 @@ impl Planner {
                 continue;
             }
             if now.saturating_since(since) >= s.scale_down_unneeded_time && take_room(&mut room, group_of(&snapshot.nodes[ni]).expect("managed")) {
-                out.push((ni, Method::Empty, Plan::Terminate(TerminateReason::Empty)));
+                let plan = if facts[ni].expendable.is_empty() { Plan::Terminate(TerminateReason::Empty) } else { Plan::Drain };
+                out.push((ni, Method::Empty, plan));
             }
         }
         self.spares.clear();
@@ -479,18 +521,18 @@ impl Planner {
 
     /// Carries out a confirmed plan. Returns whether a termination or drain started.
     #[allow(clippy::too_many_arguments)]
-    fn act(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, facts: &[NodeFacts], ni: usize, plan: Plan, pods: &[PodView]) -> bool {
+    fn act(&mut self, now: Time, snapshot: &ClusterSnapshot, facts: &[NodeFacts], ni: usize, plan: Plan, pods: &[PodView]) -> bool {
         let node = &snapshot.nodes[ni];
         let f = &facts[ni];
         match plan {
             Plan::Terminate(_) | Plan::Drain if node.instance.as_ref().is_some_and(|i| self.terminating.contains_key(i)) => false,
             Plan::Terminate(reason) => {
                 // The invariant, checked at the last moment on this fresh snapshot.
-                if !f.must_finish.is_empty() || !f.evictable.is_empty() {
+                if !f.must_finish.is_empty() || !f.nothing_to_evict() {
                     self.emit(now, PlannerEvent::ScaleDownCancelled { node: node.name.clone(), why: "pods appeared on the node".into() });
                     return false;
                 }
-                self.terminate_node(now, snapshot, view, ni, reason);
+                self.terminate_node(now, snapshot, ni, reason);
                 true
             }
             Plan::Drain => {
@@ -502,7 +544,7 @@ impl Planner {
                     self.actions.push_back(Action::RetireNode { id, node: node.name.clone(), reason: "draining: under-utilised, pods fit elsewhere".into() });
                 }
                 self.draining_since.insert(node.name.clone(), now);
-                for &p in &f.evictable {
+                for p in f.to_evict() {
                     let id = self.next_id();
                     self.actions.push_back(Action::EvictPod { id, pod: pods[p].key.clone(), uid: pods[p].uid.clone(), node: node.name.clone(), grace_period: pods[p].termination_grace });
                 }
@@ -522,23 +564,10 @@ impl Planner {
         }
     }
 
-    fn terminate_node(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, ni: usize, reason: TerminateReason) {
+    fn terminate_node(&mut self, now: Time, snapshot: &ClusterSnapshot, ni: usize, reason: TerminateReason) {
         let node = &snapshot.nodes[ni];
         let (Some(instance), Some(group)) = (node.instance.clone(), node.group.clone()) else { return };
-        if self.terminating.contains_key(&instance) {
-            // Already on its way out (a drain finished earlier in this pass).
-            return;
-        }
-        let id = self.next_id();
-        self.terminating.insert(instance.clone(), now);
-        self.draining_since.remove(&node.name);
-        if let Some(&gi) = view.group_index.get(&group) {
-            let current = self.requested_targets.get(&group).map_or(view.effective_target[gi], |r| r.target);
-            self.requested_targets.insert(group.clone(), crate::TargetRequest { target: current.saturating_sub(1), at: now });
-        }
-        self.actions.push_back(Action::TerminateInstance { id, group: group.clone(), instance: instance.clone(), node: Some(node.name.clone()), reason: reason.clone() });
-        self.emit(now, PlannerEvent::ScaleDown { node: Some(node.name.clone()), instance, group, reason });
-        self.last_scale_down = Some(now);
+        self.begin_removal(now, &group, &instance, Some(node), reason);
     }
 
     /// Drains under way: re-issue evictions refused so far, terminate when empty (on
@@ -554,8 +583,8 @@ impl Planner {
                 self.draining_since.remove(&name);
                 continue;
             }
-            if f.evictable.is_empty() {
-                self.terminate_node(now, snapshot, view, ni, TerminateReason::Underutilized);
+            if f.nothing_to_evict() {
+                self.terminate_node(now, snapshot, ni, TerminateReason::Underutilized);
                 continue;
             }
             if now.saturating_since(since) >= self.settings.max_pod_eviction_time {
@@ -566,7 +595,7 @@ impl Planner {
                 self.last_scale_down_failure = Some(now);
                 continue;
             }
-            for &p in &f.evictable {
+            for p in f.to_evict() {
                 let id = self.next_id();
                 let pod = &snapshot.pods[p];
                 self.actions.push_back(Action::EvictPod { id, pod: pod.key.clone(), uid: pod.uid.clone(), node: name.clone(), grace_period: pod.termination_grace });
@@ -598,8 +627,20 @@ mod tests {
         pinned.safe_to_evict = None;
         pinned.do_not_disrupt = true;
         assert_eq!(disposition(&pinned, &s), PodDisposition::MustFinish);
-        let mut expendable = mk(Owner::Job("j".into()));
-        expendable.priority = -20;
-        assert_eq!(disposition(&expendable, &s), PodDisposition::Ignored);
+        // Issue 12: priority never overrides protection; it only softens evictable pods.
+        let mut scavenger = mk(Owner::Job("j".into()));
+        scavenger.priority = -20;
+        assert_eq!(disposition(&scavenger, &s), PodDisposition::MustFinish);
+        let mut filler = mk(Owner::replica_set("r"));
+        filler.priority = -20;
+        assert_eq!(disposition(&filler, &s), PodDisposition::Expendable);
+        // Issue 12: an owner we do not know recreates nothing we know of.
+        for owner in [Owner::controller("argoproj.io", "Workflow", "w"), Owner::of_controller("v1", "Pod", "driver"), Owner::controller("batch.volcano.sh", "Job", "v")] {
+            assert_eq!(disposition(&mk(owner.clone()), &s), PodDisposition::MustFinish, "{owner:?}");
+        }
+        let mut with_argo = s.clone();
+        with_argo.evictable_owner_kinds = crate::OwnerKinds::parse("argoproj.io/Workflow").unwrap();
+        assert_eq!(disposition(&mk(Owner::controller("argoproj.io", "Workflow", "w")), &with_argo), PodDisposition::Evictable);
+        assert_eq!(disposition(&mk(Owner::replica_set("r")), &with_argo), PodDisposition::MustFinish, "the list replaces the default");
     }
 }

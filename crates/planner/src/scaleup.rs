@@ -767,23 +767,24 @@ fn how_many_fit(request: &Resources, allocatable: &Resources, used: &Resources, 
             n = n.min((have / requested).max(0));
         }
     };
-    limit(request.cpu_millis, allocatable.cpu_millis - used.cpu_millis);
-    limit(request.memory_bytes, allocatable.memory_bytes - used.memory_bytes);
-    limit(request.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes - used.ephemeral_storage_bytes);
-    limit(request.pods, allocatable.pods - used.pods);
+    limit(request.cpu_millis, allocatable.cpu_millis.saturating_sub(used.cpu_millis));
+    limit(request.memory_bytes, allocatable.memory_bytes.saturating_sub(used.memory_bytes));
+    limit(request.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes.saturating_sub(used.ephemeral_storage_bytes));
+    limit(request.pods, allocatable.pods.saturating_sub(used.pods));
     for (name, v) in &request.extended {
-        limit(*v, allocatable.extended(name) - used.extended(name));
+        limit(*v, allocatable.extended(name).saturating_sub(used.extended(name)));
     }
     n as usize
 }
 
+/// Saturating, like all arithmetic on amounts read from the cluster.
 fn add_times(used: &mut Resources, request: &Resources, times: i64) {
-    used.cpu_millis += request.cpu_millis * times;
-    used.memory_bytes += request.memory_bytes * times;
-    used.ephemeral_storage_bytes += request.ephemeral_storage_bytes * times;
-    used.pods += request.pods * times;
+    used.cpu_millis = used.cpu_millis.saturating_add(request.cpu_millis.saturating_mul(times));
+    used.memory_bytes = used.memory_bytes.saturating_add(request.memory_bytes.saturating_mul(times));
+    used.ephemeral_storage_bytes = used.ephemeral_storage_bytes.saturating_add(request.ephemeral_storage_bytes.saturating_mul(times));
+    used.pods = used.pods.saturating_add(request.pods.saturating_mul(times));
     for (name, v) in &request.extended {
-        used.add_extended(name, v * times);
+        used.add_extended(name, v.saturating_mul(times));
     }
 }
 

@@ -89,6 +89,11 @@ pub struct PlannerSettings {
     /// snapshot and carried out.
     #[serde(with = "serde_duration")]
     pub scale_down_confirm_delay: Duration,
+    /// How long a node is fenced (tainted) before the pods bound to it are read
+    /// afresh and its instance terminated: the time every scheduler needs to see the
+    /// taint. A pod found there aborts the removal.
+    #[serde(with = "serde_duration")]
+    pub fence_settle_time: Duration,
     /// Most nodes being drained or terminated at once (CA: 10).
     pub max_scale_down_parallelism: u32,
     /// Most empty nodes removed in one pass (CA: 10).
@@ -141,6 +146,7 @@ impl Default for PlannerSettings {
             scale_down_delay_after_delete: Duration::ZERO,
             scale_down_delay_after_failure: Duration::from_secs(3 * 60),
             scale_down_confirm_delay: Duration::from_secs(5),
+            fence_settle_time: Duration::from_secs(5),
             max_scale_down_parallelism: 10,
             max_empty_bulk_delete: 10,
             max_scale_in_fraction: 0.1,

@@ -33,7 +33,7 @@ pub struct State {
     /// Launch failures the next `launch_failures` call returns.
     pub launch_failures: Vec<LaunchFailure>,
     /// Set to false by the first `set_target_size` (leadership lost mid-pass).
-    pub lose_leadership_on_action: Option<watch::Sender<bool>>,
+    pub lose_leadership_on_action: Option<watch::Sender<driver::Leadership>>,
     pub stored_backoffs: Vec<BackoffRecord>,
     pub statuses: Vec<StatusReport>,
     pub published: Vec<(Time, PlannerEvent)>,
@@ -131,7 +131,7 @@ impl Cloud for FakeCloud {
         self.0.record(format!("set_target_size {group} {target}"));
         let mut s = self.0.lock();
         if let Some(sender) = s.lose_leadership_on_action.take() {
-            sender.send_replace(false);
+            sender.send_replace(driver::Leadership::Follower);
         }
         let now = s.now;
         let mut next = s.next_instance;

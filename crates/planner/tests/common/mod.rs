@@ -19,6 +19,8 @@ pub struct World {
     pub next_instance: u32,
     pub actions: Vec<Action>,
     pub events: Vec<PlannerEvent>,
+    /// The settings the planner under test runs with (evictions are checked against them).
+    pub settings: PlannerSettings,
 }
 
 pub fn group(name: &str, region: &str, zone: &str, vcpus: u32, mem_gib: u64, gpus: u32, max: u32) -> NodeGroupState {
@@ -54,7 +56,7 @@ pub fn job_pod(name: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
 
 impl World {
     pub fn new(groups: Vec<NodeGroupState>) -> Self {
-        Self { now: Time::from_secs(1_000), revision: 0, groups, nodes: vec![], pods: vec![], synced: true, next_instance: 0, actions: vec![], events: vec![] }
+        Self { now: Time::from_secs(1_000), revision: 0, groups, nodes: vec![], pods: vec![], synced: true, next_instance: 0, actions: vec![], events: vec![], settings: settings() }
     }
 
     pub fn snapshot(&mut self) -> ClusterSnapshot {
@@ -118,11 +120,9 @@ impl World {
                 self.nodes.retain(|n| n.instance.as_ref() != Some(instance));
                 for name in gone {
                     for p in self.pods.iter_mut().filter(|p| p.node.as_ref() == Some(&name)) {
-                        assert!(
-                            !(p.occupies_node() && matches!(p.owner, Owner::Job(_) | Owner::Bare)),
-                            "terminated node {name} while batch pod {} ran on it",
-                            p.key
-                        );
+                        // No workload at all may be on a node when its instance goes:
+                        // every removal is fenced and verified first.
+                        assert!(!(p.occupies_node() && !p.is_node_infrastructure()), "terminated node {name} while pod {} ran on it", p.key);
                     }
                     self.pods.retain(|p| p.node.as_ref() != Some(&name));
                 }
@@ -148,7 +148,11 @@ impl World {
             }
             Action::EvictPod { pod, .. } => {
                 let p = self.pods.iter().find(|p| &p.key == pod).expect("pod");
-                assert!(matches!(p.owner, Owner::Controller { .. }) || p.safe_to_evict == Some(SafeToEvict::True), "evicted a batch pod {pod}");
+                assert!(
+                    matches!(planner::disposition(p, &self.settings), planner::PodDisposition::Evictable | planner::PodDisposition::Expendable),
+                    "evicted a pod that must finish: {pod} ({:?})",
+                    p.owner
+                );
                 self.pods.retain(|p| &p.key != pod);
             }
             Action::MarkIdle { node, since, .. } => {

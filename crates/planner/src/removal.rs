@@ -1,0 +1,272 @@
+//! Removing an instance, safely: decide → fence → verify → terminate.
+//!
+//! Every termination of an instance whose node exists in Kubernetes (empty, drained,
+//! unready, gang rollback) goes through here. A decision is taken on a snapshot that
+//! is older than the moment of termination, and an empty node is exactly where the
+//! scheduler binds the next pod; so the node is first fenced (our `NoSchedule`
+//! retiring taint), then, once the fence is written and `fence-settle-time` has let
+//! every scheduler see it, a [`Action::VerifyRemoval`] reads the node and its pods
+//! afresh (after the taint). Only evidence that nothing but DaemonSet and mirror pods
+//! is bound there leads to [`Action::TerminateInstance`]; anything else aborts the
+//! removal and lifts a fence this removal put up.
+//!
+//! An instance that never became a node (launch timeout, gang rollback of an instance
+//! still booting) is verified too: a node may have registered for it since.
+
+use crate::actions::{Action, ActionId, Outcome, RemovalEvidence, TerminateReason};
+use crate::events::PlannerEvent;
+use crate::scaledown::is_retired;
+use crate::{Planner, TargetRequest};
+use model::{InstanceId, NodeGroupId, NodeName, NodeView, PodView, Time};
+
+/// One removal in progress.
+#[derive(Debug, Clone)]
+pub(crate) struct Removal {
+    group: NodeGroupId,
+    node: Option<NodeName>,
+    reason: TerminateReason,
+    /// This removal put the fence up (the node was not retired before): an abort
+    /// takes it down again. A node retired for its batch pods stays retired.
+    fenced_here: bool,
+    step: Step,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// The fence (RetireNode) is being written.
+    Fencing(ActionId),
+    /// The fence is written (or was there already, or there is no node to fence);
+    /// the evidence is read from this time on.
+    Settling { due: Time },
+    /// The evidence is being read.
+    Verifying(ActionId),
+    /// TerminateInstance was issued.
+    Terminating,
+}
+
+/// What the evidence says about a removal.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    Clear,
+    Abort(String),
+}
+
+/// Judges evidence read after the fence: the removal may go ahead only if the node
+/// still carries the fence and nothing but node infrastructure is bound to it.
+pub(crate) fn judge(evidence: &RemovalEvidence, expected_node: Option<&NodeName>) -> Verdict {
+    if let Some(node) = &evidence.node {
+        if expected_node.is_some_and(|n| n != &node.name) {
+            return Verdict::Abort(format!("the instance is now node {}, not the node decided on", node.name));
+        }
+        if !is_retired(node) {
+            return Verdict::Abort("the node no longer carries the retiring taint".into());
+        }
+    } else if expected_node.is_some() {
+        // The node object is gone but the instance is not: nothing can be bound to a
+        // node that does not exist, so the instance may go.
+    }
+    let workload: Vec<&PodView> = evidence.pods.iter().filter(|p| p.occupies_node() && !p.is_node_infrastructure()).collect();
+    match workload.as_slice() {
+        [] => Verdict::Clear,
+        [first, rest @ ..] => Verdict::Abort(format!(
+            "pod {}{} is on the node (read after the fence)",
+            first.key,
+            if rest.is_empty() { String::new() } else { format!(" and {} more", rest.len()) }
+        )),
+    }
+}
+
+impl Planner {
+    /// Starts removing `instance` (of `group`), backed by `node` when it registered.
+    /// The instance counts as terminating from here on (no second decision, no
+    /// un-retiring); nothing is terminated until the evidence is in.
+    pub(crate) fn begin_removal(&mut self, now: Time, group: &NodeGroupId, instance: &InstanceId, node: Option<&NodeView>, reason: TerminateReason) {
+        if self.terminating.contains_key(instance) {
+            return;
+        }
+        self.terminating.insert(instance.clone(), now);
+        // The instance no longer counts as capacity from here on (scale-up looks
+        // elsewhere at once); an abort gives it back.
+        self.adjust_requested_target(now, group, -1);
+        let step;
+        let mut fenced_here = false;
+        match node {
+            Some(n) if !is_retired(n) => {
+                let id = self.next_id();
+                self.actions.push_back(Action::RetireNode { id, node: n.name.clone(), reason: format!("fenced before removal ({})", reason.as_str()) });
+                fenced_here = true;
+                step = Step::Fencing(id);
+            }
+            // Already fenced: the snapshot that shows the taint was read after it was
+            // written, so evidence read from now on is newer than the fence; the
+            // settle time still lets every scheduler see it.
+            Some(_) => step = Step::Settling { due: now + self.settings.fence_settle_time },
+            // No node: nothing to fence, nothing to settle; the evidence says whether
+            // a node registered for the instance since.
+            None => step = Step::Settling { due: now },
+        }
+        let removal = Removal { group: group.clone(), node: node.map(|n| n.name.clone()), reason, fenced_here, step };
+        self.removals.insert(instance.clone(), removal);
+        self.advance_removals(now);
+    }
+
+    /// Issues the verification of every removal whose fence has settled.
+    pub(crate) fn advance_removals(&mut self, now: Time) {
+        // A removal whose instance left `terminating` (gone, or failed) is over.
+        let terminating = &self.terminating;
+        self.removals.retain(|instance, _| terminating.contains_key(instance));
+        let due: Vec<InstanceId> = self
+            .removals
+            .iter()
+            .filter_map(|(instance, r)| match r.step {
+                Step::Settling { due } if now >= due => Some(instance.clone()),
+                Step::Settling { due } => {
+                    self.wake_at.insert(due);
+                    None
+                }
+                _ => None,
+            })
+            .collect();
+        for instance in due {
+            let id = self.next_id();
+            let r = self.removals.get_mut(&instance).expect("due removal");
+            r.step = Step::Verifying(id);
+            let action = Action::VerifyRemoval { id, group: r.group.clone(), instance: instance.clone(), node: r.node.clone(), reason: r.reason.clone() };
+            self.actions.push_back(action);
+        }
+    }
+
+    /// The outcome of a fence or a verification that belongs to a removal. Returns
+    /// false when `action` is not part of one.
+    pub(crate) fn removal_outcome(&mut self, now: Time, action: &Action, outcome: &Outcome) -> bool {
+        let id = action.id();
+        let Some(instance) = self.removals.iter().find(|(_, r)| matches!(r.step, Step::Fencing(a) | Step::Verifying(a) if a == id)).map(|(i, _)| i.clone()) else {
+            return false;
+        };
+        let r = self.removals.get(&instance).expect("found").clone();
+        match (&r.step, outcome) {
+            (Step::Fencing(_), Outcome::Done) => {
+                let due = now + self.settings.fence_settle_time;
+                self.removals.get_mut(&instance).expect("found").step = Step::Settling { due };
+                self.advance_removals(now);
+            }
+            (Step::Fencing(_), Outcome::Gone) => {
+                // The node object is gone: verify what the instance still backs.
+                self.removals.get_mut(&instance).expect("found").step = Step::Settling { due: now };
+                self.advance_removals(now);
+            }
+            (Step::Verifying(_), Outcome::Evidence(evidence)) => match judge(evidence, r.node.as_ref()) {
+                Verdict::Clear => self.terminate_verified(now, &instance, &r),
+                Verdict::Abort(why) => self.abort_removal(now, &instance, &r, why),
+            },
+            (Step::Verifying(_), Outcome::Gone) => {
+                // The instance is gone already: nothing left to terminate.
+                self.removals.remove(&instance);
+            }
+            (_, Outcome::Retry { message } | Outcome::Failed { message }) => {
+                self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message: message.clone() });
+                self.abort_removal(now, &instance, &r, "the fence or the evidence could not be obtained".into());
+            }
+            (_, other) => {
+                // A verification answered without evidence is no proof of anything.
+                let why = format!("no evidence for the removal ({other:?})");
+                self.abort_removal(now, &instance, &r, why);
+            }
+        }
+        true
+    }
+
+    fn terminate_verified(&mut self, now: Time, instance: &InstanceId, r: &Removal) {
+        if let Some(removal) = self.removals.get_mut(instance) {
+            removal.step = Step::Terminating;
+        }
+        if let Some(node) = &r.node {
+            self.draining_since.remove(node);
+        }
+        let id = self.next_id();
+        self.actions.push_back(Action::TerminateInstance { id, group: r.group.clone(), instance: instance.clone(), node: r.node.clone(), reason: r.reason.clone() });
+        self.emit(now, PlannerEvent::ScaleDown { node: r.node.clone(), instance: instance.clone(), group: r.group.clone(), reason: r.reason.clone() });
+        if r.reason != TerminateReason::LaunchTimeout {
+            self.last_scale_down = Some(now);
+        }
+    }
+
+    /// Moves the group's remembered target by `delta` (TerminateInstance lowers the
+    /// desired capacity by one with the instance).
+    fn adjust_requested_target(&mut self, now: Time, group: &NodeGroupId, delta: i64) {
+        let current = self.requested_targets.get(group).map(|t| t.target).or_else(|| self.last_targets.get(group).copied());
+        if let Some(current) = current {
+            let target = u32::try_from((i64::from(current) + delta).max(0)).unwrap_or(u32::MAX);
+            self.requested_targets.insert(group.clone(), TargetRequest { target, at: now });
+        }
+    }
+
+    fn abort_removal(&mut self, now: Time, instance: &InstanceId, r: &Removal, why: String) {
+        self.removals.remove(instance);
+        self.terminating.remove(instance);
+        self.adjust_requested_target(now, &r.group, 1);
+        self.last_scale_down_failure = Some(now);
+        if let Some(node) = &r.node {
+            self.draining_since.remove(node);
+            self.pending_removals.remove(node);
+            if r.fenced_here {
+                let id = self.next_id();
+                self.actions.push_back(Action::UnretireNode { id, node: node.clone() });
+            }
+            self.emit(now, PlannerEvent::ScaleDownCancelled { node: node.clone(), why });
+        } else {
+            self.emit(now, PlannerEvent::Warning { message: format!("removal of instance {instance} of {} cancelled: {why}", r.group) });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::well_known::TAINT_RETIRING;
+    use model::{Owner, PodKey, PodPhase, Resources, Taint, TaintEffect};
+
+    fn node(fenced: bool) -> NodeView {
+        let mut n = NodeView::new(NodeName::new("n1"), Resources::cpu_mem(4, 16), Time::ZERO);
+        if fenced {
+            n.taints.push(Taint { key: TAINT_RETIRING.into(), value: String::new(), effect: TaintEffect::NoSchedule });
+        }
+        n
+    }
+
+    fn pod(owner: Owner, phase: PodPhase) -> PodView {
+        let mut p = PodView::new(PodKey::new("d", "p"), Resources::cpu_mem(1, 1), owner, Time::ZERO);
+        p.node = Some(NodeName::new("n1"));
+        p.phase = phase;
+        p
+    }
+
+    #[test]
+    fn evidence_with_only_node_infrastructure_or_finished_pods_is_clear() {
+        let e = RemovalEvidence {
+            node: Some(node(true)),
+            pods: vec![pod(Owner::DaemonSet("ds".into()), PodPhase::Running), pod(Owner::Mirror, PodPhase::Running), pod(Owner::Job("j".into()), PodPhase::Succeeded)],
+        };
+        assert_eq!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Clear);
+    }
+
+    #[test]
+    fn a_pod_bound_after_the_fence_aborts_whatever_its_owner() {
+        for owner in [Owner::Job("j".into()), Owner::replica_set("r"), Owner::Bare, Owner::controller("argoproj.io", "Workflow", "w")] {
+            let e = RemovalEvidence { node: Some(node(true)), pods: vec![pod(owner.clone(), PodPhase::Pending)] };
+            assert!(matches!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Abort(_)), "{owner:?}");
+        }
+    }
+
+    #[test]
+    fn a_node_whose_fence_was_lifted_or_that_changed_identity_aborts() {
+        let e = RemovalEvidence { node: Some(node(false)), pods: vec![] };
+        assert!(matches!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Abort(_)));
+        let e = RemovalEvidence { node: Some(node(true)), pods: vec![] };
+        assert!(matches!(judge(&e, Some(&NodeName::new("other"))), Verdict::Abort(_)));
+        // An instance that registered a node since the decision (decided with none):
+        // the fence is not there, so it is not removed.
+        assert!(matches!(judge(&RemovalEvidence { node: Some(node(false)), pods: vec![] }, None), Verdict::Abort(_)));
+        assert_eq!(judge(&RemovalEvidence { node: None, pods: vec![] }, None), Verdict::Clear);
+    }
+}
