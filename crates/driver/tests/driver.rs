@@ -552,3 +552,39 @@ async fn health_readiness_and_metrics_over_a_loopback_socket() {
     assert_eq!(get(addr, "/healthz").await.0, 200);
     server.abort();
 }
+
+/// Issue 12: a leader cut off from the API server (its elector can no longer renew,
+/// so no new verdict arrives) stops acting when its last verdict runs out, and acts
+/// again only once it holds the lease anew.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_lease_is_not_renewed_stops_acting_when_its_verdict_runs_out() {
+    let world = cpu_world(3);
+    let clock = TokioClock::new(T0);
+    let driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock))
+        .unwrap();
+    let health = driver.http_state().health;
+    let until = |secs| Leadership::Leader { until: Some(tokio::time::Instant::now().into_std() + Duration::from_secs(secs)) };
+    let (leader_tx, leader) = watch::channel(until(25));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let script = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(world.calls_named("refresh").len(), 1, "leads at first");
+        // No renewal from here on (the elector is cut off): passes at 10s and 20s run,
+        // none after the verdict runs out at 25s, however long it stays out.
+        tokio::time::sleep(Duration::from_secs(24)).await;
+        let before = world.calls().len();
+        assert_eq!(world.calls_named("refresh").len(), 3);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(world.calls().len(), before, "acted after its leadership ran out: {:?}", &world.calls()[before..]);
+        assert!(health.ready(), "a follower is ready (it serves no decisions)");
+        // Renewed again (the lease is held anew): acts again.
+        leader_tx.send_replace(until(60));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(world.calls_named("refresh").len(), 4, "acts at once on holding the lease again");
+        stop_tx.send(()).unwrap();
+    };
+    let shutdown = async {
+        let _ = stop_rx.await;
+    };
+    tokio::join!(driver.run(Arc::new(Notify::new()), leader, shutdown), script);
+}

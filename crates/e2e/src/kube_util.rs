@@ -99,6 +99,9 @@ pub struct PodTemplate {
     pub annotations: BTreeMap<String, String>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Value>,
+    pub priority_class: Option<String>,
+    /// `spec.nodeName`: bound at creation, bypassing the scheduler.
+    pub node_name: Option<String>,
 }
 
 impl PodTemplate {
@@ -112,7 +115,17 @@ impl PodTemplate {
             annotations: BTreeMap::new(),
             node_selector: BTreeMap::new(),
             tolerations: vec![],
+            priority_class: None,
+            node_name: None,
         }
+    }
+    pub fn priority_class(mut self, name: &str) -> Self {
+        self.priority_class = Some(name.into());
+        self
+    }
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node_name = Some(node.into());
+        self
     }
     pub fn runs_for(mut self, duration: &str) -> Self {
         self.duration = Some(duration.into());
@@ -150,7 +163,7 @@ impl PodTemplate {
             requests["nvidia.com/gpu"] = json!(self.gpus.to_string());
             limits["nvidia.com/gpu"] = json!(self.gpus.to_string());
         }
-        json!({
+        let mut pod = json!({
             "metadata": {"labels": self.labels, "annotations": annotations},
             "spec": {
                 "restartPolicy": restart_policy,
@@ -159,7 +172,14 @@ impl PodTemplate {
                 "nodeSelector": self.node_selector,
                 "tolerations": self.tolerations,
             }
-        })
+        });
+        if let Some(class) = &self.priority_class {
+            pod["spec"]["priorityClassName"] = json!(class);
+        }
+        if let Some(node) = &self.node_name {
+            pod["spec"]["nodeName"] = json!(node);
+        }
+        pod
     }
 }
 
@@ -175,6 +195,27 @@ pub async fn create_job(client: &kube::Client, ns: &str, name: &str, pods: u32, 
         "spec": {"parallelism": pods, "completions": pods, "backoffLimit": 0, "template": pod.to_json("Never")}
     }))?;
     Ok(Api::<Job>::namespaced(client.clone(), ns).create(&PostParams::default(), &job).await.with_context(|| format!("create Job {name}"))?)
+}
+
+/// Creates a pod that runs to completion (restartPolicy Never), owned by `owner` (an
+/// owner reference, as the object's controller) or bare.
+pub async fn create_pod(client: &kube::Client, ns: &str, name: &str, template: &PodTemplate, owner: Option<Value>) -> anyhow::Result<Pod> {
+    let mut pod = template.to_json("Never");
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["name"] = json!(name);
+    pod["metadata"]["namespace"] = json!(ns);
+    if let Some(mut owner) = owner {
+        owner["controller"] = json!(true);
+        pod["metadata"]["ownerReferences"] = json!([owner]);
+    }
+    let pod: Pod = serde_json::from_value(pod)?;
+    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.with_context(|| format!("create Pod {name}"))
+}
+
+/// An owner reference to `object` (as read back with its uid).
+pub fn owner_reference(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": uid})
 }
 
 /// Creates a Deployment whose pods carry `app=<name>`.

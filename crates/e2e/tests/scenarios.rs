@@ -1104,3 +1104,147 @@ async fn cache_memory(s: &mut Scenario) -> Result<()> {
     ensure!(actions.is_empty(), "actions with everything fitting and busy: {actions:?}");
     Ok(())
 }
+
+/// Applies the stand-in CRDs of batch controllers and the `scavenger` PriorityClass
+/// (value -100, far below the expendable cutoff), once per control plane.
+fn batch_cluster_kinds(world: &e2e::World) -> Result<()> {
+    let root = e2e::paths::workspace();
+    let crds = std::fs::read_to_string(root.join("testenv/crds/batch-controllers.yaml"))?;
+    world.kubectl_admin(&["apply", "-f", "-"], &crds)?;
+    for crd in ["crd/workflows.argoproj.io", "crd/pytorchjobs.kubeflow.org"] {
+        world.kubectl_admin(&["wait", "--for=condition=established", "--timeout=60s", crd], "")?;
+    }
+    world.kubectl_admin(
+        &["apply", "-f", "-"],
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: scavenger\nvalue: -100\ndescription: batch work that may wait (e2e)\n",
+    )?;
+    Ok(())
+}
+
+/// Creates a custom object and returns its uid (for owner references).
+fn create_owner(world: &e2e::World, ns: &str, api_version: &str, kind: &str, name: &str) -> Result<String> {
+    world.kubectl_admin(&["apply", "-f", "-"], &format!("apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec: {{}}\n"))?;
+    let uid = world.kubectl_admin(&["get", &kind.to_lowercase(), name, "-n", ns, "-o", "jsonpath={.metadata.uid}"], "")?;
+    ensure!(!uid.trim().is_empty(), "no uid for {kind} {name}");
+    Ok(uid.trim().to_owned())
+}
+
+/// Issue 12. Pods of the controllers batch clusters run — an Argo Workflow, a Kubeflow
+/// PyTorchJob, a Spark executor owned by its driver Pod — and a low-priority Job pod,
+/// on a node that is under-utilised (threshold 0.9): none is evicted or killed; the
+/// node is retired while they run and removed once they have finished.
+#[test]
+fn batch_controllers_pods_are_never_evicted_and_their_node_waits_for_them() {
+    scenario("batch-controllers", |s| Box::pin(batch_controllers(s)));
+}
+
+async fn batch_controllers(s: &mut Scenario) -> Result<()> {
+    batch_cluster_kinds(s.world)?;
+    s.primary().group(&GroupOptions::new("bc-m5", "m5.xlarge", 4)).await?;
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
+    let options = s.options().flag("scale-down-unneeded-time", "10s").flag("scale-down-utilization-threshold", "0.9");
+    let autoscaler = s.autoscaler("main", &options).await?;
+    let ns = s.namespace.clone();
+    let workflow = create_owner(s.world, &ns, "argoproj.io/v1alpha1", "Workflow", "etl")?;
+    let pytorch = create_owner(s.world, &ns, "kubeflow.org/v1", "PyTorchJob", "train")?;
+    let run = "120s";
+    let small = || PodTemplate::new("400m", "512Mi").runs_for(run).label("e2e", "batch");
+    let driver = kube_util::create_pod(&s.kube, &ns, "spark-driver", &small(), None).await?;
+    let driver_uid = driver.metadata.uid.clone().context("driver uid")?;
+    let owned = [
+        ("etl-step-1", kube_util::owner_reference("argoproj.io/v1alpha1", "Workflow", "etl", &workflow)),
+        ("etl-step-2", kube_util::owner_reference("argoproj.io/v1alpha1", "Workflow", "etl", &workflow)),
+        ("train-worker-0", kube_util::owner_reference("kubeflow.org/v1", "PyTorchJob", "train", &pytorch)),
+        ("train-worker-1", kube_util::owner_reference("kubeflow.org/v1", "PyTorchJob", "train", &pytorch)),
+        ("spark-exec-1", kube_util::owner_reference("v1", "Pod", "spark-driver", &driver_uid)),
+    ];
+    for (name, owner) in owned {
+        kube_util::create_pod(&s.kube, &ns, name, &small(), Some(owner)).await?;
+    }
+    // A "scavenger" Job pod: expendable, so it buys no node, but it runs on the node
+    // the others bought and must not be killed for its priority.
+    create_job(&s.kube, &ns, "scavenger", 1, &PodTemplate::new("300m", "256Mi").runs_for(run).priority_class("scavenger").label("e2e", "batch")).await?;
+    let expected = 7;
+    let running = wait_until("the batch pods running", Duration::from_secs(120), || async {
+        let pods = kube_util::running_pods_with(&s.kube, &ns, "e2e", "batch").await?;
+        Ok(if pods.len() == expected { Check::Done(pods) } else { Check::Waiting(format!("{} of {expected} running", pods.len())) })
+    })
+    .await?;
+    let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(|p| kube_util::pod_node(p).map(str::to_owned)).collect();
+    s.note(&format!("{expected} batch pods running on {nodes:?}"));
+
+    // Every pod finishes, Succeeded, never deleted before.
+    wait_until("every batch pod finished", Duration::from_secs(240), || async {
+        let pods = recorder.pods();
+        let open: Vec<&String> = pods.iter().filter(|(_, p)| p.finished.is_none()).map(|(n, _)| n).collect();
+        Ok(if pods.len() >= expected && open.is_empty() { Check::Done(()) } else { Check::Waiting(format!("not finished: {open:?}")) })
+    })
+    .await?;
+    let pods = recorder.pods();
+    for (name, pod) in &pods {
+        let (_, phase) = pod.finished.clone().context("finished")?;
+        ensure!(phase == "Succeeded", "{name} ended {phase} ({pod:?})");
+    }
+    ensure!(recorder.killed_pods().is_empty(), "pods deleted before they finished: {:?}", recorder.killed_pods());
+    let last_finished = pods.values().filter_map(|p| p.finished.as_ref().map(|(t, _)| *t)).max().context("finish times")?;
+    let node_records = recorder.nodes();
+    let retired_while_running = nodes.iter().any(|n| node_records.get(n).is_some_and(|r| r.retiring.iter().any(|(t, on)| *on && *t < last_finished)));
+    ensure!(retired_while_running, "no node of the batch pods was retired while they ran: {node_records:?}");
+
+    // Then the nodes go, and none went before its pods.
+    s.wait_no_nodes("bc-m5", Duration::from_secs(120)).await?;
+    no_node_outlived_by_its_pods(&recorder)?;
+    let actions = actions_in(&autoscaler.log_text());
+    ensure!(!actions.iter().any(|a| a.starts_with("evict")), "evicted a batch pod: {actions:?}");
+    ensure!(actions.iter().any(|a| a.starts_with("retire node")), "{actions:?}");
+    drop(bridge);
+    Ok(())
+}
+
+/// Issue 12. The race between a removal and the scheduler: once an idle node is
+/// fenced, a pod is bound to it directly (as a scheduler working from a cache that has
+/// not seen the taint would). The removal reads the node's pods after the fence, finds
+/// the pod, cancels, lifts the fence; the pod runs to completion; the node goes only
+/// after it.
+#[test]
+fn a_pod_bound_to_a_node_being_removed_is_never_killed() {
+    scenario("removal-race", |s| Box::pin(removal_race(s)));
+}
+
+async fn removal_race(s: &mut Scenario) -> Result<()> {
+    s.primary().group(&GroupOptions::new("race-m5", "m5.xlarge", 2)).await?;
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
+    // A long settle time leaves a wide window between the fence and the verification.
+    let options = s.options().flag("scale-down-unneeded-time", "10s").flag("fence-settle-time", "30s").flag("scale-down-delay-after-failure", "10s");
+    let autoscaler = s.autoscaler("main", &options).await?;
+    create_job(&s.kube, &s.namespace, "warm", 1, &PodTemplate::new("500m", "256Mi").runs_for("3s")).await?;
+    wait_job_complete(&s.kube, &s.namespace, "warm", Duration::from_secs(120)).await?;
+    let node = wait_until("the idle node fenced", Duration::from_secs(120), || async {
+        let fenced = recorder.nodes().into_iter().find(|(_, r)| r.gone.is_none() && r.retiring.last().is_some_and(|(_, on)| *on)).map(|(n, _)| n);
+        Ok(match fenced {
+            Some(n) => Check::Done(n),
+            None => Check::Waiting("no fenced node yet".into()),
+        })
+    })
+    .await?;
+    s.note(&format!("{node} fenced; binding a Job-like pod to it directly"));
+    // It runs longer than the settle time: the verification finds it running.
+    kube_util::create_pod(&s.kube, &s.namespace, "late", &PodTemplate::new("500m", "256Mi").runs_for("90s").on_node(&node), None).await?;
+    wait_until("the late pod finished", Duration::from_secs(180), || async {
+        Ok(match recorder.pods().get("late").and_then(|p| p.finished.clone()) {
+            Some((_, phase)) => Check::Done(phase),
+            None => Check::Waiting(format!("{:?}", recorder.pods().get("late"))),
+        })
+    })
+    .await
+    .and_then(|phase| if phase == "Succeeded" { Ok(()) } else { anyhow::bail!("the late pod ended {phase}") })?;
+    ensure!(recorder.killed_pods().is_empty(), "killed: {:?}", recorder.killed_pods());
+    s.wait_no_nodes("race-m5", Duration::from_secs(180)).await?;
+    no_node_outlived_by_its_pods(&recorder)?;
+    let log = autoscaler.log_text();
+    ensure!(log.contains("cancelled") && log.contains("late"), "the removal was not cancelled for the late pod");
+    drop(bridge);
+    Ok(())
+}

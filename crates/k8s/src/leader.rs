@@ -13,7 +13,7 @@
 use driver::Leadership;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -178,8 +178,10 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaderConfig, observed:
     }
     spec.renew_time = Some(now_micro());
     spec.lease_duration_seconds = Some(duration_secs);
-    // The replace carries the resourceVersion read: if anyone wrote in between, 409.
-    match api.replace(&config.lease_name, &PostParams::default(), &lease).await {
+    // A patch carrying the resourceVersion read: if anyone wrote in between, 409 (the
+    // chart grants get and patch on the lease, and create).
+    let body = serde_json::json!({"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": lease.spec});
+    match api.patch(&config.lease_name, &PatchParams::default(), &Patch::Merge(&body)).await {
         Ok(_) => Attempt::Held,
         Err(kube::Error::Api(s)) if s.code == 409 => Attempt::Other("a replica that wrote the lease first".into()),
         Err(e) => Attempt::Unknown(e.to_string()),

@@ -95,6 +95,8 @@ pub struct Planner {
     removals: BTreeMap<model::InstanceId, removal::Removal>,
     /// When evictions of a node's pods started (bounded by max-pod-eviction-time).
     draining_since: BTreeMap<NodeName, Time>,
+    /// Drains whose taint is not yet seen: no eviction has been issued.
+    drains_awaiting_taint: BTreeSet<NodeName>,
     /// Pods already reported as unhelpable, with the reasons reported.
     /// (The reasons text is shared by every pod of a class: one allocation, not one per pod.)
     /// Looked up only, never iterated into output, so hashed (50,000 entries at scale).
@@ -115,8 +117,10 @@ pub struct Planner {
     /// Group specs and live instance counts as of the last snapshot.
     last_specs: BTreeMap<NodeGroupId, model::NodeGroupSpec>,
     last_instance_counts: BTreeMap<NodeGroupId, u32>,
-    /// Under-utilised since (not persisted: a restart waits the unneeded time again).
-    unneeded_since: BTreeMap<NodeName, Time>,
+    /// Since when each node has been under-utilised, with the node's creation time (a
+    /// node that reuses the name of an old one starts afresh). Not persisted: a
+    /// restart waits the unneeded time again.
+    unneeded_since: BTreeMap<NodeName, (Time, Time)>,
     /// Pods a scale-up bought nodes for, with the group and when (until the nodes
     /// arrive or the provision time passes).
     nominated: BTreeMap<PodKey, (NodeGroupId, Time)>,
@@ -144,6 +148,7 @@ impl Planner {
             idle_since: BTreeMap::new(),
             pending_removals: BTreeMap::new(),
             removals: BTreeMap::new(),
+            drains_awaiting_taint: BTreeSet::new(),
             terminating: BTreeMap::new(),
             draining_since: BTreeMap::new(),
             reported_unhelpable: hash::FxHashMap::default(),

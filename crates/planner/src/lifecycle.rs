@@ -50,8 +50,11 @@ impl Planner {
         self.terminating.retain(|id, _| live.contains(id));
         let names: BTreeSet<_> = snapshot.nodes.iter().map(|n| &n.name).collect();
         self.idle_since.retain(|n, _| names.contains(n));
+        self.unneeded_since.retain(|n, _| names.contains(n));
         self.pending_removals.retain(|n, _| names.contains(n));
         self.draining_since.retain(|n, _| names.contains(n));
+        let draining = &self.draining_since;
+        self.drains_awaiting_taint.retain(|n| draining.contains_key(n));
     }
 
     /// A cloud adapter reported failed launches: back the pool off and give back the
@@ -89,8 +92,12 @@ impl Planner {
 
     /// Lowers a group's target from `from` by `undelivered` nodes the cloud will not
     /// deliver, and remembers the new target until a snapshot shows it.
+    /// Never below the group's live instances: lowering the desired capacity under
+    /// them would let AWS pick instances to terminate, running pods and all.
     pub(crate) fn give_back(&mut self, now: Time, group: &model::NodeGroupId, from: u32, undelivered: u32) {
-        let to = from.saturating_sub(undelivered);
+        let live = self.last_instance_counts.get(group).copied().unwrap_or(0);
+        let to = from.saturating_sub(undelivered).max(live.min(from));
+        let undelivered = from - to;
         if undelivered > 0 {
             let id = self.next_id();
             self.actions.push_back(Action::SetTargetSize { id, group: group.clone(), from, to, reason: TargetReason::GiveBack { undelivered } });
@@ -104,6 +111,12 @@ impl Planner {
     pub(crate) fn handle_launch_timeouts(&mut self, now: Time, snapshot: &ClusterSnapshot) {
         let registered: BTreeSet<_> = snapshot.nodes.iter().filter_map(|n| n.instance.as_ref()).collect();
         let limit = self.settings.max_node_provision_time;
+        // A node registers before the cloud controller sets its providerID: while a
+        // young node cannot be told apart, any overdue instance may be that node.
+        if let Some(young) = snapshot.nodes.iter().filter(|n| n.instance.is_none() && now.saturating_since(n.created) < limit).map(|n| n.created).min() {
+            self.wake(young + limit);
+            return;
+        }
         for group in &snapshot.groups {
             for instance in &group.instances {
                 if instance.state == InstanceState::Terminating
@@ -156,6 +169,8 @@ impl Planner {
                     }
                     Action::RetireNode { node, .. } => {
                         self.pending_removals.remove(&node);
+                        // A drain does not go on without its taint.
+                        self.draining_since.remove(&node);
                         self.last_scale_down_failure = Some(now);
                     }
                     _ => {}

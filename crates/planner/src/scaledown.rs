@@ -71,6 +71,17 @@ fn owner_is_evictable(owner: &Owner, settings: &crate::PlannerSettings) -> bool 
     }
 }
 
+/// A node the autoscaler may act on: it backs an instance of a group in the snapshot,
+/// is not marked `scale-down-disabled` (or the seed's `openai/detached`), and is not
+/// a control-plane node.
+pub(crate) fn is_managed(node: &NodeView, view: &ClusterView) -> bool {
+    node.instance.is_some()
+        && node.group.as_ref().is_some_and(|g| view.group_index.contains_key(g))
+        && !node.scale_down_disabled
+        && !node.labels.contains_key(LABEL_CONTROL_PLANE)
+        && !node.labels.contains_key(LABEL_MASTER)
+}
+
 /// Retired by us, or being deleted by Cluster Autoscaler (recognised for migrations).
 pub fn is_retired(node: &NodeView) -> bool {
     node.retired.is_some() || node.taints.iter().any(|t| t.key == TAINT_RETIRING || t.key == TAINT_CA_TO_BE_DELETED)
@@ -129,7 +140,13 @@ impl Planner {
             }
             let empty = facts[ni].must_finish.is_empty() && facts[ni].evictable.is_empty();
             if empty {
-                let since = node.idle_since.or(self.idle_since.get(&node.name).copied()).unwrap_or(now);
+                // The later of the persisted mark and our memory: a node taken back
+                // from retirement restarts its idle time, whatever its old annotation.
+                let remembered = self.idle_since.get(&node.name).copied();
+                let since = match (node.idle_since, remembered) {
+                    (Some(a), Some(m)) => a.max(m),
+                    (a, m) => a.or(m).unwrap_or(now),
+                };
                 self.idle_since.insert(node.name.clone(), since);
                 if node.idle_since != Some(since) {
                     let id = self.next_id();
@@ -144,7 +161,10 @@ impl Planner {
                 }
             }
             if facts[ni].utilization < self.threshold(&facts[ni]) && !empty {
-                self.unneeded_since.entry(node.name.clone()).or_insert(now);
+                let entry = self.unneeded_since.entry(node.name.clone()).or_insert((node.created, now));
+                if entry.0 != node.created {
+                    *entry = (node.created, now);
+                }
             } else {
                 self.unneeded_since.remove(&node.name);
             }
@@ -219,7 +239,9 @@ impl Planner {
                 continue;
             }
             let name = snapshot.nodes[ni].name.clone();
-            if self.pending_removals.contains_key(&name) {
+            // Already being removed (its removal began earlier in this pass).
+            let removing = snapshot.nodes[ni].instance.as_ref().is_some_and(|i| self.terminating.contains_key(i));
+            if self.pending_removals.contains_key(&name) || removing {
                 continue;
             }
             let reason = match &plan {
@@ -242,12 +264,7 @@ impl Planner {
     }
 
     fn node_facts(&self, snapshot: &ClusterSnapshot, view: &ClusterView, ni: usize, node: &NodeView) -> NodeFacts {
-        let managed = node.instance.is_some()
-            && node.group.as_ref().is_some_and(|g| view.group_index.contains_key(g))
-            && !node.scale_down_disabled
-            && !node.labels.contains_key(LABEL_CONTROL_PLANE)
-            && !node.labels.contains_key(LABEL_MASTER)
-            && !view.terminating_nodes.contains(&ni);
+        let managed = is_managed(node, view) && !view.terminating_nodes.contains(&ni);
         let mut must_finish = Vec::new();
         let mut evictable = Vec::new();
         let mut expendable = Vec::new();
@@ -364,7 +381,7 @@ impl Planner {
                     && n.ready
                     && !is_retired(n)
                     && !(f.must_finish.is_empty() && f.evictable.is_empty())
-                    && self.unneeded_since.get(&n.name).is_some_and(|t| now.saturating_since(*t) >= s.scale_down_unneeded_time)
+                    && self.unneeded_since.get(&n.name).is_some_and(|(created, t)| *created == n.created && now.saturating_since(*t) >= s.scale_down_unneeded_time)
             })
             .map(|(ni, _)| ni)
             .collect();
@@ -539,11 +556,16 @@ impl Planner {
                 if !f.must_finish.is_empty() {
                     return false;
                 }
+                self.draining_since.insert(node.name.clone(), now);
                 if !is_retired(node) {
+                    // Evictions wait for the taint: an evicted pod must not come back
+                    // to this node, and a failed retirement must stop the drain.
                     let id = self.next_id();
                     self.actions.push_back(Action::RetireNode { id, node: node.name.clone(), reason: "draining: under-utilised, pods fit elsewhere".into() });
+                    self.drains_awaiting_taint.insert(node.name.clone());
+                    self.wake(now + Duration::from_secs(1));
+                    return true;
                 }
-                self.draining_since.insert(node.name.clone(), now);
                 for p in f.to_evict() {
                     let id = self.next_id();
                     self.actions.push_back(Action::EvictPod { id, pod: pods[p].key.clone(), uid: pods[p].uid.clone(), node: node.name.clone(), grace_period: pods[p].termination_grace });
@@ -587,6 +609,18 @@ impl Planner {
                 self.terminate_node(now, snapshot, ni, TerminateReason::Underutilized);
                 continue;
             }
+            if !is_retired(&snapshot.nodes[ni]) {
+                // The taint is not there (yet): no eviction until it is.
+                self.wake(now + Duration::from_secs(1));
+                continue;
+            }
+            // max-pod-eviction-time counts from the first eviction, not from the taint.
+            let since = if self.drains_awaiting_taint.remove(&name) {
+                self.draining_since.insert(name.clone(), now);
+                now
+            } else {
+                since
+            };
             if now.saturating_since(since) >= self.settings.max_pod_eviction_time {
                 self.draining_since.remove(&name);
                 let id = self.next_id();

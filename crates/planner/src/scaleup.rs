@@ -586,7 +586,14 @@ impl Planner {
     ) -> Vec<Vec<usize>> {
         let mut retired_slots = Vec::new();
         for (ni, node) in snapshot.nodes.iter().enumerate() {
-            if node.retired.is_none() || !node.ready || view.terminating_nodes.contains(&ni) || self.draining_since.contains_key(&node.name) {
+            // Only our own retirements of nodes we manage: never a node of another
+            // group, a scale-down-disabled or detached one, or one on its way out.
+            if node.retired.is_none()
+                || !node.ready
+                || !crate::scaledown::is_managed(node, view)
+                || view.terminating_nodes.contains(&ni)
+                || self.draining_since.contains_key(&node.name)
+            {
                 continue;
             }
             let taints: Vec<_> = node.taints.iter().filter(|t| t.key != TAINT_RETIRING).cloned().collect();
@@ -627,6 +634,10 @@ impl Planner {
                 let id = self.next_id();
                 self.pending_removals.remove(&name);
                 self.actions.push_back(Action::UnretireNode { id, node: name.clone() });
+                // Taken back for work: its idle time starts again now (the pods bound
+                // to it may take a while to show up).
+                self.idle_since.insert(name.clone(), now);
+                self.unneeded_since.remove(&name);
                 self.emit(now, PlannerEvent::NodeUnretired { node: name, pods: taken as u32 });
             }
         }

@@ -257,3 +257,150 @@ fn a_gang_rollback_fences_and_verifies_and_spares_a_node_the_gang_landed_on() {
         }
     }
 }
+
+// ---- Issue 12, item 7: the rest found in the same read ----
+
+fn one_node_world(vcpus: u32) -> World {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", vcpus, 64, 0, 10)]);
+    let now = w.now;
+    w.group_mut("cpu").instances.push(InstanceView { id: InstanceId::new("i-0001"), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: now });
+    w.group_mut("cpu").target = 1;
+    w.register_all();
+    w
+}
+
+#[test]
+fn only_managed_nodes_are_taken_back_from_retirement() {
+    for variant in ["scale-down-disabled", "other group"] {
+        let mut w = one_node_world(16);
+        let n = &mut w.nodes[0];
+        n.retired = Some(RetireMark { since: w.now, reason: "someone else's".into() });
+        n.taints.push(Taint::new(model::well_known::TAINT_RETIRING, "", TaintEffect::NoSchedule));
+        match variant {
+            "scale-down-disabled" => n.scale_down_disabled = true,
+            _ => n.group = Some(NodeGroupId::new("not-ours")),
+        }
+        w.pods.push(job_pod("p", 1000, 1));
+        let mut p = Planner::new(settings()).unwrap();
+        let acts = w.step(&mut p, 10);
+        assert!(!acts.iter().any(|a| matches!(a, Action::UnretireNode { .. })), "{variant}: un-retired a node it does not manage: {acts:?}");
+    }
+}
+
+#[test]
+fn a_node_taken_back_from_retirement_is_not_re_decided_as_empty_at_once() {
+    let mut w = one_node_world(16);
+    let long_ago = Time::from_secs(1);
+    let n = &mut w.nodes[0];
+    n.retired = Some(RetireMark { since: long_ago, reason: "under-utilised".into() });
+    n.taints.push(Taint::new(model::well_known::TAINT_RETIRING, "", TaintEffect::NoSchedule));
+    n.idle_since = Some(long_ago);
+    w.pods.push(job_pod("p", 1000, 1));
+    let mut p = Planner::new(settings()).unwrap();
+    let acts = w.step(&mut p, 10);
+    assert!(acts.iter().any(|a| matches!(a, Action::UnretireNode { .. })), "taken back: {acts:?}");
+    // The pod takes a while to be bound; meanwhile the node is empty again.
+    for _ in 0..6 {
+        let acts = w.step(&mut p, 10);
+        assert!(!acts.iter().any(|a| matches!(a, Action::RetireNode { .. } | Action::TerminateInstance { .. })), "re-decided at once: {acts:?}");
+    }
+}
+
+#[test]
+fn no_eviction_while_the_drain_taint_is_not_written() {
+    // Two nodes of ReplicaSet pods that fit on one: one is drained.
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 8, 32, 0, 10)]);
+    for i in 0..2 {
+        w.pods.push(pod(&format!("web{i}"), 6000, 1, Owner::replica_set("web")));
+    }
+    let mut p = Planner::new(settings()).unwrap();
+    w.step(&mut p, 10);
+    w.register_all();
+    w.schedule();
+    for pod in &mut w.pods {
+        pod.requests.cpu_millis = 1000;
+    }
+    // Every retirement fails (e.g. the node is forbidden to us): no eviction, ever.
+    for _ in 0..40 {
+        w.now = w.now + Duration::from_secs(60);
+        let snap = w.snapshot();
+        p.handle_snapshot(w.now, &snap);
+        while let Some(a) = p.poll_action() {
+            assert!(!matches!(a, Action::EvictPod { .. }), "evicted without the taint: {a:?}");
+            let outcome = match &a {
+                Action::RetireNode { .. } => planner::Outcome::Failed { message: "forbidden".into() },
+                other => w.apply(other),
+            };
+            p.handle_outcome(w.now, a.id(), outcome);
+        }
+    }
+}
+
+#[test]
+fn a_launch_failure_never_lowers_the_target_below_the_live_instances() {
+    let mut w = one_node_world(16);
+    let now = w.now;
+    for i in 2..=3 {
+        w.group_mut("cpu").instances.push(InstanceView { id: InstanceId::new(format!("i-000{i}")), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: now });
+    }
+    w.group_mut("cpu").target = 3;
+    let mut p = Planner::new(settings()).unwrap();
+    w.step(&mut p, 10);
+    // A late report of failures for capacity that was delivered after all.
+    p.handle_launch_failure(
+        w.now,
+        LaunchFailure { group: NodeGroupId::new("cpu"), zone: None, kind: LaunchFailureKind::InsufficientCapacity, count: 2, message: "ICE".into(), at: w.now },
+    );
+    let acts = w.step(&mut p, 10);
+    for a in &acts {
+        if let Action::SetTargetSize { to, .. } = a {
+            assert!(*to >= 3, "desired lowered below the 3 live instances: {a:?}");
+        }
+    }
+}
+
+#[test]
+fn an_instance_is_not_timed_out_while_a_young_node_without_provider_id_may_be_it() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    w.pods.push(job_pod("p", 1000, 1));
+    let mut p = Planner::new(settings()).unwrap();
+    w.step(&mut p, 10);
+    // 14 minutes later a node registers, but its providerID is not set yet.
+    for _ in 0..14 {
+        w.step(&mut p, 60);
+    }
+    let mut node = NodeView::new(NodeName::new("ip-10-0-0-1"), Resources::cpu_mem(4000, 16 << 30), w.now);
+    node.ready = true;
+    w.nodes.push(node);
+    for _ in 0..5 {
+        let acts = w.step(&mut p, 60);
+        assert!(
+            !acts.iter().any(|a| matches!(
+                a,
+                Action::VerifyRemoval { reason: TerminateReason::LaunchTimeout, .. } | Action::TerminateInstance { reason: TerminateReason::LaunchTimeout, .. }
+            )),
+            "timed out an instance that may be the young node"
+        );
+    }
+}
+
+#[test]
+fn a_node_that_reuses_a_name_waits_the_whole_unneeded_time() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
+    let mut long = job_pod("long", 1000, 1);
+    long.expected_duration = Some(Duration::from_secs(7200));
+    w.pods.push(long);
+    let mut p = Planner::new(settings()).unwrap();
+    w.step(&mut p, 10);
+    w.register_all();
+    w.schedule();
+    for _ in 0..8 {
+        w.step(&mut p, 60);
+    }
+    // The node is replaced by a new one of the same name (created now).
+    w.nodes[0].created = w.now;
+    for _ in 0..5 {
+        let acts = w.step(&mut p, 60);
+        assert!(!acts.iter().any(|a| matches!(a, Action::RetireNode { .. })), "the new node inherited the old one's under-utilised time");
+    }
+}

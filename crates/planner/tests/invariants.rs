@@ -1,6 +1,8 @@
 //! Property tests of the planner's invariants over random clusters and random event
 //! orders. The world's `apply` asserts on every action: never above a group's max,
-//! never terminate a node with a running batch pod, never evict a batch pod.
+//! never terminate a node with a pod on it, never evict a pod that must finish. The
+//! world races the planner: between the actions of one pass, pods are bound (by a
+//! scheduler that has not seen a fresh fence yet) and pods finish.
 
 mod common;
 
@@ -13,6 +15,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 enum Step {
     Pass(u64),
+    /// A pass during which the world moves on between actions (seeded choices).
+    RacingPass(u64, u64),
     RegisterAll,
     Schedule,
     FinishSome(usize),
@@ -21,7 +25,8 @@ enum Step {
 
 fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (1u64..400).prop_map(Step::Pass),
+        3 => (1u64..400).prop_map(Step::Pass),
+        2 => ((1u64..400), any::<u64>()).prop_map(|(secs, seed)| Step::RacingPass(secs, seed)),
         2 => Just(Step::RegisterAll),
         2 => Just(Step::Schedule),
         2 => (0usize..1000).prop_map(Step::FinishSome),
@@ -31,7 +36,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 
 fn world_strategy() -> impl Strategy<Value = World> {
     let groups = prop::collection::vec((1u32..5, 0u32..3, 1u32..12, any::<bool>()), 1..4);
-    let pods = prop::collection::vec((100i64..12_000, 0i64..40, 0u8..4, any::<bool>()), 0..40);
+    let pods = prop::collection::vec((100i64..12_000, 0i64..40, 0u8..9, any::<bool>(), prop::sample::select(vec![0, 0, 5, -20, -100])), 0..40);
     (groups, pods).prop_map(|(groups, pods)| {
         let sizes = [2u32, 4, 8, 16];
         let gs = groups
@@ -45,14 +50,23 @@ fn world_strategy() -> impl Strategy<Value = World> {
             })
             .collect();
         let mut w = World::new(gs);
-        for (i, (cpu, mem, kind, gpu)) in pods.into_iter().enumerate() {
+        for (i, (cpu, mem, kind, gpu, priority)) in pods.into_iter().enumerate() {
             let owner = match kind {
                 0 => Owner::Job("job".into()),
                 1 => Owner::Bare,
-                2 => Owner::replica_set("web"),
+                2 | 6 | 7 => Owner::replica_set("web"),
+                3 => Owner::controller("argoproj.io", "Workflow", "wf"),
+                4 => Owner::controller("kubeflow.org", "PyTorchJob", "train"),
+                5 => Owner::of_controller("v1", "Pod", "spark-driver"),
                 _ => Owner::Job("other".into()),
             };
             let mut p = pod(&format!("p{i}"), cpu, mem.max(1) / 4 + 1, owner);
+            p.priority = priority;
+            match kind {
+                6 => p.do_not_disrupt = true,
+                7 => p.safe_to_evict = Some(SafeToEvict::False),
+                _ => {}
+            }
             if gpu && i % 3 == 0 {
                 p.requests.add_extended("nvidia.com/gpu", 1);
             }
@@ -66,6 +80,32 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
     match step {
         Step::Pass(secs) => {
             w.step(p, *secs);
+        }
+        Step::RacingPass(secs, seed) => {
+            let mut state = *seed;
+            let mut next = move || {
+                // SplitMix64: deterministic per case, so a failure shrinks and replays.
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
+            w.step_racing(p, *secs, &mut |w: &mut World| match next() % 4 {
+                0 | 1 if !w.nodes.is_empty() && !w.pods.is_empty() => {
+                    let pod = (next() % w.pods.len() as u64) as usize;
+                    let node = (next() % w.nodes.len() as u64) as usize;
+                    w.bind_racing(pod, node);
+                }
+                2 => {
+                    let running: Vec<usize> = w.pods.iter().enumerate().filter(|(_, p)| p.phase == PodPhase::Running).map(|(i, _)| i).collect();
+                    if !running.is_empty() {
+                        let i = running[(next() % running.len() as u64) as usize];
+                        w.pods[i].phase = PodPhase::Succeeded;
+                    }
+                }
+                _ => {}
+            });
         }
         Step::RegisterAll => w.register_all(),
         Step::Schedule => w.schedule(),
@@ -86,12 +126,15 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-    /// Never above max, never a batch pod killed or evicted, whatever happens.
+    /// Never above max, never a pod killed, never a must-finish pod evicted, whatever
+    /// happens and whenever it happens.
     #[test]
     fn safety_holds_under_random_event_orders(mut w in world_strategy(), steps in prop::collection::vec(step_strategy(), 1..60)) {
-        let mut p = Planner::new(PlannerSettings { scale_down_unneeded_time: Duration::from_secs(120), ..settings() }).unwrap();
+        let settings = PlannerSettings { scale_down_unneeded_time: Duration::from_secs(120), ..settings() };
+        w.settings = settings.clone();
+        let mut p = Planner::new(settings).unwrap();
         let mut counter = 0;
         for step in &steps {
             apply(&mut w, &mut p, step, &mut counter);

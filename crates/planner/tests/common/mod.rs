@@ -90,6 +90,51 @@ impl World {
         out
     }
 
+    /// Like [`World::step`], but the world moves on while the planner's actions are
+    /// carried out: `race` runs before each action is applied (pods bound, pods
+    /// finished), so actions land on a state newer than the snapshot they were
+    /// planned on, as in a real cluster.
+    pub fn step_racing(&mut self, planner: &mut Planner, secs: u64, race: &mut dyn FnMut(&mut World)) -> Vec<Action> {
+        self.now = self.now + Duration::from_secs(secs);
+        let snap = self.snapshot();
+        planner.handle_snapshot(self.now, &snap);
+        let mut out = vec![];
+        while let Some(a) = planner.poll_action() {
+            race(self);
+            let outcome = self.apply(&a);
+            planner.handle_outcome(self.now, a.id(), outcome);
+            out.push(a);
+        }
+        while let Some((_, e)) = planner.poll_event() {
+            self.events.push(e);
+        }
+        self.actions.extend(out.clone());
+        out
+    }
+
+    /// A scheduler working from a stale cache binds pending pod `pod` to node `node`:
+    /// it ignores a retiring taint younger than the settings' `fence-settle-time`
+    /// (it has not seen it yet), and respects older ones (and resources are not
+    /// checked: a racing binder is not a careful one). Returns whether it bound.
+    pub fn bind_racing(&mut self, pod: usize, node: usize) -> bool {
+        let (Some(p), Some(n)) = (self.pods.get(pod), self.nodes.get(node)) else { return false };
+        if !p.is_unbound_pending() {
+            return false;
+        }
+        let fence_seen = n.retired.as_ref().is_some_and(|r| self.now.saturating_since(r.since) >= self.settings.fence_settle_time);
+        if fence_seen {
+            return false;
+        }
+        let name = n.name.clone();
+        let now = self.now;
+        let p = &mut self.pods[pod];
+        p.node = Some(name);
+        p.phase = PodPhase::Running;
+        p.started = Some(now);
+        p.unschedulable = false;
+        true
+    }
+
     pub fn group_mut(&mut self, name: &str) -> &mut NodeGroupState {
         self.groups.iter_mut().find(|g| g.spec.id.as_str() == name).expect("group")
     }
