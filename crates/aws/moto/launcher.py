@@ -27,6 +27,12 @@ What this adds to moto, in process (nothing here is faked in Rust):
   throttling error (autoscaling: HTTP 400 "Throttling"; EC2: HTTP 503
   "RequestLimitExceeded"), drawn from a seeded RNG. GET returns the switch and the
   number of injected faults; {"throttle_percent": 0} turns it off.
+* A log of mutating calls per caller: GET /batch-autoscaler/calls returns
+      {"<access key id>": [{"action": "SetDesiredCapacity", "at_ms": 1733...}, ...]}
+  for every call whose Action changes something (SetDesiredCapacity,
+  TerminateInstanceInAutoScalingGroup, tag writes, ...), keyed by the access key of
+  its SigV4 credential, so a test can tell which of two replicas (given distinct
+  keys) made a call, and when.
 * POST /moto-api/reset also clears everything above.
 """
 
@@ -63,10 +69,38 @@ _faults = {"throttle_percent": 0, "seed": 0, "regions": None, "services": None, 
 _fault_rng = random.Random(0)
 
 
+# Mutating calls per access key id (see the module docs).
+_calls = {}
+_MUTATING_PREFIXES = ("Set", "Terminate", "Create", "Delete", "Update", "Put", "Attach", "Detach", "Suspend", "Resume", "Run", "Start", "Stop")
+_ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")
+_ACTION = re.compile(rb"(?:^|&)Action=([A-Za-z]+)")
+
+
+def _record_call(environ):
+    """Logs the call if its Action mutates; keeps the body readable for moto."""
+    import io
+
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    action = _ACTION.search(body) or _ACTION.search(environ.get("QUERY_STRING", "").encode())
+    if action is None:
+        return
+    name = action.group(1).decode()
+    if not name.startswith(_MUTATING_PREFIXES):
+        return
+    key = _ACCESS_KEY.search(environ.get("HTTP_AUTHORIZATION", ""))
+    caller = key.group(1) if key else "anonymous"
+    at_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    with _lock:
+        _calls.setdefault(caller, []).append({"action": name, "at_ms": at_ms})
+
+
 def _reset_patch_state():
     with _lock:
         _activities.clear()
         _injected.clear()
+        _calls.clear()
         _faults.update({"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0})
         _fault_rng.seed(0)
 
@@ -316,9 +350,14 @@ class PatchMiddleware:
                     _fault_rng.seed(seed)
             with _lock:
                 return _json_response(start_response, "200 OK", dict(_faults))
+        if path == "/batch-autoscaler/calls":
+            with _lock:
+                return _json_response(start_response, "200 OK", {k: list(v) for k, v in _calls.items()})
         if path == "/moto-api/reset" and method == "POST":
             _reset_patch_state()
             return self.app(environ, start_response)
+        if not path.startswith("/moto-api") and method == "POST":
+            _record_call(environ)
         if not path.startswith("/moto-api") and self._should_throttle(environ):
             scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
             return _throttle_response(start_response, scope.group(2) if scope else "autoscaling")

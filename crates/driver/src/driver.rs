@@ -681,6 +681,27 @@ fn log_event(event: &PlannerEvent) {
     }
 }
 
+/// The evidence a dry-run reads, with the fence it never wrote put on the node.
+fn dry_run_evidence(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Evidence(mut evidence) => {
+            if let Some(node) = evidence.node.as_mut() {
+                if !node.taints.iter().any(|t| t.key == model::well_known::TAINT_RETIRING) {
+                    node.taints.push(model::Taint { key: model::well_known::TAINT_RETIRING.into(), value: String::new(), effect: model::TaintEffect::NoSchedule });
+                }
+            }
+            Outcome::Evidence(evidence)
+        }
+        other => other,
+    }
+}
+
+/// The clock leadership verdicts are read against: tokio's (so tests with paused time
+/// see verdicts run out), as a std instant like the verdicts themselves.
+fn leadership_clock() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,25 +723,4 @@ mod tests {
         let failed = outcome_of_error(PortError::forbidden("forbidden", "rbac"));
         assert!(matches!(failed, Outcome::Failed { .. }), "{failed:?}");
     }
-}
-
-/// The evidence a dry-run reads, with the fence it never wrote put on the node.
-fn dry_run_evidence(outcome: Outcome) -> Outcome {
-    match outcome {
-        Outcome::Evidence(mut evidence) => {
-            if let Some(node) = evidence.node.as_mut() {
-                if !node.taints.iter().any(|t| t.key == model::well_known::TAINT_RETIRING) {
-                    node.taints.push(model::Taint { key: model::well_known::TAINT_RETIRING.into(), value: String::new(), effect: model::TaintEffect::NoSchedule });
-                }
-            }
-            Outcome::Evidence(evidence)
-        }
-        other => other,
-    }
-}
-
-/// The clock leadership verdicts are read against: tokio's (so tests with paused time
-/// see verdicts run out), as a std instant like the verdicts themselves.
-fn leadership_clock() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
 }

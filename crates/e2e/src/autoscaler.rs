@@ -19,6 +19,10 @@ pub struct AutoscalerOptions {
     pub regions: Vec<String>,
     /// `--flag value` (or `--flag` alone for `None`), in order.
     pub flags: BTreeMap<String, Option<String>>,
+    /// Another kubeconfig than the world's (e.g. through a proxy).
+    pub kubeconfig: Option<PathBuf>,
+    /// Another AWS access key id than the world's (moto logs calls per key).
+    pub access_key: Option<String>,
 }
 
 impl AutoscalerOptions {
@@ -33,10 +37,20 @@ impl AutoscalerOptions {
         ] {
             flags.insert(k.to_owned(), Some(v.to_owned()));
         }
-        Self { cluster: cluster.to_owned(), regions: regions.to_vec(), flags }
+        Self { cluster: cluster.to_owned(), regions: regions.to_vec(), flags, kubeconfig: None, access_key: None }
     }
 
     /// Sets `--name value`.
+    pub fn kubeconfig(mut self, path: PathBuf) -> Self {
+        self.kubeconfig = Some(path);
+        self
+    }
+
+    pub fn access_key(mut self, key: &str) -> Self {
+        self.access_key = Some(key.into());
+        self
+    }
+
     pub fn flag(mut self, name: &str, value: &str) -> Self {
         self.flags.insert(name.to_owned(), Some(value.to_owned()));
         self
@@ -119,7 +133,7 @@ impl Autoscaler {
         command
             .arg("run")
             .arg("--kubeconfig")
-            .arg(&world.autoscaler_kubeconfig)
+            .arg(options.kubeconfig.as_ref().unwrap_or(&world.autoscaler_kubeconfig))
             .args(["--cluster-name", &options.cluster])
             .args(["--aws-regions", &options.regions.join(",")])
             .args(["--aws-endpoint-url", &world.moto_url])
@@ -140,7 +154,7 @@ impl Autoscaler {
             }
         }
         command
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_ACCESS_KEY_ID", options.access_key.as_deref().unwrap_or(ACCESS_KEY))
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", options.regions.first().map(String::as_str).unwrap_or("us-west-2"))
             .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -28,6 +28,7 @@ pub mod manifests;
 pub mod moto;
 pub mod paths;
 pub mod process;
+pub mod proxy;
 pub mod scenario;
 pub mod wait;
 pub mod world;

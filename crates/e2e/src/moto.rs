@@ -39,6 +39,17 @@ impl Moto {
         http::post_ok(&self.url, "/batch-autoscaler/faults", &format!(r#"{{"throttle_percent": {percent}, "seed": {seed}}}"#)).await.map(|_| ())
     }
 
+    /// The mutating calls moto received from the caller with `access_key`, as (Action,
+    /// wall-clock time in Unix milliseconds).
+    pub async fn mutating_calls(&self, access_key: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        let response = http::get(&self.url, "/batch-autoscaler/calls").await?;
+        let value: serde_json::Value = serde_json::from_str(&response.body).context("calls JSON")?;
+        Ok(value[access_key]
+            .as_array()
+            .map(|calls| calls.iter().map(|c| (c["action"].as_str().unwrap_or_default().to_owned(), c["at_ms"].as_u64().unwrap_or(0))).collect())
+            .unwrap_or_default())
+    }
+
     /// How many throttling errors were injected since the switch was last set.
     pub async fn injected_faults(&self) -> anyhow::Result<u64> {
         let response = http::get(&self.url, "/batch-autoscaler/faults").await?;

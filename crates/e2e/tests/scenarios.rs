@@ -516,8 +516,12 @@ async fn overflow(s: &mut Scenario) -> Result<()> {
     wait_job_complete(&s.kube, &s.namespace, "second", Duration::from_secs(120)).await?;
     all_pods_on(&recorder, "of-east")?;
     let actions = actions_in(&autoscaler.log_text());
-    let west_ups: Vec<&String> = actions.iter().filter(|a| a.starts_with("scale up of-west")).collect();
-    ensure!(west_ups.len() == 1, "the backed-off pool was tried again: {west_ups:?}");
+    // Once the pool is backed off (the overflow to of-east shows it) it is not tried
+    // again. (Before that, the Job's pods may have been reported in one burst or two:
+    // how many scale-ups of of-west that took is not asserted.)
+    let overflowed_at = actions.iter().position(|a| a.starts_with("scale up of-east")).context("no scale-up of of-east")?;
+    let west_ups: Vec<&String> = actions[overflowed_at..].iter().filter(|a| a.starts_with("scale up of-west")).collect();
+    ensure!(west_ups.is_empty(), "the backed-off pool was tried again: {west_ups:?} (all: {actions:?})");
     ensure!(bridge.current("of-west").is_some_and(|g| g.target == 0), "undelivered capacity given back: {:?}", bridge.history("of-west"));
     ensure!(nodes_of(&recorder, "of-west").is_empty(), "of-west never launched, yet has nodes");
     Ok(())
@@ -558,7 +562,12 @@ async fn never_joins(s: &mut Scenario) -> Result<()> {
     ensure!(timeouts.len() == launched.len(), "every never-joining instance terminated once: {timeouts:?} vs {launched:?}");
     let tags = backoff_tags(s.primary(), "nj-west").await?;
     ensure!(tags.iter().any(|(k, until)| k.contains("m5.xlarge") && *until > unix_ms()), "backoff tags of nj-west: {tags:?}");
-    ensure!(actions.iter().filter(|a| a.starts_with("scale up nj-west")).count() == 1, "nj-west scaled up again: {actions:?}");
+    // What the scenario means: once the pool is backed off it is not grown again. (How
+    // many scale-ups it took before that depends on how the Job controller reported
+    // its pods, in one burst or two: not asserted.)
+    let backed_off_at = actions.iter().position(|a| a.starts_with("terminate") && a.contains("of nj-west") && a.ends_with("launch-timeout")).context("no launch timeout")?;
+    let after: Vec<&String> = actions[backed_off_at..].iter().filter(|a| a.starts_with("scale up nj-west")).collect();
+    ensure!(after.is_empty(), "nj-west scaled up after it was backed off: {after:?} (all: {actions:?})");
     Ok(())
 }
 
@@ -1246,5 +1255,111 @@ async fn removal_race(s: &mut Scenario) -> Result<()> {
     let log = autoscaler.log_text();
     ensure!(log.contains("cancelled") && log.contains("late"), "the removal was not cancelled for the late pod");
     drop(bridge);
+    Ok(())
+}
+
+/// Issue 12. A partition: the leader's connection to the apiserver goes through a
+/// proxy the test cuts while there is work to do. The leader makes no AWS mutating
+/// call after its renew deadline (counted by moto per replica, each with its own
+/// access key), the standby takes over and serves the work, and the two never lead
+/// at once. After the partition heals, the old leader stays a follower.
+#[test]
+fn a_leader_cut_off_from_the_apiserver_stops_acting_and_the_standby_takes_over() {
+    scenario("partition", |s| Box::pin(partition(s)));
+}
+
+async fn partition(s: &mut Scenario) -> Result<()> {
+    s.primary().group(&GroupOptions::new("pt-m5", "m5.xlarge", 10)).await?;
+    let _bridge = s.bridge(Duration::from_secs(3)).await?;
+    let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
+    let api = s.world.env.get("KUBE_API_URL").context("KUBE_API_URL of the control plane")?.clone();
+    let upstream: std::net::SocketAddr = api.trim_start_matches("https://").parse().context("apiserver address")?;
+    let proxy = e2e::proxy::Proxy::start(upstream).await?;
+    let kubeconfig = std::fs::read_to_string(&s.world.autoscaler_kubeconfig)?;
+    ensure!(kubeconfig.contains(api.as_str()), "the autoscaler's kubeconfig does not name {api}");
+    let through_proxy = s.dir.join("kubeconfig-through-proxy");
+    std::fs::write(&through_proxy, kubeconfig.replace(api.as_str(), &format!("https://{}", proxy.addr)))?;
+
+    let renew = Duration::from_secs(4);
+    let base = s
+        .options()
+        .flag("leader-elect-lease-duration", "6s")
+        .flag("leader-elect-renew-deadline", "4s")
+        .flag("leader-elect-retry-period", "1s")
+        .flag("scale-down-unneeded-time", "10s");
+    let a = s.autoscaler("a", &base.clone().kubeconfig(through_proxy).access_key("replica-a")).await?;
+    wait_until("replica a holds the lease", Duration::from_secs(30), || async {
+        Ok(match lease_holder(s).await? {
+            Some(h) if h == a.name => Check::Done(()),
+            other => Check::Waiting(format!("holder {other:?}")),
+        })
+    })
+    .await?;
+    let b = s.autoscaler("b", &base.access_key("replica-b")).await?;
+    // Both replicas' leader gauges (served directly, not through the proxy), sampled
+    // all along: never 1 at the same time.
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, f64, f64)>::new()));
+    let sampler = {
+        let (samples, addresses) = (samples.clone(), (a.address.clone(), b.address.clone()));
+        tokio::spawn(async move {
+            let gauge = |address: String| async move {
+                match e2e::http::get(&address, "/metrics").await {
+                    Ok(r) if r.status == 200 => e2e::Metrics::parse(&r.body).sum("batch_autoscaler_leader", &[]),
+                    _ => 0.0,
+                }
+            };
+            loop {
+                let (ga, gb) = futures::join!(gauge(addresses.0.clone()), gauge(addresses.1.clone()));
+                samples.lock().expect("samples").push((Instant::now(), ga, gb));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    create_job(&s.kube, &s.namespace, "one", 2, &PodTemplate::new("1500m", "1Gi").runs_for("5s")).await?;
+    wait_job_complete(&s.kube, &s.namespace, "one", Duration::from_secs(90)).await?;
+    let a_calls = s.moto.mutating_calls("replica-a").await?;
+    ensure!(a_calls.iter().any(|(action, _)| action == "SetDesiredCapacity"), "replica a scaled up before the cut: {a_calls:?}");
+
+    // The cut: replica a can no longer renew; its view of the cluster freezes (its
+    // nodes look idle and due for removal soon: the danger of a leader that goes on).
+    proxy.cut();
+    let cut_ms = unix_ms();
+    s.note("replica a cut off from the apiserver");
+    create_job(&s.kube, &s.namespace, "two", 4, &PodTemplate::new("3", "1Gi").runs_for("20s")).await?;
+    let took_over = wait_until("replica b scales up", Duration::from_secs(60), || async {
+        let calls = s.moto.mutating_calls("replica-b").await?;
+        Ok(match calls.iter().find(|(action, at)| action == "SetDesiredCapacity" && *at > cut_ms) {
+            Some((_, at)) => Check::Done(*at),
+            None => Check::Waiting(format!("{calls:?}")),
+        })
+    })
+    .await?;
+    s.note(&format!("TIMING partition: cut -> replica b's first scale-up after {:.2}s (lease 6s)", (took_over - cut_ms) as f64 / 1000.0));
+    wait_job_complete(&s.kube, &s.namespace, "two", Duration::from_secs(120)).await?;
+    // Let the unneeded time of the first nodes run out under the partition too.
+    wait_until("the nodes of Job one removed by replica b", Duration::from_secs(120), || async {
+        let calls = s.moto.mutating_calls("replica-b").await?;
+        Ok(if calls.iter().any(|(action, _)| action == "TerminateInstanceInAutoScalingGroup") { Check::Done(()) } else { Check::Waiting(format!("{calls:?}")) })
+    })
+    .await?;
+
+    // Heal: replica a finds the lease held and stays a follower.
+    proxy.heal();
+    s.note("partition healed");
+    create_job(&s.kube, &s.namespace, "three", 2, &PodTemplate::new("3", "1Gi").runs_for("5s")).await?;
+    wait_job_complete(&s.kube, &s.namespace, "three", Duration::from_secs(120)).await?;
+    sampler.abort();
+
+    // A call issued just before the deadline reaches moto a moment later: one second
+    // of slack for that, no more.
+    let deadline_ms = cut_ms + renew.as_millis() as u64 + 1_000;
+    let late: Vec<(String, u64)> = s.moto.mutating_calls("replica-a").await?.into_iter().filter(|(_, at)| *at > deadline_ms).collect();
+    ensure!(late.is_empty(), "replica a made AWS mutating calls after its renew deadline: {late:?}");
+    let samples = samples.lock().expect("samples").clone();
+    let both = samples.iter().filter(|(_, x, y)| *x >= 1.0 && *y >= 1.0).count();
+    ensure!(both == 0, "both replicas led at once in {both} of {} samples", samples.len());
+    ensure!(lease_holder(s).await? == Some(b.name.clone()), "replica b holds the lease after the heal");
+    ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
+    no_node_outlived_by_its_pods(&recorder)?;
     Ok(())
 }

@@ -167,7 +167,7 @@ impl World {
                     for p in self.pods.iter_mut().filter(|p| p.node.as_ref() == Some(&name)) {
                         // No workload at all may be on a node when its instance goes:
                         // every removal is fenced and verified first.
-                        assert!(!(p.occupies_node() && !p.is_node_infrastructure()), "terminated node {name} while pod {} ran on it", p.key);
+                        assert!(!p.occupies_node() || p.is_node_infrastructure(), "terminated node {name} while pod {} ran on it", p.key);
                     }
                     self.pods.retain(|p| p.node.as_ref() != Some(&name));
                 }
