@@ -1,6 +1,8 @@
 //! The engine: a virtual clock that jumps from event to event, simulated EC2 node
-//! groups, a simulated cluster (DaemonSets, Job / bare / service pods) with a
-//! scheduler, and the real planner fed a snapshot every scan interval.
+//! groups, a simulated cluster (DaemonSets, Job / bare / service pods with the owners
+//! the scenario gives them) with a scheduler, and the real planner fed a snapshot
+//! every scan interval. A pod lost to an eviction or a node removal counts as killed
+//! by the planner's own rule ([`planner::disposition`]).
 //!
 //! The engine owns the simulated world and the record of what happened in it; it
 //! turns nothing into text (that is `report`'s job) and never reads the clock except
@@ -25,7 +27,7 @@ use model::{
     Resources, RetireMark, Taint, TaintEffect, Time,
 };
 use planner::placement::{PlacementSim, SimNode, NodeOrigin};
-use planner::{Action, Outcome, Planner, PlannerEvent, TargetReason};
+use planner::{Action, Outcome, Planner, PlannerEvent, PodDisposition, TargetReason};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,8 +151,13 @@ pub struct RunRecord {
     pub samples: Vec<Sample>,
     pub peak_nodes: u32,
     pub peak_nodes_per_group: Vec<u32>,
+    /// Running must-finish pods (by [`planner::disposition`]) evicted or lost with their node.
     pub killed_by_scale_in: u32,
+    /// Running evictable or expendable service pods evicted or lost with their node.
     pub service_pods_recreated: u32,
+    /// Running evictable or expendable job and bare pods (`safe_to_evict: true`, an owner
+    /// on `evictable-owner-kinds`) evicted or lost with their node; they start over.
+    pub evictable_batch_pods_recreated: u32,
     pub scale_up_calls: u32,
     pub scale_down_calls: u32,
     pub give_back_calls: u32,
@@ -315,6 +322,7 @@ impl<'s> Engine<'s> {
                 peak_nodes_per_group: vec![0; n_groups],
                 killed_by_scale_in: 0,
                 service_pods_recreated: 0,
+                evictable_batch_pods_recreated: 0,
                 scale_up_calls: 0,
                 scale_down_calls: 0,
                 give_back_calls: 0,
@@ -579,12 +587,7 @@ impl<'s> Engine<'s> {
         } else {
             format!("{}-{}-r{}", job.name, lp.index, incarnation)
         };
-        let owner = match w.kind {
-            WorkloadKind::Job => Owner::Job(job.name.clone()),
-            WorkloadKind::Bare => Owner::Bare,
-            WorkloadKind::Service => Owner::replica_set(&job.name),
-        };
-        let mut pod = PodView::new(PodKey::new(NAMESPACE, name), w.requests.clone(), owner, self.now);
+        let mut pod = PodView::new(PodKey::new(NAMESPACE, name), w.requests.clone(), w.pod_owner(&job.name), self.now);
         pod.labels.insert(JOB_NAME_LABEL, job.name.as_str());
         pod.labels.insert("app", w.name.as_str());
         pod.node_selector = w.node_selector.clone();
@@ -967,20 +970,33 @@ impl<'s> Engine<'s> {
         true
     }
 
-    /// A running pod went away before finishing: count it and recreate it, as its
-    /// controller would (bare pods are recreated too, so the workload still completes
-    /// and the kill is visible in the report).
+    /// A pod was evicted or went with its node before finishing: count it and recreate
+    /// it, as its controller would (bare pods and pods of controllers that do not
+    /// recreate are recreated too, so the workload still completes and the kill is
+    /// visible in the report).
+    ///
+    /// Whether the loss is a kill is the planner's own rule, [`planner::disposition`]
+    /// under the scenario's settings, exactly as for a pod of a real cluster: losing a
+    /// running must-finish pod (a Job's, an Argo Workflow's, a bare pod, any owner not
+    /// on `evictable-owner-kinds`, whatever its priority) is a kill; an evictable or
+    /// expendable pod is recreated with nothing lost.
     fn pod_lost(&mut self, pod: &PodView, meta: &PodMeta, _why: &str) {
         let Some(lp) = meta.logical else { return };
         let job = self.record.logical_pods[lp].job;
-        match self.record.jobs[job].kind {
-            WorkloadKind::Service => self.record.service_pods_recreated += 1,
-            WorkloadKind::Job | WorkloadKind::Bare => {
-                if pod.node.is_some() {
+        if pod.node.is_some() {
+            match planner::disposition(pod, &self.scenario.settings) {
+                PodDisposition::MustFinish => {
                     self.record.killed_by_scale_in += 1;
                     self.record.logical_pods[lp].kills += 1;
                     self.record.jobs[job].killed += 1;
                 }
+                PodDisposition::Evictable | PodDisposition::Expendable => match self.record.jobs[job].kind {
+                    WorkloadKind::Service => self.record.service_pods_recreated += 1,
+                    WorkloadKind::Job | WorkloadKind::Bare => self.record.evictable_batch_pods_recreated += 1,
+                },
+                // Workload pods are never node infrastructure (the scenario refuses
+                // DaemonSet and Node owners).
+                PodDisposition::Ignored => {}
             }
         }
         self.create_pod(lp);
@@ -1242,4 +1258,107 @@ fn best_node(sim: &PlacementSim<'_>, pod: usize, n_nodes: usize) -> Option<usize
         }
     }
     best.map(|(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which lost pods count as killed: the planner's `disposition`, pod by pod, under
+    //! the scenario's settings (not the workload's kind).
+
+    use super::*;
+    use planner::ActionId;
+
+    /// One pod of every sort on four fixed nodes, all started at once.
+    const EVERY_OWNER: &str = "
+name: lost-pods
+horizon: 2h
+node_groups:
+  - {name: fixed, region: us-west-2, zone: us-west-2a, instance_type: m5.4xlarge, min: 4, max: 4}
+workload:
+  - {name: job, pods: 1, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: scavenger, pods: 1, priority: -100, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: wf, pods: 1, owner: {apiVersion: argoproj.io/v1alpha1, kind: Workflow}, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: torch, pods: 1, owner: {apiVersion: kubeflow.org/v1, kind: PyTorchJob}, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: exec, pods: 1, owner: {apiVersion: v1, kind: Pod}, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: lone, kind: bare, pods: 1, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: checkpointed, pods: 1, safe_to_evict: true, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+  - {name: web, kind: service, pods: 1, requests: {cpu: 1, memory: 1Gi}}
+  - {name: filler, kind: service, pods: 1, priority: -100, requests: {cpu: 1, memory: 1Gi}}
+  - {name: sts, kind: service, pods: 1, owner: {apiVersion: apps/v1, kind: StatefulSet}, requests: {cpu: 1, memory: 1Gi}}
+  - {name: pinned-web, kind: service, pods: 1, safe_to_evict: false, requests: {cpu: 1, memory: 1Gi}}
+";
+
+    /// Workloads whose pods must finish under the default settings.
+    const MUST_FINISH: [&str; 7] = ["job", "scavenger", "wf", "torch", "exec", "lone", "pinned-web"];
+
+    fn scenario(settings: &str) -> Scenario {
+        Scenario::from_yaml(&format!("{EVERY_OWNER}settings: {settings}\n")).unwrap()
+    }
+
+    /// An engine at time zero with every workload pod running.
+    fn running(scenario: &Scenario) -> Engine<'_> {
+        let planner = Planner::new(scenario.settings.clone()).unwrap();
+        let mut engine = Engine::new(scenario, planner, &SimOptions::default());
+        engine.start_initial_nodes();
+        engine.process_arrivals();
+        engine.schedule();
+        let workload_pods = engine.pod_meta.iter().filter(|m| m.logical.is_some()).count();
+        assert_eq!(workload_pods, scenario.workloads.len());
+        assert!(engine.cluster.pods.iter().all(|p| p.node.is_some()), "every pod runs");
+        engine
+    }
+
+    fn evict(engine: &mut Engine<'_>, pod: &str) {
+        let key = PodKey::new(NAMESPACE, pod);
+        let node = engine.cluster.pods.iter().find(|p| p.key == key).and_then(|p| p.node.clone()).unwrap();
+        let outcome = engine.apply(Action::EvictPod { id: ActionId(1), pod: key, uid: None, node, grace_period: None });
+        assert_eq!(outcome, Outcome::Done);
+    }
+
+    #[test]
+    fn evicting_a_pod_kills_it_only_if_its_owner_makes_it_must_finish() {
+        let scenario = scenario("{}");
+        let mut engine = running(&scenario);
+        for w in &scenario.workloads {
+            let before = (engine.record.killed_by_scale_in, engine.record.service_pods_recreated, engine.record.evictable_batch_pods_recreated);
+            evict(&mut engine, &format!("{}-0", w.name));
+            let after = (engine.record.killed_by_scale_in, engine.record.service_pods_recreated, engine.record.evictable_batch_pods_recreated);
+            let expected = match w.name.as_str() {
+                // Job, Workflow, PyTorchJob, Spark executor (owned by a Pod), bare, and
+                // safe-to-evict: false; priority -100 does not make a Job pod evictable.
+                name if MUST_FINISH.contains(&name) => (before.0 + 1, before.1, before.2),
+                // ReplicaSet, StatefulSet, and an expendable (priority -100) ReplicaSet pod.
+                "web" | "filler" | "sts" => (before.0, before.1 + 1, before.2),
+                // safe-to-evict: "true" makes a Job pod evictable.
+                "checkpointed" => (before.0, before.1, before.2 + 1),
+                other => panic!("unexpected workload {other}"),
+            };
+            assert_eq!(after, expected, "evicting the pod of {}", w.name);
+        }
+        assert_eq!(engine.record.killed_by_scale_in, MUST_FINISH.len() as u32);
+        assert_eq!(engine.record.evictions, scenario.workloads.len() as u32);
+        // Every lost pod is recreated, pending again.
+        assert!(engine.record.logical_pods.iter().all(|lp| lp.incarnations == 2));
+        let killed_jobs: Vec<&str> = engine.record.jobs.iter().filter(|j| j.killed > 0).map(|j| j.name.as_str()).collect();
+        assert_eq!(killed_jobs, MUST_FINISH);
+    }
+
+    #[test]
+    fn terminating_nodes_kills_by_the_scenarios_evictable_owner_kinds() {
+        // The list replaces the default: Workflow pods become evictable, ReplicaSet and
+        // StatefulSet pods must finish.
+        let scenario = scenario("{evictable-owner-kinds: argoproj.io/Workflow}");
+        let mut engine = running(&scenario);
+        let instances: Vec<InstanceId> = engine.live_instances.keys().cloned().collect();
+        for id in &instances {
+            assert!(engine.terminate_instance(id));
+        }
+        let killed: BTreeSet<&str> = engine.record.jobs.iter().filter(|j| j.killed > 0).map(|j| j.name.as_str()).collect();
+        let survivors: BTreeSet<&str> = ["wf", "checkpointed"].into();
+        let expected: BTreeSet<&str> = scenario.workloads.iter().map(|w| w.name.as_str()).filter(|n| !survivors.contains(n)).collect();
+        assert_eq!(killed, expected);
+        assert_eq!(engine.record.killed_by_scale_in, expected.len() as u32);
+        assert_eq!(engine.record.evictable_batch_pods_recreated, 2, "wf and checkpointed");
+        assert_eq!(engine.record.service_pods_recreated, 0);
+    }
 }

@@ -71,11 +71,17 @@ pub struct PodCounts {
     pub total: u32,
     /// Job and bare pods that ran to completion.
     pub completed: u32,
-    /// Running job or bare pods lost to a node removal or an eviction.
+    /// Running pods that must finish (by the planner's own `disposition` under the
+    /// scenario's settings: a Job's, an Argo Workflow's, a bare pod, any owner not on
+    /// `evictable-owner-kinds`, whatever the priority) lost to a node removal or an eviction.
     pub killed_by_scale_in: u32,
     pub never_started: u32,
-    /// Service pods evicted or lost with their node and recreated (allowed).
+    /// Evictable service pods evicted or lost with their node and recreated (allowed).
     pub service_pods_recreated: u32,
+    /// Evictable job and bare pods (`safe_to_evict: true`, an owner on
+    /// `evictable-owner-kinds`) evicted or lost with their node and recreated (allowed:
+    /// the scenario declared them evictable); they start over.
+    pub evictable_batch_pods_recreated: u32,
     pub pending_at_end: u32,
     pub running_at_end: u32,
 }
@@ -120,6 +126,9 @@ pub struct JobReport {
     pub name: String,
     pub workload: String,
     pub kind: &'static str,
+    /// The pods' controller, group-qualified (`batch/Job`, `argoproj.io/Workflow`,
+    /// `Pod` for the core group); null for bare pods.
+    pub owner: Option<String>,
     pub arrival_seconds: f64,
     pub pods: u32,
     /// First pod start − arrival; null if no pod started.
@@ -257,6 +266,7 @@ impl Report {
             killed_by_scale_in: record.killed_by_scale_in,
             never_started: 0,
             service_pods_recreated: record.service_pods_recreated,
+            evictable_batch_pods_recreated: record.evictable_batch_pods_recreated,
             pending_at_end: record.samples.last().map_or(0, |s| s.pending),
             running_at_end: record.samples.last().map_or(0, |s| s.running),
         };
@@ -286,6 +296,7 @@ impl Report {
                     name: j.name.clone(),
                     workload: scenario.workloads[j.workload].name.clone(),
                     kind: j.kind.as_str(),
+                    owner: scenario.workloads[j.workload].owner.as_ref().map(|o| o.owner_kind().to_string()),
                     arrival_seconds: secs(j.arrival),
                     pods: j.pods.len() as u32,
                     time_to_start_seconds: first.map(|t| round((t - j.arrival).as_secs_f64(), 3)),

@@ -39,21 +39,30 @@
 //!     duration: 20m               # required for job and bare; services run to the horizon
 //!     duration_spread: 0.2        # optional: each pod runs duration x [0.8, 1.2), seeded
 //!     kind: job                   # job | bare | service
+//!     owner: {apiVersion: argoproj.io/v1alpha1, kind: Workflow}   # the pods' controller
+//!                                 # default: batch/v1 Job (job), apps/v1 ReplicaSet (service); bare: none
 //!     node_selector: {pool: cpu}
 //!     tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]
 //!     gang: false
-//!     priority: 0
+//!     priority: 0                 # the PriorityClass value: orders the pending queue; below
+//!                                 # settings.expendable-pods-priority-cutoff (-10) a pending pod
+//!                                 # triggers no scale-up and an evictable pod is expendable
 //!     repeat: {every: 1h, times: 5}   # `times` arrivals in all, the first at `at`
 //!     expected_duration: 20m      # the batch-autoscaler.io/expected-duration annotation
 //!     active_deadline: 1h         # activeDeadlineSeconds
 //!     safe_to_evict: false        # true | false | on-completion
 //!     anti_affinity_per_node: false   # one pod of the job per node
 //! ```
+//!
+//! `kind` is the pods' lifecycle (run for `duration`, or until the horizon); `owner` is
+//! who created them, and with `safe_to_evict` and `priority` decides, exactly as for a
+//! real pod ([`planner::disposition`] under the scenario's `settings`), whether the
+//! planner may evict them and whether losing one counts as killed.
 
 use model::well_known::LABEL_HOSTNAME;
 use model::{
-    parse_duration, DaemonSetView, InstanceTypeName, LabelSelector, Labels, NodeGroupId, NodeGroupSpec, NodeShape,
-    PodAntiAffinityTerm, PurchaseOption, Region, Resources, SafeToEvict, Taint, TaintEffect, Time, Toleration,
+    parse_duration, DaemonSetView, InstanceTypeName, LabelSelector, Labels, NodeGroupId, NodeGroupSpec, NodeShape, Owner,
+    OwnerKind, PodAntiAffinityTerm, PurchaseOption, Region, Resources, SafeToEvict, Taint, TaintEffect, Time, Toleration,
     TolerationOperator, Zone,
 };
 use planner::PlannerSettings;
@@ -263,6 +272,16 @@ enum RawKind {
     Service,
 }
 
+/// A controller reference as a pod's `ownerReferences` entry spells it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    #[serde(default, rename = "apiVersion")]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorkload {
@@ -278,6 +297,8 @@ struct RawWorkload {
     duration_spread: Option<f64>,
     #[serde(default)]
     kind: Option<RawKind>,
+    #[serde(default)]
+    owner: Option<RawOwner>,
     #[serde(default)]
     node_selector: BTreeMap<String, Text>,
     #[serde(default)]
@@ -348,15 +369,17 @@ pub struct GroupDef {
     pub capacity_errors: Vec<CapacityWindow>,
 }
 
-/// What creates a workload's pods.
+/// How a workload's pods live (who owns them is [`WorkloadDef::owner`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WorkloadKind {
-    /// A batch Job: pods run for `duration`, a killed pod is recreated and starts over.
+    /// Batch pods: they run for `duration` and complete; owned by a `batch/v1` Job
+    /// unless the workload names another owner. A lost pod is recreated and starts over.
     Job,
-    /// Bare pods: nothing recreates them (the simulator does, to keep counting honest,
-    /// and counts the kill).
+    /// Bare pods: no owner, nothing recreates them (the simulator does, to keep
+    /// counting honest, and counts the kill unless they are marked safe to evict).
     Bare,
-    /// A Deployment: evictable, runs until the horizon.
+    /// Long-running pods that run until the horizon; owned by an `apps/v1` ReplicaSet
+    /// (a Deployment's) unless the workload names another owner.
     Service,
 }
 
@@ -368,6 +391,37 @@ impl WorkloadKind {
             Self::Bare => "bare",
             Self::Service => "service",
         }
+    }
+}
+
+/// The controller of a workload's pods, as their owner reference names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadOwner {
+    /// `batch/v1`, `argoproj.io/v1alpha1`; `v1` for the core group.
+    pub api_version: String,
+    pub kind: String,
+}
+
+impl WorkloadOwner {
+    /// The default owner of a workload of `kind`: a `batch/v1` Job for batch pods, an
+    /// `apps/v1` ReplicaSet for services, none for bare pods.
+    pub fn default_for(kind: WorkloadKind) -> Option<Self> {
+        let owner = |api_version: &str, kind: &str| Self { api_version: api_version.to_owned(), kind: kind.to_owned() };
+        match kind {
+            WorkloadKind::Job => Some(owner("batch/v1", "Job")),
+            WorkloadKind::Service => Some(owner("apps/v1", "ReplicaSet")),
+            WorkloadKind::Bare => None,
+        }
+    }
+
+    /// The owner of a pod whose controller of this kind is called `name`.
+    pub fn owner(&self, name: &str) -> Owner {
+        Owner::of_controller(&self.api_version, &self.kind, name)
+    }
+
+    /// The group-qualified kind (`argoproj.io/Workflow`, `Pod` for the core group).
+    pub fn owner_kind(&self) -> OwnerKind {
+        OwnerKind::of_reference(&self.api_version, &self.kind)
     }
 }
 
@@ -385,6 +439,8 @@ pub struct WorkloadDef {
     /// Each pod runs `duration × (1 ± spread)`, drawn from the seed.
     pub duration_spread: f64,
     pub kind: WorkloadKind,
+    /// The pods' controller (defaulted from `kind`); `None` for bare pods.
+    pub owner: Option<WorkloadOwner>,
     pub node_selector: Labels,
     pub tolerations: Vec<Toleration>,
     pub gang: bool,
@@ -403,6 +459,11 @@ impl WorkloadDef {
         } else {
             format!("{}-{}", self.name, n + 1)
         }
+    }
+
+    /// The owner of the pods of job `job_name` (the controller is named after the job).
+    pub fn pod_owner(&self, job_name: &str) -> Owner {
+        self.owner.as_ref().map_or(Owner::Bare, |o| o.owner(job_name))
     }
 
     /// Anti-affinity term that keeps two pods of job `job_name` off one node.
@@ -820,6 +881,7 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
     let optional_duration = |field: &str, t: &Option<Text>| -> Result<Option<Duration>, ScenarioError> {
         t.as_ref().map(|t| positive_duration_at(&format!("{path}.{field}"), t)).transpose()
     };
+    let owner = owner_at(&format!("{path}.owner"), w.owner.as_ref(), kind)?;
     let safe_to_evict = match w.safe_to_evict.as_ref().map(|t| t.0.as_str()) {
         None => None,
         Some("true") => Some(SafeToEvict::True),
@@ -840,6 +902,7 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
         duration,
         duration_spread,
         kind,
+        owner,
         node_selector: string_map(&w.node_selector),
         tolerations: tolerations_at(&format!("{path}.tolerations"), &w.tolerations)?,
         gang: w.gang,
@@ -849,6 +912,46 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
         safe_to_evict,
         anti_affinity_per_node: w.anti_affinity_per_node,
     })
+}
+
+/// The owner a workload declares (or the default of its kind), checked the way the API
+/// server would check an owner reference, and never one the simulator cannot model.
+fn owner_at(path: &str, raw: Option<&RawOwner>, kind: WorkloadKind) -> Result<Option<WorkloadOwner>, ScenarioError> {
+    let Some(raw) = raw else { return Ok(WorkloadOwner::default_for(kind)) };
+    if kind == WorkloadKind::Bare {
+        return Err(ScenarioError::invalid(path, "bare pods have no owner: remove owner, or use kind job or service"));
+    }
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    let api_version = raw.api_version.as_deref().unwrap_or("").trim();
+    if api_version.is_empty() {
+        return Err(ScenarioError::invalid(
+            format!("{path}.apiVersion"),
+            "must not be empty (e.g. argoproj.io/v1alpha1; v1 for the core group)",
+        ));
+    }
+    let well_formed = match api_version.split_once('/') {
+        Some((group, version)) => word(group) && word(version),
+        None => word(api_version),
+    };
+    if !well_formed {
+        return Err(ScenarioError::invalid(
+            format!("{path}.apiVersion"),
+            format!("expected group/version (argoproj.io/v1alpha1) or v1 for the core group, got {api_version:?}"),
+        ));
+    }
+    let kind_name = raw.kind.as_deref().unwrap_or("").trim();
+    if kind_name.is_empty() {
+        return Err(ScenarioError::invalid(format!("{path}.kind"), "must not be empty (e.g. Workflow, PyTorchJob, Pod)"));
+    }
+    if !kind_name.starts_with(|c: char| c.is_ascii_alphabetic()) || !kind_name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ScenarioError::invalid(format!("{path}.kind"), format!("expected a kind such as Workflow (letters and digits), got {kind_name:?}")));
+    }
+    let owner = WorkloadOwner { api_version: api_version.to_owned(), kind: kind_name.to_owned() };
+    match owner.owner("") {
+        Owner::DaemonSet(_) => Err(ScenarioError::invalid(format!("{path}.kind"), "DaemonSet pods are declared under daemonsets, not as workload")),
+        Owner::Mirror => Err(ScenarioError::invalid(format!("{path}.kind"), "a Node owns only static (mirror) pods, which are not workload")),
+        _ => Ok(Some(owner)),
+    }
 }
 
 #[cfg(test)]
@@ -913,6 +1016,58 @@ workload:
         // 0, 30m, 60m, 90m fit the 2h horizon.
         assert_eq!(s.workloads[0].arrivals.len(), 4);
         assert_eq!(s.workloads[0].instance_name(1), "etl-2");
+    }
+
+    #[test]
+    fn owners_default_by_kind_and_are_built_like_an_owner_reference() {
+        let text = format!(
+            "{MINIMAL}  - {{name: wf, pods: 1, duration: 5m, owner: {{apiVersion: argoproj.io/v1alpha1, kind: Workflow}}}}
+  - {{name: exec, pods: 1, duration: 5m, owner: {{apiVersion: v1, kind: Pod}}}}
+  - {{name: torch, pods: 1, duration: 5m, owner: {{apiVersion: kubeflow.org/v1, kind: PyTorchJob}}}}
+  - {{name: sts, kind: service, pods: 1, owner: {{apiVersion: apps/v1, kind: StatefulSet}}}}
+  - {{name: web, kind: service, pods: 1}}
+  - {{name: lone, kind: bare, pods: 1, duration: 5m}}
+  - {{name: scavenger, pods: 1, duration: 5m, priority: -100}}
+"
+        );
+        let s = Scenario::from_yaml(&text).unwrap();
+        let owner = |name: &str| s.workloads.iter().find(|w| w.name == name).unwrap().pod_owner("x");
+        assert_eq!(owner("etl"), Owner::Job("x".into()));
+        assert_eq!(owner("wf"), Owner::controller("argoproj.io", "Workflow", "x"));
+        assert_eq!(owner("exec"), Owner::controller("", "Pod", "x"));
+        assert_eq!(owner("torch"), Owner::controller("kubeflow.org", "PyTorchJob", "x"));
+        assert_eq!(owner("sts"), Owner::controller("apps", "StatefulSet", "x"));
+        assert_eq!(owner("web"), Owner::replica_set("x"));
+        assert_eq!(owner("lone"), Owner::Bare);
+        // An explicit batch/v1 Job is the default's same owner.
+        let explicit = MINIMAL.replace("duration: 10m}", "duration: 10m, owner: {apiVersion: batch/v1, kind: Job}}");
+        assert_eq!(Scenario::from_yaml(&explicit).unwrap().workloads[0].pod_owner("x"), Owner::Job("x".into()));
+        let priority = |name: &str| s.workloads.iter().find(|w| w.name == name).unwrap().priority;
+        assert_eq!((priority("etl"), priority("scavenger")), (0, -100));
+    }
+
+    #[test]
+    fn bad_owners_name_the_field() {
+        let with_owner = |owner: &str| err(&MINIMAL.replace("duration: 10m}", &format!("duration: 10m, owner: {owner}}}")));
+        assert_eq!(
+            with_owner("{apiVersion: argoproj.io/v1alpha1, kind: \"\"}"),
+            "workload[0] (etl).owner.kind: must not be empty (e.g. Workflow, PyTorchJob, Pod)"
+        );
+        assert_eq!(
+            with_owner("{apiVersion: argoproj.io/v1alpha1}"),
+            "workload[0] (etl).owner.kind: must not be empty (e.g. Workflow, PyTorchJob, Pod)"
+        );
+        assert!(with_owner("{kind: Workflow}").starts_with("workload[0] (etl).owner.apiVersion: must not be empty"));
+        assert!(with_owner("{apiVersion: a/b/c, kind: Workflow}").starts_with("workload[0] (etl).owner.apiVersion: expected group/version"));
+        assert!(with_owner("{apiVersion: /v1, kind: Workflow}").starts_with("workload[0] (etl).owner.apiVersion: expected group/version"));
+        assert!(with_owner("{apiVersion: v1, kind: \"Work flow\"}").starts_with("workload[0] (etl).owner.kind: expected a kind"));
+        assert!(with_owner("{apiVersion: apps/v1, kind: DaemonSet}").starts_with("workload[0] (etl).owner.kind: DaemonSet pods are declared under daemonsets"));
+        assert!(with_owner("{apiVersion: v1, kind: Node}").starts_with("workload[0] (etl).owner.kind: a Node owns only static"));
+        let bare = err(&MINIMAL.replace("duration: 10m}", "duration: 10m, kind: bare, owner: {apiVersion: v1, kind: Pod}}"));
+        assert!(bare.starts_with("workload[0] (etl).owner: bare pods have no owner"), "{bare}");
+        // Unknown fields of an owner are syntax errors naming the field, as everywhere.
+        let e = with_owner("{apiVersion: v1, kind: Pod, controller: true}");
+        assert!(e.contains("controller") && e.contains("line"), "{e}");
     }
 
     #[test]

@@ -86,3 +86,49 @@ workload:
     assert!(group.node_hours < (60.0 + 1200.0 + 600.0 + 120.0) / 3600.0, "{group:?}");
     assert!((group.cost_usd - group.node_hours * 3.6).abs() < 1e-3);
 }
+
+/// A wave of Job pods brings four nodes; four long Argo Workflow pods spread over them
+/// stay behind, one per under-used node, when the wave ends.
+const WORKFLOW_LEFT_BEHIND: &str = "
+name: workflow-left-behind
+horizon: 4h
+settings: {scale-down-unneeded-time: 5m, scale-down-delay-after-add: 5m}
+node_groups:
+  - {name: cpu, region: us-west-2, zone: us-west-2a, instance_type: m5.xlarge, max: 10}
+workload:
+  - {name: wave, pods: 12, requests: {cpu: 1, memory: 2Gi}, duration: 15m}
+  - name: steps
+    pods: 4
+    owner: {apiVersion: argoproj.io/v1alpha1, kind: Workflow}
+    requests: {cpu: 500m, memory: 1Gi}
+    duration: 2h
+";
+
+#[test]
+fn workflow_pods_must_finish_by_default_so_their_nodes_are_retired() {
+    let report = run(WORKFLOW_LEFT_BEHIND);
+    let steps = report.jobs.iter().find(|j| j.name == "steps").unwrap();
+    assert_eq!(steps.owner.as_deref(), Some("argoproj.io/Workflow"));
+    assert_eq!(report.jobs.iter().find(|j| j.name == "wave").unwrap().owner.as_deref(), Some("batch/Job"));
+    assert_eq!(report.evictions, 0, "a Workflow is not on the default evictable-owner-kinds");
+    assert!(report.retire_calls > 0);
+    assert_eq!(report.pods.killed_by_scale_in, 0);
+    assert_eq!(report.pods.completed, 16);
+}
+
+#[test]
+fn evicting_pods_of_an_owner_declared_evictable_kills_nothing() {
+    // The same cluster, with Workflows declared evictable: the planner drains the
+    // under-used nodes, evicting Workflow pods. The simulator classifies them as the
+    // planner does, so those evictions are not kills (a rule keyed on "batch
+    // workload" would count every one).
+    let text = WORKFLOW_LEFT_BEHIND
+        .replace("settings: {", "settings: {evictable-owner-kinds: \"apps/ReplicaSet,argoproj.io/Workflow\", ");
+    let report = run(&text);
+    assert!(report.evictions > 0, "the under-used nodes are drained");
+    assert_eq!(report.pods.killed_by_scale_in, 0);
+    assert_eq!(report.pods.evictable_batch_pods_recreated, report.evictions);
+    assert_eq!(report.pods.completed, 16, "evicted pods start over and complete");
+    let default = run(WORKFLOW_LEFT_BEHIND);
+    assert!(report.node_hours < default.node_hours, "draining is cheaper than retiring");
+}
