@@ -610,7 +610,18 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             }
             // This pass serves every trigger so far: drop a stored permit.
             take_permit(&triggers).await;
-            let outcome = self.run_once(self.clock.now()).await;
+            let now = self.clock.now();
+            let Some(outcome) = pass_while_leading(self.run_once(now), &leader).await else {
+                // Leadership ran out mid-pass (a call hung on a partitioned network):
+                // the pass is abandoned where it stood, no further call is made.
+                tracing::warn!("leadership lapsed during a pass: the pass is abandoned");
+                self.health.set_leader(false);
+                self.metrics.leader.set(0);
+                self.planner_stale = true;
+                last_verdict = false;
+                next_scan = Instant::now() + self.config.scan_interval;
+                continue;
+            };
             next_scan = Instant::now() + self.config.scan_interval;
             retry_at = match outcome {
                 LoopOutcome::CloudUnavailable { retry_in, .. } => Some(Instant::now() + retry_in),
@@ -638,6 +649,24 @@ async fn gather_batch(triggers: &Notify, config: &DriverConfig, shutdown: &mut (
             () = &mut *shutdown => return Batch::Shutdown,
             () = tokio::time::sleep_until(idle_ends) => return Batch::Gathered,
             () = triggers.notified() => {}
+        }
+    }
+}
+
+/// Runs `pass` to its end, unless the leadership verdict runs out first (renewals that
+/// arrive meanwhile move the deadline): then the pass is dropped mid-call and `None`
+/// returned, so no call of a replica that may no longer lead outlives its lease.
+async fn pass_while_leading(pass: impl Future<Output = LoopOutcome>, leader: &watch::Receiver<Leadership>) -> Option<LoopOutcome> {
+    tokio::pin!(pass);
+    loop {
+        let verdict = *leader.borrow();
+        if !verdict.leads_at(leadership_clock()) {
+            return None;
+        }
+        let Some(expires) = verdict.expires() else { return Some(pass.await) };
+        tokio::select! {
+            outcome = &mut pass => return Some(outcome),
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(expires)) => {}
         }
     }
 }

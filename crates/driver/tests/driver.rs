@@ -588,3 +588,32 @@ async fn a_leader_whose_lease_is_not_renewed_stops_acting_when_its_verdict_runs_
     };
     tokio::join!(driver.run(Arc::new(Notify::new()), leader, shutdown), script);
 }
+
+/// Issue 12: a pass that hangs on a call (a partitioned network) does not outlive the
+/// leadership verdict: it is abandoned when the verdict runs out, and nothing else is
+/// called until a new verdict comes.
+#[tokio::test(start_paused = true)]
+async fn a_pass_hanging_past_the_end_of_leadership_is_abandoned() {
+    let world = cpu_world(3);
+    world.lock().hanging_refreshes = 1;
+    let clock = TokioClock::new(T0);
+    let driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock))
+        .unwrap();
+    let metrics = driver.http_state().metrics;
+    let until = |secs| Leadership::Leader { until: Some(tokio::time::Instant::now().into_std() + Duration::from_secs(secs)) };
+    let (leader_tx, leader) = watch::channel(until(5));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let script = async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(world.calls(), vec!["load_backoffs".to_owned(), "refresh".to_owned()], "nothing after the hung call once the verdict ran out");
+        assert!(metrics.encode().contains("batch_autoscaler_leader 0"), "reports itself no longer leading");
+        leader_tx.send_replace(until(60));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 1"], "acts again once it leads anew");
+        stop_tx.send(()).unwrap();
+    };
+    let shutdown = async {
+        let _ = stop_rx.await;
+    };
+    tokio::join!(driver.run(Arc::new(Notify::new()), leader, shutdown), script);
+}

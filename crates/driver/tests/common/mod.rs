@@ -35,6 +35,8 @@ pub struct State {
     /// Set to false by the first `set_target_size` (leadership lost mid-pass).
     pub lose_leadership_on_action: Option<watch::Sender<driver::Leadership>>,
     pub stored_backoffs: Vec<BackoffRecord>,
+    /// The next `refresh` calls hang (as on a partitioned network), this many.
+    pub hanging_refreshes: u32,
     pub statuses: Vec<StatusReport>,
     pub published: Vec<(Time, PlannerEvent)>,
 }
@@ -115,6 +117,15 @@ pub struct FakeCloud(pub World);
 impl Cloud for FakeCloud {
     async fn refresh(&mut self, _now: Time) -> Result<CloudView, PortError> {
         self.0.record("refresh".into());
+        let hang = {
+            let mut s = self.0.lock();
+            let hang = s.hanging_refreshes > 0;
+            s.hanging_refreshes = s.hanging_refreshes.saturating_sub(1);
+            hang
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
         let mut s = self.0.lock();
         if let Some(error) = s.refresh_errors.pop_front() {
             return Err(error);
