@@ -611,6 +611,28 @@ async fn gang(s: &mut Scenario) -> Result<()> {
     Ok(())
 }
 
+/// Both replicas' leader gauges, sampled every 200 ms until the task is aborted, as
+/// (when, a's, b's); a replica that does not answer does not lead.
+type GaugeSamples = std::sync::Arc<std::sync::Mutex<Vec<(Instant, f64, f64)>>>;
+fn sample_leader_gauges(a: &e2e::Autoscaler, b: &e2e::Autoscaler) -> (GaugeSamples, tokio::task::JoinHandle<()>) {
+    let samples = GaugeSamples::default();
+    let (sink, addresses) = (samples.clone(), (a.address.clone(), b.address.clone()));
+    let sampler = tokio::spawn(async move {
+        let gauge = |address: String| async move {
+            match e2e::http::get(&address, "/metrics").await {
+                Ok(r) if r.status == 200 => e2e::Metrics::parse(&r.body).sum("batch_autoscaler_leader", &[]),
+                _ => 0.0,
+            }
+        };
+        loop {
+            let (ga, gb) = futures::join!(gauge(addresses.0.clone()), gauge(addresses.1.clone()));
+            sink.lock().expect("samples").push((Instant::now(), ga, gb));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (samples, sampler)
+}
+
 /// The Lease's holder, if any.
 async fn lease_holder(s: &Scenario) -> Result<Option<String>> {
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(s.kube.clone(), e2e::world::AUTOSCALER_NAMESPACE);
@@ -633,24 +655,7 @@ async fn leader_election(s: &mut Scenario) -> Result<()> {
     let b = s.autoscaler("b", &options).await?;
 
     // Both replicas' leader gauges, sampled all along: never 1 at the same time.
-    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, f64, f64)>::new()));
-    let sampler = {
-        let (sa, sb, addresses) = (samples.clone(), (), (a.address.clone(), b.address.clone()));
-        let _ = sb;
-        tokio::spawn(async move {
-            let gauge = |address: String| async move {
-                match e2e::http::get(&address, "/metrics").await {
-                    Ok(r) if r.status == 200 => e2e::Metrics::parse(&r.body).sum("batch_autoscaler_leader", &[]),
-                    _ => 0.0, // a dead replica does not lead
-                }
-            };
-            loop {
-                let (ga, gb) = futures::join!(gauge(addresses.0.clone()), gauge(addresses.1.clone()));
-                sa.lock().expect("samples").push((Instant::now(), ga, gb));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let (samples, sampler) = sample_leader_gauges(&a, &b);
     let holder = wait_until("a lease holder", Duration::from_secs(30), || async {
         Ok(match lease_holder(s).await? {
             Some(h) => Check::Done(h),
@@ -1298,23 +1303,7 @@ async fn partition(s: &mut Scenario) -> Result<()> {
     let b = s.autoscaler("b", &base.access_key("replica-b")).await?;
     // Both replicas' leader gauges (served directly, not through the proxy), sampled
     // all along: never 1 at the same time.
-    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, f64, f64)>::new()));
-    let sampler = {
-        let (samples, addresses) = (samples.clone(), (a.address.clone(), b.address.clone()));
-        tokio::spawn(async move {
-            let gauge = |address: String| async move {
-                match e2e::http::get(&address, "/metrics").await {
-                    Ok(r) if r.status == 200 => e2e::Metrics::parse(&r.body).sum("batch_autoscaler_leader", &[]),
-                    _ => 0.0,
-                }
-            };
-            loop {
-                let (ga, gb) = futures::join!(gauge(addresses.0.clone()), gauge(addresses.1.clone()));
-                samples.lock().expect("samples").push((Instant::now(), ga, gb));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let (samples, sampler) = sample_leader_gauges(&a, &b);
     create_job(&s.kube, &s.namespace, "one", 2, &PodTemplate::new("1500m", "1Gi").runs_for("5s")).await?;
     wait_job_complete(&s.kube, &s.namespace, "one", Duration::from_secs(90)).await?;
     let a_calls = s.moto.mutating_calls("replica-a").await?;

@@ -74,20 +74,7 @@ impl World {
 
     /// Advances the clock, runs one pass, applies its actions; returns them.
     pub fn step(&mut self, planner: &mut Planner, secs: u64) -> Vec<Action> {
-        self.now = self.now + Duration::from_secs(secs);
-        let snap = self.snapshot();
-        planner.handle_snapshot(self.now, &snap);
-        let mut out = vec![];
-        while let Some(a) = planner.poll_action() {
-            let outcome = self.apply(&a);
-            planner.handle_outcome(self.now, a.id(), outcome);
-            out.push(a);
-        }
-        while let Some((_, e)) = planner.poll_event() {
-            self.events.push(e);
-        }
-        self.actions.extend(out.clone());
-        out
+        self.step_racing(planner, secs, &mut |_| {})
     }
 
     /// Like [`World::step`], but the world moves on while the planner's actions are
