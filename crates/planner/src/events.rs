@@ -32,6 +32,12 @@ pub enum NoScaleUpReason {
     NotChosen,
     /// The priority expander's table gives the group no priority.
     NoPriority,
+    /// The group is launching nodes for a gang: no other launch in it until those
+    /// are delivered or rolled back, so that the gang's instances are known exactly.
+    GangLaunchInFlight { gang: String },
+    /// A gang launches only into a group with no launch of its own under way (its
+    /// new instances are then the gang's and no one else's).
+    GroupStillLaunching,
 }
 
 impl fmt::Display for NoScaleUpReason {
@@ -47,6 +53,8 @@ impl fmt::Display for NoScaleUpReason {
             Self::GangDoesNotFit { needed_pods } => write!(f, "gang of {needed_pods} pods does not fit in the group's remaining room"),
             Self::NotChosen => f.write_str("another group was chosen by the expander"),
             Self::NoPriority => f.write_str("no priority in the priority expander's table"),
+            Self::GangLaunchInFlight { gang } => write!(f, "the group is launching nodes for gang {gang}"),
+            Self::GroupStillLaunching => f.write_str("a gang waits for the group's launch under way to be delivered"),
         }
     }
 }

@@ -17,7 +17,9 @@ pub(crate) struct GangLaunch {
     /// Nodes requested for it.
     pub nodes: u32,
     pub started: Time,
-    /// Instances of the group before the launch: anything newer was launched for it.
+    /// Instances of the group before the launch. The group was quiet when the launch
+    /// began and nothing else launches in it until the gang is done, so every newer
+    /// instance was launched for this gang: the attribution is exact, not by count.
     pub instances_before: BTreeSet<InstanceId>,
 }
 
@@ -32,6 +34,12 @@ impl GangTracker {
     pub(crate) fn start(&mut self, launch: GangLaunch) {
         self.failed.remove(&launch.gang);
         self.launches.insert(launch.gang.clone(), launch);
+    }
+
+    /// The gang whose launch is under way in `group`, if any (at most one: a gang
+    /// launches only into a quiet group, and nothing else launches there meanwhile).
+    pub(crate) fn in_flight(&self, group: &NodeGroupId) -> Option<&GangId> {
+        self.launches.values().find(|l| &l.group == group).map(|l| &l.gang)
     }
 
     /// A launch failure in `group`: its gangs will be rolled back on the next pass.

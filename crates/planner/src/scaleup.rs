@@ -435,6 +435,10 @@ impl Planner {
                     rounds.push(GroupRound::Rejected(NoScaleUpReason::NoPriority));
                     continue;
                 }
+                if let Some(gang) = self.gangs.in_flight(&spec.id) {
+                    rounds.push(GroupRound::Rejected(NoScaleUpReason::GangLaunchInFlight { gang: gang.to_string() }));
+                    continue;
+                }
                 let room_in_group = spec.max_size.saturating_sub(effective_target[gi]);
                 let per_node_cores = (spec.shape.capacity.cpu_millis / 1000).max(1) as u64;
                 let per_node_gib = ((spec.shape.capacity.memory_bytes >> 30).max(1)) as u64;
@@ -458,6 +462,14 @@ impl Planner {
                 }
                 let (headroom, limit_reason) = limits.iter().min_by_key(|(n, _)| *n).cloned().expect("limits");
                 let option = pack_onto_template(pods, anti_affinity_in_play, &live_info, n_live, gi, template, headroom, &mut verdicts);
+                let live_instances = g.instances.iter().filter(|i| i.state != model::InstanceState::Terminating).count() as u32;
+                if !option.gangs.is_empty() && effective_target[gi] > live_instances {
+                    // Instances of an earlier launch are still to come: they could not
+                    // be told from the gang's. The gang waits (seconds) for them.
+                    rounds.push(GroupRound::Rejected(NoScaleUpReason::GroupStillLaunching));
+                    self.wake(now + std::time::Duration::from_secs(5));
+                    continue;
+                }
                 if !option.pods.is_empty() {
                     options.push(option);
                 }

@@ -404,3 +404,69 @@ fn a_node_that_reuses_a_name_waits_the_whole_unneeded_time() {
         assert!(!acts.iter().any(|a| matches!(a, Action::RetireNode { .. })), "the new node inherited the old one's under-utilised time");
     }
 }
+
+// ---- Issue 12, item 4: a gang's instances are known exactly ----
+
+fn gang_pod(name: &str, gang: &str, size: u32) -> PodView {
+    // One per node of 16 vCPU.
+    let mut p = job_pod(name, 9000, 8);
+    p.gang = Some(GangMembership { gang: GangId::new(gang), size });
+    p
+}
+
+#[test]
+fn a_gang_does_not_launch_into_a_group_whose_earlier_launch_is_still_arriving() {
+    let mut w = World::new(vec![group("big", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
+    // An ordinary launch of two nodes, not delivered yet.
+    w.pods.push(job_pod("plain-1", 15_000, 1));
+    w.pods.push(job_pod("plain-2", 15_000, 1));
+    let mut p = Planner::new(settings()).unwrap();
+    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("big".to_owned(), 0, 2)]);
+    let delivered = std::mem::take(&mut w.group_mut("big").instances);
+    // A gang of two arrives while those two are still to come.
+    w.pods.push(gang_pod("g-0", "train", 2));
+    w.pods.push(gang_pod("g-1", "train", 2));
+    let acts = w.step(&mut p, 10);
+    assert!(World::scale_ups(&acts).is_empty(), "the gang launched while another launch was arriving: {acts:?}");
+    // Once the group's launch is delivered, the gang launches, and its instances are
+    // exactly the ones that come after.
+    w.group_mut("big").instances = delivered.clone();
+    let acts = w.step(&mut p, 10);
+    assert_eq!(World::scale_ups(&acts), vec![("big".to_owned(), 2, 4)]);
+    // Only one of the gang's two nodes comes: after the gang window the rollback
+    // removes that one, never the two of the earlier launch.
+    let g = w.group_mut("big");
+    g.instances.truncate(3);
+    w.register_all();
+    let mut removed = Vec::new();
+    for _ in 0..30 {
+        let acts = w.step(&mut p, 60);
+        removed.extend(acts.iter().filter_map(|a| match a {
+            Action::TerminateInstance { instance, reason: TerminateReason::GangRollback, .. } => Some(instance.clone()),
+            _ => None,
+        }));
+    }
+    let earlier: Vec<InstanceId> = delivered.iter().map(|i| i.id.clone()).collect();
+    assert!(!removed.is_empty(), "the partial gang launch was rolled back: {:?}", w.events);
+    assert!(removed.iter().all(|i| !earlier.contains(i)), "rolled back an instance of the earlier launch: {removed:?} (earlier: {earlier:?})");
+}
+
+#[test]
+fn nothing_else_launches_into_a_group_while_a_gang_launch_is_in_flight() {
+    let mut w = World::new(vec![group("big", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
+    w.pods.push(gang_pod("g-0", "train", 2));
+    w.pods.push(gang_pod("g-1", "train", 2));
+    let mut p = Planner::new(settings()).unwrap();
+    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("big".to_owned(), 0, 2)]);
+    // An ordinary pod that only a new node of this group can take (it cannot share a
+    // node with a gang pod) arrives while the gang's nodes boot.
+    w.pods.push(job_pod("plain", 8_000, 1));
+    let acts = w.step(&mut p, 10);
+    assert!(World::scale_ups(&acts).is_empty(), "launched into a group while a gang launch was in flight: {acts:?}");
+    assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::NotTriggerScaleUp { reasons, .. } if reasons.values().any(|r| matches!(r, planner::NoScaleUpReason::GangLaunchInFlight { .. })))), "{:?}", w.events);
+    // The gang's nodes come and the gang runs: the group is open again.
+    w.register_all();
+    w.schedule();
+    let acts = w.step(&mut p, 10);
+    assert_eq!(World::scale_ups(&acts), vec![("big".to_owned(), 2, 3)], "{:?}", w.events);
+}
