@@ -100,12 +100,8 @@ fn a_low_priority_job_pod_keeps_its_node_and_is_never_killed() {
     let mut scavenger = job_pod("scavenger", 500, 1);
     scavenger.priority = -100;
     scavenger.unschedulable = false;
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
     // Its node exists already (an expendable pod does not trigger a scale-up).
-    let now = w.now;
-    w.group_mut("cpu").instances.push(InstanceView { id: InstanceId::new("i-0001"), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: now });
-    w.group_mut("cpu").target = 1;
-    w.register_all();
+    let mut w = one_node_world(16);
     w.pods.push(scavenger);
     w.schedule();
     assert!(w.pods[0].node.is_some());
@@ -120,11 +116,7 @@ fn an_expendable_evictable_pod_is_evicted_before_its_node_goes() {
     let mut filler = pod("filler", 500, 1, Owner::replica_set("overprovisioning"));
     filler.priority = -100;
     filler.unschedulable = false;
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
-    let now = w.now;
-    w.group_mut("cpu").instances.push(InstanceView { id: InstanceId::new("i-0001"), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: now });
-    w.group_mut("cpu").target = 1;
-    w.register_all();
+    let mut w = one_node_world(16);
     w.pods.push(filler);
     w.schedule();
     let mut p = Planner::new(settings()).unwrap();
@@ -271,19 +263,22 @@ fn one_node_world(vcpus: u32) -> World {
 
 #[test]
 fn only_managed_nodes_are_taken_back_from_retirement() {
-    for variant in ["scale-down-disabled", "other group"] {
+    // "ours" is the control: the same node, managed, is taken back.
+    for variant in ["ours", "scale-down-disabled", "other group"] {
         let mut w = one_node_world(16);
         let n = &mut w.nodes[0];
         n.retired = Some(RetireMark { since: w.now, reason: "someone else's".into() });
         n.taints.push(Taint::new(model::well_known::TAINT_RETIRING, "", TaintEffect::NoSchedule));
         match variant {
+            "ours" => {}
             "scale-down-disabled" => n.scale_down_disabled = true,
             _ => n.group = Some(NodeGroupId::new("not-ours")),
         }
         w.pods.push(job_pod("p", 1000, 1));
         let mut p = Planner::new(settings()).unwrap();
         let acts = w.step(&mut p, 10);
-        assert!(!acts.iter().any(|a| matches!(a, Action::UnretireNode { .. })), "{variant}: un-retired a node it does not manage: {acts:?}");
+        let unretired = acts.iter().any(|a| matches!(a, Action::UnretireNode { .. }));
+        assert_eq!(unretired, variant == "ours", "{variant}: {acts:?}");
     }
 }
 
@@ -321,6 +316,7 @@ fn no_eviction_while_the_drain_taint_is_not_written() {
         pod.requests.cpu_millis = 1000;
     }
     // Every retirement fails (e.g. the node is forbidden to us): no eviction, ever.
+    let mut drains_tried = 0;
     for _ in 0..40 {
         w.now = w.now + Duration::from_secs(60);
         let snap = w.snapshot();
@@ -328,12 +324,16 @@ fn no_eviction_while_the_drain_taint_is_not_written() {
         while let Some(a) = p.poll_action() {
             assert!(!matches!(a, Action::EvictPod { .. }), "evicted without the taint: {a:?}");
             let outcome = match &a {
-                Action::RetireNode { .. } => planner::Outcome::Failed { message: "forbidden".into() },
+                Action::RetireNode { .. } => {
+                    drains_tried += 1;
+                    planner::Outcome::Failed { message: "forbidden".into() }
+                }
                 other => w.apply(other),
             };
             p.handle_outcome(w.now, a.id(), outcome);
         }
     }
+    assert!(drains_tried > 0, "no drain was attempted: the test proved nothing");
 }
 
 #[test]
