@@ -433,8 +433,7 @@ async fn capacity_failure_in_region_a_moves_pods_to_region_b_and_survives_a_rest
         groups,
         nodes: vec![],
         pods: pods.clone(),
-        daemonsets: vec![],
-        expander_priorities: None,
+        ..ClusterSnapshot::default()
     };
     let cfg = config(&url, cluster, &[region_a, region_b]);
 

@@ -437,7 +437,7 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
                 for _ in 0..n {
                     let key = next_key("training", "worker");
                     let mut pod = make_pod(key, &app, &profile, Owner::Job(app.clone()), created);
-                    pod.gang = Some(GangMembership { gang: GangId::new(format!("training/{app}")), size: n as u32 });
+                    pod.gang = Some(GangMembership::new(GangId::new(format!("training/{app}")), n as u32));
                     pod.unschedulable = true;
                     snapshot.pods.push(pod);
                 }

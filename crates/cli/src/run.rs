@@ -126,7 +126,16 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut groups = aws::AwsNodeGroups::connect(aws_cfg).await.map_err(|e| Failure::Runtime(e.into()))?;
     // Dry-run writes nothing to AWS, not even the scaling-activity markers.
     groups.set_read_only(cfg.flags.dry_run);
-    let (cache, watch_tasks) = ClusterCache::start(client.clone(), &CacheConfig { priority_configmap_namespace: namespace.clone() });
+    let (gang_apis, notes) = k8s::cache::discover_gang_apis(&client).await;
+    for note in notes {
+        tracing::info!("gang PodGroups: {note}");
+    }
+    let cache_cfg = CacheConfig {
+        priority_configmap_namespace: namespace.clone(),
+        provisioning_requests: cfg.flags.enable_provisioning_requests.unwrap_or(false),
+        gang_apis,
+    };
+    let (cache, watch_tasks) = ClusterCache::start(client.clone(), &cache_cfg);
     let trigger = cache.unschedulable_trigger();
     let me = identity();
     let cluster = KubeCluster {

@@ -107,6 +107,11 @@ pub struct RunFlags {
     /// Plan sooner, once no pod turned unschedulable for this long (default 200ms).
     #[arg(long)]
     pub batch_idle: Option<String>,
+    /// Serve ProvisioningRequests (`autoscaling.x-k8s.io/v1`, as Kueue's admission check
+    /// creates them) with CA's classes `check-capacity` and `best-effort-atomic-scale-up`
+    /// (CA's flag; off by default as in CA, on in the chart).
+    #[arg(long, env = "BATCH_AUTOSCALER_ENABLE_PROVISIONING_REQUESTS")]
+    pub enable_provisioning_requests: Option<bool>,
     /// Seed flag, accepted and ignored: overprovisioning is done with placeholder pods.
     #[arg(long)]
     pub over_provision: Option<u32>,

@@ -313,6 +313,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             pods: view.pods,
             daemonsets: view.daemonsets,
             expander_priorities: view.expander_priorities,
+            provisioning_requests: view.provisioning_requests,
         };
         self.health.set_synced(snapshot.synced);
         let pending = self.observe_view(&snapshot);
@@ -474,6 +475,9 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             Action::MarkIdle { node, since, .. } => self.cluster.mark_idle(node, *since).await.map(|()| Outcome::Done),
             Action::PersistBackoff { record, .. } => self.cloud.persist_backoff(record).await.map(|()| Outcome::Done),
             Action::VerifyRemoval { instance, node, .. } => self.cluster.removal_evidence(instance, node.as_ref()).await.map(Outcome::Evidence),
+            Action::UpdateProvisioningRequest { request, conditions, .. } => {
+                self.cluster.update_provisioning_request(request, conditions).await.map(|()| Outcome::Done)
+            }
             Action::EvictPod { pod, uid, grace_period, .. } => {
                 let result = self.cluster.evict(pod, uid.as_ref(), *grace_period).await;
                 let label = match &result {

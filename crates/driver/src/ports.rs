@@ -130,6 +130,8 @@ pub struct ClusterView {
     pub daemonsets: Vec<DaemonSetView>,
     /// The priority expander's ConfigMap, when present.
     pub expander_priorities: Option<BTreeMap<i32, Vec<String>>>,
+    /// ProvisioningRequests (empty unless the feature is on).
+    pub provisioning_requests: Vec<model::ProvisioningRequestView>,
     /// Objects that could not be converted and were left out, one line each
     /// (`kind namespace/name: why`). Warned once per distinct line and counted.
     pub skipped: Vec<String>,
@@ -169,6 +171,9 @@ pub trait Cluster {
     async fn publish(&mut self, now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError>;
     /// Writes the status ConfigMap.
     async fn write_status(&mut self, status: &StatusReport) -> Result<(), PortError>;
+    /// Sets conditions in a ProvisioningRequest's status, each replacing the condition
+    /// of its type.
+    async fn update_provisioning_request(&mut self, request: &PodKey, conditions: &[model::RequestCondition]) -> Result<(), PortError>;
 }
 
 /// Where human notifications go (Slack's incoming webhook in production).

@@ -4,6 +4,7 @@
 //! change yields 409 Conflict and is retried on a fresh read, never overwritten.
 
 use crate::convert::{format_annotation_time, node_view, parse_provider_id, pod_view};
+use crate::provreq::{status_patch, ProvisioningRequest};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::Eviction;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -13,6 +14,12 @@ use model::{InstanceId, NodeName, PodKey, PodUid, Time};
 use planner::RemovalEvidence;
 use serde_json::json;
 use std::time::Duration;
+
+/// `metav1.Time`: RFC 3339 in whole seconds.
+fn format_condition_time(t: Time) -> String {
+    let secs = (t.as_millis() / 1000) as i64;
+    k8s_openapi::jiff::Timestamp::from_second(secs).map(|ts| ts.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
 
 /// Typed errors of the Kubernetes client layer.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +105,32 @@ impl Actuator {
             }
         }
         Err(K8sError::Conflict { object: format!("node {node}"), attempts: CONFLICT_ATTEMPTS })
+    }
+
+    /// Sets conditions in a ProvisioningRequest's status subresource, each replacing
+    /// the condition of its type. The patch carries the resourceVersion it was
+    /// computed from (a concurrent writer's conditions are never overwritten).
+    pub async fn update_provisioning_request(&self, request: &PodKey, conditions: &[model::RequestCondition]) -> Result<(), K8sError> {
+        let api: Api<ProvisioningRequest> = Api::namespaced(self.client.clone(), &request.namespace);
+        let object = || format!("provisioningrequest {request}");
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let current = match api.get_status(&request.name).await {
+                Ok(r) => r,
+                Err(e) if status_code(&e) == Some(404) => return Err(K8sError::NotFound { object: object() }),
+                Err(e) if status_code(&e) == Some(403) => return Err(K8sError::Forbidden(e.to_string())),
+                Err(e) => return Err(e.into()),
+            };
+            let mut body = status_patch(&current.status, conditions, format_condition_time);
+            body["metadata"] = json!({"resourceVersion": current.metadata.resource_version});
+            match api.patch_status(&request.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_code(&e) == Some(409) => continue,
+                Err(e) if status_code(&e) == Some(404) => return Err(K8sError::NotFound { object: object() }),
+                Err(e) if status_code(&e) == Some(403) => return Err(K8sError::Forbidden(e.to_string())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(K8sError::Conflict { object: object(), attempts: CONFLICT_ATTEMPTS })
     }
 
     /// Taints the node `batch-autoscaler.io/retiring:NoSchedule` and records why and when.

@@ -9,13 +9,17 @@
 //! holds every pod, because every pod occupies its node.
 
 use crate::convert::{daemonset_view, node_view, parse_priorities, pod_view, ConversionError};
+use crate::provreq::{
+    min_member, request_object, request_view, template_pod, workload_gang, CoschedulingPodGroup, GangApi, GangSize, ProvisioningRequest,
+    RequestObject, VolcanoPodGroup, WorkloadPodGroup,
+};
 use crate::views::{Conversion, Converted, ObjectKey, ViewStore};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, PodTemplate};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
-use model::{ClusterSnapshot, DaemonSetView, InstanceId, NodeGroupId, NodeGroupState, NodeView, PodView};
+use model::{ClusterSnapshot, DaemonSetView, GangSource, InstanceId, NodeGroupId, NodeGroupState, NodeView, PodView, ProvisioningRequestView};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,9 +85,14 @@ impl WatchHealth {
 }
 
 /// Where the cache looks for the priority-expander ConfigMap.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CacheConfig {
     pub priority_configmap_namespace: String,
+    /// Watch ProvisioningRequests and PodTemplates (`--enable-provisioning-requests`).
+    pub provisioning_requests: bool,
+    /// The gang APIs the cluster serves (see [`discover_gang_apis`]); the others are
+    /// not watched.
+    pub gang_apis: Vec<GangApi>,
 }
 
 /// A snapshot of the cluster side, plus what had to be skipped.
@@ -94,6 +103,7 @@ pub struct ClusterParts {
     pub pods: Vec<PodView>,
     pub daemonsets: Vec<DaemonSetView>,
     pub expander_priorities: Option<BTreeMap<i32, Vec<String>>>,
+    pub provisioning_requests: Vec<ProvisioningRequestView>,
     /// Objects that could not be understood: skipped, to be warned about.
     pub skipped: Vec<ConversionError>,
     pub warnings: Vec<String>,
@@ -110,6 +120,7 @@ impl ClusterParts {
             pods: self.pods,
             daemonsets: self.daemonsets,
             expander_priorities: self.expander_priorities,
+            provisioning_requests: self.provisioning_requests,
         }
     }
 }
@@ -149,6 +160,35 @@ const PRIORITIES: Conversion<ConfigMap, Priorities> = Conversion {
     },
 };
 
+const REQUESTS: Conversion<ProvisioningRequest, RequestObject> = Conversion {
+    key: object_key,
+    view: |r| Converted::View(Arc::new(request_object(r)), Vec::new()),
+};
+
+/// A template that does not convert is kept as its error: the request that names it
+/// fails with that message.
+type TemplateView = (ObjectKey, Result<PodView, String>);
+
+const TEMPLATES: Conversion<PodTemplate, TemplateView> = Conversion {
+    key: object_key,
+    view: |t| Converted::View(Arc::new((object_key(t), template_pod(t).map_err(|e| e.to_string()))), Vec::new()),
+};
+
+type GangView = (ObjectKey, GangSize);
+
+const COSCHEDULING: Conversion<CoschedulingPodGroup, GangView> = Conversion {
+    key: object_key,
+    view: |g| Converted::new(min_member("PodGroup", &g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new()))),
+};
+const VOLCANO: Conversion<VolcanoPodGroup, GangView> = Conversion {
+    key: object_key,
+    view: |g| Converted::new(min_member("PodGroup", &g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new()))),
+};
+const WORKLOAD: Conversion<WorkloadPodGroup, GangView> = Conversion {
+    key: object_key,
+    view: |g| Converted::new(workload_gang(&g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new()))),
+};
+
 /// The converted views of every kind the planner reads.
 #[derive(Default)]
 struct Stores {
@@ -156,6 +196,11 @@ struct Stores {
     nodes: ViewStore<NodeView>,
     daemonsets: ViewStore<DaemonSetView>,
     priorities: ViewStore<Priorities>,
+    requests: ViewStore<RequestObject>,
+    templates: ViewStore<TemplateView>,
+    coscheduling: ViewStore<GangView>,
+    volcano: ViewStore<GangView>,
+    workload: ViewStore<GangView>,
 }
 
 impl Stores {
@@ -178,6 +223,35 @@ impl Stores {
         parts.pods = pods.views.iter().map(|p| PodView::clone(p)).collect();
         parts.daemonsets = daemonsets.views.iter().map(|d| DaemonSetView::clone(d)).collect();
         parts.expander_priorities = priorities.views.first().and_then(|p| Option::clone(p));
+        // Gang sizes that live in PodGroup objects.
+        let mut skipped = Vec::new();
+        let mut sizes: BTreeMap<(GangSource, String), GangSize> = BTreeMap::new();
+        for (source, store) in [(GangSource::Coscheduling, &self.coscheduling), (GangSource::Volcano, &self.volcano), (GangSource::WorkloadApi, &self.workload)] {
+            let c = store.collect();
+            for v in &c.views {
+                let ((ns, name), size) = &**v;
+                sizes.insert((source, format!("{ns}/{name}")), *size);
+            }
+            skipped.extend(c.skipped);
+        }
+        if !sizes.is_empty() {
+            for p in &mut parts.pods {
+                let Some(g) = &mut p.gang else { continue };
+                match sizes.get(&(g.source, g.gang.to_string())) {
+                    Some(Some(n)) => g.size = *n,
+                    // A Workload API group with the basic policy: not a gang.
+                    Some(None) => p.gang = None,
+                    None => {}
+                }
+            }
+        }
+        let requests = self.requests.collect();
+        if !requests.views.is_empty() {
+            let templates: BTreeMap<ObjectKey, Arc<Result<PodView, String>>> =
+                self.templates.collect().views.iter().map(|t| (t.0.clone(), Arc::new(t.1.clone()))).collect();
+            parts.provisioning_requests = requests.views.iter().map(|r| request_view(r, &templates)).collect();
+        }
+        parts.skipped.extend(skipped);
         for c in [nodes.skipped, pods.skipped, daemonsets.skipped] {
             parts.skipped.extend(c);
         }
@@ -281,18 +355,37 @@ impl ClusterCache {
             spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), stores.daemonsets.clone(), DAEMONSETS, |_: &DaemonSet| {});
         let (cm_health, t4) = spawn_watch(
             "configmaps",
-            Api::<ConfigMap>::namespaced(client, &config.priority_configmap_namespace),
+            Api::<ConfigMap>::namespaced(client.clone(), &config.priority_configmap_namespace),
             watcher::Config::default().fields(&format!("metadata.name={PRIORITY_CONFIGMAP}")),
             stores.priorities.clone(),
             PRIORITIES,
             |_: &ConfigMap| {},
         );
-        let cache = Self {
-            stores,
-            health: vec![("pods", pods_health), ("nodes", nodes_health), ("daemonsets", ds_health), ("configmaps", cm_health)],
-            unschedulable,
+        let mut health = vec![("pods", pods_health), ("nodes", nodes_health), ("daemonsets", ds_health), ("configmaps", cm_health)];
+        let mut tasks = vec![t1, t2, t3, t4];
+        let mut add = |(h, t): (Arc<WatchHealth>, JoinHandle<()>), name: &'static str| {
+            health.push((name, h));
+            tasks.push(t);
         };
-        (cache, vec![t1, t2, t3, t4])
+        if config.provisioning_requests {
+            add(spawn_watch("provisioningrequests", Api::all(client.clone()), watcher::Config::default(), stores.requests.clone(), REQUESTS, |_: &ProvisioningRequest| {}), "provisioningrequests");
+            add(spawn_watch("podtemplates", Api::all(client.clone()), watcher::Config::default(), stores.templates.clone(), TEMPLATES, |_: &PodTemplate| {}), "podtemplates");
+        }
+        for api in &config.gang_apis {
+            let name = match api {
+                GangApi::Coscheduling => "podgroups.scheduling.x-k8s.io",
+                GangApi::Volcano => "podgroups.scheduling.volcano.sh",
+                GangApi::Workload => "podgroups.scheduling.k8s.io",
+            };
+            let watch = match api {
+                GangApi::Coscheduling => spawn_watch(name, Api::all(client.clone()), watcher::Config::default(), stores.coscheduling.clone(), COSCHEDULING, |_: &CoschedulingPodGroup| {}),
+                GangApi::Volcano => spawn_watch(name, Api::all(client.clone()), watcher::Config::default(), stores.volcano.clone(), VOLCANO, |_: &VolcanoPodGroup| {}),
+                GangApi::Workload => spawn_watch(name, Api::all(client.clone()), watcher::Config::default(), stores.workload.clone(), WORKLOAD, |_: &WorkloadPodGroup| {}),
+            };
+            add(watch, name);
+        }
+        let cache = Self { stores, health, unschedulable };
+        (cache, tasks)
     }
 
     /// Every watch has listed and not failed since.
@@ -324,6 +417,23 @@ impl ClusterCache {
             groups.iter().flat_map(|g| g.instances.iter().map(move |i| (&i.id, &g.spec.id))).collect();
         self.stores.parts(synced, |i| instance_group.get(i).map(|g| (*g).clone()))
     }
+}
+
+/// The gang APIs the cluster serves. One that is not served (its CRD is not installed,
+/// or the Workload API's feature gate is off) is simply not watched: no error loop.
+/// An API that cannot be asked about (forbidden, unreachable) is left out with a warning.
+pub async fn discover_gang_apis(client: &Client) -> (Vec<GangApi>, Vec<String>) {
+    let mut served = Vec::new();
+    let mut notes = Vec::new();
+    for api in GangApi::ALL {
+        match client.list_api_group_resources(api.api_version()).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == "podgroups") => served.push(api),
+            Ok(_) => notes.push(format!("{} does not serve podgroups: not watched", api.api_version())),
+            Err(kube::Error::Api(e)) if e.code == 404 => notes.push(format!("{} is not served: not watched", api.api_version())),
+            Err(e) => notes.push(format!("{}: could not ask whether it is served ({e}): not watched", api.api_version())),
+        }
+    }
+    (served, notes)
 }
 
 /// The same parts from lists of API objects (`explain` reads them once, with no
@@ -366,6 +476,46 @@ mod tests {
         assert_eq!(parts.skipped[0].name, "x/bad");
         assert!(parts.expander_priorities.is_none());
         assert_eq!(parts.warnings.len(), 1);
+    }
+
+    #[test]
+    fn pod_group_objects_give_gang_sizes_and_requests_join_their_templates() {
+        let stores = Stores::default();
+        let member = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ml", "labels": labels, "annotations": annotations}, "spec": {"containers": [{"name": "c"}]}})).unwrap()
+        };
+        for p in [
+            member("a", json!({"scheduling.x-k8s.io/pod-group": "pg"}), json!({})),
+            member("b", json!({}), json!({"scheduling.k8s.io/group-name": "vg"})),
+            member("c", json!({"scheduling.x-k8s.io/pod-group": "absent"}), json!({})),
+        ] {
+            stores.pods.apply(&watcher::Event::Apply(p), PODS);
+        }
+        let group = |name: &str, spec: serde_json::Value| CoschedulingPodGroup {
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some("ml".into()), ..Default::default() },
+            spec,
+            status: json!(null),
+        };
+        stores.coscheduling.apply(&watcher::Event::Apply(group("pg", json!({"minMember": 4}))), COSCHEDULING);
+        let v = VolcanoPodGroup { metadata: kube::api::ObjectMeta { name: Some("vg".into()), namespace: Some("ml".into()), ..Default::default() }, spec: json!({"minMember": 2}), status: json!(null) };
+        stores.volcano.apply(&watcher::Event::Apply(v), VOLCANO);
+        let parts = stores.parts(true, |_| None);
+        let size = |name: &str| parts.pods.iter().find(|p| p.key.name == name).unwrap().gang.as_ref().map(|g| g.size);
+        assert_eq!(size("a"), Some(4));
+        assert_eq!(size("b"), Some(2));
+        assert_eq!(size("c"), Some(0), "no PodGroup (yet): a gang of the pods present");
+
+        let request: ProvisioningRequest = serde_json::from_value(json!({
+            "metadata": {"name": "r", "namespace": "ml"},
+            "spec": {"provisioningClassName": model::provreq::CLASS_CHECK_CAPACITY, "podSets": [{"podTemplateRef": {"name": "t"}, "count": 2}]}
+        }))
+        .unwrap();
+        stores.requests.apply(&watcher::Event::Apply(request), REQUESTS);
+        let template: PodTemplate = serde_json::from_value(json!({"metadata": {"name": "t", "namespace": "ml"}, "template": {"spec": {"containers": [{"name": "c"}]}}})).unwrap();
+        stores.templates.apply(&watcher::Event::Apply(template), TEMPLATES);
+        let parts = stores.parts(true, |_| None);
+        assert_eq!(parts.provisioning_requests.len(), 1);
+        assert_eq!(parts.provisioning_requests[0].pods.len(), 2);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeSelectorRequirement as K8sReq, Pod, PodSpec, ResourceRequirements, Taint as K8sTaint, Toleration as K8sToleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as K8sSelector, Time as K8sTime};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as K8sSelector, ObjectMeta, Time as K8sTime};
 use model::well_known::*;
 use model::*;
 use std::collections::BTreeMap;
@@ -299,19 +299,7 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
         _ => None,
     };
     let do_not_disrupt = annotation(meta, ANNOTATION_DO_NOT_DISRUPT) == Some("true") || label(meta, LABEL_DO_NOT_DRAIN) == Some("true");
-    let gang_name = annotation(meta, ANNOTATION_GANG_NAME).map(str::to_owned).or_else(|| label(meta, "scheduling.x-k8s.io/pod-group").map(str::to_owned));
-    let gang = if annotation(meta, ANNOTATION_GANG) == Some("true") || gang_name.is_some() {
-        let base = gang_name.or_else(|| match &owner {
-            Owner::Job(j) => Some(j.clone()),
-            _ => None,
-        });
-        base.map(|b| GangMembership {
-            gang: GangId::new(format!("{namespace}/{b}")),
-            size: annotation(meta, ANNOTATION_GANG_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
-        })
-    } else {
-        None
-    };
+    let gang = gang_of(meta, spec, &namespace, &owner);
     let expected_duration = annotation(meta, ANNOTATION_EXPECTED_DURATION).and_then(|d| parse_duration(d).ok());
     let mut view = PodView::new(PodKey::new(namespace, name), requests, owner, meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO));
     view.labels = labels_of(meta.labels.as_ref());
@@ -330,8 +318,43 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
     view.active_deadline = spec.active_deadline_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
     view.expected_duration = expected_duration;
     view.uid = meta.uid.clone().filter(|u| !u.is_empty()).map(PodUid::new);
+    view.consumes_request = annotation(meta, ANNOTATION_CONSUME_PROVISIONING_REQUEST)
+        .or_else(|| annotation(meta, ANNOTATION_CA_CONSUME_PROVISIONING_REQUEST))
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
     view.termination_grace = spec.termination_grace_period_seconds.filter(|s| *s >= 0).map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
     Ok(view)
+}
+
+/// The gang a pod belongs to, from whichever marker it carries: ours first, then
+/// Kueue's pod groups, coscheduling, Volcano and the Workload API. Sizes that live in a
+/// `PodGroup` object (coscheduling, Volcano, Workload API) are 0 here and filled in
+/// from the watched PodGroups when the snapshot is built (`cache.rs`).
+fn gang_of(meta: &ObjectMeta, spec: &PodSpec, namespace: &str, owner: &Owner) -> Option<GangMembership> {
+    let member = |name: &str, size: u32, source: GangSource| Some(GangMembership { gang: GangId::new(format!("{namespace}/{name}")), size, source });
+    let our_name = annotation(meta, ANNOTATION_GANG_NAME);
+    if annotation(meta, ANNOTATION_GANG) == Some("true") || our_name.is_some() {
+        let size = annotation(meta, ANNOTATION_GANG_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let name = our_name.map(str::to_owned).or_else(|| match owner {
+            Owner::Job(j) => Some(j.clone()),
+            _ => None,
+        })?;
+        return member(&name, size, GangSource::Annotation);
+    }
+    if let Some(name) = label(meta, LABEL_KUEUE_POD_GROUP) {
+        let size = annotation(meta, ANNOTATION_KUEUE_POD_GROUP_TOTAL).and_then(|s| s.parse().ok()).unwrap_or(0);
+        return member(name, size, GangSource::KueuePodGroup);
+    }
+    if let Some(name) = label(meta, LABEL_COSCHEDULING_POD_GROUP) {
+        return member(name, 0, GangSource::Coscheduling);
+    }
+    if let Some(name) = annotation(meta, ANNOTATION_VOLCANO_GROUP_NAME) {
+        return member(name, 0, GangSource::Volcano);
+    }
+    if let Some(name) = spec.scheduling_group.as_ref().and_then(|g| g.pod_group_name.as_deref()).filter(|n| !n.is_empty()) {
+        return member(name, 0, GangSource::WorkloadApi);
+    }
+    None
 }
 
 /// Converts a Node. `group_of` maps an instance id to its (owned) node group.
@@ -435,6 +458,36 @@ mod tests {
     }
 
     #[test]
+    fn every_gang_marker_makes_a_gang() {
+        let with = |meta: serde_json::Value, spec_extra: serde_json::Value| {
+            let mut spec = json!({"containers": [{"name": "c"}]});
+            for (k, v) in spec_extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            let mut m = json!({"name": "p", "namespace": "ml"});
+            for (k, v) in meta.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+            pod_view(&pod(json!({"metadata": m, "spec": spec}))).unwrap().gang
+        };
+        let g = |name: &str, size: u32, source: GangSource| Some(GangMembership { gang: GangId::new(format!("ml/{name}")), size, source });
+        assert_eq!(
+            with(json!({"labels": {"kueue.x-k8s.io/pod-group-name": "grp"}, "annotations": {"kueue.x-k8s.io/pod-group-total-count": "6"}}), json!({})),
+            g("grp", 6, GangSource::KueuePodGroup)
+        );
+        assert_eq!(with(json!({"labels": {"scheduling.x-k8s.io/pod-group": "pg"}}), json!({})), g("pg", 0, GangSource::Coscheduling));
+        assert_eq!(with(json!({"annotations": {"scheduling.k8s.io/group-name": "vg"}}), json!({})), g("vg", 0, GangSource::Volcano));
+        assert_eq!(with(json!({}), json!({"schedulingGroup": {"podGroupName": "wg"}})), g("wg", 0, GangSource::WorkloadApi));
+        assert_eq!(
+            with(json!({"annotations": {"batch-autoscaler.io/gang-name": "ours", "batch-autoscaler.io/gang-size": "3"}}), json!({})),
+            g("ours", 3, GangSource::Annotation)
+        );
+        assert_eq!(with(json!({"annotations": {"autoscaling.x-k8s.io/consume-provisioning-request": "r"}}), json!({})), None);
+        let v = pod_view(&pod(json!({"metadata": {"name": "p", "namespace": "ml", "annotations": {"cluster-autoscaler.kubernetes.io/consume-provisioning-request": "old"}}, "spec": {"containers": [{"name": "c"}]}}))).unwrap();
+        assert_eq!(v.consumes_request.as_deref(), Some("old"));
+    }
+
+    #[test]
     fn pod_fields_owner_gang_and_annotations() {
         let p = pod(json!({
             "metadata": {
@@ -468,7 +521,7 @@ mod tests {
         assert!(v.unschedulable);
         assert!(v.do_not_disrupt);
         assert_eq!(v.safe_to_evict, Some(SafeToEvict::OnCompletion));
-        assert_eq!(v.gang, Some(GangMembership { gang: GangId::new("ml/train"), size: 8 }));
+        assert_eq!(v.gang, Some(GangMembership::new(GangId::new("ml/train"), 8)));
         assert_eq!(v.priority, 5);
         assert_eq!(v.expected_duration, Some(Duration::from_secs(45 * 60)));
         assert_eq!(v.active_deadline, Some(Duration::from_secs(3600)));

@@ -11,4 +11,5 @@ pub mod events;
 pub mod leader;
 pub mod status;
 pub mod port;
+pub mod provreq;
 pub mod views;

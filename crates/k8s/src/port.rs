@@ -38,6 +38,7 @@ impl Cluster for KubeCluster {
             pods: parts.pods,
             daemonsets: parts.daemonsets,
             expander_priorities: parts.expander_priorities,
+            provisioning_requests: parts.provisioning_requests,
             skipped,
         }
     }
@@ -72,6 +73,10 @@ impl Cluster for KubeCluster {
             Ok(n) => Err(PortError::retryable("events", format!("{n} Events could not be posted"))),
             Err(e) => Err(PortError::retryable("events", e.to_string())),
         }
+    }
+
+    async fn update_provisioning_request(&mut self, request: &PodKey, conditions: &[model::RequestCondition]) -> Result<(), PortError> {
+        self.actuator.update_provisioning_request(request, conditions).await.map_err(port_error)
     }
 
     async fn write_status(&mut self, status: &StatusReport) -> Result<(), PortError> {

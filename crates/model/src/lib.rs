@@ -10,6 +10,7 @@ pub mod ids;
 pub mod labels;
 pub mod node;
 pub mod pod;
+pub mod provreq;
 pub mod quantity;
 pub mod resources;
 pub mod scheduling;
@@ -23,7 +24,8 @@ pub use group::{
 };
 pub use ids::{GangId, InstanceId, InstanceTypeName, NodeGroupId, NodeName, PodKey, PodUid, Region, Zone};
 pub use node::{NodeView, RetireMark};
-pub use pod::{GangMembership, Owner, OwnerKind, OwnerKindParseError, PodPhase, PodView, SafeToEvict};
+pub use pod::{GangMembership, GangSource, Owner, OwnerKind, OwnerKindParseError, PodPhase, PodView, SafeToEvict};
+pub use provreq::{ConditionType, ProvisioningClass, ProvisioningRequestView, RequestCondition, RequestProblem};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use resources::{ResourceName, Resources};
 pub use scheduling::{

@@ -156,8 +156,55 @@ pub enum SafeToEvict {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GangMembership {
     pub gang: GangId,
-    /// How many pods the gang needs at once.
+    /// How many pods the gang needs at once (its minimum member count); 0 when the
+    /// marker does not say (then every pod of the gang present is needed).
     pub size: u32,
+    /// Which marker made the pod a gang member.
+    #[serde(default)]
+    pub source: GangSource,
+}
+
+impl GangMembership {
+    /// Membership from our own annotations.
+    pub fn new(gang: GangId, size: u32) -> Self {
+        Self { gang, size, source: GangSource::Annotation }
+    }
+}
+
+/// The marker a gang comes from: the batch ecosystem has several, and users write
+/// the one their queue or scheduler understands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum GangSource {
+    /// `batch-autoscaler.io/gang*` annotations.
+    #[default]
+    Annotation,
+    /// Kueue plain-pod groups: label `kueue.x-k8s.io/pod-group-name` and annotation
+    /// `kueue.x-k8s.io/pod-group-total-count`.
+    KueuePodGroup,
+    /// scheduler-plugins coscheduling: label `scheduling.x-k8s.io/pod-group` and a
+    /// `scheduling.x-k8s.io` `PodGroup`'s `spec.minMember`.
+    Coscheduling,
+    /// Volcano: annotation `scheduling.k8s.io/group-name` and a
+    /// `scheduling.volcano.sh` `PodGroup`'s `spec.minMember`.
+    Volcano,
+    /// The Kubernetes Workload API: `spec.schedulingGroup` and a
+    /// `scheduling.k8s.io` `PodGroup` with a gang policy's `minCount`.
+    WorkloadApi,
+    /// The pods of a ProvisioningRequest (built in memory, all or nothing).
+    ProvisioningRequest,
+}
+
+impl GangSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Annotation => "annotation",
+            Self::KueuePodGroup => "kueue-pod-group",
+            Self::Coscheduling => "coscheduling",
+            Self::Volcano => "volcano",
+            Self::WorkloadApi => "workload-api",
+            Self::ProvisioningRequest => "provisioning-request",
+        }
+    }
 }
 
 /// A pod as the planner sees it.
@@ -191,6 +238,10 @@ pub struct PodView {
     pub expected_duration: Option<Duration>,
     /// `spec.terminationGracePeriodSeconds`: an eviction gives the pod this long.
     pub termination_grace: Option<Duration>,
+    /// The ProvisioningRequest (in the pod's namespace) whose booked capacity the pod
+    /// consumes: `autoscaling.x-k8s.io/consume-provisioning-request`.
+    #[serde(default)]
+    pub consumes_request: Option<String>,
 }
 
 impl PodView {
@@ -222,6 +273,7 @@ impl PodView {
             active_deadline: None,
             expected_duration: None,
             termination_grace: None,
+            consumes_request: None,
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::group::NodeGroupState;
 use crate::node::NodeView;
 use crate::pod::PodView;
+use crate::provreq::ProvisioningRequestView;
 use crate::resources::Resources;
 use crate::scheduling::{Labels, NodeAffinity, Toleration};
 use serde::{Deserialize, Serialize};
@@ -35,4 +36,7 @@ pub struct ClusterSnapshot {
     /// The priority expander's configuration (priority → group-name regexes), from
     /// the `cluster-autoscaler-priority-expander` ConfigMap when present.
     pub expander_priorities: Option<BTreeMap<i32, Vec<String>>>,
+    /// ProvisioningRequests of the classes we serve (empty when the feature is off).
+    #[serde(default)]
+    pub provisioning_requests: Vec<ProvisioningRequestView>,
 }

@@ -34,9 +34,19 @@ pub const LABEL_DO_NOT_DRAIN: &str = "openai/do-not-drain";
 pub const ANNOTATION_GANG: &str = "batch-autoscaler.io/gang";
 /// Optional gang name; defaults to the owning Job's name.
 pub const ANNOTATION_GANG_NAME: &str = "batch-autoscaler.io/gang-name";
-/// Number of pods in the gang; defaults to the Job's parallelism. Also accepted:
-/// the scheduler-plugins label `scheduling.x-k8s.io/pod-group` with `pod-group-min-available`.
+/// Number of pods the gang needs; without it, every pod of the gang present. The batch
+/// ecosystem's own markers are honoured too (below, and `GangSource`).
 pub const ANNOTATION_GANG_SIZE: &str = "batch-autoscaler.io/gang-size";
+/// Kueue plain-pod groups: the group's name (label) and how many pods it has (annotation).
+pub const LABEL_KUEUE_POD_GROUP: &str = "kueue.x-k8s.io/pod-group-name";
+pub const ANNOTATION_KUEUE_POD_GROUP_TOTAL: &str = "kueue.x-k8s.io/pod-group-total-count";
+/// scheduler-plugins coscheduling: the `PodGroup` (`scheduling.x-k8s.io`) a pod belongs to.
+pub const LABEL_COSCHEDULING_POD_GROUP: &str = "scheduling.x-k8s.io/pod-group";
+/// Volcano: the `PodGroup` (`scheduling.volcano.sh`) a pod belongs to.
+pub const ANNOTATION_VOLCANO_GROUP_NAME: &str = "scheduling.k8s.io/group-name";
+/// The ProvisioningRequest whose booking a pod consumes (and CA's older spelling).
+pub const ANNOTATION_CONSUME_PROVISIONING_REQUEST: &str = "autoscaling.x-k8s.io/consume-provisioning-request";
+pub const ANNOTATION_CA_CONSUME_PROVISIONING_REQUEST: &str = "cluster-autoscaler.kubernetes.io/consume-provisioning-request";
 /// How long the pod is expected to run (`45m`), used to rank nodes to retire.
 pub const ANNOTATION_EXPECTED_DURATION: &str = "batch-autoscaler.io/expected-duration";
 

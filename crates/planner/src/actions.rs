@@ -1,6 +1,6 @@
 //! What the planner asks the driver to do, and what the driver reports back.
 
-use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, NodeView, PodKey, PodUid, PodView, PoolKey, Time};
+use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, NodeView, PodKey, PodUid, PodView, PoolKey, RequestCondition, Time};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -100,6 +100,9 @@ pub enum Action {
     MarkIdle { id: ActionId, node: NodeName, since: Option<Time> },
     /// Persist a pool backoff (or its end, when `until` has passed).
     PersistBackoff { id: ActionId, record: BackoffRecord },
+    /// Set these conditions in a ProvisioningRequest's status (each replaces the
+    /// condition of its type; the others are left as they are).
+    UpdateProvisioningRequest { id: ActionId, request: PodKey, conditions: Vec<RequestCondition> },
 }
 
 impl Action {
@@ -113,7 +116,8 @@ impl Action {
             | Self::UnretireNode { id, .. }
             | Self::EvictPod { id, .. }
             | Self::MarkIdle { id, .. }
-            | Self::PersistBackoff { id, .. } => *id,
+            | Self::PersistBackoff { id, .. }
+            | Self::UpdateProvisioningRequest { id, .. } => *id,
         }
     }
 
@@ -149,6 +153,13 @@ impl fmt::Display for Action {
                 None => write!(f, "clear idle mark of {node}"),
             },
             Self::PersistBackoff { record, .. } => write!(f, "persist backoff of {} until {}", record.pool, record.until),
+            Self::UpdateProvisioningRequest { request, conditions, .. } => {
+                write!(f, "update provisioning request {request}:")?;
+                for c in conditions {
+                    write!(f, " {}={} ({})", c.kind, if c.status { "True" } else { "False" }, c.reason)?;
+                }
+                Ok(())
+            }
         }
     }
 }

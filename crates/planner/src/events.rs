@@ -2,7 +2,7 @@
 //! that adapters turn into logs, Kubernetes Events, metrics and simulator timelines.
 
 use crate::actions::TerminateReason;
-use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
+use model::{ConditionType, InstanceId, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -147,6 +147,14 @@ pub enum PlannerEvent {
     ActionFailed { action: String, message: String },
     /// A configuration or data problem that was worked around.
     Warning { message: String },
+    /// A gang has fewer pods than its marker's minimum: nothing is bought for it yet.
+    GangIncomplete { gang: String, present: u32, size: u32 },
+    /// A ProvisioningRequest's condition changes.
+    ProvisioningRequestUpdated { request: PodKey, condition: ConditionType, status: bool, reason: String, message: String },
+    /// A group is scaled up for a ProvisioningRequest (all its pods, one group).
+    ProvisioningRequestScaleUp { request: PodKey, group: NodeGroupId, from: u32, to: u32 },
+    /// A ProvisioningRequest of another provisioner's class: left alone.
+    ProvisioningRequestIgnored { request: PodKey, class: String },
 }
 
 impl PlannerEvent {
@@ -169,6 +177,17 @@ impl PlannerEvent {
             Self::LaunchTimedOut { .. } => "LaunchTimedOut",
             Self::ActionFailed { .. } => "ActionFailed",
             Self::Warning { .. } => "Warning",
+            Self::ProvisioningRequestUpdated { condition, status, .. } => match (condition, status) {
+                (ConditionType::Provisioned, true) => "Provisioned",
+                (ConditionType::Provisioned, false) => "NotProvisioned",
+                (ConditionType::Failed, _) => "ProvisioningFailed",
+                (ConditionType::BookingExpired, _) => "BookingExpired",
+                (ConditionType::Accepted, _) => "Accepted",
+                (ConditionType::CapacityRevoked, _) => "CapacityRevoked",
+            },
+            Self::ProvisioningRequestScaleUp { .. } => "TriggeredScaleUp",
+            Self::GangIncomplete { .. } => "GangIncomplete",
+            Self::ProvisioningRequestIgnored { .. } => "NotOurClass",
         }
     }
 }
@@ -213,6 +232,18 @@ impl fmt::Display for PlannerEvent {
             Self::LaunchTimedOut { instance, group } => write!(f, "{instance} of {group} never became a node"),
             Self::ActionFailed { action, message } => write!(f, "{action} failed: {message}"),
             Self::Warning { message } => write!(f, "warning: {message}"),
+            Self::ProvisioningRequestUpdated { request, condition, status, reason, message } => {
+                write!(f, "provisioning request {request}: {condition}={} ({reason}): {message}", if *status { "True" } else { "False" })
+            }
+            Self::ProvisioningRequestScaleUp { request, group, from, to } => {
+                write!(f, "scale-up of {group} {from} -> {to} for provisioning request {request}")
+            }
+            Self::GangIncomplete { gang, present, size } => {
+                write!(f, "gang {gang} has {present} of its {size} pods: no scale-up until all are there")
+            }
+            Self::ProvisioningRequestIgnored { request, class } => {
+                write!(f, "provisioning request {request} has class {class}, served by another provisioner: left alone")
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct GangTracker {
     launches: BTreeMap<GangId, GangLaunch>,
     /// Gangs whose pool reported a failure since the last pass.
     failed: BTreeSet<GangId>,
+    /// Gangs waiting for members, with the count last reported.
+    incomplete: BTreeMap<GangId, u32>,
 }
 
 impl GangTracker {
@@ -51,6 +53,39 @@ impl GangTracker {
 }
 
 impl Planner {
+    /// Gangs with fewer members than their marker's minimum (pending or running): no
+    /// node is bought for them until the rest arrive (a queue or a controller creates
+    /// a gang's pods one by one; buying for the first few would buy for a gang that
+    /// cannot start). Each is reported once per member count.
+    pub(crate) fn incomplete_gangs(&mut self, now: Time, snapshot: &ClusterSnapshot) -> BTreeSet<GangId> {
+        let mut members: BTreeMap<&GangId, (u32, u32)> = BTreeMap::new();
+        for p in &snapshot.pods {
+            if let Some(g) = p.gang.as_ref().filter(|g| g.size > 0) {
+                if p.is_unbound_pending() || p.occupies_node() || p.phase == PodPhase::Running {
+                    let e = members.entry(&g.gang).or_insert((0, g.size));
+                    e.0 += 1;
+                    e.1 = e.1.max(g.size);
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        let mut reports = Vec::new();
+        for (gang, (present, size)) in members {
+            if present < size {
+                out.insert(gang.clone());
+                if self.gangs.incomplete.get(gang) != Some(&present) {
+                    self.gangs.incomplete.insert(gang.clone(), present);
+                    reports.push(PlannerEvent::GangIncomplete { gang: gang.to_string(), present, size });
+                }
+            }
+        }
+        self.gangs.incomplete.retain(|g, _| out.contains(g));
+        for e in reports {
+            self.emit(now, e);
+        }
+        out
+    }
+
     /// Completes or rolls back gang launches.
     pub(crate) fn check_gangs(&mut self, now: Time, snapshot: &ClusterSnapshot) {
         if self.gangs.launches.is_empty() {
@@ -131,6 +166,13 @@ impl Planner {
                 launched: launched.len() as u32,
                 needed: launch.nodes,
             },
+        );
+        // A ProvisioningRequest's launch is tried once: the request fails and its queue
+        // retries with a new request (served by another pool, this one backed off).
+        let why = if back_off_pool { "the nodes did not all arrive within the gang provision time" } else { "the launch failed" };
+        self.requests.gang_rolled_back(
+            &launch.gang,
+            format!("{} delivered {} of {} nodes and was rolled back: {why}", launch.group, launched.len(), launch.nodes),
         );
     }
 }

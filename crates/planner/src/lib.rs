@@ -26,6 +26,7 @@ mod hash;
 mod lifecycle;
 pub mod placement;
 mod pools;
+pub mod provreq;
 mod removal;
 pub mod predicates;
 pub mod scaledown;
@@ -82,6 +83,7 @@ pub struct Planner {
     expander: ExpanderChain,
     pools: pools::PoolBackoffs,
     gangs: gang::GangTracker,
+    requests: provreq::RequestBook,
     /// Target sizes requested but not yet seen in a snapshot.
     requested_targets: BTreeMap<NodeGroupId, TargetRequest>,
     /// Idle-since per node, rebuilt from annotations and kept across passes.
@@ -142,6 +144,7 @@ impl Planner {
         Ok(Self {
             pools: pools::PoolBackoffs::new(&settings),
             gangs: gang::GangTracker::default(),
+            requests: provreq::RequestBook::default(),
             settings,
             expander,
             requested_targets: BTreeMap::new(),
@@ -214,10 +217,14 @@ impl Planner {
             self.on_launch_failure(now, failure);
         }
         self.handle_launch_timeouts(now, snapshot);
+        // ProvisioningRequests become pods the rest of the pass handles (see `provreq`).
+        let prepared = self.prepare_requests(now, snapshot);
+        let snapshot = prepared.as_ref().unwrap_or(snapshot);
         let view = scaleup::ClusterView::new(self, now, snapshot);
         self.check_gangs(now, snapshot);
         let scaled_up = self.scale_up(now, snapshot, &view);
         self.scale_down(now, snapshot, &view, scaled_up);
+        self.finish_requests(now, snapshot);
         self.advance_removals(now);
         // Timers that are already due were served by this pass.
         self.wake_at = self.wake_at.split_off(&Time(now.0 + 1));

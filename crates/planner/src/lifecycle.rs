@@ -173,6 +173,7 @@ impl Planner {
                         self.draining_since.remove(&node);
                         self.last_scale_down_failure = Some(now);
                     }
+                    Action::UpdateProvisioningRequest { request, .. } => self.requests.update_failed(&request),
                     _ => {}
                 }
             }

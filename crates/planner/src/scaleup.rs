@@ -215,7 +215,8 @@ impl TemplateVerdicts {
 
 impl Planner {
     /// Pods that may trigger a scale-up, in the order they are served.
-    fn scale_up_candidates(&self, snapshot: &ClusterSnapshot) -> Vec<usize> {
+    fn scale_up_candidates(&mut self, now: Time, snapshot: &ClusterSnapshot) -> Vec<usize> {
+        let incomplete = self.incomplete_gangs(now, snapshot);
         let s = &self.settings;
         let out: Vec<usize> = snapshot
             .pods
@@ -226,6 +227,7 @@ impl Planner {
                     && p.unschedulable
                     && p.priority >= s.expendable_pods_priority_cutoff
                     && s.pod_namespace.as_ref().is_none_or(|ns| *ns == p.key.namespace)
+                    && p.gang.as_ref().is_none_or(|g| !incomplete.contains(&g.gang))
             })
             .map(|(i, _)| i)
             .collect();
@@ -251,7 +253,7 @@ impl Planner {
 
     /// Runs the scale-up pass; returns whether any group was scaled up.
     pub(crate) fn scale_up(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView) -> bool {
-        let candidates = self.scale_up_candidates(snapshot);
+        let candidates = self.scale_up_candidates(now, snapshot);
         let candidate_keys: FxHashSet<&PodKey> = if self.reported_unhelpable.is_empty() && self.nominated.is_empty() {
             FxHashSet::default()
         } else {

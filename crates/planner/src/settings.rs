@@ -62,6 +62,10 @@ pub struct PlannerSettings {
     /// back and the next pool is tried.
     #[serde(with = "serde_duration")]
     pub gang_provision_timeout: Duration,
+    /// How long capacity found or bought for a ProvisioningRequest stays booked for
+    /// its pods (CA: 10m).
+    #[serde(with = "serde_duration")]
+    pub provisioning_request_booking_time: Duration,
     /// Scale-down at all (CA: true).
     pub scale_down_enabled: bool,
     /// How long a node must be unneeded before it is removed (CA 10m; the seed's
@@ -137,6 +141,7 @@ impl Default for PlannerSettings {
             max_node_group_backoff_duration: Duration::from_secs(30 * 60),
             node_group_backoff_reset_timeout: Duration::from_secs(3 * 3600),
             gang_provision_timeout: Duration::from_secs(10 * 60),
+            provisioning_request_booking_time: Duration::from_secs(10 * 60),
             scale_down_enabled: true,
             scale_down_unneeded_time: Duration::from_secs(10 * 60),
             scale_down_unready_time: Duration::from_secs(20 * 60),

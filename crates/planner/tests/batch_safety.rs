@@ -222,7 +222,7 @@ fn a_gang_rollback_fences_and_verifies_and_spares_a_node_the_gang_landed_on() {
     for i in 0..3 {
         let mut pod = pod(&format!("g{i}"), 1000, 8, Owner::controller("kubeflow.org", "PyTorchJob", "train"));
         pod.requests.extended = vec![(model::resources::NVIDIA_GPU.into(), 8)];
-        pod.gang = Some(GangMembership { gang: GangId::new("batch/train"), size: 3 });
+        pod.gang = Some(GangMembership::new(GangId::new("batch/train"), 3));
         w.pods.push(pod);
     }
     let acts = w.step(&mut p, 10);
@@ -410,7 +410,7 @@ fn a_node_that_reuses_a_name_waits_the_whole_unneeded_time() {
 fn gang_pod(name: &str, gang: &str, size: u32) -> PodView {
     // One per node of 16 vCPU.
     let mut p = job_pod(name, 9000, 8);
-    p.gang = Some(GangMembership { gang: GangId::new(gang), size });
+    p.gang = Some(GangMembership::new(GangId::new(gang), size));
     p
 }
 

@@ -419,7 +419,7 @@ fn gang_is_provisioned_in_one_group_or_not_at_all() {
     let mut w = World::new(vec![group("small", "us-west-2", "us-west-2a", 16, 64, 0, 2), group("big", "us-west-2", "us-west-2b", 16, 64, 0, 10)]);
     for i in 0..8 {
         let mut p = job_pod(&format!("g{i}"), 7000, 8);
-        p.gang = Some(GangMembership { gang: GangId::new("train"), size: 8 });
+        p.gang = Some(GangMembership::new(GangId::new("train"), 8));
         w.pods.push(p);
     }
     let mut p = Planner::new(settings()).unwrap();
@@ -433,7 +433,7 @@ fn gang_partial_delivery_is_rolled_back_and_served_elsewhere() {
     let mut w = World::new(vec![group("first", "us-west-2", "us-west-2a", 16, 64, 0, 10), group("second", "us-east-1", "us-east-1a", 16, 64, 0, 10)]);
     for i in 0..8 {
         let mut p = job_pod(&format!("g{i}"), 7000, 8);
-        p.gang = Some(GangMembership { gang: GangId::new("train"), size: 8 });
+        p.gang = Some(GangMembership::new(GangId::new("train"), 8));
         w.pods.push(p);
     }
     let mut p = Planner::new(settings()).unwrap();

@@ -278,6 +278,7 @@ impl<'s> Engine<'s> {
             pods: Vec::new(),
             daemonsets: scenario.daemonsets.clone(),
             expander_priorities: None,
+            provisioning_requests: Vec::new(),
         };
         let n_groups = scenario.groups.len();
         Self {
@@ -597,7 +598,7 @@ impl<'s> Engine<'s> {
         pod.expected_duration = w.expected_duration;
         pod.active_deadline = w.active_deadline;
         if w.gang {
-            pod.gang = Some(GangMembership { gang: GangId::new(job.name.clone()), size: w.pods });
+            pod.gang = Some(GangMembership::new(GangId::new(job.name.clone()), w.pods));
         }
         if w.anti_affinity_per_node {
             pod.anti_affinity.push(WorkloadDef::anti_affinity_term(&job.name));
@@ -1135,6 +1136,14 @@ impl<'s> Engine<'s> {
 
     fn apply(&mut self, action: Action) -> Outcome {
         match action {
+            Action::UpdateProvisioningRequest { request, conditions, .. } => {
+                let Some(r) = self.cluster.provisioning_requests.iter_mut().find(|r| r.key == request) else { return Outcome::Gone };
+                for c in conditions {
+                    r.conditions.retain(|have| have.kind != c.kind);
+                    r.conditions.push(c);
+                }
+                Outcome::Done
+            }
             Action::SetTargetSize { group, to, reason, .. } => {
                 let Some(gi) = self.group_index(&group) else {
                     return Outcome::Failed { message: format!("no node group {group}") };

@@ -197,6 +197,7 @@ impl Cluster for FakeCluster {
             pods: s.pods.clone(),
             daemonsets: vec![],
             expander_priorities: None,
+            provisioning_requests: vec![],
             skipped: vec!["Pod batch/weird: bad quantity \"1x\"".into()],
         }
     }
@@ -254,6 +255,11 @@ impl Cluster for FakeCluster {
     async fn publish(&mut self, _now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError> {
         self.0.record(format!("publish {}", events.len()));
         self.0.lock().published.extend(events.iter().cloned());
+        Ok(())
+    }
+
+    async fn update_provisioning_request(&mut self, request: &PodKey, _conditions: &[model::RequestCondition]) -> Result<(), PortError> {
+        self.0.record(format!("update_provisioning_request {request}"));
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub struct World {
     pub groups: Vec<NodeGroupState>,
     pub nodes: Vec<NodeView>,
     pub pods: Vec<PodView>,
+    pub requests: Vec<ProvisioningRequestView>,
     pub synced: bool,
     pub next_instance: u32,
     pub actions: Vec<Action>,
@@ -56,7 +57,7 @@ pub fn job_pod(name: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
 
 impl World {
     pub fn new(groups: Vec<NodeGroupState>) -> Self {
-        Self { now: Time::from_secs(1_000), revision: 0, groups, nodes: vec![], pods: vec![], synced: true, next_instance: 0, actions: vec![], events: vec![], settings: settings() }
+        Self { now: Time::from_secs(1_000), revision: 0, groups, nodes: vec![], pods: vec![], requests: vec![], synced: true, next_instance: 0, actions: vec![], events: vec![], settings: settings() }
     }
 
     pub fn snapshot(&mut self) -> ClusterSnapshot {
@@ -69,6 +70,7 @@ impl World {
             pods: self.pods.clone(),
             daemonsets: vec![],
             expander_priorities: None,
+            provisioning_requests: self.requests.clone(),
         }
     }
 
@@ -193,6 +195,13 @@ impl World {
                 }
             }
             Action::PersistBackoff { .. } => {}
+            Action::UpdateProvisioningRequest { request, conditions, .. } => {
+                let Some(r) = self.requests.iter_mut().find(|r| &r.key == request) else { return Outcome::Gone };
+                for c in conditions {
+                    r.conditions.retain(|have| have.kind != c.kind);
+                    r.conditions.push(c.clone());
+                }
+            }
         }
         Outcome::Done
     }
