@@ -35,7 +35,10 @@ case "${1:-}" in
         fi ;;
     "")
         mkdir -p "$(dirname "$out")"
-        render > "$out.tmp" && mv "$out.tmp" "$out"
+        # Not `render > tmp && mv`: a failing render in an && list does not stop the
+        # script (set -e), and it went on to say it wrote the file.
+        render > "$out.tmp"
+        mv "$out.tmp" "$out"
         echo "wrote $out" >&2 ;;
     *) echo "usage: $0 [--stdout|--check]" >&2; exit 2 ;;
 esac

@@ -152,6 +152,11 @@ impl PodTemplate {
         self
     }
 
+    /// The pod template as JSON (for objects the helpers here do not create).
+    pub fn to_json_value(&self, restart_policy: &str) -> Value {
+        self.to_json(restart_policy)
+    }
+
     fn to_json(&self, restart_policy: &str) -> Value {
         let mut annotations = self.annotations.clone();
         if let Some(d) = &self.duration {

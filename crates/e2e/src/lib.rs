@@ -24,6 +24,7 @@ pub mod bridge;
 pub mod gate;
 pub mod http;
 pub mod kube_util;
+pub mod kueue;
 pub mod manifests;
 pub mod moto;
 pub mod paths;

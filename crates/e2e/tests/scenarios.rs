@@ -11,6 +11,7 @@ use e2e::autoscaler::actions_in;
 use e2e::kube_util::{self, create_job, wait_job_complete, PodTemplate, Recorder};
 use e2e::wait::{wait_until, Check};
 use e2e::{scenario, GroupOptions, Scenario};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// `scale up G a -> b for …` → b - a.
@@ -1350,5 +1351,186 @@ async fn partition(s: &mut Scenario) -> Result<()> {
     ensure!(lease_holder(s).await? == Some(b.name.clone()), "replica b holds the lease after the heal");
     ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
     no_node_outlived_by_its_pods(&recorder)?;
+    Ok(())
+}
+
+// ---- Issue 13: queued batch with the real Kueue ----
+
+/// `kubectl get <what> -n <ns> -o json` as JSON.
+fn get_json(world: &e2e::World, what: &[&str], ns: &str) -> Result<serde_json::Value> {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-n", ns, "-o", "json"]);
+    Ok(serde_json::from_str(&world.kubectl_admin(&args, "")?)?)
+}
+
+/// A condition's status and `lastTransitionTime` (Unix seconds).
+fn condition_of(object: &serde_json::Value, kind: &str) -> Option<(bool, i64, String)> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).map(|c| {
+        let at = c["lastTransitionTime"].as_str().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok()).map_or(0, |t| t.as_second());
+        (c["status"] == "True", at, c["reason"].as_str().unwrap_or("").to_owned())
+    })
+}
+
+/// A Job for Kueue's LocalQueue `queue`, created unsuspended as a user writes it: Kueue's
+/// webhook suspends it until the workload is admitted.
+async fn create_queued_job(s: &Scenario, name: &str, queue: &str, pods: u32, template: &PodTemplate) -> Result<()> {
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": s.namespace, "labels": {"kueue.x-k8s.io/queue-name": queue}},
+        "spec": {"parallelism": pods, "completions": pods, "backoffLimit": 0, "template": template.clone().label("job", name).to_json_value("Never")}
+    });
+    s.world.kubectl_admin(&["create", "-f", "-"], &job.to_string())?;
+    Ok(())
+}
+
+/// The README's Kueue objects (`docs/kueue/provisioning.yaml`), as written, in the
+/// scenario's namespace; `class` swaps the provisioning class and suffixes the names.
+fn apply_kueue_setup(s: &Scenario, variant: Option<(&str, &str)>) -> Result<()> {
+    let mut text = std::fs::read_to_string(e2e::paths::workspace().join("docs/kueue/provisioning.yaml"))?;
+    text = text.replace("namespace: team-a", &format!("namespace: {}", s.namespace));
+    if let Some((suffix, class)) = variant {
+        text = text
+            .replace("best-effort-atomic-scale-up.autoscaling.x-k8s.io", class)
+            .replace("name: atomic", &format!("name: atomic-{suffix}"))
+            .replace("name: capacity", &format!("name: capacity-{suffix}"))
+            .replace("name: batch", &format!("name: batch-{suffix}"))
+            .replace("clusterQueue: batch", &format!("clusterQueue: batch-{suffix}"));
+    }
+    s.world.kubectl_admin(&["apply", "-f", "-"], &text)?;
+    Ok(())
+}
+
+/// Ready nodes of `group` with the time each turned Ready (Unix seconds).
+async fn ready_since(s: &Scenario, group: &str) -> Result<Vec<(String, i64)>> {
+    let nodes = kube_util::bridge_nodes(&s.kube, &s.cluster).await?;
+    Ok(nodes
+        .iter()
+        .filter(|n| kube_util::node_group(n) == Some(group))
+        .filter_map(|n| {
+            let ready = n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
+            Some((n.metadata.name.clone().unwrap_or_default(), ready.last_transition_time.as_ref().map_or(0, |t| t.0.as_second())))
+        })
+        .collect())
+}
+
+/// Issue 13, scenario 1. A ClusterQueue whose AdmissionCheck is a ProvisioningRequest of
+/// class best-effort-atomic: a Job of 8 pods that needs 2 new nodes is admitted only
+/// after both nodes are Ready, runs, and the nodes go afterwards; its pods trigger no
+/// ordinary scale-up.
+#[test]
+fn kueue_provisioning_request_admits_a_job_only_once_its_nodes_are_ready() {
+    scenario("kueue-atomic", |s| Box::pin(kueue_atomic(s)));
+}
+
+async fn kueue_atomic(s: &mut Scenario) -> Result<()> {
+    let kueue = e2e::kueue::Kueue::get(s.world)?;
+    s.primary().group(&GroupOptions::new("kq-m5", "m5.2xlarge", 4)).await?;
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
+    let options = s.options().flag("enable-provisioning-requests", "true").flag("scale-down-unneeded-time", "20s");
+    let autoscaler = s.autoscaler("main", &options).await?;
+    apply_kueue_setup(s, None)?;
+    // 8 pods of 1.5 vCPU: at most 5 on an 8-vCPU node, so 2 nodes.
+    let created = Instant::now();
+    create_queued_job(s, "train", "batch", 8, &PodTemplate::new("1500m", "2Gi").runs_for("20s")).await.context(kueue.log_tail())?;
+    let ns = s.namespace.clone();
+    // Watch the request, the Job and the nodes until the Job runs whole.
+    let (request_seen, provisioned_seen, admitted_seen) = (Cell::new(None), Cell::new(None), Cell::new(None));
+    let first = |cell: &Cell<Option<Duration>>| cell.set(Some(cell.get().unwrap_or_else(|| created.elapsed())));
+    let (request, provisioned_at) = wait_until("the Job admitted after its ProvisioningRequest", Duration::from_secs(180), || {
+        let (ns, world) = (ns.clone(), s.world);
+        let (request_seen, provisioned_seen, admitted_seen, first) = (&request_seen, &provisioned_seen, &admitted_seen, &first);
+        async move {
+            let job = get_json(world, &["job", "train"], &ns)?;
+            let unsuspended = job["spec"]["suspend"] == serde_json::json!(false);
+            let requests = get_json(world, &["provisioningrequests"], &ns)?;
+            let items = requests["items"].as_array().cloned().unwrap_or_default();
+            let Some(pr) = items.first() else {
+                ensure!(!unsuspended, "the Job was admitted before any ProvisioningRequest existed");
+                return Ok(Check::Waiting("no ProvisioningRequest yet".into()));
+            };
+            first(request_seen);
+            let provisioned = condition_of(pr, "Provisioned");
+            // The Job is read before the request: if it was unsuspended, the request
+            // was provisioned before that, so this read shows it.
+            ensure!(!unsuspended || provisioned.as_ref().is_some_and(|p| p.0), "the Job was admitted before its request was provisioned: {pr}");
+            if let Some((true, at, _)) = provisioned {
+                first(provisioned_seen);
+                if unsuspended {
+                    first(admitted_seen);
+                    return Ok(Check::Done((pr.clone(), at)));
+                }
+            }
+            Ok(Check::Waiting(format!("request {}: {:?}; job suspended", pr["metadata"]["name"], pr["status"]["conditions"])))
+        }
+    })
+    .await
+    .with_context(|| kueue.log_tail())?;
+    let class = request["spec"]["provisioningClassName"].as_str().unwrap_or("");
+    ensure!(class == "best-effort-atomic-scale-up.autoscaling.x-k8s.io", "class {class}");
+    // Provisioned only once both nodes had turned Ready (second resolution).
+    let ready = ready_since(s, "kq-m5").await?;
+    ensure!(ready.len() == 2, "2 Ready nodes when provisioned: {ready:?}");
+    ensure!(ready.iter().all(|(_, at)| *at <= provisioned_at), "Provisioned at {provisioned_at} before a node was Ready: {ready:?}");
+    let running = running_nodes(s, "job", "train", 8, Duration::from_secs(60)).await?;
+    let pods_running = created.elapsed();
+    ensure!(running.iter().collect::<std::collections::BTreeSet<_>>().len() == 2, "the 8 pods run on the 2 nodes: {running:?}");
+    s.note(&format!(
+        "TIMING kueue-atomic: Job created -> request seen {:.1}s -> Provisioned seen {:.1}s -> admitted seen {:.1}s -> 8 pods Running {:.1}s",
+        request_seen.get().unwrap_or_default().as_secs_f64(),
+        provisioned_seen.get().unwrap_or_default().as_secs_f64(),
+        admitted_seen.get().unwrap_or_default().as_secs_f64(),
+        pods_running.as_secs_f64()
+    ));
+    wait_job_complete(&s.kube, &ns, "train", Duration::from_secs(90)).await?;
+    let done = get_json(s.world, &["provisioningrequests"], &ns)?;
+    let pr = done["items"].as_array().and_then(|i| i.first()).cloned().unwrap_or_default();
+    s.wait_no_nodes("kq-m5", Duration::from_secs(150)).await?;
+    // One scale-up, for the request; none for its pods.
+    let history = bridge.history("kq-m5");
+    ensure!(increases(&history).len() == 1 && history.iter().all(|h| h.target <= 2), "kq-m5: {history:?}");
+    let actions = actions_in(&autoscaler.log_text());
+    let ups: Vec<&String> = actions.iter().filter(|a| a.starts_with("scale up")).collect();
+    ensure!(ups.len() == 1, "one scale-up, for the request: {ups:?}");
+    ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
+    let expired = condition_of(&pr, "BookingExpired");
+    s.note(&format!("request after the Job: BookingExpired {expired:?}"));
+    Ok(())
+}
+
+/// Issue 13, scenario 3. check-capacity on a cluster with room: `Provisioned=True`, the
+/// Job is admitted and runs, and nothing is bought.
+#[test]
+fn kueue_check_capacity_on_a_cluster_with_room_buys_nothing() {
+    scenario("kueue-check-capacity", |s| Box::pin(kueue_check_capacity(s)));
+}
+
+async fn kueue_check_capacity(s: &mut Scenario) -> Result<()> {
+    let kueue = e2e::kueue::Kueue::get(s.world)?;
+    s.primary().group(&GroupOptions::new("kc-m5", "m5.2xlarge", 4).desired(1)).await?;
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    s.wait_ready_nodes("kc-m5", 1, Duration::from_secs(60)).await?;
+    let options = s.options().flag("enable-provisioning-requests", "true");
+    let autoscaler = s.autoscaler("main", &options).await?;
+    apply_kueue_setup(s, Some(("check", "check-capacity.autoscaling.x-k8s.io")))?;
+    create_queued_job(s, "fits", "batch-check", 2, &PodTemplate::new("1", "1Gi").runs_for("5s")).await.context(kueue.log_tail())?;
+    let ns = s.namespace.clone();
+    let reason = wait_until("the check-capacity request provisioned", Duration::from_secs(90), || async {
+        let requests = get_json(s.world, &["provisioningrequests"], &ns)?;
+        let pr = requests["items"].as_array().and_then(|i| i.first()).cloned();
+        Ok(match pr.as_ref().and_then(|pr| condition_of(pr, "Provisioned")) {
+            Some((true, _, reason)) => Check::Done(reason),
+            other => Check::Waiting(format!("{other:?}")),
+        })
+    })
+    .await
+    .with_context(|| kueue.log_tail())?;
+    ensure!(reason == "CapacityIsFound", "reason {reason}");
+    wait_job_complete(&s.kube, &ns, "fits", Duration::from_secs(90)).await?;
+    ensure!(bridge.history("kc-m5").iter().all(|h| h.target <= 1), "kc-m5 was scaled up: {:?}", bridge.history("kc-m5"));
+    let actions = actions_in(&autoscaler.log_text());
+    ensure!(!actions.iter().any(|a| a.starts_with("scale up")), "{actions:?}");
     Ok(())
 }
