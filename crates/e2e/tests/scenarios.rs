@@ -12,6 +12,7 @@ use e2e::kube_util::{self, create_job, wait_job_complete, PodTemplate, Recorder}
 use e2e::wait::{wait_until, Check};
 use e2e::{scenario, GroupOptions, Scenario};
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// `scale up G a -> b for …` → b - a.
@@ -1387,9 +1388,12 @@ async fn create_queued_job(s: &Scenario, name: &str, queue: &str, pods: u32, tem
 
 /// The README's Kueue objects (`docs/kueue/provisioning.yaml`), as written, in the
 /// scenario's namespace; `class` swaps the provisioning class and suffixes the names.
-fn apply_kueue_setup(s: &Scenario, variant: Option<(&str, &str)>) -> Result<()> {
+fn apply_kueue_setup(s: &Scenario, variant: Option<(&str, &str)>, config_extra: &str) -> Result<()> {
     let mut text = std::fs::read_to_string(e2e::paths::workspace().join("docs/kueue/provisioning.yaml"))?;
     text = text.replace("namespace: team-a", &format!("namespace: {}", s.namespace));
+    let managed = "  managedResources: [\"cpu\", \"memory\", \"nvidia.com/gpu\"]\n";
+    ensure!(text.contains(managed), "docs/kueue/provisioning.yaml changed: update the scenario");
+    text = text.replace(managed, &format!("{managed}{config_extra}"));
     if let Some((suffix, class)) = variant {
         text = text
             .replace("best-effort-atomic-scale-up.autoscaling.x-k8s.io", class)
@@ -1431,7 +1435,7 @@ async fn kueue_atomic(s: &mut Scenario) -> Result<()> {
     let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
     let options = s.options().flag("enable-provisioning-requests", "true").flag("scale-down-unneeded-time", "20s");
     let autoscaler = s.autoscaler("main", &options).await?;
-    apply_kueue_setup(s, None)?;
+    apply_kueue_setup(s, None, "")?;
     // 8 pods of 1.5 vCPU: at most 5 on an 8-vCPU node, so 2 nodes.
     let created = Instant::now();
     create_queued_job(s, "train", "batch", 8, &PodTemplate::new("1500m", "2Gi").runs_for("20s")).await.context(kueue.log_tail())?;
@@ -1514,7 +1518,7 @@ async fn kueue_check_capacity(s: &mut Scenario) -> Result<()> {
     s.wait_ready_nodes("kc-m5", 1, Duration::from_secs(60)).await?;
     let options = s.options().flag("enable-provisioning-requests", "true");
     let autoscaler = s.autoscaler("main", &options).await?;
-    apply_kueue_setup(s, Some(("check", "check-capacity.autoscaling.x-k8s.io")))?;
+    apply_kueue_setup(s, Some(("check", "check-capacity.autoscaling.x-k8s.io")), "")?;
     create_queued_job(s, "fits", "batch-check", 2, &PodTemplate::new("1", "1Gi").runs_for("5s")).await.context(kueue.log_tail())?;
     let ns = s.namespace.clone();
     let reason = wait_until("the check-capacity request provisioned", Duration::from_secs(90), || async {
@@ -1532,5 +1536,77 @@ async fn kueue_check_capacity(s: &mut Scenario) -> Result<()> {
     ensure!(bridge.history("kc-m5").iter().all(|h| h.target <= 1), "kc-m5 was scaled up: {:?}", bridge.history("kc-m5"));
     let actions = actions_in(&autoscaler.log_text());
     ensure!(!actions.iter().any(|a| a.starts_with("scale up")), "{actions:?}");
+    Ok(())
+}
+
+/// Issue 13, scenario 2. The preferred pool has no capacity: the launch fails, the
+/// request is `Failed` (nothing left billing in that pool), Kueue retries with a second
+/// request, which is provisioned from the next pool, and the Job runs there.
+#[test]
+fn kueue_request_whose_pool_has_no_capacity_fails_and_the_retry_is_served_elsewhere() {
+    scenario("kueue-no-capacity", |s| Box::pin(kueue_no_capacity(s)));
+}
+
+async fn kueue_no_capacity(s: &mut Scenario) -> Result<()> {
+    let kueue = e2e::kueue::Kueue::get(s.world)?;
+    s.primary().group(&GroupOptions::new("kn-west", "m5.2xlarge", 4).fail_launches("InsufficientInstanceCapacity", None)).await?;
+    s.secondary().group(&GroupOptions::new("kn-east", "m5.2xlarge", 4)).await?;
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let recorder = Recorder::start(&s.kube, &s.namespace, &s.cluster);
+    let options = s.options().flag("enable-provisioning-requests", "true");
+    let autoscaler = s.autoscaler("main", &options).await?;
+    // Kueue retries a failed request after 60 s by default; a few seconds here.
+    apply_kueue_setup(s, Some(("retry", "best-effort-atomic-scale-up.autoscaling.x-k8s.io")), "  retryStrategy:\n    backoffBaseSeconds: 2\n    backoffMaxSeconds: 4\n")?;
+    create_queued_job(s, "train", "batch-retry", 8, &PodTemplate::new("1500m", "2Gi").runs_for("10s")).await.context(kueue.log_tail())?;
+    let ns = s.namespace.clone();
+    // Kueue deletes a failed request as it creates the next one: every version of
+    // every request is seen through a watch, and what each became is remembered.
+    let seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, (Option<String>, bool)>>> = Default::default();
+    let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"));
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(s.kube.clone(), &ns, &resource);
+    let watch = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default());
+            let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
+            while let Some(Ok(r)) = stream.next().await {
+                let r = serde_json::to_value(&r).unwrap_or_default();
+                let mut seen = seen.lock().expect("seen");
+                let entry = seen.entry(r["metadata"]["name"].as_str().unwrap_or("").to_owned()).or_default();
+                if let Some((true, _, reason)) = condition_of(&r, "Failed") {
+                    entry.0 = Some(reason);
+                }
+                entry.1 |= condition_of(&r, "Provisioned").is_some_and(|c| c.0);
+            }
+        })
+    };
+    wait_until("a second request provisioned after the first failed", Duration::from_secs(240), || async {
+        let seen = seen.lock().expect("seen");
+        let failed = seen.values().filter(|(f, _)| f.is_some()).count();
+        let provisioned = seen.values().filter(|(_, p)| *p).count();
+        Ok(if failed >= 1 && provisioned >= 1 { Check::Done(()) } else { Check::Waiting(format!("{seen:?}")) })
+    })
+    .await
+    .with_context(|| kueue.log_tail())?;
+    watch.abort();
+    let seen = seen.lock().expect("seen").clone();
+    s.note(&format!("requests: {seen:?}"));
+    let reasons: Vec<&String> = seen.values().filter_map(|(f, _)| f.as_ref()).collect();
+    ensure!(reasons.iter().all(|r| *r == "ScaleUpFailed"), "failed with {reasons:?}");
+    ensure!(seen.values().all(|(f, p)| !(f.is_some() && *p)), "a request both failed and provisioned: {seen:?}");
+    wait_job_complete(&s.kube, &ns, "train", Duration::from_secs(120)).await?;
+    all_pods_on(&recorder, "kn-east")?;
+    ensure!(nodes_of(&recorder, "kn-west").is_empty(), "kn-west never launched, yet has nodes");
+    wait_until("kn-west given back", Duration::from_secs(60), || async {
+        Ok(match bridge.current("kn-west") {
+            Some(g) if g.target == 0 && g.instances == 0 => Check::Done(()),
+            other => Check::Waiting(format!("{other:?}")),
+        })
+    })
+    .await?;
+    ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
+    let actions = actions_in(&autoscaler.log_text());
+    ensure!(actions.iter().filter(|a| a.starts_with("scale up kn-east")).count() == 1, "one scale-up of kn-east: {actions:?}");
     Ok(())
 }

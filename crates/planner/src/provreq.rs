@@ -89,6 +89,13 @@ impl RequestBook {
         }
     }
 
+    /// The gang stands for a request whose launch was rolled back: the request fails
+    /// (its queue retries with a new one), so nothing more is bought for it, not even
+    /// in the pass that rolled it back.
+    pub(crate) fn gang_failed(&self, gang: &GangId) -> bool {
+        self.gangs.get(gang).is_some_and(|r| self.rolled_back.contains_key(r))
+    }
+
     /// A status update failed: send it again on the next pass.
     pub(crate) fn update_failed(&mut self, request: &PodKey) {
         self.sent.remove(request);

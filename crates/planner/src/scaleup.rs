@@ -227,7 +227,7 @@ impl Planner {
                     && p.unschedulable
                     && p.priority >= s.expendable_pods_priority_cutoff
                     && s.pod_namespace.as_ref().is_none_or(|ns| *ns == p.key.namespace)
-                    && p.gang.as_ref().is_none_or(|g| !incomplete.contains(&g.gang))
+                    && p.gang.as_ref().is_none_or(|g| !incomplete.contains(&g.gang) && !self.requests.gang_failed(&g.gang))
             })
             .map(|(i, _)| i)
             .collect();

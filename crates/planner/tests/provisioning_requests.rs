@@ -251,3 +251,26 @@ fn an_incomplete_gang_buys_nothing_until_its_marker_count_is_there() {
     let acts = w.step(&mut p, 10);
     assert_eq!(World::scale_ups(&acts), vec![("big".to_owned(), 0, 4)], "{acts:?}");
 }
+
+#[test]
+fn a_failed_atomic_launch_fails_the_request_and_buys_nothing_elsewhere_for_it() {
+    // The preferred group (primary region) cannot deliver; the other one could.
+    let mut w = World::new(vec![big(), group("other", "us-east-1", "us-east-1a", 16, 64, 0, 10)]);
+    w.requests.push(request(&w, "train", model::provreq::CLASS_BEST_EFFORT_ATOMIC, 8, 3500));
+    let mut p = Planner::new(w.settings.clone()).unwrap();
+    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("big".to_owned(), 0, 2)]);
+    w.group_mut("big").instances.clear();
+    p.handle_launch_failure(
+        w.now,
+        LaunchFailure { group: NodeGroupId::new("big"), zone: None, kind: LaunchFailureKind::InsufficientCapacity, count: 2, message: "ICE".into(), at: w.now },
+    );
+    let mut acts = Vec::new();
+    for _ in 0..5 {
+        acts.extend(w.step(&mut p, 10));
+    }
+    let c = condition(&w, "train", ConditionType::Failed).expect("Failed after the launch failed");
+    assert!(c.status && c.reason == reason::SCALE_UP_FAILED, "{c:?}");
+    // The queue retries with a new request; this one buys nothing more anywhere.
+    assert!(World::scale_ups(&acts).is_empty(), "bought for a request that failed: {acts:?}");
+    assert_eq!(w.groups[0].target, 0, "undelivered capacity given back");
+}
