@@ -1501,6 +1501,11 @@ async fn kueue_atomic(s: &mut Scenario) -> Result<()> {
     ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
     let expired = condition_of(&pr, "BookingExpired");
     s.note(&format!("request after the Job: BookingExpired {expired:?}"));
+    // The request's story is told in Events on it.
+    let events = kube_util::autoscaler_events(&s.kube).await?;
+    let name = request["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let on_request: Vec<&String> = events.values().filter(|e| e.contains(&name)).collect();
+    ensure!(on_request.iter().any(|e| e.starts_with("Provisioned:")), "no Provisioned Event for {name}: {on_request:?}");
     Ok(())
 }
 
@@ -1608,5 +1613,51 @@ async fn kueue_no_capacity(s: &mut Scenario) -> Result<()> {
     ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
     let actions = actions_in(&autoscaler.log_text());
     ensure!(actions.iter().filter(|a| a.starts_with("scale up kn-east")).count() == 1, "one scale-up of kn-east: {actions:?}");
+    Ok(())
+}
+
+/// Issue 13, gang markers. A coscheduling `PodGroup` (scheduling.x-k8s.io) of
+/// `minMember: 3`: with 2 of its pods pending nothing is bought (the autoscaler says
+/// why); once the third exists, the group is scaled up once for all three, and they run.
+#[test]
+fn a_coscheduling_pod_group_is_bought_whole_once_its_members_exist() {
+    scenario("coscheduling-gang", |s| Box::pin(coscheduling_gang(s)));
+}
+
+async fn coscheduling_gang(s: &mut Scenario) -> Result<()> {
+    let crd = std::fs::read_to_string(e2e::paths::workspace().join("testenv/crds/coscheduling-podgroup.yaml"))?;
+    s.world.kubectl_admin(&["apply", "-f", "-"], &crd)?;
+    s.world.kubectl_admin(&["wait", "--for=condition=established", "--timeout=60s", "crd/podgroups.scheduling.x-k8s.io"], "")?;
+    let ns = s.namespace.clone();
+    s.world.kubectl_admin(&["apply", "-f", "-"], &format!("apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata:\n  name: ring\n  namespace: {ns}\nspec:\n  minMember: 3\n"))?;
+    s.primary().group(&GroupOptions::new("cs-m5", "m5.xlarge", 4)).await?;
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let recorder = Recorder::start(&s.kube, &ns, &s.cluster);
+    // The autoscaler starts after the CRD: it asks discovery which PodGroup APIs exist.
+    let autoscaler = s.autoscaler("main", &s.options()).await?;
+    // One 3-vCPU member per 4-vCPU node.
+    let member = || PodTemplate::new("3", "1Gi").runs_for("15s").label("scheduling.x-k8s.io/pod-group", "ring").label("e2e", "gang");
+    for name in ["ring-0", "ring-1"] {
+        kube_util::create_pod(&s.kube, &ns, name, &member(), None).await?;
+    }
+    let said = wait_until("the autoscaler to say the gang is incomplete", Duration::from_secs(60), || async {
+        let events = kube_util::autoscaler_events(&s.kube).await?;
+        let found = events.values().find(|e| e.contains(&format!("gang {ns}/ring has 2 of its 3 pods"))).cloned();
+        Ok(match found {
+            Some(e) => Check::Done(e),
+            None => Check::Waiting(format!("{} Events", events.len())),
+        })
+    })
+    .await?;
+    s.note(&format!("said: {said}"));
+    ensure!(bridge.history("cs-m5").iter().all(|h| h.target == 0), "bought for 2 of 3 members: {:?}", bridge.history("cs-m5"));
+    kube_util::create_pod(&s.kube, &ns, "ring-2", &member(), None).await?;
+    let nodes = running_nodes(s, "e2e", "gang", 3, Duration::from_secs(120)).await?;
+    ensure!(nodes.iter().collect::<std::collections::BTreeSet<_>>().len() == 3, "one member per node: {nodes:?}");
+    let history = bridge.history("cs-m5");
+    ensure!(increases(&history).len() == 1 && history.iter().all(|h| h.target <= 3), "one scale-up for the whole gang: {history:?}");
+    let actions = actions_in(&autoscaler.log_text());
+    ensure!(actions.iter().filter(|a| a.starts_with("scale up")).count() == 1, "{actions:?}");
+    ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Kubernetes Events that explain the planner's decisions: on pods
 //! (`TriggeredScaleUp`, `NotTriggerScaleUp`), on nodes (`ScaleDown`, retire/un-retire,
-//! candidates and cancellations), and on the status ConfigMap for everything else
+//! candidates and cancellations), on ProvisioningRequests (each condition change, the
+//! scale-up for it), and on the status ConfigMap for everything else
 //! (pool backoffs, give-backs, gang rollbacks, warnings). Rate-limited: the same
 //! reason and note on the same object is posted at most once per interval, and at
 //! most a fixed number of Events per loop.
@@ -18,6 +19,8 @@ use std::time::Duration;
 pub enum Subject {
     Pod(PodKey),
     Node(NodeName),
+    /// A ProvisioningRequest (`autoscaling.x-k8s.io/v1`).
+    Request(PodKey),
     /// The status ConfigMap: events about the autoscaler as a whole.
     Autoscaler,
 }
@@ -56,6 +59,14 @@ pub fn explanations(event: &PlannerEvent) -> Vec<Explanation> {
         | PlannerEvent::ScaleDownCandidate { node, .. }
         | PlannerEvent::ScaleDownCancelled { node, .. } => one(Subject::Node(node.clone()), false),
         PlannerEvent::ScaleDown { node: Some(node), .. } => one(Subject::Node(node.clone()), false),
+        PlannerEvent::ProvisioningRequestUpdated { request, condition, status, .. } => {
+            // A failure or a refusal is a Warning; progress is Normal.
+            let warning = *condition == model::ConditionType::Failed && *status;
+            one(Subject::Request(request.clone()), warning)
+        }
+        PlannerEvent::ProvisioningRequestScaleUp { request, .. } | PlannerEvent::ProvisioningRequestIgnored { request, .. } => {
+            one(Subject::Request(request.clone()), false)
+        }
         PlannerEvent::WaitingForCapacity { .. } | PlannerEvent::SnapshotNotSynced => vec![],
         PlannerEvent::Warning { .. } | PlannerEvent::ActionFailed { .. } | PlannerEvent::PoolBackedOff { .. } | PlannerEvent::LaunchTimedOut { .. } => {
             one(Subject::Autoscaler, true)
@@ -127,6 +138,13 @@ impl EventPoster {
                 name: Some(n.to_string()),
                 ..ObjectReference::default()
             },
+            Subject::Request(r) => ObjectReference {
+                api_version: Some("autoscaling.x-k8s.io/v1".into()),
+                kind: Some("ProvisioningRequest".into()),
+                namespace: Some(r.namespace.clone()),
+                name: Some(r.name.clone()),
+                ..ObjectReference::default()
+            },
             Subject::Autoscaler => ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("ConfigMap".into()),
@@ -189,6 +207,23 @@ mod tests {
         let out = explanations(&e);
         assert_eq!(out.len(), MAX_PODS_PER_SCALE_UP);
         assert!(out.iter().all(|x| x.reason == "TriggeredScaleUp" && matches!(x.subject, Subject::Pod(_))));
+    }
+
+    #[test]
+    fn request_conditions_are_explained_on_the_request() {
+        let e = PlannerEvent::ProvisioningRequestUpdated {
+            request: PodKey::new("ml", "r"),
+            condition: model::ConditionType::Failed,
+            status: true,
+            reason: "NotProvisionable".into(),
+            message: "no node group can hold all 8 pods".into(),
+        };
+        let x = explanations(&e);
+        assert_eq!(x.len(), 1);
+        assert_eq!(x[0].subject, Subject::Request(PodKey::new("ml", "r")));
+        assert!(x[0].warning);
+        assert_eq!(x[0].reason, "ProvisioningFailed");
+        assert!(x[0].note.contains("no node group can hold all 8 pods"), "{}", x[0].note);
     }
 
     #[test]
