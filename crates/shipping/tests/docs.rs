@@ -278,12 +278,20 @@ fn string_consts(path: &str, prefixes: &[&str]) -> Vec<String> {
 #[test]
 fn readme_names_every_annotation_label_taint_and_tag() {
     let readme = read("README.md");
-    let mut names = string_consts("crates/model/src/well_known.rs", &["ANNOTATION_", "TAINT_", "LABEL_DO_NOT_DRAIN", "LABEL_DETACHED", "LABEL_ACCELERATOR", "LABEL_CAPACITY_TYPE"]);
+    let mut names = string_consts("crates/model/src/well_known.rs", &["ANNOTATION_", "TAINT_", "LABEL_KUEUE_POD_GROUP", "LABEL_COSCHEDULING_POD_GROUP", "LABEL_DO_NOT_DRAIN", "LABEL_DETACHED", "LABEL_ACCELERATOR", "LABEL_CAPACITY_TYPE"]);
     names.extend(string_consts("crates/aws/src/template.rs", &["TAG_"]));
     names.extend(["KubernetesCluster", "k8s.io/cluster-autoscaler/enabled", "batch-autoscaler.io/purchase-option", "batch-autoscaler.io/activity-marker", "batch-autoscaler.io/backoff/", "cluster-autoscaler-priority-expander", "batch-autoscaler-status"].map(str::to_owned));
     assert!(names.len() > 20, "{names:?}");
     let missing: Vec<&String> = names.iter().filter(|n| !readme.contains(n.as_str())).collect();
     assert!(missing.is_empty(), "README.md does not mention {missing:?}");
+}
+
+/// The README's Kueue objects are the file the end-to-end scenario applies, verbatim.
+#[test]
+fn readme_kueue_objects_are_the_tested_file() {
+    let readme = read("README.md");
+    let objects = read("docs/kueue/provisioning.yaml");
+    assert!(readme.contains(&format!("```yaml\n{objects}```")), "README.md's \"Using it with Kueue\" block differs from docs/kueue/provisioning.yaml");
 }
 
 /// Every flag of the seed project (its README and its defaults).
@@ -309,6 +317,7 @@ const CA_FLAGS: &[&str] = &[
     "--leader-elect-retry-period", "--leader-elect-resource-name", "--leader-elect-resource-namespace", "--namespace",
     "--address", "--kubeconfig", "--write-status-configmap", "--status-config-map-name", "--v", "--logtostderr",
     "--stderrthreshold", "--emit-per-nodegroup-metrics", "--daemonset-eviction-for-empty-nodes", "--cordon-node-before-terminating",
+    "--enable-provisioning-requests",
 ];
 
 /// CA's and the seed's annotations, labels and taints users already put on objects.
