@@ -101,7 +101,31 @@ pub struct JobRecord {
     /// was only ever started whole).
     pub gang_max_partial_running: u32,
     pub killed: u32,
+    /// Queued jobs: when the queue admitted it (its request was provisioned).
+    pub admitted_at: Option<Time>,
+    /// Queued jobs: ProvisioningRequests created for it (1 + Kueue's retries).
+    pub provisioning_requests: u32,
+    /// Queued jobs: the request whose booking its pods consume.
+    pub admitted_by: Option<String>,
+    /// Queued jobs: Kueue gave up after its retries (the workload is deactivated).
+    pub deactivated: bool,
 }
+
+/// A job waiting in the simulated Kueue.
+#[derive(Debug, Clone)]
+struct QueuedJob {
+    job: usize,
+    class: model::ProvisioningClass,
+    /// Its request now, if one exists.
+    request: Option<PodKey>,
+    /// When the next request is created (after a failed one, Kueue's backoff).
+    retry_at: Option<Time>,
+}
+
+/// Kueue's defaults for a failed ProvisioningRequest: retried after 60 s × 2^(n-1), at
+/// most 3 times, then the workload is deactivated.
+const KUEUE_RETRY_BASE: Duration = Duration::from_secs(60);
+const KUEUE_RETRY_LIMIT: u32 = 3;
 
 /// An instance launched by a group, with its billing interval.
 #[derive(Debug, Clone)]
@@ -237,6 +261,8 @@ struct Engine<'s> {
     pending_failures: Vec<(Time, LaunchFailure)>,
     arrivals: Vec<(Time, usize, usize)>,
     next_arrival: usize,
+    /// Jobs queued behind a ProvisioningRequest, not yet admitted.
+    queued: Vec<QueuedJob>,
     next_scan: Time,
     /// When the planner last had a pass: a timeout at or before it was served by it.
     last_pass: Option<Time>,
@@ -302,6 +328,7 @@ impl<'s> Engine<'s> {
             pending_failures: Vec::new(),
             arrivals,
             next_arrival: 0,
+            queued: Vec::new(),
             next_scan: Time::ZERO,
             last_pass: None,
             next_sample: Time::ZERO,
@@ -379,6 +406,11 @@ impl<'s> Engine<'s> {
         if let Some((t, _, _)) = self.arrivals.get(self.next_arrival) {
             consider(*t);
         }
+        for q in &self.queued {
+            if let Some(t) = q.retry_at {
+                consider(t);
+            }
+        }
         if let Some((t, _)) = self.finishes.first() {
             consider(*t);
         }
@@ -411,6 +443,7 @@ impl<'s> Engine<'s> {
     /// Everything due at `self.now`.
     fn step(&mut self) {
         self.process_arrivals();
+        self.process_queue();
         self.process_completions();
         self.process_boots();
         self.deliver_failures();
@@ -425,6 +458,8 @@ impl<'s> Engine<'s> {
             }
             self.planner_pass();
             self.next_scan = self.now + self.scenario.settings.scan_interval;
+            // Kueue reacts to the conditions the pass wrote.
+            self.process_queue();
         }
         if self.dirty {
             self.schedule();
@@ -459,7 +494,7 @@ impl<'s> Engine<'s> {
     }
 
     fn workload_done_and_settled(&self) -> bool {
-        if self.has_services || self.next_arrival < self.arrivals.len() {
+        if self.has_services || self.next_arrival < self.arrivals.len() || !self.queued.is_empty() {
             return false;
         }
         let batch_left = self.pod_meta.iter().any(|m| m.logical.is_some());
@@ -569,9 +604,19 @@ impl<'s> Engine<'s> {
                 gang_all_running_at: None,
                 gang_max_partial_running: 0,
                 killed: 0,
+                admitted_at: None,
+                provisioning_requests: 0,
+                admitted_by: None,
+                deactivated: false,
             });
-            for lp in pods {
-                self.create_pod(lp);
+            match &w.queue {
+                // Kueue holds the job (suspended, no pods) and asks for capacity.
+                Some(class) => self.queued.push(QueuedJob { job, class: class.clone(), request: None, retry_at: Some(at) }),
+                None => {
+                    for lp in pods {
+                        self.create_pod(lp);
+                    }
+                }
             }
         }
     }
@@ -603,8 +648,83 @@ impl<'s> Engine<'s> {
         if w.anti_affinity_per_node {
             pod.anti_affinity.push(WorkloadDef::anti_affinity_term(&job.name));
         }
+        pod.consumes_request = job.admitted_by.clone();
         self.push_pod(pod, Some(logical));
         self.dirty = true;
+    }
+
+    /// Plays Kueue's part for queued jobs: a ProvisioningRequest per job, the pods once
+    /// it is Provisioned, a new request after Kueue's backoff when it Failed.
+    fn process_queue(&mut self) {
+        if self.queued.is_empty() && self.cluster.provisioning_requests.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let mut still = Vec::new();
+        for mut q in std::mem::take(&mut self.queued) {
+            if q.request.is_none() && q.retry_at.is_some_and(|t| t <= now) {
+                let job = &mut self.record.jobs[q.job];
+                job.provisioning_requests += 1;
+                let key = PodKey::new(NAMESPACE, format!("{}-{}", job.name, job.provisioning_requests));
+                let logical = job.pods.clone();
+                let pods = logical.iter().map(|&lp| self.pod_template(lp)).collect();
+                self.cluster.provisioning_requests.push(model::ProvisioningRequestView {
+                    key: key.clone(),
+                    class: q.class.clone(),
+                    pods,
+                    created: now,
+                    no_retry: false,
+                    conditions: Vec::new(),
+                    problem: None,
+                });
+                q.request = Some(key);
+                q.retry_at = None;
+            }
+            let Some(key) = q.request.clone() else {
+                still.push(q);
+                continue;
+            };
+            let Some(r) = self.cluster.provisioning_requests.iter().find(|r| r.key == key) else {
+                still.push(q);
+                continue;
+            };
+            if r.is(model::ConditionType::Provisioned) {
+                let job = &mut self.record.jobs[q.job];
+                job.admitted_at = Some(now);
+                job.admitted_by = Some(key.name.clone());
+                for lp in job.pods.clone() {
+                    self.create_pod(lp);
+                }
+            } else if r.is(model::ConditionType::Failed) {
+                self.cluster.provisioning_requests.retain(|r| r.key != key);
+                let job = &mut self.record.jobs[q.job];
+                let retries = job.provisioning_requests - 1;
+                if retries < KUEUE_RETRY_LIMIT {
+                    q.request = None;
+                    q.retry_at = Some(now + KUEUE_RETRY_BASE * 2u32.pow(retries));
+                    still.push(q);
+                } else {
+                    job.deactivated = true;
+                }
+            } else {
+                still.push(q);
+            }
+        }
+        self.queued = still;
+        // Requests whose booking is over are deleted (Kueue deletes them with the job).
+        self.cluster.provisioning_requests.retain(|r| !r.is(model::ConditionType::BookingExpired));
+    }
+
+    /// A logical pod's pod as a PodTemplate describes it (for a ProvisioningRequest).
+    fn pod_template(&self, logical: usize) -> PodView {
+        let lp = &self.record.logical_pods[logical];
+        let job = &self.record.jobs[lp.job];
+        let w: &WorkloadDef = &self.scenario.workloads[job.workload];
+        let mut pod = PodView::new(PodKey::new(NAMESPACE, format!("{}-{}", job.name, lp.index)), w.requests.clone(), w.pod_owner(&job.name), self.now);
+        pod.node_selector = w.node_selector.clone();
+        pod.tolerations = w.tolerations.clone();
+        pod.priority = w.priority;
+        pod
     }
 
     fn push_pod(&mut self, pod: PodView, logical: Option<usize>) {

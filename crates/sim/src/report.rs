@@ -141,6 +141,14 @@ pub struct JobReport {
     /// For gangs: most pods running at once before all were (must be 0).
     pub gang_max_partial_running: Option<u32>,
     pub gang_started_at_seconds: Option<f64>,
+    /// Queued jobs (`queue: provisioning-request`): when the simulated Kueue admitted
+    /// the job (its ProvisioningRequest was provisioned); null if never. Its time to
+    /// start counts from its arrival, queueing included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admitted_at_seconds: Option<f64>,
+    /// Queued jobs: ProvisioningRequests created for it (1 + retries after `Failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_requests: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -306,12 +314,17 @@ impl Report {
                     gang: j.gang,
                     gang_max_partial_running: j.gang.then_some(j.gang_max_partial_running),
                     gang_started_at_seconds: j.gang_all_running_at.map(secs),
+                    admitted_at_seconds: j.admitted_at.map(secs),
+                    provisioning_requests: (j.provisioning_requests > 0).then_some(j.provisioning_requests),
                 }
             })
             .collect();
 
         let (lower_bound_node_hours, lower_bound_cost_usd, unplaceable) = lower_bound(scenario, record);
         let mut warnings = scenario.warnings.clone();
+        for j in record.jobs.iter().filter(|j| j.deactivated) {
+            warnings.push(format!("{}: its ProvisioningRequest failed {} times; the workload is deactivated, as Kueue does", j.name, j.provisioning_requests));
+        }
         if unplaceable > 0 {
             warnings.push(format!("{unplaceable} pods fit no group's node template (left out of the lower bound)"));
         }

@@ -52,6 +52,10 @@
 //!     active_deadline: 1h         # activeDeadlineSeconds
 //!     safe_to_evict: false        # true | false | on-completion
 //!     anti_affinity_per_node: false   # one pod of the job per node
+//!     queue: provisioning-request # queued as Kueue queues it: the simulator creates a
+//!                                 # ProvisioningRequest, creates the pods once it is
+//!                                 # Provisioned, retries on Failed with Kueue's backoff
+//!     provisioning_class: best-effort-atomic-scale-up   # or check-capacity
 //! ```
 //!
 //! `kind` is the pods' lifecycle (run for `duration`, or until the horizon); `owner` is
@@ -317,6 +321,10 @@ struct RawWorkload {
     safe_to_evict: Option<Text>,
     #[serde(default)]
     anti_affinity_per_node: bool,
+    #[serde(default)]
+    queue: Option<Text>,
+    #[serde(default)]
+    provisioning_class: Option<Text>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -449,6 +457,9 @@ pub struct WorkloadDef {
     pub active_deadline: Option<Duration>,
     pub safe_to_evict: Option<SafeToEvict>,
     pub anti_affinity_per_node: bool,
+    /// Queued behind a ProvisioningRequest of this class (the simulator plays Kueue):
+    /// the pods are created only once the request is provisioned.
+    pub queue: Option<model::ProvisioningClass>,
 }
 
 impl WorkloadDef {
@@ -911,7 +922,36 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
         active_deadline: optional_duration("active_deadline", &w.active_deadline)?,
         safe_to_evict,
         anti_affinity_per_node: w.anti_affinity_per_node,
+        queue: queue_at(path, w, kind)?,
     })
+}
+
+/// `queue: provisioning-request` with `provisioning_class:` `best-effort-atomic-scale-up`
+/// (the default) or `check-capacity` (the full class names are accepted too).
+fn queue_at(path: &str, w: &RawWorkload, kind: WorkloadKind) -> Result<Option<model::ProvisioningClass>, ScenarioError> {
+    let class = match w.provisioning_class.as_ref().map(|t| t.0.as_str()) {
+        None | Some("best-effort-atomic-scale-up") | Some(model::provreq::CLASS_BEST_EFFORT_ATOMIC) => model::ProvisioningClass::BestEffortAtomic,
+        Some("check-capacity") | Some(model::provreq::CLASS_CHECK_CAPACITY) => model::ProvisioningClass::CheckCapacity,
+        Some(other) => {
+            return Err(ScenarioError::invalid(
+                format!("{path}.provisioning_class"),
+                format!("expected best-effort-atomic-scale-up or check-capacity, got {other:?}"),
+            ))
+        }
+    };
+    match w.queue.as_ref().map(|t| t.0.as_str()) {
+        None => {
+            if w.provisioning_class.is_some() {
+                return Err(ScenarioError::invalid(format!("{path}.provisioning_class"), "only with queue: provisioning-request"));
+            }
+            Ok(None)
+        }
+        Some("provisioning-request") if kind == WorkloadKind::Service => {
+            Err(ScenarioError::invalid(format!("{path}.queue"), "queues are for job and bare workloads"))
+        }
+        Some("provisioning-request") => Ok(Some(class)),
+        Some(other) => Err(ScenarioError::invalid(format!("{path}.queue"), format!("expected provisioning-request, got {other:?}"))),
+    }
 }
 
 /// The owner a workload declares (or the default of its kind), checked the way the API

@@ -16,7 +16,7 @@ fn run(name: &str) -> Report {
     sim::simulate(&example(name), &SimOptions::default()).expect("the example runs")
 }
 
-const EXAMPLES: [&str; 6] = ["cpu-burst", "gpu-from-zero", "region-overflow", "gang-training", "mixed-short-long", "custom-owners"];
+const EXAMPLES: [&str; 7] = ["cpu-burst", "gpu-from-zero", "region-overflow", "gang-training", "mixed-short-long", "custom-owners", "queued-training"];
 
 #[test]
 fn every_file_in_examples_is_run() {
@@ -79,6 +79,33 @@ fn gangs_start_whole_after_a_rollback() {
     assert!(report.planner_events.get("GangRolledBack").copied().unwrap_or(0) >= 1, "{:?}", report.planner_events);
     let second = report.groups.iter().find(|g| g.name == "gpu-usw2b").unwrap();
     assert!(second.peak >= 8, "the whole gang is served by the second pool: {second:?}");
+}
+
+#[test]
+fn queued_jobs_start_only_once_admitted_and_a_failed_request_is_retried_elsewhere() {
+    let report = run("queued-training");
+    assert_healthy("queued-training", &report);
+    let job = |name: &str| report.jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("job {name}"));
+    let train = job("train-llm");
+    let admitted = train.admitted_at_seconds.expect("train-llm admitted");
+    // The first request failed in the pool without capacity; Kueue's retry was served.
+    assert_eq!(train.provisioning_requests, Some(2), "{train:?}");
+    assert!(admitted >= train.arrival_seconds + 60.0, "admitted only after Kueue's 60 s backoff: {train:?}");
+    // Time to start counts from the arrival, queueing included, and no pod started
+    // before the job was admitted.
+    let start = train.arrival_seconds + train.time_to_start_seconds.expect("started");
+    assert!(start >= admitted, "{train:?}");
+    assert!(report.planner_events.get("ProvisioningFailed").copied().unwrap_or(0) >= 1, "{:?}", report.planner_events);
+    assert_eq!(report.groups.iter().find(|g| g.name == "gpu-usw2a").unwrap().peak, 0, "nothing bills in the pool without capacity");
+    let second = report.groups.iter().find(|g| g.name == "gpu-usw2b").unwrap();
+    assert!(second.peak >= 4, "the retry is served by the second pool: {second:?}");
+    // check-capacity on the CPU nodes that were there: admitted at once, nothing bought.
+    let nightly = job("nightly-report");
+    assert_eq!(nightly.provisioning_requests, Some(1), "{nightly:?}");
+    assert!(nightly.admitted_at_seconds.expect("nightly admitted") - nightly.arrival_seconds <= 30.0, "{nightly:?}");
+    let cpu = report.groups.iter().find(|g| g.name == "cpu-usw2a").unwrap();
+    assert_eq!(cpu.peak, 2, "check-capacity never buys: {cpu:?}");
+    assert!(report.planner_events.get("Provisioned").copied().unwrap_or(0) >= 2, "{:?}", report.planner_events);
 }
 
 #[test]
