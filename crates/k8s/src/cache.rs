@@ -444,6 +444,8 @@ pub fn build_parts(
     pods: &[Arc<Pod>],
     daemonsets: &[Arc<DaemonSet>],
     priorities: Option<&ConfigMap>,
+    requests: &[ProvisioningRequest],
+    templates: &[PodTemplate],
     group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>,
 ) -> ClusterParts {
     fn fill<K: Clone, V>(store: &ViewStore<V>, objects: impl IntoIterator<Item = K>, conversion: Conversion<K, V>) {
@@ -456,6 +458,8 @@ pub fn build_parts(
     fill(&stores.pods, pods.iter().map(|p| Pod::clone(p)), PODS);
     fill(&stores.daemonsets, daemonsets.iter().map(|d| DaemonSet::clone(d)), DAEMONSETS);
     fill(&stores.priorities, priorities.cloned(), PRIORITIES);
+    fill(&stores.requests, requests.iter().cloned(), REQUESTS);
+    fill(&stores.templates, templates.iter().cloned(), TEMPLATES);
     stores.parts(synced, group_of)
 }
 
@@ -470,7 +474,7 @@ mod tests {
         let good2: Pod = serde_json::from_value(json!({"metadata": {"name": "a", "namespace": "x"}, "spec": {"containers": [{"name": "c"}]}})).unwrap();
         let bad: Pod = serde_json::from_value(json!({"metadata": {"name": "bad", "namespace": "x"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"memory": "1Qi"}}}]}})).unwrap();
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": PRIORITY_CONFIGMAP}, "data": {"priorities": "not: [a map of ints"}})).unwrap();
-        let parts = build_parts(true, &[], &[Arc::new(good), Arc::new(bad), Arc::new(good2)], &[], Some(&cm), |_| None);
+        let parts = build_parts(true, &[], &[Arc::new(good), Arc::new(bad), Arc::new(good2)], &[], Some(&cm), &[], &[], |_| None);
         assert_eq!(parts.pods.iter().map(|p| p.key.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(parts.skipped.len(), 1);
         assert_eq!(parts.skipped[0].name, "x/bad");

@@ -90,3 +90,73 @@ pub fn explain(settings: PlannerSettings, now: Time, snapshot: &ClusterSnapshot,
     }
     Ok(PodExplanation::FitsExistingOrUpcoming)
 }
+
+/// The answer for one ProvisioningRequest: its status now and what a pass of the
+/// autoscaler would write, with the scale-up it would make.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestExplanation {
+    pub found: bool,
+    pub class: String,
+    pub pods: usize,
+    /// The request's conditions as they are.
+    pub conditions: Vec<model::RequestCondition>,
+    /// The conditions a pass would set now (type, status, reason, message); empty when
+    /// the status already says it all.
+    pub would_set: Vec<(model::ConditionType, bool, String, String)>,
+    /// The scale-up a pass would make for it: group, from, to.
+    pub scale_up: Option<(NodeGroupId, u32, u32)>,
+}
+
+impl fmt::Display for RequestExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.found {
+            return f.write_str("provisioning request not found");
+        }
+        writeln!(f, "class {}, {} pods", self.class, self.pods)?;
+        for c in &self.conditions {
+            writeln!(f, "  now:       {}={} ({}): {}", c.kind, if c.status { "True" } else { "False" }, c.reason, c.message)?;
+        }
+        for (kind, status, reason, message) in &self.would_set {
+            writeln!(f, "  would set: {kind}={} ({reason}): {message}", if *status { "True" } else { "False" })?;
+        }
+        if let Some((group, from, to)) = &self.scale_up {
+            writeln!(f, "  would scale up {group} {from} -> {to} for it")?;
+        }
+        if self.would_set.is_empty() && self.scale_up.is_none() {
+            writeln!(f, "  nothing to change: the status says it all, or its capacity is on its way")?;
+        }
+        Ok(())
+    }
+}
+
+/// Explains a ProvisioningRequest by running one pass on a fresh planner (scale-down
+/// off) and reading what it said about the request. A fresh planner does not know of a
+/// launch the running autoscaler started; it counts the capacity on its way, as the
+/// running one does.
+pub fn explain_request(settings: PlannerSettings, now: Time, snapshot: &ClusterSnapshot, request: &PodKey) -> Result<RequestExplanation, SettingsError> {
+    let Some(view) = snapshot.provisioning_requests.iter().find(|r| &r.key == request) else {
+        return Ok(RequestExplanation { found: false, class: String::new(), pods: 0, conditions: vec![], would_set: vec![], scale_up: None });
+    };
+    let mut answer = RequestExplanation {
+        found: true,
+        class: view.class.as_str().to_owned(),
+        pods: view.pods.len(),
+        conditions: view.conditions.clone(),
+        would_set: vec![],
+        scale_up: None,
+    };
+    let mut snapshot = snapshot.clone();
+    snapshot.synced = true;
+    let mut planner = Planner::new(PlannerSettings { scale_down_enabled: false, ..settings })?;
+    planner.handle_snapshot(now, &snapshot);
+    while let Some((_, event)) = planner.poll_event() {
+        match event {
+            PlannerEvent::ProvisioningRequestUpdated { request: r, condition, status, reason, message } if &r == request => {
+                answer.would_set.push((condition, status, reason, message));
+            }
+            PlannerEvent::ProvisioningRequestScaleUp { request: r, group, from, to } if &r == request => answer.scale_up = Some((group, from, to)),
+            _ => {}
+        }
+    }
+    Ok(answer)
+}

@@ -37,7 +37,7 @@ mod template;
 pub use actions::{Action, ActionId, BackoffRecord, Outcome, RemovalEvidence, TargetReason, TerminateReason};
 pub use events::{GroupReasons, NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
-pub use explain::{explain, PodExplanation};
+pub use explain::{explain, explain_request, PodExplanation, RequestExplanation};
 #[doc(hidden)]
 pub use fit::place_in_order_indexed;
 pub use scaledown::{disposition, PodDisposition};

@@ -274,3 +274,22 @@ fn a_failed_atomic_launch_fails_the_request_and_buys_nothing_elsewhere_for_it() 
     assert!(World::scale_ups(&acts).is_empty(), "bought for a request that failed: {acts:?}");
     assert_eq!(w.groups[0].target, 0, "undelivered capacity given back");
 }
+
+#[test]
+fn explain_says_why_a_request_is_not_provisioned_per_group() {
+    let mut w = World::new(vec![group("small", "us-west-2", "us-west-2a", 4, 16, 0, 2)]);
+    w.requests.push(request(&w, "huge", model::provreq::CLASS_BEST_EFFORT_ATOMIC, 8, 3500));
+    let snapshot = w.snapshot();
+    let answer = planner::explain_request(w.settings.clone(), w.now, &snapshot, &PodKey::new(NS, "huge")).unwrap();
+    assert!(answer.found && answer.pods == 8 && answer.scale_up.is_none(), "{answer:?}");
+    let failed = answer.would_set.iter().find(|(kind, ..)| *kind == ConditionType::Failed).expect("would fail");
+    assert_eq!(failed.2, reason::NOT_PROVISIONABLE);
+    assert!(failed.3.contains("small:"), "the reason per group: {}", failed.3);
+    // One that fits a group: the scale-up it would make.
+    let mut w = World::new(vec![big()]);
+    w.requests.push(request(&w, "train", model::provreq::CLASS_BEST_EFFORT_ATOMIC, 8, 3500));
+    let snapshot = w.snapshot();
+    let answer = planner::explain_request(w.settings.clone(), w.now, &snapshot, &PodKey::new(NS, "train")).unwrap();
+    assert_eq!(answer.scale_up, Some((NodeGroupId::new("big"), 0, 2)), "{answer}");
+    assert!(!planner::explain_request(w.settings.clone(), w.now, &snapshot, &PodKey::new(NS, "nope")).unwrap().found);
+}
