@@ -71,7 +71,7 @@ impl Kueue {
 
         world.kubectl_admin(&["apply", "--server-side", "--force-conflicts", "-f", &crds.display().to_string()], "")?;
         for crd in ["provisioningrequests.autoscaling.x-k8s.io", "workloads.kueue.x-k8s.io", "clusterqueues.kueue.x-k8s.io", "admissionchecks.kueue.x-k8s.io"] {
-            world.kubectl_admin(&["wait", "--for=condition=established", "--timeout=60s", &format!("crd/{crd}")], "")?;
+            world.wait_crd_established(crd, Duration::from_secs(60))?;
         }
         world.kubectl_admin(&["create", "namespace", "kueue-system"], "").or_else(|e| if format!("{e}").contains("AlreadyExists") { Ok(String::new()) } else { Err(e) })?;
 

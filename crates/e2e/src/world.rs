@@ -200,6 +200,24 @@ fn start_moto(dir: &Path) -> anyhow::Result<String> {
 }
 
 impl World {
+    /// Waits until the CustomResourceDefinition `name` is Established. Not `kubectl
+    /// wait --for=condition=established`: right after the apply the CRD may have no
+    /// status conditions yet, and kubectl then fails instead of waiting.
+    pub fn wait_crd_established(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let query = "jsonpath={.status.conditions[?(@.type==\"Established\")].status}";
+        loop {
+            let status = self.kubectl_admin(&["get", &format!("crd/{name}"), "-o", query], "");
+            if status.as_deref().is_ok_and(|s| s.trim() == "True") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} not Established within {timeout:?} (last read: {status:?})");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs kubectl as the cluster admin with `stdin` as its input; the output on success.
     pub fn kubectl_admin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
         use std::io::Write;

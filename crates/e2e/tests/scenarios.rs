@@ -943,7 +943,7 @@ fn shipped_manifests(world: &e2e::World) -> Result<()> {
     // The optional ServiceMonitor needs prometheus-operator's CRD, as on a user's cluster.
     let crd = std::fs::read_to_string(root.join("testenv/crds/servicemonitor.yaml"))?;
     world.kubectl_admin(&["apply", "-f", "-"], &crd)?;
-    world.kubectl_admin(&["wait", "--for=condition=established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"], "")?;
+    world.wait_crd_established("servicemonitors.monitoring.coreos.com", Duration::from_secs(60))?;
 
     let helm = std::process::Command::new(root.join("scripts/check-shipping.sh")).arg("ensure-helm").output()?;
     ensure!(helm.status.success(), "scripts/check-shipping.sh ensure-helm: {}", String::from_utf8_lossy(&helm.stderr));
@@ -1127,8 +1127,8 @@ fn batch_cluster_kinds(world: &e2e::World) -> Result<()> {
     let root = e2e::paths::workspace();
     let crds = std::fs::read_to_string(root.join("testenv/crds/batch-controllers.yaml"))?;
     world.kubectl_admin(&["apply", "-f", "-"], &crds)?;
-    for crd in ["crd/workflows.argoproj.io", "crd/pytorchjobs.kubeflow.org"] {
-        world.kubectl_admin(&["wait", "--for=condition=established", "--timeout=60s", crd], "")?;
+    for crd in ["workflows.argoproj.io", "pytorchjobs.kubeflow.org"] {
+        world.wait_crd_established(crd, Duration::from_secs(60))?;
     }
     world.kubectl_admin(
         &["apply", "-f", "-"],
@@ -1627,7 +1627,7 @@ fn a_coscheduling_pod_group_is_bought_whole_once_its_members_exist() {
 async fn coscheduling_gang(s: &mut Scenario) -> Result<()> {
     let crd = std::fs::read_to_string(e2e::paths::workspace().join("testenv/crds/coscheduling-podgroup.yaml"))?;
     s.world.kubectl_admin(&["apply", "-f", "-"], &crd)?;
-    s.world.kubectl_admin(&["wait", "--for=condition=established", "--timeout=60s", "crd/podgroups.scheduling.x-k8s.io"], "")?;
+    s.world.wait_crd_established("podgroups.scheduling.x-k8s.io", Duration::from_secs(60))?;
     let ns = s.namespace.clone();
     s.world.kubectl_admin(&["apply", "-f", "-"], &format!("apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata:\n  name: ring\n  namespace: {ns}\nspec:\n  minMember: 3\n"))?;
     s.primary().group(&GroupOptions::new("cs-m5", "m5.xlarge", 4)).await?;

@@ -368,7 +368,15 @@ impl ClusterCache {
             tasks.push(t);
         };
         if config.provisioning_requests {
-            add(spawn_watch("provisioningrequests", Api::all(client.clone()), watcher::Config::default(), stores.requests.clone(), REQUESTS, |_: &ProvisioningRequest| {}), "provisioningrequests");
+            // A new or changed request wakes the loop as an unschedulable pod does: Kueue
+            // holds the workload until the request is answered.
+            let wake = unschedulable.clone();
+            add(
+                spawn_watch("provisioningrequests", Api::all(client.clone()), watcher::Config::default(), stores.requests.clone(), REQUESTS, move |_: &ProvisioningRequest| {
+                    wake.notify_one();
+                }),
+                "provisioningrequests",
+            );
             add(spawn_watch("podtemplates", Api::all(client.clone()), watcher::Config::default(), stores.templates.clone(), TEMPLATES, |_: &PodTemplate| {}), "podtemplates");
         }
         for api in &config.gang_apis {

@@ -233,23 +233,29 @@ fn bad_requests_get_a_condition_that_says_why_and_nothing_else() {
 
 #[test]
 fn an_incomplete_gang_buys_nothing_until_its_marker_count_is_there() {
+    for source in [GangSource::Annotation, GangSource::KueuePodGroup, GangSource::Coscheduling, GangSource::Volcano, GangSource::WorkloadApi] {
+        incomplete_gang_of(source);
+    }
+}
+
+fn incomplete_gang_of(source: GangSource) {
     let mut w = World::new(vec![big()]);
     let member = |i: usize| {
         let mut p = job_pod(&format!("w-{i}"), 9000, 8);
-        p.gang = Some(GangMembership { gang: GangId::new("batch/ring"), size: 4, source: GangSource::KueuePodGroup });
+        p.gang = Some(GangMembership { gang: GangId::new("batch/ring"), size: 4, source });
         p
     };
     w.pods.extend((0..2).map(member));
     let mut p = Planner::new(w.settings.clone()).unwrap();
     for _ in 0..3 {
         let acts = w.step(&mut p, 10);
-        assert!(World::scale_ups(&acts).is_empty(), "bought for half a gang: {acts:?}");
+        assert!(World::scale_ups(&acts).is_empty(), "{source:?}: bought for half a gang: {acts:?}");
     }
     let told: Vec<_> = w.events.iter().filter(|e| matches!(e, PlannerEvent::GangIncomplete { present: 2, size: 4, .. })).collect();
-    assert_eq!(told.len(), 1, "said once: {:?}", w.events);
+    assert_eq!(told.len(), 1, "{source:?}: said once: {:?}", w.events);
     w.pods.extend((2..4).map(member));
     let acts = w.step(&mut p, 10);
-    assert_eq!(World::scale_ups(&acts), vec![("big".to_owned(), 0, 4)], "{acts:?}");
+    assert_eq!(World::scale_ups(&acts), vec![("big".to_owned(), 0, 4)], "{source:?}: {acts:?}");
 }
 
 #[test]
