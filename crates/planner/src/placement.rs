@@ -4,7 +4,7 @@
 //! simulator's scheduler all place pods through this one type.
 
 use crate::predicates::{check_anti_affinity, check_labels_and_taints, check_resources, Unfit};
-use model::{Labels, NodeGroupId, NodeName, PodView, Resources, Taint};
+use model::{Labels, NodeGroupId, NodeName, NodeView, PodView, Resources, Taint};
 use std::sync::Arc;
 
 /// Index of a node in a [`PlacementSim`].
@@ -39,6 +39,27 @@ pub struct SimNode {
 }
 
 impl SimNode {
+    /// A registered, Ready node with these residents (indices into `pods`), their
+    /// requests counted as used.
+    pub fn existing(node: &NodeView, pods: &[PodView], residents: &[usize]) -> Self {
+        let mut used = Resources::zero();
+        for &p in residents {
+            used.add(&pods[p].requests);
+        }
+        Self {
+            name: node.name.clone(),
+            origin: NodeOrigin::Existing,
+            group: node.group.clone(),
+            labels: Arc::new(node.labels.clone()),
+            taints: Arc::new(node.taints.clone()),
+            allocatable: node.allocatable.clone(),
+            used,
+            ready: true,
+            cordoned: node.cordoned,
+            residents: residents.to_vec(),
+        }
+    }
+
     /// What is still free.
     pub fn free(&self) -> Resources {
         let mut free = self.allocatable.clone();

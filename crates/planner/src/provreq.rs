@@ -19,15 +19,14 @@
 
 use crate::actions::Action;
 use crate::events::{NoScaleUpReason, PlannerEvent};
-use crate::placement::{NodeOrigin, PlacementSim, SimNode};
+use crate::placement::{PlacementSim, SimNode};
 use crate::scaledown::is_retired;
 use crate::Planner;
 use model::{
     ClusterSnapshot, ConditionType, GangId, GangMembership, GangSource, Owner, PodKey, PodPhase, PodView, ProvisioningClass,
-    ProvisioningRequestView, RequestCondition, RequestProblem, Resources, Time,
+    ProvisioningRequestView, RequestCondition, RequestProblem, Time,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A pod set naming a PodTemplate that is not there is failed only after this long: a
@@ -113,10 +112,8 @@ pub fn request_gang(request: &PodKey) -> GangId {
 }
 
 enum Verdict {
-    /// Nothing to change or do.
+    /// Nothing to change (also a terminal request: its consumers are ordinary pods).
     Leave,
-    /// Terminal: nothing more to do, its consumers are ordinary pods.
-    Done,
     Set(Vec<(ConditionType, bool, &'static str, String)>),
 }
 
@@ -174,8 +171,8 @@ impl Planner {
         // its room before a newer request looks for some.
         let mut order: Vec<&ProvisioningRequestView> = snapshot.provisioning_requests.iter().collect();
         order.sort_by(|a, b| {
-            let provisioned = |r: &ProvisioningRequestView| !r.is(ConditionType::Provisioned);
-            provisioned(a).cmp(&provisioned(b)).then(a.created.cmp(&b.created)).then(a.key.cmp(&b.key))
+            let unprovisioned = |r: &ProvisioningRequestView| !r.is(ConditionType::Provisioned);
+            unprovisioned(a).cmp(&unprovisioned(b)).then(a.created.cmp(&b.created)).then(a.key.cmp(&b.key))
         });
 
         // The in-memory pods of every request, after the snapshot's pods.
@@ -188,32 +185,16 @@ impl Planner {
         }
         let mut sim = PlacementSim::new(&pods);
         let mut slot_of_node = BTreeMap::new();
+        // Residents per node, through a name index (not a scan of the nodes per pod).
+        let node_index: crate::hash::FxHashMap<&model::NodeName, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (&n.name, i)).collect();
         let mut occupants: Vec<Vec<usize>> = vec![Vec::new(); snapshot.nodes.len()];
         for (pi, p) in snapshot.pods.iter().enumerate() {
-            if p.occupies_node() {
-                if let Some(ni) = p.node.as_ref().and_then(|n| snapshot.nodes.iter().position(|x| &x.name == n)) {
-                    occupants[ni].push(pi);
-                }
+            if let Some(&ni) = p.node.as_ref().filter(|_| p.occupies_node()).and_then(|n| node_index.get(n)) {
+                occupants[ni].push(pi);
             }
         }
         for &ni in &eligible {
-            let n = &snapshot.nodes[ni];
-            let mut used = Resources::zero();
-            for &p in &occupants[ni] {
-                used.add(&snapshot.pods[p].requests);
-            }
-            let slot = sim.add_node(SimNode {
-                name: n.name.clone(),
-                origin: NodeOrigin::Existing,
-                group: n.group.clone(),
-                labels: Arc::new(n.labels.clone()),
-                taints: Arc::new(n.taints.clone()),
-                allocatable: n.allocatable.clone(),
-                used,
-                ready: true,
-                cordoned: false,
-                residents: occupants[ni].clone(),
-            });
+            let slot = sim.add_node(SimNode::existing(&snapshot.nodes[ni], &snapshot.pods, &occupants[ni]));
             slot_of_node.insert(slot, ni);
         }
         let slots: Vec<usize> = slot_of_node.keys().copied().collect();
@@ -227,7 +208,7 @@ impl Planner {
             let start = first_pod[&r.key];
             let count = r.pods.len();
             let verdict = if r.is(ConditionType::Failed) || r.is(ConditionType::BookingExpired) {
-                Verdict::Done
+                Verdict::Leave
             } else if !r.class.is_ours() {
                 if self.requests.foreign.insert(r.key.clone()) {
                     self.events.push_back((
@@ -235,7 +216,7 @@ impl Planner {
                         PlannerEvent::ProvisioningRequestIgnored { request: r.key.clone(), class: r.class.as_str().to_owned() },
                     ));
                 }
-                Verdict::Done
+                Verdict::Leave
             } else if let ProvisioningClass::Other(name) = &r.class {
                 Verdict::Set(vec![(ConditionType::Failed, true, reason::UNSUPPORTED_CLASS, format!("provisioning class {name} is not supported; supported: {}, {}", model::provreq::CLASS_CHECK_CAPACITY, model::provreq::CLASS_BEST_EFFORT_ATOMIC))])
             } else if let Some(problem) = &r.problem {
@@ -307,7 +288,7 @@ impl Planner {
             };
             match verdict {
                 Verdict::Set(set) => updates.push((r.key.clone(), set)),
-                Verdict::Leave | Verdict::Done => {}
+                Verdict::Leave => {}
             }
         }
 

@@ -8,13 +8,12 @@
 use crate::actions::{Action, TerminateReason};
 use crate::classes::group_into_classes;
 use crate::events::PlannerEvent;
-use crate::placement::{NodeOrigin, PlacementSim, SimNode};
+use crate::placement::{PlacementSim, SimNode};
 use crate::scaleup::ClusterView;
 use crate::{PendingRemoval, Planner};
 use model::well_known::{LABEL_CONTROL_PLANE, LABEL_MASTER, TAINT_CA_TO_BE_DELETED, TAINT_RETIRING};
 use model::{ClusterSnapshot, NodeName, NodeView, Owner, PodView, Resources, SafeToEvict, Time};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How a pod on a node bears on removing the node.
@@ -405,22 +404,7 @@ impl Planner {
             if !n.ready || is_retired(n) || view.terminating_nodes.contains(&ni) {
                 continue;
             }
-            let mut used = Resources::zero();
-            for &p in &view.occupants[ni] {
-                used.add(&pods[p].requests);
-            }
-            let slot = sim.add_node(SimNode {
-                name: n.name.clone(),
-                origin: NodeOrigin::Existing,
-                group: n.group.clone(),
-                labels: Arc::new(n.labels.clone()),
-                taints: Arc::new(n.taints.clone()),
-                allocatable: n.allocatable.clone(),
-                used,
-                ready: true,
-                cordoned: n.cordoned,
-                residents: view.occupants[ni].clone(),
-            });
+            let slot = sim.add_node(SimNode::existing(n, pods, &view.occupants[ni]));
             slot_of.insert(ni, slot);
         }
         let retired_now = snapshot.nodes.iter().filter(|n| is_retired(n)).count();
