@@ -61,6 +61,8 @@ pub(crate) struct Asg {
     pub launch_template: Option<TemplateRef>,
     pub mixed: Option<MixedPolicy>,
     pub protected_from_scale_in: bool,
+    /// Capacity Rebalancing: the ASG replaces spot instances at risk by itself.
+    pub capacity_rebalance: bool,
 }
 
 fn non_negative(value: Option<i32>) -> u32 {
@@ -127,6 +129,7 @@ impl Asg {
             launch_template: group.launch_template().map(template_ref),
             mixed,
             protected_from_scale_in: group.new_instances_protected_from_scale_in().unwrap_or(false),
+            capacity_rebalance: group.capacity_rebalance().unwrap_or(false),
         })
     }
 }
@@ -288,6 +291,22 @@ pub(crate) async fn set_desired_capacity(clients: &RegionClients, group: &str, d
 }
 
 /// TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity=true.
+/// DetachInstances of one instance, decrementing the desired capacity: the instance
+/// keeps running outside the group (until EC2 takes it back), and the group does not
+/// replace it.
+pub(crate) async fn detach_instance(clients: &RegionClients, group: &str, instance: &InstanceId) -> Result<(), AwsError> {
+    clients
+        .autoscaling
+        .detach_instances()
+        .auto_scaling_group_name(group)
+        .instance_ids(instance.as_str())
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| from_sdk(&clients.region, "DetachInstances", e, || format!("instance {instance} of {group}")))
+}
+
 pub(crate) async fn terminate_instance(clients: &RegionClients, instance: &InstanceId) -> Result<(), AwsError> {
     clients
         .autoscaling

@@ -263,7 +263,9 @@ impl AwsNodeGroups {
                     InstanceView { id: i.id.clone(), zone, state: i.state, launched_at }
                 })
                 .collect();
-            groups.push(NodeGroupState { spec: spec.clone(), target: asg.desired, instances });
+            let mut live_spec = spec.clone();
+            live_spec.capacity_rebalance = asg.capacity_rebalance;
+            groups.push(NodeGroupState { spec: live_spec, target: asg.desired, instances });
             owned.insert(id, OwnedGroup { region: index, tags: asg.tags.clone(), spec });
         }
         let live: BTreeSet<&InstanceId> = groups.iter().flat_map(|g: &NodeGroupState| g.instances.iter().map(|i| &i.id)).collect();
@@ -303,6 +305,20 @@ impl AwsNodeGroups {
             return Ok(());
         }
         asg::terminate_instance(clients, instance).await
+    }
+
+    /// Takes an interrupted instance out of its group and decrements the group's
+    /// desired capacity (the instance runs on until EC2 takes it back), after
+    /// re-checking that the group is ours and the instance one of its members.
+    pub async fn detach_instance(&self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), AwsError> {
+        let (clients, asg, _) = self.fresh_owned(group).await?;
+        let Some(member) = asg.instances.iter().find(|i| &i.id == instance) else {
+            return Err(AwsError::NotFound { what: format!("instance {instance}"), message: format!("not a member of group {group} (already detached or gone)") });
+        };
+        if member.state == InstanceState::Terminating {
+            return Err(AwsError::NotFound { what: format!("instance {instance}"), message: format!("already terminating in group {group}") });
+        }
+        asg::detach_instance(clients, group.as_str(), instance).await
     }
 
     /// Failed and cancelled launches since the last call (or the persisted marker),

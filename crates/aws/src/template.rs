@@ -134,6 +134,7 @@ pub fn build_spec(inputs: &TemplateInputs<'_>, warnings: &mut Vec<String>) -> Re
         purchase,
         price_per_hour,
         region_rank: inputs.region_rank,
+        capacity_rebalance: false,
     })
 }
 

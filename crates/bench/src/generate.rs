@@ -148,6 +148,7 @@ fn make_group(gi: usize, rng: &mut Rng) -> GroupPlan {
         purchase,
         price_per_hour: catalog::on_demand_price_usd_per_hour(instance_type).map(|p| if kind == Kind::Spot { p * 0.35 } else { p }),
         region_rank: 0,
+        capacity_rebalance: false,
     };
     let labels = spec.template_labels(&zone);
     GroupPlan { kind, spec, labels }

@@ -32,6 +32,9 @@ impl Cloud for AwsCloud {
     async fn terminate_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError> {
         self.0.terminate_instance(group, instance).await.map_err(port_error)
     }
+    async fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError> {
+        self.0.detach_instance(group, instance).await.map_err(port_error)
+    }
     async fn persist_backoff(&mut self, record: &BackoffRecord) -> Result<(), PortError> {
         self.0.persist_backoff(record).await.map_err(port_error)
     }

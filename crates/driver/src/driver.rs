@@ -474,6 +474,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             Action::UnretireNode { node, .. } => self.cluster.unretire(node).await.map(|()| Outcome::Done),
             Action::MarkIdle { node, since, .. } => self.cluster.mark_idle(node, *since).await.map(|()| Outcome::Done),
             Action::PersistBackoff { record, .. } => self.cloud.persist_backoff(record).await.map(|()| Outcome::Done),
+            Action::DetachInstance { group, instance, .. } => self.cloud.detach_instance(group, instance).await.map(|()| Outcome::Done),
             Action::VerifyRemoval { instance, node, .. } => self.cluster.removal_evidence(instance, node.as_ref()).await.map(Outcome::Evidence),
             Action::UpdateProvisioningRequest { request, conditions, .. } => {
                 self.cluster.update_provisioning_request(request, conditions).await.map(|()| Outcome::Done)

@@ -114,6 +114,9 @@ pub trait Cloud {
     async fn set_target_size(&mut self, group: &NodeGroupId, target: u32) -> Result<(), PortError>;
     /// Terminates exactly this instance and decrements the group's desired capacity.
     async fn terminate_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError>;
+    /// Takes an interrupted instance out of its group, decrementing the desired
+    /// capacity; the instance runs on until the cloud takes it back.
+    async fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError>;
     /// Stores a pool backoff so a restarted process does not forget it.
     async fn persist_backoff(&mut self, record: &BackoffRecord) -> Result<(), PortError>;
     /// The backoffs stored by earlier processes.

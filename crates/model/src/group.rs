@@ -91,6 +91,11 @@ pub struct NodeGroupSpec {
     pub price_per_hour: Option<f64>,
     /// Preference of the group's region: 0 is the primary region (`--aws-regions` order).
     pub region_rank: u32,
+    /// The group replaces spot instances at risk by itself (the ASG's Capacity
+    /// Rebalancing): the autoscaler fences such an instance's node but buys no
+    /// replacement of its own.
+    #[serde(default)]
+    pub capacity_rebalance: bool,
 }
 
 impl NodeGroupSpec {
@@ -189,6 +194,9 @@ pub enum LaunchFailureKind {
     InvalidConfiguration,
     /// Instances launched but never registered as nodes within the provision time.
     LaunchTimeout,
+    /// Not a launch failure: the pool's spot instances were interrupted repeatedly
+    /// (the pool is avoided on a scale of its own, `spot-interruption-backoff`).
+    SpotInterruptions,
     Other,
 }
 
@@ -202,6 +210,7 @@ impl LaunchFailureKind {
             Self::VolumeLimit => "volume-limit",
             Self::InvalidConfiguration => "invalid-configuration",
             Self::LaunchTimeout => "launch-timeout",
+            Self::SpotInterruptions => "spot-interruptions",
             Self::Other => "other",
         }
     }

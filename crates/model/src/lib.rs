@@ -7,6 +7,7 @@
 
 pub mod group;
 pub mod ids;
+pub mod interruption;
 pub mod labels;
 pub mod node;
 pub mod pod;
@@ -22,6 +23,7 @@ pub use group::{
     InstanceState, InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupSpec, NodeGroupState,
     NodeShape, PoolKey, PurchaseOption,
 };
+pub use interruption::{InterruptionKind, InterruptionNotice};
 pub use ids::{GangId, InstanceId, InstanceTypeName, NodeGroupId, NodeName, PodKey, PodUid, Region, Zone};
 pub use node::{NodeView, RetireMark};
 pub use pod::{GangMembership, GangSource, Owner, OwnerKind, OwnerKindParseError, PodPhase, PodView, SafeToEvict};

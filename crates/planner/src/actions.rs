@@ -100,6 +100,12 @@ pub enum Action {
     MarkIdle { id: ActionId, node: NodeName, since: Option<Time> },
     /// Persist a pool backoff (or its end, when `until` has passed).
     PersistBackoff { id: ActionId, record: BackoffRecord },
+    /// Take an instance that is being interrupted out of its group and decrement the
+    /// group's desired capacity (EC2 Auto Scaling's DetachInstances): the instance runs
+    /// on until EC2 takes it, its pods with it, and the group does not replace it a
+    /// second time; the replacement is bought by an ordinary scale-up, in the pool the
+    /// planner chooses.
+    DetachInstance { id: ActionId, group: NodeGroupId, instance: InstanceId, node: Option<NodeName> },
     /// Set these conditions in a ProvisioningRequest's status (each replaces the
     /// condition of its type; the others are left as they are).
     UpdateProvisioningRequest { id: ActionId, request: PodKey, conditions: Vec<RequestCondition> },
@@ -117,6 +123,7 @@ impl Action {
             | Self::EvictPod { id, .. }
             | Self::MarkIdle { id, .. }
             | Self::PersistBackoff { id, .. }
+            | Self::DetachInstance { id, .. }
             | Self::UpdateProvisioningRequest { id, .. } => *id,
         }
     }
@@ -153,6 +160,10 @@ impl fmt::Display for Action {
                 None => write!(f, "clear idle mark of {node}"),
             },
             Self::PersistBackoff { record, .. } => write!(f, "persist backoff of {} until {}", record.pool, record.until),
+            Self::DetachInstance { group, instance, node, .. } => {
+                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
+                write!(f, "detach interrupted {instance} (node {node}) from {group}")
+            }
             Self::UpdateProvisioningRequest { request, conditions, .. } => {
                 write!(f, "update provisioning request {request}:")?;
                 for c in conditions {

@@ -2,7 +2,7 @@
 //! that adapters turn into logs, Kubernetes Events, metrics and simulator timelines.
 
 use crate::actions::TerminateReason;
-use model::{ConditionType, InstanceId, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
+use model::{ConditionType, InstanceId, InterruptionKind, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -155,6 +155,56 @@ pub enum PlannerEvent {
     ProvisioningRequestScaleUp { request: PodKey, group: NodeGroupId, from: u32, to: u32 },
     /// A ProvisioningRequest of another provisioner's class: left alone.
     ProvisioningRequestIgnored { request: PodKey, class: String },
+    /// An instance of a managed group got an interruption notice; what was done.
+    /// `pods` are the pods on its node that lose their place (about to be killed).
+    InstanceInterrupted {
+        instance: InstanceId,
+        group: NodeGroupId,
+        node: Option<NodeName>,
+        kind: InterruptionKind,
+        pool: PoolKey,
+        pods: Vec<PodKey>,
+        response: InterruptionResponse,
+    },
+    /// An interruption notice about an instance the autoscaler does not manage (or
+    /// with handling off): nothing done.
+    InterruptionIgnored { instance: InstanceId, kind: InterruptionKind, why: String },
+}
+
+/// What the planner does about an interruption notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InterruptionResponse {
+    /// The node is fenced and capacity for its pods is found or bought now; with
+    /// `detach`, the instance also leaves its group so the group does not replace it
+    /// a second time.
+    Replace { detach: bool },
+    /// The node is fenced; nothing is bought (the group replaces the instance itself,
+    /// or the work may finish first).
+    Fence { why: String },
+    /// Nothing to do.
+    Nothing { why: String },
+}
+
+impl InterruptionResponse {
+    /// A short, stable name for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Replace { .. } => "replace",
+            Self::Fence { .. } => "fence",
+            Self::Nothing { .. } => "nothing",
+        }
+    }
+}
+
+impl fmt::Display for InterruptionResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Replace { detach: true } => f.write_str("fenced; the instance leaves its group and capacity for its pods is provisioned now"),
+            Self::Replace { detach: false } => f.write_str("fenced; capacity for its pods is provisioned now"),
+            Self::Fence { why } => write!(f, "fenced; no replacement bought: {why}"),
+            Self::Nothing { why } => write!(f, "nothing done: {why}"),
+        }
+    }
 }
 
 impl PlannerEvent {
@@ -188,6 +238,13 @@ impl PlannerEvent {
             Self::ProvisioningRequestScaleUp { .. } => "TriggeredScaleUp",
             Self::GangIncomplete { .. } => "GangIncomplete",
             Self::ProvisioningRequestIgnored { .. } => "NotOurClass",
+            Self::InstanceInterrupted { kind, .. } => match kind {
+                InterruptionKind::SpotInterruption => "SpotInterruption",
+                InterruptionKind::RebalanceRecommendation => "RebalanceRecommendation",
+                InterruptionKind::StateChange => "InstanceStateChange",
+                InterruptionKind::ScheduledChange => "ScheduledInstanceEvent",
+            },
+            Self::InterruptionIgnored { .. } => "InterruptionIgnored",
         }
     }
 }
@@ -244,6 +301,11 @@ impl fmt::Display for PlannerEvent {
             Self::ProvisioningRequestIgnored { request, class } => {
                 write!(f, "provisioning request {request} has class {class}, served by another provisioner: left alone")
             }
+            Self::InstanceInterrupted { instance, group, node, kind, pool, pods, response } => {
+                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
+                write!(f, "{kind} for {instance} (node {node}) of {group} in pool {pool}, {} pods on it: {response}", pods.len())
+            }
+            Self::InterruptionIgnored { instance, kind, why } => write!(f, "{kind} for {instance} ignored: {why}"),
         }
     }
 }

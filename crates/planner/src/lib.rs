@@ -23,6 +23,7 @@ mod fit;
 mod expander;
 mod gang;
 mod hash;
+mod interruption;
 mod lifecycle;
 pub mod placement;
 mod pools;
@@ -35,8 +36,9 @@ pub mod settings;
 mod template;
 
 pub use actions::{Action, ActionId, BackoffRecord, Outcome, RemovalEvidence, TargetReason, TerminateReason};
-pub use events::{GroupReasons, NoScaleUpReason, PlannerEvent};
+pub use events::{GroupReasons, InterruptionResponse, NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
+pub use interruption::PoolInterruptions;
 pub use explain::{explain, explain_request, PodExplanation, RequestExplanation};
 #[doc(hidden)]
 pub use fit::place_in_order_indexed;
@@ -84,6 +86,7 @@ pub struct Planner {
     pools: pools::PoolBackoffs,
     gangs: gang::GangTracker,
     requests: provreq::RequestBook,
+    interruptions: interruption::InterruptionBook,
     /// Target sizes requested but not yet seen in a snapshot.
     requested_targets: BTreeMap<NodeGroupId, TargetRequest>,
     /// Idle-since per node, rebuilt from annotations and kept across passes.
@@ -145,6 +148,7 @@ impl Planner {
             pools: pools::PoolBackoffs::new(&settings),
             gangs: gang::GangTracker::default(),
             requests: provreq::RequestBook::default(),
+            interruptions: interruption::InterruptionBook::default(),
             settings,
             expander,
             requested_targets: BTreeMap::new(),
@@ -217,6 +221,10 @@ impl Planner {
             self.on_launch_failure(now, failure);
         }
         self.handle_launch_timeouts(now, snapshot);
+        // Interrupted instances: their nodes fenced, their pods moved to where they
+        // will run (see `interruption`).
+        let interrupted = self.prepare_interruptions(now, snapshot);
+        let snapshot = interrupted.as_ref().unwrap_or(snapshot);
         // ProvisioningRequests become pods the rest of the pass handles (see `provreq`).
         let prepared = self.prepare_requests(now, snapshot);
         let snapshot = prepared.as_ref().unwrap_or(snapshot);
@@ -294,6 +302,9 @@ fn validate(s: &PlannerSettings) -> Result<(), SettingsError> {
     parse_min_max("memory-total", &s.memory_total)?;
     if s.scan_interval.is_zero() {
         return bad("scan-interval", "must be greater than zero".into());
+    }
+    if s.spot_interruption_backoff > s.max_spot_interruption_backoff {
+        return bad("spot-interruption-backoff", "must not exceed max-spot-interruption-backoff".into());
     }
     if s.initial_node_group_backoff_duration > s.max_node_group_backoff_duration {
         return bad("initial-node-group-backoff-duration", "must not exceed max-node-group-backoff-duration".into());

@@ -148,6 +148,10 @@ impl Planner {
         if self.removal_outcome(now, &action, &outcome) {
             return;
         }
+        if self.interruption_outcome(&action, &outcome) {
+            self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message: format!("{outcome:?}") });
+            return;
+        }
         match outcome {
             Outcome::Done | Outcome::Gone | Outcome::Evidence(_) => {}
             Outcome::Retry { message } | Outcome::Failed { message } => {

@@ -53,6 +53,32 @@ impl PoolBackoffs {
         record
     }
 
+    /// Records that `pool` was interrupted often enough to be avoided: `initial`
+    /// first, doubling (up to `max`) while interruptions go on within the reset period.
+    /// A longer backoff already in force (a capacity error) is kept.
+    pub(crate) fn record_interruptions(&mut self, now: Time, pool: PoolKey, initial: Duration, max: Duration, message: &str) -> BackoffRecord {
+        let previous = self.entries.get(&pool);
+        let duration = match previous {
+            Some(p) if p.kind == LaunchFailureKind::SpotInterruptions && now.saturating_since(p.last_failure) < self.reset_after => {
+                (Duration::from_millis(p.duration_ms) * 2).clamp(initial, max)
+            }
+            _ => initial,
+        };
+        if let Some(p) = previous.filter(|p| p.kind != LaunchFailureKind::SpotInterruptions && p.until > now + duration) {
+            return p.clone();
+        }
+        let record = BackoffRecord {
+            pool: pool.clone(),
+            kind: LaunchFailureKind::SpotInterruptions,
+            until: now + duration,
+            duration_ms: duration.as_millis() as u64,
+            last_failure: now,
+            message: message.to_owned(),
+        };
+        self.entries.insert(pool, record.clone());
+        record
+    }
+
     /// The backoff in force for `pool` at `now`.
     pub(crate) fn backed_off(&self, pool: &PoolKey, now: Time) -> Option<&BackoffRecord> {
         self.entries.get(pool).filter(|r| now < r.until)

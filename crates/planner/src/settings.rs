@@ -119,6 +119,24 @@ pub struct PlannerSettings {
     pub scale_down_candidates_pool_ratio: f64,
     /// Accepted for Cluster Autoscaler compatibility.
     pub scale_down_candidates_pool_min_count: i64,
+    /// Act on interruption notices (spot interruption warnings, rebalance
+    /// recommendations, instance state changes, scheduled events): fence the node and
+    /// buy replacement capacity for its pods before they die. In production the
+    /// notices come from `--interruption-queue`.
+    pub interruption_handling: bool,
+    /// A spot pool interrupted this many times within `spot-interruption-window` is
+    /// avoided for `spot-interruption-backoff`; 0 never avoids a pool for it.
+    pub spot_interruption_threshold: u32,
+    /// The window interruptions of a pool are counted in.
+    #[serde(with = "serde_duration")]
+    pub spot_interruption_window: Duration,
+    /// How long an often-interrupted pool is avoided; doubles while interruptions go
+    /// on (until `node-group-backoff-reset-timeout` passes without one).
+    #[serde(with = "serde_duration")]
+    pub spot_interruption_backoff: Duration,
+    /// The longest an often-interrupted pool is avoided.
+    #[serde(with = "serde_duration")]
+    pub max_spot_interruption_backoff: Duration,
 }
 
 impl Default for PlannerSettings {
@@ -160,6 +178,11 @@ impl Default for PlannerSettings {
             scale_down_non_empty_candidates_count: 30,
             scale_down_candidates_pool_ratio: 0.1,
             scale_down_candidates_pool_min_count: 50,
+            interruption_handling: true,
+            spot_interruption_threshold: 2,
+            spot_interruption_window: Duration::from_secs(3600),
+            spot_interruption_backoff: Duration::from_secs(30 * 60),
+            max_spot_interruption_backoff: Duration::from_secs(3 * 3600),
         }
     }
 }

@@ -1256,6 +1256,8 @@ impl<'s> Engine<'s> {
 
     fn apply(&mut self, action: Action) -> Outcome {
         match action {
+            // Interruptions are not simulated yet.
+            Action::DetachInstance { .. } => Outcome::Failed { message: "detaching is not simulated".into() },
             Action::UpdateProvisioningRequest { request, conditions, .. } => {
                 let Some(r) = self.cluster.provisioning_requests.iter_mut().find(|r| r.key == request) else { return Outcome::Gone };
                 for c in conditions {

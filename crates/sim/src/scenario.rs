@@ -827,6 +827,7 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, warnings: &mut Vec
         purchase: if g.spot { PurchaseOption::Spot } else { PurchaseOption::OnDemand },
         price_per_hour: Some(price_per_hour),
         region_rank,
+        capacity_rebalance: false,
     };
     Ok(GroupDef {
         spec,

@@ -173,6 +173,18 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
+    async fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError> {
+        self.0.record(format!("detach_instance {group} {instance}"));
+        let mut s = self.0.lock();
+        let g = s.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+        g.instances.retain(|i| &i.id != instance);
+        g.target = g.target.saturating_sub(1);
+        for n in s.nodes.iter_mut().filter(|n| n.instance.as_ref() == Some(instance)) {
+            n.group = None;
+        }
+        Ok(())
+    }
+
     async fn persist_backoff(&mut self, record: &BackoffRecord) -> Result<(), PortError> {
         self.0.record(format!("persist_backoff {}", record.pool));
         self.0.lock().stored_backoffs.push(record.clone());
@@ -317,6 +329,7 @@ pub fn group(name: &str, vcpus: u32, mem_gib: u64, max: u32) -> NodeGroupState {
             purchase: PurchaseOption::OnDemand,
             price_per_hour: Some(f64::from(vcpus) * 0.05),
             region_rank: 0,
+            capacity_rebalance: false,
         },
         target: 0,
         instances: vec![],

@@ -39,6 +39,7 @@ pub fn group(name: &str, region: &str, zone: &str, vcpus: u32, mem_gib: u64, gpu
             purchase: PurchaseOption::OnDemand,
             price_per_hour: Some(f64::from(vcpus) * 0.05),
             region_rank: if region == "us-west-2" { 0 } else { 1 },
+            capacity_rebalance: false,
         },
         target: 0,
         instances: vec![],
@@ -159,6 +160,16 @@ impl World {
                         assert!(!p.occupies_node() || p.is_node_infrastructure(), "terminated node {name} while pod {} ran on it", p.key);
                     }
                     self.pods.retain(|p| p.node.as_ref() != Some(&name));
+                }
+            }
+            Action::DetachInstance { group, instance, .. } => {
+                // The instance leaves its group (desired -1) and runs on, its node and
+                // pods with it, until the cloud takes it back.
+                let g = self.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+                g.instances.retain(|i| &i.id != instance);
+                g.target = g.target.saturating_sub(1);
+                for n in self.nodes.iter_mut().filter(|n| n.instance.as_ref() == Some(instance)) {
+                    n.group = None;
                 }
             }
             Action::RetireNode { node, reason, .. } => {
