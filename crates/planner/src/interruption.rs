@@ -203,7 +203,7 @@ impl Planner {
                     );
                 }
             }
-            if let (InterruptionResponse::Replace { detach: true }, Some((gi, ii))) = (&response, in_group) {
+            if let (InterruptionResponse::Replace { detach: true }, Some((gi, _))) = (&response, in_group) {
                 let group = snapshot.groups[gi].spec.id.clone();
                 let mut detach = self.interruptions.tracked[&id].detach;
                 if detach == Detach::Wanted {
@@ -216,7 +216,8 @@ impl Planner {
                 if detach != Detach::NotWanted {
                     // Plan on the group as it is once the instance has left it.
                     let g = &mut out.groups[gi];
-                    g.instances.remove(ii);
+                    // By id: an earlier notice of this pass may have removed another.
+                    g.instances.retain(|i| i.id != id);
                     g.target = g.target.saturating_sub(1);
                     if let Some(ni) = node_index {
                         out.nodes[ni].group = None;
