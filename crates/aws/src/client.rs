@@ -43,7 +43,7 @@ pub(crate) fn sdk_retry_config(retry: &RetrySettings) -> RetryConfig {
 /// Connects to every configured region, in order.
 pub(crate) async fn connect(config: &AwsConfig) -> Vec<RegionClients> {
     let http = sdk_http_client();
-    let ec2_http = crate::ec2::https_client();
+    let ec2_http = crate::signed::https_client();
     let mut out = Vec::with_capacity(config.regions.len());
     for (rank, region) in config.regions.iter().enumerate() {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -70,7 +70,7 @@ pub(crate) async fn connect(config: &AwsConfig) -> Vec<RegionClients> {
         }
         let sdk = loader.load().await;
         let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
-        let ec2_endpoint = crate::ec2::endpoint(region, config.endpoint_url.as_deref());
+        let ec2_endpoint = crate::signed::endpoint("ec2", region, config.endpoint_url.as_deref());
         let ec2 = Ec2Client::new(region.clone(), ec2_endpoint, sdk.credentials_provider(), ec2_http.clone(), config.retry.clone());
         out.push(RegionClients { region: region.clone(), rank: rank as u32, autoscaling, ec2 });
     }

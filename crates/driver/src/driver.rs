@@ -166,6 +166,8 @@ pub struct Driver<C: Cloud, K: Cluster, N: Notifier> {
     last_scale_up: Option<Time>,
     last_scale_down: Option<Time>,
     status: Option<StatusReport>,
+    /// Interruption notices from the queue task, if there is one.
+    interruptions: Option<crate::interruptions::InterruptionFeed>,
 }
 
 impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
@@ -197,6 +199,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             last_scale_up: None,
             last_scale_down: None,
             status: None,
+            interruptions: None,
         })
     }
 
@@ -228,6 +231,11 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     /// The last status report built (written only when acting).
     pub fn status(&self) -> Option<&StatusReport> {
         self.status.as_ref()
+    }
+
+    /// Takes interruption notices from this feed (see `run_interruption_queue`).
+    pub fn set_interruption_feed(&mut self, feed: crate::interruptions::InterruptionFeed) {
+        self.interruptions = Some(feed);
     }
 
     /// Follows leader election: the driver acts only while the value is `true`.
@@ -320,10 +328,25 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         self.metrics.phase("cluster_view", phase_started.elapsed());
 
         let phase_started = std::time::Instant::now();
+        let received = self.interruptions.as_mut().map(|f| f.drain()).unwrap_or_default();
+        let mut acks = Vec::with_capacity(received.len());
+        for r in received {
+            for notice in r.notices {
+                self.planner.handle_interruption(now, notice);
+            }
+            acks.push(r.ack);
+        }
         self.planner.handle_snapshot(now, &snapshot);
         self.metrics.phase("plan", phase_started.elapsed());
         let phase_started = std::time::Instant::now();
         let (actions, abandoned, leadership_lost) = self.carry_out(now).await;
+        if self.acting() && !leadership_lost {
+            // Acted on: the messages can go. (Unsent, they come back and are acted on
+            // again by whoever leads then.)
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
         self.metrics.phase("actuate", phase_started.elapsed());
         let phase_started = std::time::Instant::now();
         let events: Vec<_> = std::iter::from_fn(|| self.planner.poll_event()).collect();
@@ -337,7 +360,7 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             self.metrics.pool_backoffs.get_or_create(&PoolKind { pool: b.pool.to_string(), kind: b.kind.as_str().to_owned() }).set(1);
         }
         let health = if snapshot.synced { ClusterHealth::Healthy } else { ClusterHealth::Unsynced };
-        let report = StatusReport::build(
+        let mut report = StatusReport::build(
             now,
             health,
             self.config.dry_run,
@@ -348,6 +371,12 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             self.last_scale_up,
             self.last_scale_down,
         );
+        report.interruptions = self
+            .planner
+            .interruptions(now)
+            .into_iter()
+            .map(|i| crate::status::PoolInterruptionStatus { pool: i.pool.to_string(), total: i.total, recent: i.recent, last: i.last })
+            .collect();
         self.write_status(report).await;
         self.metrics.phase("status", phase_started.elapsed());
         self.metrics.loop_duration.observe(started.elapsed().as_secs_f64());
@@ -510,6 +539,9 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         for (_, event) in events {
             log_event(event);
             self.metrics.planner_events.get_or_create(&crate::metrics::ReasonLabel { reason: event.reason().to_owned() }).inc();
+            if let PlannerEvent::InstanceInterrupted { pool, kind, .. } = event {
+                self.metrics.interruptions.get_or_create(&PoolKind { pool: pool.to_string(), kind: kind.as_str().to_owned() }).inc();
+            }
         }
         if !self.acting() {
             return;
@@ -710,6 +742,7 @@ fn log_event(event: &PlannerEvent) {
         | PlannerEvent::LaunchTimedOut { .. }
         | PlannerEvent::ActionFailed { .. }
         | PlannerEvent::GangRolledBack { .. }
+        | PlannerEvent::InstanceInterrupted { .. }
         | PlannerEvent::Warning { .. } => tracing::warn!(reason, "{event}"),
         _ => tracing::info!(reason, "{event}"),
     }

@@ -14,6 +14,7 @@
 mod clock;
 mod driver;
 mod http;
+mod interruptions;
 mod leadership;
 mod metrics;
 mod notify;
@@ -26,8 +27,9 @@ pub use driver::{
     INITIAL_ERROR_BACKOFF,
 };
 pub use http::{serve_http, serve_listener, Health, HttpState};
+pub use interruptions::{interruption_feed, run_interruption_queue, InterruptionFeed, InterruptionQueue, InterruptionSender, ParsedMessage, QueueMessage, Received};
 pub use leadership::Leadership;
 pub use metrics::Metrics;
 pub use notify::{messages_for, Message, SlackGate, Verdict, DEDUP_WINDOW, MIN_INTERVAL, SEND_TIMEOUT};
 pub use ports::{Cloud, CloudView, Cluster, ClusterView, Evicted, NoNotifier, Notifier, PortError, PortErrorKind};
-pub use status::{ClusterHealth, GroupBackoff, GroupStatus, StatusReport};
+pub use status::{ClusterHealth, GroupBackoff, GroupStatus, PoolInterruptionStatus, StatusReport};

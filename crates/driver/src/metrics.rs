@@ -86,6 +86,15 @@ pub struct Metrics {
     pub notifications: Family<ResultLabel, Counter>,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Interruption notices acted on, per capacity pool and kind (`spot-interruption`,
+    /// `rebalance-recommendation`, `state-change`, `scheduled-change`).
+    pub interruptions: Family<PoolKind, Counter>,
+    /// Messages read from the interruption queue by result (`notice`, `unknown`,
+    /// `malformed`).
+    pub interruption_messages: Family<ResultLabel, Counter>,
+    /// 1 while the interruption queue can be read (0 when it cannot; absent without
+    /// `--interruption-queue`).
+    pub interruption_queue_up: Gauge,
 }
 
 impl Metrics {
@@ -109,6 +118,9 @@ impl Metrics {
             planner_events: Family::default(),
             notifications: Family::default(),
             leader: Gauge::default(),
+            interruptions: Family::default(),
+            interruption_messages: Family::default(),
+            interruption_queue_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("loop_duration_seconds", "Duration of one control-loop pass", metrics.loop_duration.clone());
@@ -128,6 +140,9 @@ impl Metrics {
         registry.register("planner_events", "Planner explanations by reason", metrics.planner_events.clone());
         registry.register("notifications", "Slack notifications by result", metrics.notifications.clone());
         registry.register("leader", "1 while this replica holds the leader lease", metrics.leader.clone());
+        registry.register("interruptions", "Interruption notices acted on, by capacity pool and kind", metrics.interruptions.clone());
+        registry.register("interruption_messages", "Messages read from the interruption queue, by result", metrics.interruption_messages.clone());
+        registry.register("interruption_queue_up", "1 while the interruption queue can be read", metrics.interruption_queue_up.clone());
         Self { registry, ..metrics }
     }
 

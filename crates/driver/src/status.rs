@@ -62,6 +62,19 @@ pub struct GroupStatus {
     pub backoffs: Vec<GroupBackoff>,
 }
 
+/// Spot interruptions of one capacity pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PoolInterruptionStatus {
+    /// The pool, `region/zone/instance-type/purchase`.
+    pub pool: String,
+    /// Since the process started.
+    pub total: u64,
+    /// Within `spot-interruption-window` (what backs a pool off).
+    pub recent: u32,
+    pub last: Time,
+}
+
 /// What the status ConfigMap shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -74,6 +87,9 @@ pub struct StatusReport {
     pub last_scale_up: Option<Time>,
     pub last_scale_down: Option<Time>,
     pub groups: Vec<GroupStatus>,
+    /// Spot interruptions per pool (empty without interruption notices).
+    #[serde(default)]
+    pub interruptions: Vec<PoolInterruptionStatus>,
 }
 
 impl StatusReport {
@@ -115,7 +131,7 @@ impl StatusReport {
                 }
             })
             .collect();
-        Self { last_loop: now, health, dry_run, pending_unschedulable_pods, last_scale_up, last_scale_down, groups }
+        Self { last_loop: now, health, dry_run, pending_unschedulable_pods, last_scale_up, last_scale_down, groups, interruptions: Vec::new() }
     }
 
     /// A human-readable rendering (the ConfigMap's `status` key), with times as Unix
@@ -141,6 +157,9 @@ impl StatusReport {
             for b in &g.backoffs {
                 let _ = writeln!(out, "  backoff {} ({}) until (unix ms) {}: {}", b.pool, b.kind.as_str(), b.until.0, b.error);
             }
+        }
+        for i in &self.interruptions {
+            let _ = writeln!(out, "interruptions of pool {}: {} ({} recent), last (unix ms) {}", i.pool, i.total, i.recent, i.last.0);
         }
         out
     }

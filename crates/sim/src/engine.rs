@@ -18,13 +18,22 @@
 //!   and each failed attempt reaches the planner 5 s later (as a scaling activity).
 //! - The planner gets a snapshot every `scan-interval` and when its `poll_timeout`
 //!   falls due; a timeout that is not later than the last pass is treated as served.
+//! - Spot interruptions (see [`crate::spot`] for when and which): EC2 warns, and takes
+//!   the instance back [`spot::WARNING_LEAD`] later — billing stops, the node and its
+//!   pods go (counted as killed by interruption, not by scale-in). With
+//!   `interruption-handling` on, the planner hears of the warning and has a pass
+//!   [`spot::NOTICE_REACTION`] later. A group replaces a member it lost to EC2 at
+//!   once (desired capacity unchanged), a Capacity Rebalancing group already at the
+//!   warning; an instance the planner detached is not replaced. DetachInstances
+//!   needs an InService instance and refuses to take desired capacity below min.
 
 use crate::scenario::{GroupDef, Scenario, WorkloadDef, WorkloadKind, JOB_NAME_LABEL};
+use crate::spot;
 use model::well_known::{LABEL_HOSTNAME, TAINT_RETIRING};
 use model::{
-    ClusterSnapshot, GangId, GangMembership, InstanceId, Labels, InstanceState, InstanceView, LaunchFailure,
-    LaunchFailureKind, NodeGroupId, NodeGroupState, NodeName, NodeView, Owner, PodKey, PodPhase, PodView,
-    Resources, RetireMark, Taint, TaintEffect, Time,
+    ClusterSnapshot, GangId, GangMembership, InstanceId, InterruptionKind, InterruptionNotice, Labels, InstanceState,
+    InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupId, NodeGroupState, NodeName, NodeView, Owner, PodKey,
+    PodPhase, PodView, Resources, RetireMark, Taint, TaintEffect, Time,
 };
 use planner::placement::{PlacementSim, SimNode, NodeOrigin};
 use planner::{Action, Outcome, Planner, PlannerEvent, PodDisposition, TargetReason};
@@ -82,8 +91,12 @@ pub struct LogicalPod {
     pub first_start: Option<Time>,
     pub completed_at: Option<Time>,
     pub kills: u32,
+    /// Incarnations killed when EC2 took their instance back.
+    pub killed_by_interruption: u32,
     pub incarnations: u32,
     index: u32,
+    /// When an interruption last killed it, until its replacement runs.
+    lost_at: Option<Time>,
 }
 
 /// One arrival of a workload (a Job, a set of bare pods or a Deployment).
@@ -101,6 +114,8 @@ pub struct JobRecord {
     /// was only ever started whole).
     pub gang_max_partial_running: u32,
     pub killed: u32,
+    /// Its pods killed when EC2 took their instance back.
+    pub killed_by_interruption: u32,
     /// Queued jobs: when the queue admitted it (its request was provisioned).
     pub admitted_at: Option<Time>,
     /// Queued jobs: ProvisioningRequests created for it (1 + Kueue's retries).
@@ -130,10 +145,33 @@ const KUEUE_RETRY_LIMIT: u32 = 3;
 /// An instance launched by a group, with its billing interval.
 #[derive(Debug, Clone)]
 pub struct InstanceRecord {
+    /// The group that launched it (and bills it, detached or not).
     pub group: usize,
     pub id: InstanceId,
     pub launched_at: Time,
     pub terminated_at: Option<Time>,
+    /// When EC2 warned that it takes the instance back.
+    pub interrupted_at: Option<Time>,
+    /// When the planner detached it from its group.
+    pub detached_at: Option<Time>,
+}
+
+/// A spot interruption warning EC2 gave.
+#[derive(Debug, Clone)]
+pub struct InterruptionRecord {
+    pub at: Time,
+    /// When EC2 takes the instance back ([`spot::WARNING_LEAD`] after `at`).
+    pub deadline: Time,
+    pub group: usize,
+    pub instance: InstanceId,
+    /// Its node at the warning (none while it boots).
+    pub node: Option<NodeName>,
+    /// Whether the planner was told (`interruption-handling`).
+    pub notified: bool,
+    /// Whether the instance was still there at the deadline (not removed before).
+    pub reclaimed: bool,
+    /// Running workload pods killed at the deadline.
+    pub pods_killed: u32,
 }
 
 /// A failed launch attempt.
@@ -182,6 +220,22 @@ pub struct RunRecord {
     /// Running evictable or expendable job and bare pods (`safe_to_evict: true`, an owner
     /// on `evictable-owner-kinds`) evicted or lost with their node; they start over.
     pub evictable_batch_pods_recreated: u32,
+    /// Spot interruption warnings, in order.
+    pub interruptions: Vec<InterruptionRecord>,
+    /// Running workload pods (any owner, any disposition: EC2 does not ask) lost when
+    /// EC2 took their instance back; not in the three counts above.
+    pub killed_by_interruption: u32,
+    /// Σ over job and bare pods killed by an interruption of the time they had run, in hours.
+    pub work_lost_pod_hours: f64,
+    /// The same, each pod weighted by its dominant share of its node's allocatable.
+    pub work_lost_node_hours: f64,
+    /// For each pod killed by an interruption whose replacement ran: its death to
+    /// the replacement running.
+    pub restart_delays: Vec<Duration>,
+    pub detach_calls: u32,
+    /// Things worth a warning in the report (an explicit interruption that found
+    /// fewer instances than it names).
+    pub notes: Vec<String>,
     pub scale_up_calls: u32,
     pub scale_down_calls: u32,
     pub give_back_calls: u32,
@@ -237,6 +291,16 @@ struct GroupSim {
     window_launched: Vec<u32>,
     next_retry: Option<Time>,
     next_seq: u32,
+    /// Instances launched so far (the ordinal of a rate-based interruption draw).
+    launched: u32,
+}
+
+/// How a running pod was lost.
+enum Loss {
+    /// Evicted, or its node was removed (by the planner or the ASG).
+    ScaleIn,
+    /// EC2 took its instance back; the node had this allocatable.
+    Interruption { allocatable: Resources },
 }
 
 struct Engine<'s> {
@@ -263,6 +327,18 @@ struct Engine<'s> {
     next_arrival: usize,
     /// Jobs queued behind a ProvisioningRequest, not yet admitted.
     queued: Vec<QueuedJob>,
+    /// The scenario's explicit interruptions, (time, group, entry), in time order.
+    explicit_interruptions: Vec<(Time, usize, usize)>,
+    next_explicit: usize,
+    /// Rate-based warnings drawn at launch, not yet due.
+    drawn_warnings: BTreeSet<(Time, InstanceId)>,
+    /// Warned instances EC2 takes back: (deadline, instance, index into `record.interruptions`).
+    reclaims: BTreeSet<(Time, InstanceId, usize)>,
+    /// Live instances under a warning: not warned twice, and not counted by a
+    /// Capacity Rebalancing group (it has launched their replacement).
+    warned: BTreeSet<InstanceId>,
+    /// Live instances detached from their group → that group.
+    detached: BTreeMap<InstanceId, usize>,
     next_scan: Time,
     /// When the planner last had a pass: a timeout at or before it was served by it.
     last_pass: Option<Time>,
@@ -276,7 +352,7 @@ struct Engine<'s> {
     record: RunRecord,
 }
 
-fn splitmix64(mut x: u64) -> u64 {
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -292,6 +368,13 @@ impl<'s> Engine<'s> {
             }
         }
         arrivals.sort();
+        let mut explicit_interruptions: Vec<(Time, usize, usize)> = scenario
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(gi, g)| g.interruptions.iter().enumerate().map(move |(e, i)| (i.at, gi, e)))
+            .collect();
+        explicit_interruptions.sort();
         let cluster = ClusterSnapshot {
             synced: true,
             revision: 0,
@@ -329,6 +412,12 @@ impl<'s> Engine<'s> {
             arrivals,
             next_arrival: 0,
             queued: Vec::new(),
+            explicit_interruptions,
+            next_explicit: 0,
+            drawn_warnings: BTreeSet::new(),
+            reclaims: BTreeSet::new(),
+            warned: BTreeSet::new(),
+            detached: BTreeMap::new(),
             next_scan: Time::ZERO,
             last_pass: None,
             next_sample: Time::ZERO,
@@ -351,6 +440,13 @@ impl<'s> Engine<'s> {
                 killed_by_scale_in: 0,
                 service_pods_recreated: 0,
                 evictable_batch_pods_recreated: 0,
+                interruptions: Vec::new(),
+                killed_by_interruption: 0,
+                work_lost_pod_hours: 0.0,
+                work_lost_node_hours: 0.0,
+                restart_delays: Vec::new(),
+                detach_calls: 0,
+                notes: Vec::new(),
                 scale_up_calls: 0,
                 scale_down_calls: 0,
                 give_back_calls: 0,
@@ -414,6 +510,9 @@ impl<'s> Engine<'s> {
         if let Some((t, _)) = self.finishes.first() {
             consider(*t);
         }
+        if let Some(t) = self.next_interruption_time() {
+            consider(t);
+        }
         for b in &self.booting {
             consider(b.ready_at);
         }
@@ -446,6 +545,7 @@ impl<'s> Engine<'s> {
         self.process_queue();
         self.process_completions();
         self.process_boots();
+        self.process_interruptions();
         self.deliver_failures();
         self.process_group_timers();
         if self.dirty {
@@ -467,7 +567,7 @@ impl<'s> Engine<'s> {
         if self.has_gangs {
             self.update_gangs();
         }
-        let live: Vec<u32> = self.cluster.groups.iter().map(|g| g.instances.len() as u32).collect();
+        let live = self.live_per_group();
         let total: u32 = live.iter().sum();
         self.record.peak_nodes = self.record.peak_nodes.max(total);
         for (peak, n) in self.record.peak_nodes_per_group.iter_mut().zip(&live) {
@@ -498,7 +598,8 @@ impl<'s> Engine<'s> {
             return false;
         }
         let batch_left = self.pod_meta.iter().any(|m| m.logical.is_some());
-        if batch_left || !self.pending_failures.is_empty() || !self.booting.is_empty() {
+        // A warned instance bills until EC2 takes it: wait for that.
+        if batch_left || !self.pending_failures.is_empty() || !self.booting.is_empty() || !self.reclaims.is_empty() {
             return false;
         }
         self.cluster
@@ -514,7 +615,7 @@ impl<'s> Engine<'s> {
             self.progress_hour = hour;
             if start.elapsed() > Duration::from_secs(1) {
                 let (pending, running) = self.pod_counts();
-                let nodes: usize = self.cluster.groups.iter().map(|g| g.instances.len()).sum();
+                let nodes: u32 = self.live_per_group().iter().sum();
                 eprintln!(
                     "[{}] simulated {hour}h of {}: {pending} pending, {running} running, {nodes} nodes ({:.1}s)",
                     self.scenario.name,
@@ -540,7 +641,7 @@ impl<'s> Engine<'s> {
 
     fn sample(&mut self) {
         let (pending, running) = self.pod_counts();
-        let nodes = self.cluster.groups.iter().map(|g| g.instances.len() as u32).collect();
+        let nodes = self.live_per_group();
         self.record.samples.push(Sample { at: self.now, pending, running, nodes });
     }
 
@@ -590,8 +691,10 @@ impl<'s> Engine<'s> {
                     first_start: None,
                     completed_at: None,
                     kills: 0,
+                    killed_by_interruption: 0,
                     incarnations: 0,
                     index,
+                    lost_at: None,
                 });
             }
             self.record.jobs.push(JobRecord {
@@ -604,6 +707,7 @@ impl<'s> Engine<'s> {
                 gang_all_running_at: None,
                 gang_max_partial_running: 0,
                 killed: 0,
+                killed_by_interruption: 0,
                 admitted_at: None,
                 provisioning_requests: 0,
                 admitted_by: None,
@@ -896,6 +1000,9 @@ impl<'s> Engine<'s> {
                 if let Some(lp) = meta.logical {
                     let lp = &mut self.record.logical_pods[lp];
                     lp.first_start.get_or_insert(now);
+                    if let Some(lost) = lp.lost_at.take() {
+                        self.record.restart_delays.push(now - lost);
+                    }
                     meta.finish_at = lp.duration.map(|d| now + d);
                     if let Some(t) = meta.finish_at {
                         self.finishes.insert((t, meta.uid));
@@ -955,8 +1062,23 @@ impl<'s> Engine<'s> {
         let id = InstanceId::new(format!("i-{:017x}", self.next_instance));
         self.next_instance += 1;
         let rec = self.record.instances.len();
-        self.record.instances.push(InstanceRecord { group: gi, id: id.clone(), launched_at: self.now, terminated_at: None });
+        self.record.instances.push(InstanceRecord {
+            group: gi,
+            id: id.clone(),
+            launched_at: self.now,
+            terminated_at: None,
+            interrupted_at: None,
+            detached_at: None,
+        });
         self.live_instances.insert(id.clone(), rec);
+        let ordinal = self.groups[gi].launched;
+        self.groups[gi].launched += 1;
+        if let Some(after) = spot::time_to_warning(self.scenario.seed, gi, ordinal, def.interruption_rate_per_hour) {
+            let at = self.now + after;
+            if at < self.horizon {
+                self.drawn_warnings.insert((at, id.clone()));
+            }
+        }
         self.cluster.groups[gi].instances.push(InstanceView {
             id: id.clone(),
             zone: def.zone.clone(),
@@ -972,7 +1094,7 @@ impl<'s> Engine<'s> {
     fn reconcile_group(&mut self, gi: usize) {
         let def: &GroupDef = &self.scenario.groups[gi];
         let target = self.cluster.groups[gi].target;
-        let live = self.cluster.groups[gi].instances.len() as u32;
+        let live = self.asg_counted(gi);
         if target > live {
             let want = target - live;
             let mut allowed = want;
@@ -1045,6 +1167,8 @@ impl<'s> Engine<'s> {
             .nodes
             .iter()
             .filter(|n| n.group.as_ref() == Some(group_id))
+            // Warned instances go anyway; a rebalancing group does not count them.
+            .filter(|n| n.instance.as_ref().is_none_or(|i| !self.warned.contains(i)))
             .filter_map(|n| {
                 let busy = self
                     .cluster
@@ -1071,24 +1195,208 @@ impl<'s> Engine<'s> {
     /// Terminates one instance, its node and the node's pods; returns false if it is
     /// not (or no longer) there.
     fn terminate_instance(&mut self, id: &InstanceId) -> bool {
+        self.end_instance(id, false)
+    }
+
+    /// Ends one instance, its node and the node's pods: terminated (by the planner or
+    /// the ASG), or `interrupted` (EC2 took it back: its pods count as killed by
+    /// interruption). Returns false if it is not (or no longer) there.
+    fn end_instance(&mut self, id: &InstanceId, interrupted: bool) -> bool {
         let Some(rec) = self.live_instances.remove(id) else { return false };
         let gi = self.record.instances[rec].group;
         self.record.instances[rec].terminated_at = Some(self.now);
         self.cluster.groups[gi].instances.retain(|i| &i.id != id);
+        self.detached.remove(id);
+        self.warned.remove(id);
         self.booting.retain(|b| &b.instance != id);
-        let node_name = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(id)).map(|n| n.name.clone());
-        if let Some(name) = node_name {
-            if let Some(ni) = self.node_index(&name) {
-                self.cluster.nodes.remove(ni);
-                self.node_arcs.remove(ni);
-            }
-            let removed = self.remove_pods(|p, _| p.node.as_ref() == Some(&name));
+        let node = self.cluster.nodes.iter().position(|n| n.instance.as_ref() == Some(id));
+        if let Some(ni) = node {
+            let node = self.cluster.nodes.remove(ni);
+            self.node_arcs.remove(ni);
+            let loss = if interrupted { Loss::Interruption { allocatable: node.allocatable.clone() } } else { Loss::ScaleIn };
+            let removed = self.remove_pods(|p, _| p.node.as_ref() == Some(&node.name));
             for (pod, meta) in removed {
-                self.pod_lost(&pod, &meta, "its node was terminated");
+                self.pod_lost(&pod, &meta, &loss);
             }
             self.dirty = true;
         }
         true
+    }
+
+    /// Live instances per group, in scenario order: its members (booting or ready) and
+    /// the instances it launched that were detached and still run (and bill).
+    fn live_per_group(&self) -> Vec<u32> {
+        let mut live: Vec<u32> = self.cluster.groups.iter().map(|g| g.instances.len() as u32).collect();
+        for &gi in self.detached.values() {
+            live[gi] += 1;
+        }
+        live
+    }
+
+    /// The members the simulated ASG holds against its desired capacity: a Capacity
+    /// Rebalancing group no longer counts a warned instance (it launched the
+    /// replacement at the warning and lets EC2 take the old one).
+    fn asg_counted(&self, gi: usize) -> u32 {
+        let g = &self.cluster.groups[gi];
+        let rebalancing = g.spec.capacity_rebalance;
+        g.instances.iter().filter(|i| !(rebalancing && self.warned.contains(&i.id))).count() as u32
+    }
+
+    // ---- spot interruptions ----
+
+    /// The next explicit interruption, drawn warning or reclaim.
+    fn next_interruption_time(&self) -> Option<Time> {
+        let explicit = self.explicit_interruptions.get(self.next_explicit).map(|(t, _, _)| *t);
+        let drawn = self.drawn_warnings.first().map(|(t, _)| *t);
+        let reclaim = self.reclaims.first().map(|(t, _, _)| *t);
+        [explicit, drawn, reclaim].into_iter().flatten().min()
+    }
+
+    /// Everything about spot interruptions due now: EC2 takes back instances whose
+    /// warning has run out, then gives the warnings that are due.
+    fn process_interruptions(&mut self) {
+        self.process_reclaims();
+        self.process_explicit_interruptions();
+        self.process_drawn_warnings();
+    }
+
+    fn process_explicit_interruptions(&mut self) {
+        while let Some(&(at, gi, entry)) = self.explicit_interruptions.get(self.next_explicit) {
+            if at > self.now {
+                break;
+            }
+            self.next_explicit += 1;
+            let count = self.scenario.groups[gi].interruptions[entry].count;
+            let members: Vec<&InstanceView> =
+                self.cluster.groups[gi].instances.iter().filter(|i| !self.warned.contains(&i.id)).collect();
+            let keys: Vec<(bool, u64)> =
+                members.iter().map(|i| (i.state == InstanceState::InService, self.live_instances[&i.id] as u64)).collect();
+            let chosen: Vec<InstanceId> =
+                spot::pick(self.scenario.seed, gi, entry, &keys, count).into_iter().map(|k| members[k].id.clone()).collect();
+            if (chosen.len() as u32) < count {
+                self.record.notes.push(format!(
+                    "node_groups[{gi}] ({}).interruptions[{entry}]: at {} only {} of {count} instances were there to interrupt",
+                    self.scenario.groups[gi].spec.id,
+                    model::format_duration(at.saturating_since(Time::ZERO)),
+                    chosen.len()
+                ));
+            }
+            for id in chosen {
+                self.warn(gi, id);
+            }
+        }
+    }
+
+    fn process_drawn_warnings(&mut self) {
+        while self.drawn_warnings.first().is_some_and(|(t, _)| *t <= self.now) {
+            let Some((_, id)) = self.drawn_warnings.pop_first() else { break };
+            let Some(&rec) = self.live_instances.get(&id) else { continue };
+            if !self.warned.contains(&id) {
+                self.warn(self.record.instances[rec].group, id);
+            }
+        }
+    }
+
+    /// EC2's spot interruption warning for a live instance launched by group `gi`: it
+    /// goes in [`spot::WARNING_LEAD`]. A Capacity Rebalancing group launches its
+    /// replacement now; the planner, if it handles interruptions, hears of it and has
+    /// a pass within [`spot::NOTICE_REACTION`], as the driver would.
+    fn warn(&mut self, gi: usize, id: InstanceId) {
+        let now = self.now;
+        let deadline = now + spot::WARNING_LEAD;
+        let notified = self.scenario.settings.interruption_handling;
+        let node = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(&id)).map(|n| n.name.clone());
+        let rec = self.live_instances[&id];
+        self.record.instances[rec].interrupted_at = Some(now);
+        let index = self.record.interruptions.len();
+        self.record.interruptions.push(InterruptionRecord {
+            at: now,
+            deadline,
+            group: gi,
+            instance: id.clone(),
+            node,
+            notified,
+            reclaimed: false,
+            pods_killed: 0,
+        });
+        self.warned.insert(id.clone());
+        self.reclaims.insert((deadline, id.clone(), index));
+        if self.scenario.groups[gi].spec.capacity_rebalance {
+            self.reconcile_group(gi);
+        }
+        if notified {
+            let notice = InterruptionNotice {
+                instance: id,
+                kind: InterruptionKind::SpotInterruption,
+                detail: "terminate".into(),
+                at: now,
+                deadline: Some(deadline),
+                region: Some(self.scenario.groups[gi].spec.region.clone()),
+            };
+            self.planner.handle_interruption(now, notice);
+            self.drain_planner();
+            self.next_scan = self.next_scan.min(now + spot::NOTICE_REACTION);
+        }
+    }
+
+    fn process_reclaims(&mut self) {
+        while self.reclaims.first().is_some_and(|(t, _, _)| *t <= self.now) {
+            let Some((_, id, index)) = self.reclaims.pop_first() else { break };
+            self.reclaim(&id, index);
+        }
+    }
+
+    /// EC2 takes a warned instance back: billing stops, its node and pods go. If it
+    /// is still a member of its group, the group replaces it (its desired capacity is
+    /// unchanged); a detached instance is not replaced, and a Capacity Rebalancing
+    /// group has replaced it already.
+    fn reclaim(&mut self, id: &InstanceId, index: usize) {
+        let Some(&rec) = self.live_instances.get(id) else { return };
+        let gi = self.record.instances[rec].group;
+        let member = self.cluster.groups[gi].instances.iter().any(|i| &i.id == id);
+        let killed_before = self.record.killed_by_interruption;
+        self.end_instance(id, true);
+        let r = &mut self.record.interruptions[index];
+        r.reclaimed = true;
+        r.pods_killed = self.record.killed_by_interruption - killed_before;
+        if member {
+            self.reconcile_group(gi);
+        }
+    }
+
+    /// DetachInstances with ShouldDecrementDesiredCapacity: the instance leaves its
+    /// group and desired capacity drops by one; it runs (and bills) on, its node with
+    /// no group, until EC2 takes it back. As AWS, only an InService member can be
+    /// detached, and not below the group's minimum.
+    fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Outcome {
+        let Some(gi) = self.group_index(group) else {
+            return Outcome::Failed { message: format!("no node group {group}") };
+        };
+        let Some(pos) = self.cluster.groups[gi].instances.iter().position(|i| &i.id == instance) else {
+            if self.live_instances.contains_key(instance) {
+                return Outcome::Failed { message: format!("ValidationError: {instance} is not a member of {group}") };
+            }
+            return Outcome::Gone;
+        };
+        let g = &mut self.cluster.groups[gi];
+        if g.instances[pos].state != InstanceState::InService {
+            return Outcome::Failed { message: format!("ValidationError: {instance} is not InService") };
+        }
+        if g.target <= g.spec.min_size {
+            return Outcome::Failed {
+                message: format!("ValidationError: detaching {instance} would take {group} below its minimum size {}", g.spec.min_size),
+            };
+        }
+        g.instances.remove(pos);
+        g.target -= 1;
+        if let Some(node) = self.cluster.nodes.iter_mut().find(|n| n.instance.as_ref() == Some(instance)) {
+            node.group = None;
+        }
+        self.detached.insert(instance.clone(), gi);
+        let rec = self.live_instances[instance];
+        self.record.instances[rec].detached_at = Some(self.now);
+        self.record.detach_calls += 1;
+        Outcome::Done
     }
 
     /// A pod was evicted or went with its node before finishing: count it and recreate
@@ -1101,10 +1409,15 @@ impl<'s> Engine<'s> {
     /// running must-finish pod (a Job's, an Argo Workflow's, a bare pod, any owner not
     /// on `evictable-owner-kinds`, whatever its priority) is a kill; an evictable or
     /// expendable pod is recreated with nothing lost.
-    fn pod_lost(&mut self, pod: &PodView, meta: &PodMeta, _why: &str) {
+    ///
+    /// Losing a running pod to an interruption is counted apart, whatever the pod:
+    /// EC2 does not ask (see [`Self::interrupted`]).
+    fn pod_lost(&mut self, pod: &PodView, meta: &PodMeta, loss: &Loss) {
         let Some(lp) = meta.logical else { return };
         let job = self.record.logical_pods[lp].job;
-        if pod.node.is_some() {
+        if let (Some(_), Loss::Interruption { allocatable }) = (&pod.node, loss) {
+            self.interrupted(pod, lp, allocatable);
+        } else if pod.node.is_some() {
             match planner::disposition(pod, &self.scenario.settings) {
                 PodDisposition::MustFinish => {
                     self.record.killed_by_scale_in += 1;
@@ -1121,6 +1434,22 @@ impl<'s> Engine<'s> {
             }
         }
         self.create_pod(lp);
+    }
+
+    /// A running pod of logical pod `lp` died with its interrupted node: counted, its
+    /// run time is work lost (batch pods: they start over), and the time until its
+    /// replacement runs is measured.
+    fn interrupted(&mut self, pod: &PodView, lp: usize, allocatable: &Resources) {
+        let job = self.record.logical_pods[lp].job;
+        self.record.killed_by_interruption += 1;
+        self.record.logical_pods[lp].killed_by_interruption += 1;
+        self.record.logical_pods[lp].lost_at = Some(self.now);
+        self.record.jobs[job].killed_by_interruption += 1;
+        if self.record.jobs[job].kind != WorkloadKind::Service {
+            let hours = self.now.saturating_since(pod.started.unwrap_or(self.now)).as_secs_f64() / 3600.0;
+            self.record.work_lost_pod_hours += hours;
+            self.record.work_lost_node_hours += hours * pod.requests.dominant_share(allocatable).min(1.0);
+        }
     }
 
     fn process_boots(&mut self) {
@@ -1182,7 +1511,7 @@ impl<'s> Engine<'s> {
         for gi in 0..self.groups.len() {
             let retry_due = self.groups[gi].next_retry.is_some_and(|t| t <= self.now);
             let edge = self.scenario.groups[gi].capacity_errors.iter().any(|w| w.from == self.now || w.to == self.now);
-            let short = self.cluster.groups[gi].target > self.cluster.groups[gi].instances.len() as u32;
+            let short = self.cluster.groups[gi].target > self.asg_counted(gi);
             if retry_due || (edge && short) {
                 self.reconcile_group(gi);
             }
@@ -1256,8 +1585,7 @@ impl<'s> Engine<'s> {
 
     fn apply(&mut self, action: Action) -> Outcome {
         match action {
-            // Interruptions are not simulated yet.
-            Action::DetachInstance { .. } => Outcome::Failed { message: "detaching is not simulated".into() },
+            Action::DetachInstance { group, instance, .. } => self.detach_instance(&group, &instance),
             Action::UpdateProvisioningRequest { request, conditions, .. } => {
                 let Some(r) = self.cluster.provisioning_requests.iter_mut().find(|r| r.key == request) else { return Outcome::Gone };
                 for c in conditions {
@@ -1293,7 +1621,7 @@ impl<'s> Engine<'s> {
                 let Some(gi) = self.group_index(&group) else {
                     return Outcome::Failed { message: format!("no node group {group}") };
                 };
-                if self.record.instances.iter().any(|r| r.id == instance && r.group != gi) {
+                if self.record.instances.iter().any(|r| r.id == instance && r.group != gi) || self.detached.contains_key(&instance) {
                     return Outcome::Failed { message: format!("{instance} is not in {group}") };
                 }
                 if !self.terminate_instance(&instance) {
@@ -1349,7 +1677,7 @@ impl<'s> Engine<'s> {
                 self.record.evictions += 1;
                 let removed = self.remove_pods(|p, _| p.key == pod);
                 for (p, m) in removed {
-                    self.pod_lost(&p, &m, "evicted");
+                    self.pod_lost(&p, &m, &Loss::ScaleIn);
                 }
                 self.dirty = true;
                 Outcome::Done

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod plot;
 pub mod report;
 pub mod scenario;
+pub mod spot;
 
 pub use engine::{RunRecord, SimError, SimOptions};
 pub use report::Report;

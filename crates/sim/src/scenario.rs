@@ -27,6 +27,9 @@
 //!     boot_delay: 90s             # default 90s
 //!     price_per_hour: 0.768       # default: catalog on-demand price (spot: x0.35)
 //!     capacity_errors: [{from: 10m, to: 40m, available: 0}]
+//!     interruptions: [{at: 30m, count: 2}]   # spot only: 2 running instances get a warning at 30m
+//!     interruption_rate_per_hour: 0.5        # spot only: each instance, from its launch, seeded
+//!     capacity_rebalance: false   # the ASG launches a replacement at a spot warning itself
 //!     shape: {cpu: 16, memory: 64Gi, gpus: 0, arch: amd64}   # for types not in the catalog
 //!     max_pods: 110
 //! daemonsets:
@@ -214,6 +217,19 @@ struct RawGroup {
     shape: Option<RawShape>,
     #[serde(default)]
     max_pods: Option<u32>,
+    #[serde(default)]
+    interruptions: Vec<RawInterruption>,
+    #[serde(default)]
+    interruption_rate_per_hour: Option<f64>,
+    #[serde(default)]
+    capacity_rebalance: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterruption {
+    at: Text,
+    count: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +377,14 @@ pub struct CapacityWindow {
     pub available: u32,
 }
 
+/// Spot interruption warnings at a set time: `count` of the group's running
+/// instances, chosen with the scenario's seed, get one at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptionAt {
+    pub at: Time,
+    pub count: u32,
+}
+
 /// A node group of the scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupDef {
@@ -375,6 +399,12 @@ pub struct GroupDef {
     pub price_per_hour: f64,
     pub price_source: PriceSource,
     pub capacity_errors: Vec<CapacityWindow>,
+    /// Explicit spot interruptions, in time order (spot groups only).
+    pub interruptions: Vec<InterruptionAt>,
+    /// Spot interruption warnings per instance-hour: each instance of the group gets
+    /// one after an exponentially distributed time from its launch (a Poisson process
+    /// per running instance), drawn from the seed. 0 = none (spot groups only).
+    pub interruption_rate_per_hour: f64,
 }
 
 /// How a workload's pods live (who owns them is [`WorkloadDef::owner`]).
@@ -652,7 +682,7 @@ fn validate(raw: RawScenario) -> Result<Scenario, ScenarioError> {
         let path = format!("node_groups[{i}] ({})", g.name);
         unique_name(&mut names, &format!("node_groups[{i}]"), &g.name)?;
         let rank = regions.iter().position(|r| *r == g.region).unwrap_or(0) as u32;
-        groups.push(validate_group(&path, g, rank, &mut warnings)?);
+        groups.push(validate_group(&path, g, rank, horizon, &mut warnings)?);
     }
 
     let mut names = BTreeSet::new();
@@ -700,7 +730,7 @@ fn validate_daemonsets(raw: &[RawDaemonSet]) -> Result<Vec<DaemonSetView>, Scena
         .collect()
 }
 
-fn validate_group(path: &str, g: &RawGroup, region_rank: u32, warnings: &mut Vec<String>) -> Result<GroupDef, ScenarioError> {
+fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration, warnings: &mut Vec<String>) -> Result<GroupDef, ScenarioError> {
     let instance_types: Vec<String> = match (&g.instance_type, &g.instance_types) {
         (Some(t), None) => vec![t.clone()],
         (None, Some(list)) if !list.is_empty() => list.clone(),
@@ -815,6 +845,10 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, warnings: &mut Vec
         }
         capacity_errors.push(CapacityWindow { from: time_of(from), to: time_of(to), available: w.available });
     }
+    let (interruptions, interruption_rate_per_hour) = interruptions_at(path, g, horizon)?;
+    if g.capacity_rebalance && !g.spot {
+        warnings.push(format!("{path}.capacity_rebalance: has no effect on an on-demand group (only spot instances are interrupted)"));
+    }
     let spec = NodeGroupSpec {
         id: NodeGroupId::new(g.name.clone()),
         region: Region::new(g.region.clone()),
@@ -827,7 +861,7 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, warnings: &mut Vec
         purchase: if g.spot { PurchaseOption::Spot } else { PurchaseOption::OnDemand },
         price_per_hour: Some(price_per_hour),
         region_rank,
-        capacity_rebalance: false,
+        capacity_rebalance: g.capacity_rebalance,
     };
     Ok(GroupDef {
         spec,
@@ -838,7 +872,48 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, warnings: &mut Vec
         price_per_hour,
         price_source,
         capacity_errors,
+        interruptions,
+        interruption_rate_per_hour,
     })
+}
+
+/// A group's `interruptions` and `interruption_rate_per_hour`: only a spot group can
+/// have them (EC2 interrupts nothing else), every time within the horizon.
+fn interruptions_at(path: &str, g: &RawGroup, horizon: Duration) -> Result<(Vec<InterruptionAt>, f64), ScenarioError> {
+    let on_demand = |field: &str| {
+        ScenarioError::invalid(
+            format!("{path}.{field}"),
+            "only spot instances are interrupted: set spot: true on the group, or remove the field",
+        )
+    };
+    if !g.spot && !g.interruptions.is_empty() {
+        return Err(on_demand("interruptions"));
+    }
+    let rate = g.interruption_rate_per_hour.unwrap_or(0.0);
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(ScenarioError::invalid(format!("{path}.interruption_rate_per_hour"), format!("must be zero or more, got {rate}")));
+    }
+    if !g.spot && rate > 0.0 {
+        return Err(on_demand("interruption_rate_per_hour"));
+    }
+    let mut interruptions = Vec::new();
+    for (j, i) in g.interruptions.iter().enumerate() {
+        let here = format!("{path}.interruptions[{j}]");
+        let at = duration_at(&format!("{here}.at"), &i.at)?;
+        if at >= horizon {
+            return Err(ScenarioError::invalid(format!("{here}.at"), format!("at or after the horizon ({})", model::format_duration(horizon))));
+        }
+        if i.count == 0 {
+            return Err(ScenarioError::invalid(format!("{here}.count"), "must be at least 1"));
+        }
+        if i.count > g.max {
+            return Err(ScenarioError::invalid(format!("{here}.count"), format!("{} is more than the group's max {}", i.count, g.max)));
+        }
+        interruptions.push(InterruptionAt { at: time_of(at), count: i.count });
+    }
+    // Stable: entries at the same time keep their order (and their seeded choice).
+    interruptions.sort_by_key(|i| i.at);
+    Ok((interruptions, rate))
 }
 
 fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<WorkloadDef, ScenarioError> {
