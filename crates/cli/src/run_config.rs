@@ -112,6 +112,15 @@ pub struct RunFlags {
     /// (CA's flag; off by default as in CA, on in the chart).
     #[arg(long, env = "BATCH_AUTOSCALER_ENABLE_PROVISIONING_REQUESTS")]
     pub enable_provisioning_requests: Option<bool>,
+    /// SQS queues that EventBridge feeds with EC2 spot interruption warnings, rebalance
+    /// recommendations, instance state changes and AWS Health scheduled events; one per
+    /// region, comma-separated: `NAME`, a queue URL, or `REGION=NAME|URL`. A bare name
+    /// is in the primary region; a URL's region is read from its host. Without it,
+    /// interruptions are not handled (pods on a reclaimed node die and are replaced
+    /// once they show up pending).
+    #[arg(long, env = "BATCH_AUTOSCALER_INTERRUPTION_QUEUE", value_delimiter = ',')]
+    #[serde(default)]
+    pub interruption_queue: Vec<String>,
     /// Seed flag, accepted and ignored: overprovisioning is done with placeholder pods.
     #[arg(long)]
     pub over_provision: Option<u32>,
@@ -293,7 +302,48 @@ pub fn resolve(args: RunArgs, file_text: Option<&str>) -> Result<RunConfig, Conf
             model::parse_duration(v).map_err(|e| config_error(field, e.to_string()))?;
         }
     }
+    interruption_queues(&flags.interruption_queue, flags.aws_regions.first().map(String::as_str))?;
     Ok(RunConfig { flags, settings })
+}
+
+/// One interruption queue: where it is and what it is called (a name or a URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub region: String,
+    pub queue: String,
+}
+
+/// Reads `--interruption-queue` entries (`NAME`, `URL`, `REGION=NAME|URL`); `primary`
+/// is the region of a bare name. At most one queue per region.
+pub fn interruption_queues(entries: &[String], primary: Option<&str>) -> Result<Vec<QueueSpec>, ConfigError> {
+    let field = "interruption-queue";
+    let mut out: Vec<QueueSpec> = Vec::new();
+    for raw in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let is_url = |t: &str| t.starts_with("https://") || t.starts_with("http://");
+        let (region, queue) = match raw.split_once('=') {
+            Some((region, queue)) if !is_url(raw) => (Some(region.trim().to_owned()), queue.trim().to_owned()),
+            _ => (None, raw.to_owned()),
+        };
+        if queue.is_empty() || region.as_deref() == Some("") {
+            return Err(config_error(field, format!("{raw:?}: expected NAME, URL or REGION=NAME|URL")));
+        }
+        if !is_url(&queue) && !queue.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            return Err(config_error(field, format!("{raw:?}: a queue name has letters, digits, '-' and '_' only (or give its https:// URL)")));
+        }
+        // sqs.<region>.amazonaws.com/<account>/<name>
+        let from_url = is_url(&queue)
+            .then(|| queue.split("://").nth(1).and_then(|rest| rest.split('/').next()).and_then(|host| host.strip_prefix("sqs.")).and_then(|h| h.split('.').next()))
+            .flatten()
+            .map(str::to_owned);
+        let region = region.or(from_url).or_else(|| primary.map(str::to_owned)).ok_or_else(|| {
+            config_error(field, format!("{raw:?}: no region: give REGION={queue} or set --aws-regions"))
+        })?;
+        if out.iter().any(|q| q.region == region) {
+            return Err(config_error(field, format!("two queues for region {region}: one per region")));
+        }
+        out.push(QueueSpec { region, queue });
+    }
+    Ok(out)
 }
 
 /// Field-wise: the command line's value where it has one, the file's otherwise.
@@ -387,6 +437,39 @@ mod tests {
                 assert!(err.message.contains("scale-down-unneded-time"), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn interruption_queues_by_name_url_or_region() {
+        let entries: Vec<String> = ["spot-events", "https://sqs.eu-west-1.amazonaws.com/123456789012/eu-events", "us-east-1=east-events"]
+            .map(str::to_owned)
+            .to_vec();
+        let queues = interruption_queues(&entries, Some("us-west-2")).unwrap();
+        let pairs: Vec<(&str, &str)> = queues.iter().map(|q| (q.region.as_str(), q.queue.as_str())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("us-west-2", "spot-events"),
+                ("eu-west-1", "https://sqs.eu-west-1.amazonaws.com/123456789012/eu-events"),
+                ("us-east-1", "east-events")
+            ]
+        );
+        // A URL elsewhere (a test endpoint) takes the region given, or the primary one.
+        let local = interruption_queues(&["us-west-2=http://127.0.0.1:5000/123456789012/q".to_owned()], None).unwrap();
+        assert_eq!(local[0].region, "us-west-2");
+        for (entries, primary, needle) in [
+            (vec!["a", "b"], Some("us-west-2"), "one per region"),
+            (vec!["spot events"], Some("us-west-2"), "letters, digits"),
+            (vec!["q"], None, "no region"),
+            (vec!["=q"], None, "expected NAME"),
+        ] {
+            let entries: Vec<String> = entries.into_iter().map(str::to_owned).collect();
+            let err = interruption_queues(&entries, primary).unwrap_err();
+            assert_eq!(err.field, "interruption-queue");
+            assert!(err.message.contains(needle), "{err}");
+        }
+        let err = resolve(parse(&["--cluster-name", "c", "--interruption-queue", "a,b", "--aws-regions", "us-west-2"]), None).unwrap_err();
+        assert_eq!(err.field, "interruption-queue", "{err}");
     }
 
     #[test]

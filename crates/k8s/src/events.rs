@@ -67,6 +67,19 @@ pub fn explanations(event: &PlannerEvent) -> Vec<Explanation> {
         PlannerEvent::ProvisioningRequestScaleUp { request, .. } | PlannerEvent::ProvisioningRequestIgnored { request, .. } => {
             one(Subject::Request(request.clone()), false)
         }
+        PlannerEvent::InstanceInterrupted { node, pods, kind, response, .. } => {
+            // On the node, and on every pod that is about to lose its place: a job
+            // that checkpoints can watch its own Events for this.
+            let mut out: Vec<Explanation> = node.iter().map(|n| Explanation { subject: Subject::Node(n.clone()), warning: true, reason, note: note.clone() }).collect();
+            let doomed = matches!(kind, model::InterruptionKind::SpotInterruption | model::InterruptionKind::StateChange);
+            let pod_note = if doomed {
+                format!("the node's instance is being taken back ({kind}): checkpoint now; {response}")
+            } else {
+                format!("the node's instance got a {kind}: {response}")
+            };
+            out.extend(pods.iter().map(|p| Explanation { subject: Subject::Pod(p.clone()), warning: true, reason, note: pod_note.clone() }));
+            out
+        }
         PlannerEvent::WaitingForCapacity { .. } | PlannerEvent::SnapshotNotSynced => vec![],
         PlannerEvent::Warning { .. } | PlannerEvent::ActionFailed { .. } | PlannerEvent::PoolBackedOff { .. } | PlannerEvent::LaunchTimedOut { .. } => {
             one(Subject::Autoscaler, true)
@@ -207,6 +220,29 @@ mod tests {
         let out = explanations(&e);
         assert_eq!(out.len(), MAX_PODS_PER_SCALE_UP);
         assert!(out.iter().all(|x| x.reason == "TriggeredScaleUp" && matches!(x.subject, Subject::Pod(_))));
+    }
+
+    #[test]
+    fn an_interruption_is_explained_on_the_node_and_on_every_pod_about_to_lose_its_place() {
+        let e = PlannerEvent::InstanceInterrupted {
+            instance: model::InstanceId::new("i-1"),
+            group: NodeGroupId::new("spot"),
+            node: Some(NodeName::new("n1")),
+            kind: model::InterruptionKind::SpotInterruption,
+            pool: model::PoolKey {
+                region: model::Region::new("us-west-2"),
+                zone: model::Zone::new("us-west-2a"),
+                instance_type: model::InstanceTypeName::new("m5.large"),
+                purchase: model::PurchaseOption::Spot,
+            },
+            pods: vec![PodKey::new("ml", "a"), PodKey::new("ml", "b")],
+            response: planner::InterruptionResponse::Replace { detach: true },
+        };
+        let x = explanations(&e);
+        let subjects: Vec<_> = x.iter().map(|x| x.subject.clone()).collect();
+        assert_eq!(subjects, vec![Subject::Node(NodeName::new("n1")), Subject::Pod(PodKey::new("ml", "a")), Subject::Pod(PodKey::new("ml", "b"))]);
+        assert!(x.iter().all(|x| x.warning && x.reason == "SpotInterruption"));
+        assert!(x[1].note.contains("checkpoint"), "{}", x[1].note);
     }
 
     #[test]
