@@ -20,12 +20,14 @@ What this adds to moto, in process (nothing here is faked in Rust):
 * SetDesiredCapacity above MaxSize (or below MinSize) fails with ValidationError like
   AWS; SetDesiredCapacity and TerminateInstanceInAutoScalingGroup on an unknown group
   or instance fail with ValidationError instead of moto's HTML 500.
+* UpdateAutoScalingGroup honours CapacityRebalance (moto reads it only on create).
 * A fault switch: POST /batch-autoscaler/faults with JSON
       {"throttle_percent": 20, "seed": 1, "regions": ["eu-west-1"], "services": ["ec2"]}
   makes that share of AWS API calls (of the listed regions and services, or all;
-  services as in the SigV4 credential scope: "autoscaling", "ec2") fail with a
-  throttling error (autoscaling: HTTP 400 "Throttling"; EC2: HTTP 503
-  "RequestLimitExceeded"), drawn from a seeded RNG. GET returns the switch and the
+  services as in the SigV4 credential scope: "autoscaling", "ec2", "sqs") fail with
+  a throttling error (autoscaling: HTTP 400 "Throttling"; EC2: HTTP 503
+  "RequestLimitExceeded"; SQS, JSON protocol: HTTP 400 "RequestThrottled"), drawn
+  from a seeded RNG. GET returns the switch and the
   number of injected faults; {"throttle_percent": 0} turns it off.
 * A log of mutating calls per caller: GET /batch-autoscaler/calls returns
       {"<access key id>": [{"action": "SetDesiredCapacity", "at_ms": 1733...}, ...]}
@@ -293,11 +295,41 @@ def _describe_scaling_activities(self):
 as_responses.AutoScalingResponse.describe_scaling_activities = _describe_scaling_activities
 
 
+_original_update_group = as_responses.AutoScalingResponse.update_auto_scaling_group
+
+
+def _update_auto_scaling_group(self):
+    """moto's UpdateAutoScalingGroup ignores CapacityRebalance (its Create reads it)."""
+    result = _original_update_group(self)
+    rebalance = self._get_bool_param("CapacityRebalance", None)
+    if rebalance is not None:
+        group = self.autoscaling_backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+        if group is not None:
+            group.capacity_rebalance = rebalance
+    return result
+
+
+as_responses.AutoScalingResponse.update_auto_scaling_group = _update_auto_scaling_group
+
+
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
 def _throttle_response(start_response, service):
     request_id = str(uuid.uuid4())
+    if service == "sqs":
+        # SQS's JSON protocol (what the adapter speaks to SQS).
+        data = json.dumps({"__type": "com.amazonaws.sqs#RequestThrottled", "message": "Request is throttled."}).encode()
+        start_response(
+            "400 Bad Request",
+            [
+                ("Content-Type", "application/x-amz-json-1.0"),
+                ("x-amzn-query-error", "RequestThrottled;Sender"),
+                ("x-amzn-RequestId", request_id),
+                ("Content-Length", str(len(data))),
+            ],
+        )
+        return [data]
     if service == "ec2":
         body = (
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"

@@ -75,6 +75,7 @@ pub(crate) const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
     "PriorRequestNotComplete",
     "EC2ThrottledException",
+    "KmsThrottled",
 ];
 
 const DENIED_CODES: &[&str] = &[
@@ -89,6 +90,22 @@ const DENIED_CODES: &[&str] = &[
     "UnrecognizedClientException",
     "MissingAuthenticationToken",
     "OptInRequired",
+    "KmsAccessDenied",
+    "InvalidSecurity",
+];
+
+/// Codes that mean the named object does not exist, beyond the `…NotFound` family.
+const NOT_FOUND_CODES: &[&str] = &["QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"];
+
+/// Requests AWS refuses as invalid (the query protocols' validation codes and SQS's).
+const REJECTED_CODES: &[&str] = &[
+    "ValidationError",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "MissingParameter",
+    "ReceiptHandleIsInvalid",
+    "InvalidIdFormat",
+    "InvalidAddress",
 ];
 
 /// Classifies an error response by code, status and message. `what` names the
@@ -105,13 +122,11 @@ pub(crate) fn classify_response(
     match code {
         Some(code) if THROTTLING_CODES.contains(&code) => AwsError::Throttled { region, operation, message: format!("{code}: {message}") },
         Some(code) if DENIED_CODES.contains(&code) => AwsError::Denied { region, operation, message: format!("{code}: {message}") },
-        Some(code) if code.ends_with(".NotFound") || code.ends_with("NotFound") || code.contains("NotFoundException") => {
+        Some(code) if code.ends_with("NotFound") || code.contains("NotFoundException") || NOT_FOUND_CODES.contains(&code) => {
             AwsError::NotFound { what: what(), message: format!("{code}: {message}") }
         }
         Some("ValidationError") if message.contains("not found") => AwsError::NotFound { what: what(), message },
-        Some("ValidationError" | "InvalidParameterValue" | "InvalidParameterCombination" | "MissingParameter") => {
-            AwsError::Rejected { operation, message }
-        }
+        Some(code) if REJECTED_CODES.contains(&code) => AwsError::Rejected { operation, message },
         _ if status.is_some_and(|s| s >= 500) => AwsError::Unavailable { region, operation, message },
         Some(code) => AwsError::Other { region, operation, message: format!("{code}: {message}") },
         None => AwsError::Other { region, operation, message },
@@ -170,5 +185,12 @@ mod tests {
         assert_eq!(kind(Some(400), Some("InvalidLaunchTemplateId.NotFound"), "x"), "not_found");
         assert_eq!(kind(Some(403), Some("AccessDenied"), "x"), "denied");
         assert_eq!(kind(Some(400), Some("Weird"), "x"), "other");
+        // SQS (JSON protocol codes).
+        assert_eq!(kind(Some(400), Some("QueueDoesNotExist"), "The specified queue does not exist."), "not_found");
+        assert_eq!(kind(Some(400), Some("RequestThrottled"), "x"), "throttled");
+        assert_eq!(kind(Some(400), Some("KmsThrottled"), "x"), "throttled");
+        assert_eq!(kind(Some(400), Some("KmsAccessDenied"), "x"), "denied");
+        assert_eq!(kind(Some(400), Some("ReceiptHandleIsInvalid"), "x"), "rejected");
+        assert_eq!(kind(Some(500), Some("InternalError"), "x"), "unavailable");
     }
 }

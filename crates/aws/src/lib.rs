@@ -15,7 +15,11 @@
 //!
 //! Driving order: `connect`, `load_backoffs` (seed the planner), then per loop
 //! `launch_failures` and `refresh` (build the snapshot), carry out actions with
-//! `set_target_size`, `terminate_instance` and `persist_backoff`.
+//! `set_target_size`, `terminate_instance`, `detach_instance` and `persist_backoff`.
+//!
+//! Interruptions: [`InterruptionQueue`] long-polls the SQS queue users route EC2 and
+//! AWS Health EventBridge events into (`--interruption-queue`), and
+//! [`parse_interruption_message`] turns each body into `model::InterruptionNotice`s.
 //!
 //! Time: the `now` arguments are [`model::Time`] on the production axis, Unix
 //! milliseconds (scaling activities are compared with it).
@@ -27,6 +31,9 @@ mod client;
 pub mod config;
 pub mod ec2;
 mod error;
+mod events;
+mod signed;
+pub mod sqs;
 mod template;
 pub mod xml;
 
@@ -35,6 +42,8 @@ pub use backoff::TAG_BACKOFF_PREFIX;
 pub use config::{parse_auto_discovery, parse_static_group, AwsConfig, ConfigError, Credentials, RetrySettings, StaticGroup};
 pub use client::sdk_http_client;
 pub use error::AwsError;
+pub use events::{parse_interruption_message, EventError, ParsedMessage};
+pub use sqs::{InterruptionQueue, QueueMessage};
 pub use template::{validate_label_key, validate_label_value, SPOT_PRICE_FACTOR};
 
 use asg::{Asg, Query, TemplateRef};
@@ -158,14 +167,16 @@ impl AwsNodeGroups {
         self.read_only = read_only;
     }
 
-    /// Every AWS API action the adapter can call: the IAM policy it needs.
-    /// `SetDesiredCapacity`, `TerminateInstanceInAutoScalingGroup` and
-    /// `CreateOrUpdateTags` can be scoped to the cluster's groups with a
+    /// Every AWS API action the adapter can call: the IAM policy it needs (the
+    /// interruption queue's are [`InterruptionQueue::called_actions`]).
+    /// `SetDesiredCapacity`, `TerminateInstanceInAutoScalingGroup`, `DetachInstances`
+    /// and `CreateOrUpdateTags` can be scoped to the cluster's groups with a
     /// `aws:ResourceTag/k8s.io/cluster-autoscaler/<cluster>` condition.
     pub fn called_actions() -> &'static [&'static str] {
         &[
             "autoscaling:CreateOrUpdateTags",
             "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DetachInstances",
             "autoscaling:DescribeLaunchConfigurations",
             "autoscaling:DescribeScalingActivities",
             "autoscaling:SetDesiredCapacity",
@@ -676,6 +687,7 @@ mod tests {
             ("create_or_update_tags()", "autoscaling:CreateOrUpdateTags"),
             (".set_desired_capacity()", "autoscaling:SetDesiredCapacity"),
             ("terminate_instance_in_auto_scaling_group()", "autoscaling:TerminateInstanceInAutoScalingGroup"),
+            (".detach_instances()", "autoscaling:DetachInstances"),
             ("call(\"DescribeLaunchTemplateVersions\"", "ec2:DescribeLaunchTemplateVersions"),
         ];
         for (needle, action) in sdk_calls {
@@ -685,7 +697,19 @@ mod tests {
         assert_eq!(AwsNodeGroups::called_actions().len(), sdk_calls.len());
         // No other SDK operation is called: every `.send()` follows one of the above.
         let sends = text.matches(".send()").count();
-        assert_eq!(sends, 6, "an SDK call was added; list its action in called_actions");
+        assert_eq!(sends, 7, "an SDK call was added; list its action in called_actions");
         assert_eq!(text.matches("call(\"").count(), 1, "an EC2 call was added; list its action in called_actions");
+
+        let sqs_calls = [
+            ("invoke(\"GetQueueUrl\"", "sqs:GetQueueUrl"),
+            ("invoke(\"ReceiveMessage\"", "sqs:ReceiveMessage"),
+            ("invoke(\"DeleteMessage\"", "sqs:DeleteMessage"),
+        ];
+        for (needle, action) in sqs_calls {
+            assert!(text.contains(needle), "{needle} not found in the source");
+            assert!(InterruptionQueue::called_actions().contains(&action), "{action} missing from InterruptionQueue::called_actions");
+        }
+        assert_eq!(InterruptionQueue::called_actions().len(), sqs_calls.len());
+        assert_eq!(text.matches("invoke(\"").count(), sqs_calls.len(), "an SQS call was added; list its action in InterruptionQueue::called_actions");
     }
 }

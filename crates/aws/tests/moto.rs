@@ -7,18 +7,24 @@
 //! parallel against one server; the server is reset once per run.
 
 use aws::ec2::Ec2Client;
-use aws::{AwsConfig, AwsError, AwsNodeGroups, Credentials, RetrySettings, StaticGroup};
+use aws::sqs::SqsClient;
+use aws::{
+    parse_interruption_message, AwsConfig, AwsError, AwsNodeGroups, Credentials, InterruptionQueue, ParsedMessage, QueueMessage,
+    RetrySettings, StaticGroup,
+};
 use aws_sdk_autoscaling::types::{
     InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification, MixedInstancesPolicy, Tag,
 };
 use model::{
-    ClusterSnapshot, InstanceId, InstanceState, LaunchFailureKind, NodeGroupId, NodeGroupState, Owner, PodKey, PodView,
+    ClusterSnapshot, InstanceId, InstanceState, InterruptionKind, LaunchFailureKind, NodeGroupId, NodeGroupState, Owner, PodKey, PodView,
     PurchaseOption, Region, Resources, TaintEffect, Time,
 };
 use planner::{Action, Outcome, Planner, PlannerSettings};
 use std::collections::BTreeMap;
+use serde_json::json;
 use std::io::{Read, Write};
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 const URL_VAR: &str = "BATCH_AUTOSCALER_MOTO_URL";
 const AMI: &str = "ami-12c6146b";
@@ -637,4 +643,194 @@ async fn bad_data_gives_warnings_and_skips_never_a_panic() {
     assert_eq!(e.metric_label(), "not_found", "{e}");
     let refresh = adapter.refresh(unix_now()).await.unwrap();
     assert_eq!(refresh.groups.iter().filter(|g| g.spec.id.as_str().starts_with("many-")).count(), 104);
+}
+
+// ---- the interruption queue (SQS, JSON protocol) ----
+
+const SPOT_WARNING: &str = include_str!("fixtures/spot-interruption-warning.json");
+const REBALANCE: &str = include_str!("fixtures/rebalance-recommendation.json");
+
+/// Fixture calls on SQS (CreateQueue, SendMessage, GetQueueAttributes) through the
+/// adapter's own signed client.
+async fn create_queue(sqs: &SqsClient, name: &str) -> String {
+    let out = sqs.call("CreateQueue", &json!({ "QueueName": name })).await.expect("CreateQueue");
+    out["QueueUrl"].as_str().expect("QueueUrl").to_owned()
+}
+
+async fn send(sqs: &SqsClient, url: &str, body: &str) {
+    sqs.call("SendMessage", &json!({ "QueueUrl": url, "MessageBody": body })).await.expect("SendMessage");
+}
+
+/// Messages in the queue, visible or not (received and not deleted).
+async fn messages_left(sqs: &SqsClient, url: &str) -> u64 {
+    let names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"];
+    let out = sqs.call("GetQueueAttributes", &json!({ "QueueUrl": url, "AttributeNames": names })).await.expect("GetQueueAttributes");
+    names.iter().map(|n| out["Attributes"][n].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{n} in {out}"))).sum()
+}
+
+/// Receives until `count` messages came (moto may hand them out over several polls).
+async fn receive_all(queue: &InterruptionQueue, count: usize) -> Vec<QueueMessage> {
+    let mut messages = Vec::new();
+    for _ in 0..10 {
+        messages.extend(queue.receive(Duration::from_secs(1)).await.expect("ReceiveMessage"));
+        if messages.len() >= count {
+            break;
+        }
+    }
+    assert_eq!(messages.len(), count, "{messages:#?}");
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interruption_queue_receives_parses_and_deletes_by_name_and_by_url() {
+    let Some(url) = moto("interruption_queue_receives_parses_and_deletes_by_name_and_by_url") else { return };
+    let region = Region::new("us-east-2");
+    let cfg = config(&url, "queue", &["us-east-2"]);
+    let sqs = SqsClient::connect(&cfg, &region).await;
+    let queue_url = create_queue(&sqs, "interruptions").await;
+    send(&sqs, &queue_url, SPOT_WARNING).await;
+    send(&sqs, &queue_url, "this is not an event").await;
+
+    let by_name = InterruptionQueue::connect(&cfg, &region, "interruptions").await.unwrap();
+    assert_eq!(by_name.url(), queue_url, "GetQueueUrl resolves the name");
+    let by_url = InterruptionQueue::connect(&cfg, &region, &queue_url).await.unwrap();
+    assert_eq!(by_url.url(), queue_url, "a URL is used as is");
+
+    let messages = receive_all(&by_name, 2).await;
+    let mut notices = Vec::new();
+    let mut malformed = Vec::new();
+    for message in &messages {
+        match parse_interruption_message(&message.body) {
+            Ok(ParsedMessage::Notices(n)) => notices.push((message, n)),
+            Ok(ParsedMessage::Unknown { what }) => panic!("unexpected unknown event {what}"),
+            Err(e) => malformed.push((message, e)),
+        }
+    }
+    assert_eq!((notices.len(), malformed.len()), (1, 1), "{messages:#?}");
+    let (spot_message, spot) = &notices[0];
+    assert_eq!(spot.len(), 1);
+    assert_eq!((spot[0].instance.as_str(), spot[0].kind), ("i-1234567890abcdef0", InterruptionKind::SpotInterruption));
+    assert_eq!(spot[0].deadline, Some(spot[0].at + Duration::from_secs(120)));
+    assert_eq!(malformed[0].1.field, "body");
+    assert!(!spot_message.id.is_empty() && spot_message.receipt != malformed[0].0.receipt);
+    // Receipt handles belong to the queue, not to the connection that received them.
+    by_name.delete(&spot_message.receipt).await.unwrap();
+    by_url.delete(&malformed[0].0.receipt).await.unwrap();
+
+    send(&sqs, &queue_url, REBALANCE).await;
+    let messages = receive_all(&by_url, 1).await;
+    match parse_interruption_message(&messages[0].body) {
+        Ok(ParsedMessage::Notices(n)) => assert_eq!(n[0].kind, InterruptionKind::RebalanceRecommendation),
+        other => panic!("{other:?}"),
+    }
+    by_url.delete(&messages[0].receipt).await.unwrap();
+
+    // Deleted, not merely invisible; and an empty poll waits (long polling) then
+    // returns nothing.
+    assert_eq!(messages_left(&sqs, &queue_url).await, 0);
+    let started = Instant::now();
+    assert!(by_name.receive(Duration::from_secs(1)).await.unwrap().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900), "WaitTimeSeconds was sent: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interruption_queue_failures_are_typed_errors() {
+    let Some(url) = moto("interruption_queue_failures_are_typed_errors") else { return };
+    let region_name = "us-west-2";
+    let region = Region::new(region_name);
+    let cfg = config(&url, "queue-errors", &[region_name]);
+
+    let e = InterruptionQueue::connect(&cfg, &region, "no-such-queue").await.unwrap_err();
+    assert!(matches!(&e, AwsError::NotFound { what, .. } if what.contains("no-such-queue")), "{e:?}");
+    assert!(e.to_string().contains("no-such-queue"), "{e}");
+    let e = InterruptionQueue::connect(&cfg, &region, " ").await.unwrap_err();
+    assert!(matches!(&e, AwsError::Config(c) if c.field == "interruption-queue"), "{e:?}");
+
+    // Throttled on every attempt: retried, then a transient error.
+    let sqs = SqsClient::connect(&cfg, &region).await;
+    let queue_url = create_queue(&sqs, "throttled").await;
+    let queue = InterruptionQueue::connect(&cfg, &region, "throttled").await.unwrap();
+    let faults = Faults(&url);
+    http_post(&url, "/batch-autoscaler/faults", &format!(r#"{{"throttle_percent": 100, "seed": 1, "regions": ["{region_name}"], "services": ["sqs"]}}"#));
+    let e = queue.receive(Duration::ZERO).await.unwrap_err();
+    assert!(matches!(e, AwsError::Throttled { .. }) && e.is_transient(), "{e:?}");
+    faults.set(0, region_name);
+    send(&sqs, &queue_url, SPOT_WARNING).await;
+    assert_eq!(queue.receive(Duration::ZERO).await.unwrap().len(), 1);
+
+    // Nothing listening (a port just freed): a transient error after the retries,
+    // never a panic.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut unreachable = cfg.clone();
+    unreachable.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
+    let e = InterruptionQueue::connect(&unreachable, &region, "throttled").await.unwrap_err();
+    assert!(matches!(e, AwsError::Unavailable { .. }) && e.is_transient(), "{e:?}");
+    let by_url = InterruptionQueue::connect(&unreachable, &region, &queue_url).await.unwrap();
+    let e = by_url.receive(Duration::from_secs(1)).await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(by_url.delete("receipt").await.unwrap_err().is_transient());
+}
+
+// ---- interruptions on the Auto Scaling side ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_instance_lowers_desired_and_refuses_unowned_groups() {
+    let Some(url) = moto("detach_instance_lowers_desired_and_refuses_unowned_groups") else { return };
+    let cluster = "detach";
+    let f = Fixtures::new(&url, "us-west-1").await;
+    f.launch_template("lt", Some("m5.large")).await;
+    f.group("ours", "lt", 0, 5, 2, &as_refs(&ca_tags(cluster))).await;
+    f.group("theirs", "lt", 0, 5, 1, &as_refs(&ca_tags("another-cluster"))).await;
+    let (_, our_instances) = f.desired_and_instances("ours").await;
+    let (_, their_instances) = f.desired_and_instances("theirs").await;
+    let mut adapter = AwsNodeGroups::connect(config(&url, cluster, &["us-west-1"])).await.unwrap();
+    assert_eq!(names(&adapter.refresh(unix_now()).await.unwrap().groups), ["ours"]);
+    let ours = NodeGroupId::new("ours");
+    let theirs = NodeGroupId::new("theirs");
+
+    let victim = InstanceId::new(our_instances[0].as_str());
+    adapter.detach_instance(&ours, &victim).await.unwrap();
+    let (desired, instances) = f.desired_and_instances("ours").await;
+    assert_eq!((desired, instances), (1, vec![our_instances[1].clone()]), "one less, and not replaced");
+    // Out of the group, but still running until EC2 takes it back.
+    let described = f.ec2.call("DescribeInstances", &[("InstanceId.1", victim.as_str())]).await.unwrap();
+    assert_eq!(described.find("instanceState").and_then(|s| s.text_at(&["name"])), Some("running"));
+    let refresh = adapter.refresh(unix_now()).await.unwrap();
+    assert!(group(&refresh.groups, "ours").instances.iter().all(|i| i.id != victim));
+    assert_eq!(group(&refresh.groups, "ours").target, 1);
+
+    // Again: no longer a member.
+    let e = adapter.detach_instance(&ours, &victim).await.unwrap_err();
+    assert_eq!(e.metric_label(), "not_found", "{e}");
+    // A group that is not ours, and an instance of it through our group's name: refused.
+    let stranger = InstanceId::new(their_instances[0].as_str());
+    let e = adapter.detach_instance(&theirs, &stranger).await.unwrap_err();
+    assert!(matches!(e, AwsError::Unowned { .. }), "{e:?}");
+    let e = adapter.detach_instance(&ours, &stranger).await.unwrap_err();
+    assert_eq!(e.metric_label(), "not_found", "{e}");
+    assert_eq!(f.desired_and_instances("theirs").await, (1, their_instances));
+    assert_eq!(f.desired_and_instances("ours").await.0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_rebalance_is_read_from_the_group() {
+    let Some(url) = moto("capacity_rebalance_is_read_from_the_group") else { return };
+    let cluster = "rebalance";
+    let f = Fixtures::new(&url, "sa-east-1").await;
+    f.launch_template("lt", Some("m5.large")).await;
+    let tags = ca_tags(cluster);
+    let template = || LaunchTemplateSpecification::builder().launch_template_name("lt").version("$Latest").build();
+    f.group_with("rebalancing", 0, 3, 0, &as_refs(&tags), |r| r.launch_template(template()).capacity_rebalance(true)).await;
+    f.group("plain", "lt", 0, 3, 0, &as_refs(&tags)).await;
+    let mut adapter = AwsNodeGroups::connect(config(&url, cluster, &["sa-east-1"])).await.unwrap();
+    let rebalance = |refresh: &aws::Refresh| {
+        (group(&refresh.groups, "plain").spec.capacity_rebalance, group(&refresh.groups, "rebalancing").spec.capacity_rebalance)
+    };
+    assert_eq!(rebalance(&adapter.refresh(unix_now()).await.unwrap()), (false, true));
+
+    // Changed on the group: the next refresh says so (the template is cached, this is not).
+    for (name, on) in [("plain", true), ("rebalancing", false)] {
+        f.autoscaling.update_auto_scaling_group().auto_scaling_group_name(name).capacity_rebalance(on).send().await.expect("UpdateAutoScalingGroup");
+    }
+    assert_eq!(rebalance(&adapter.refresh(unix_now()).await.unwrap()), (true, false));
 }
