@@ -7,7 +7,7 @@ use planner::BackoffRecord;
 
 pub struct AwsCloud(pub AwsNodeGroups);
 
-fn port_error(e: AwsError) -> PortError {
+pub fn port_error(e: AwsError) -> PortError {
     let kind = match &e {
         AwsError::Throttled { .. } | AwsError::Unavailable { .. } | AwsError::Other { .. } => PortErrorKind::Retryable,
         AwsError::NotFound { .. } => PortErrorKind::Gone,

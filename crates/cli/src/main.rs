@@ -7,6 +7,7 @@
 mod bench;
 mod cloud;
 mod explain;
+mod interruptions;
 mod run;
 mod run_config;
 mod simulate;

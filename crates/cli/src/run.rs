@@ -2,6 +2,7 @@
 //! the AWS adapter, the driver loop, leader election and the HTTP endpoints.
 
 use crate::cloud::AwsCloud;
+use crate::interruptions::SqsInterruptions;
 use crate::run_config::{resolve, RunArgs, RunConfig};
 use crate::slack::SlackNotifier;
 use crate::Failure;
@@ -122,6 +123,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     tracing::info!(dry_run = cfg.flags.dry_run, cluster = ?cfg.flags.cluster_name, regions = ?aws_cfg.regions, "starting");
 
+    let queues: Vec<SqsInterruptions> = crate::run_config::interruption_queues(&cfg.flags.interruption_queue, aws_cfg.regions.first().map(|r| r.as_str()))
+        .map_err(|e| Failure::BadInput(e.into()))?
+        .into_iter()
+        .map(|q| SqsInterruptions::new(aws_cfg.clone(), Region::new(q.region), q.queue))
+        .collect();
     let client = kube_client(cfg.flags.kubeconfig.as_deref()).await.map_err(Failure::Runtime)?;
     let mut groups = aws::AwsNodeGroups::connect(aws_cfg).await.map_err(|e| Failure::Runtime(e.into()))?;
     // Dry-run writes nothing to AWS, not even the scaling-activity markers.
@@ -167,9 +173,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     match cfg.flags.slack_hook.as_deref().filter(|h| !h.is_empty()) {
         Some(hook) if !cfg.flags.dry_run => {
             let notifier = SlackNotifier::new(hook).map_err(|e| Failure::BadInput(anyhow!(e)))?;
-            drive(driver_cfg, cfg, AwsCloud(groups), cluster, notifier, trigger, leader, address, watch_tasks).await
+            drive(driver_cfg, cfg, AwsCloud(groups), cluster, notifier, trigger, leader, address, watch_tasks, queues).await
         }
-        _ => drive(driver_cfg, cfg, AwsCloud(groups), cluster, NoNotifier, trigger, leader, address, watch_tasks).await,
+        _ => drive(driver_cfg, cfg, AwsCloud(groups), cluster, NoNotifier, trigger, leader, address, watch_tasks, queues).await,
     }
 }
 
@@ -184,9 +190,23 @@ async fn drive<N: Notifier>(
     leader: tokio::sync::watch::Receiver<driver::Leadership>,
     address: SocketAddr,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
+    queues: Vec<SqsInterruptions>,
 ) -> Result<(), Failure> {
-    let driver = Driver::new(driver_cfg, cfg.settings.clone(), Ports { cloud, cluster, notifier }, Arc::new(SystemClock))
+    let mut driver = Driver::new(driver_cfg, cfg.settings.clone(), Ports { cloud, cluster, notifier }, Arc::new(SystemClock))
         .map_err(|e| Failure::BadInput(anyhow!("{}: {}", e.field, e.message)))?;
+    // Interruption notices: one polling task per region's queue, all feeding the loop.
+    let (stop_queues, queues_stopped) = tokio::sync::watch::channel(false);
+    if !queues.is_empty() {
+        let (sender, feed) = driver::interruption_feed(trigger.clone());
+        driver.set_interruption_feed(feed);
+        for queue in queues {
+            let mut stopped = queues_stopped.clone();
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            tokio::spawn(driver::run_interruption_queue(queue, sender.clone(), driver.http_state().metrics, leader.clone(), stop));
+        }
+    }
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| Failure::Runtime(anyhow!("address {address}: {e}")))?;
     tracing::info!(%address, "serving /metrics, /healthz, /readyz");
     let http = tokio::spawn(driver::serve_listener(listener, driver.http_state()));
@@ -214,6 +234,7 @@ async fn drive<N: Notifier>(
         tracing::info!("shutting down");
     };
     driver.run(trigger, leader, shutdown).await;
+    let _ = stop_queues.send(true);
     http.abort();
     if watch_ended.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(Failure::Runtime(anyhow!("a watch of the cluster ended unexpectedly")));

@@ -5,7 +5,13 @@ use serde_json::Value;
 use shipping::read;
 use std::collections::BTreeSet;
 
-const MUTATING: [&str; 3] = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:CreateOrUpdateTags"];
+const MUTATING: [&str; 4] =
+    ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:DetachInstances", "autoscaling:CreateOrUpdateTags"];
+
+/// The interruption queue's actions: granted on the queue's ARN only.
+fn queue_actions() -> Vec<String> {
+    aws::InterruptionQueue::called_actions().iter().map(|s| (*s).to_owned()).collect()
+}
 
 fn policy() -> Value {
     serde_json::from_str(&read("deploy/iam-policy.json")).expect("deploy/iam-policy.json is JSON")
@@ -28,7 +34,8 @@ fn statements() -> Vec<Value> {
 #[test]
 fn the_policy_lists_exactly_the_actions_the_adapter_calls() {
     let granted: BTreeSet<String> = statements().iter().flat_map(actions).collect();
-    let called: BTreeSet<String> = aws::AwsNodeGroups::called_actions().iter().map(|s| (*s).to_owned()).collect();
+    let mut called: BTreeSet<String> = aws::AwsNodeGroups::called_actions().iter().map(|s| (*s).to_owned()).collect();
+    called.extend(queue_actions());
     let missing: Vec<_> = called.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&called).collect();
     assert!(missing.is_empty() && extra.is_empty(), "deploy/iam-policy.json: missing {missing:?}, not called {extra:?}");
@@ -46,6 +53,13 @@ fn mutating_actions_are_conditioned_on_ownership_tags() {
     let mut seen = BTreeSet::new();
     for s in statements() {
         let acts = actions(&s);
+        if acts.iter().any(|a| a.starts_with("sqs:")) {
+            // The interruption queue: its own statement, on one queue's ARN, never "*".
+            assert_eq!(acts, queue_actions(), "keep the queue's actions in a statement of their own: {s}");
+            let resource = s["Resource"].as_str().unwrap_or_else(|| panic!("the queue statement names one queue: {s}"));
+            assert_eq!(resource, "arn:aws:sqs:*:ACCOUNT_ID:INTERRUPTION_QUEUE_NAME", "{s}");
+            continue;
+        }
         let mutating: Vec<&String> = acts.iter().filter(|a| MUTATING.contains(&a.as_str())).collect();
         if mutating.is_empty() {
             assert!(acts.iter().all(|a| a.split(':').nth(1).is_some_and(|n| n.starts_with("Describe"))), "only Describe* may go unconditioned: {s}");
@@ -83,7 +97,7 @@ fn mutating_actions_are_conditioned_on_ownership_tags() {
 #[test]
 fn the_aws_readme_names_the_same_actions() {
     let readme = read("crates/aws/README.md");
-    for a in aws::AwsNodeGroups::called_actions() {
+    for a in aws::AwsNodeGroups::called_actions().iter().chain(aws::InterruptionQueue::called_actions()) {
         assert!(readme.contains(a), "crates/aws/README.md does not mention {a}");
     }
 }
