@@ -61,6 +61,9 @@ struct State {
     node_events: Vec<NodeEvent>,
     refresh_errors: u64,
     passes: u64,
+    /// Instances whose Node stays although they left their group (detached): EC2
+    /// still runs them until the test says it took them back.
+    held: BTreeSet<String>,
 }
 
 /// The running bridge; stops when dropped.
@@ -228,6 +231,8 @@ impl Worker {
                 }
             }
         }
+        let held: Vec<String> = self.state.lock().expect("bridge state").held.iter().map(|i| node_name(i)).collect();
+        live.extend(held);
         for name in existing.difference(&live) {
             match nodes.delete(name, &DeleteParams::default()).await {
                 Ok(_) => {
@@ -306,6 +311,18 @@ impl CloudBridge {
 
     pub fn node_events(&self) -> Vec<NodeEvent> {
         self.state.lock().expect("bridge state").node_events.clone()
+    }
+
+    /// Keeps the Node of `instance` even once it leaves its group (a detached instance
+    /// runs on in EC2), until [`CloudBridge::release`].
+    pub fn hold(&self, instance: &str) {
+        self.state.lock().expect("bridge state").held.insert(instance.to_owned());
+    }
+
+    /// EC2 took `instance` back: its Node goes on the next pass unless it is still in
+    /// a group.
+    pub fn release(&self, instance: &str) {
+        self.state.lock().expect("bridge state").held.remove(instance);
     }
 
     /// Completed passes (each reads moto and the Nodes).

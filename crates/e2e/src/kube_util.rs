@@ -191,13 +191,19 @@ impl PodTemplate {
 /// Creates a Job of `pods` pods (parallelism = completions = pods, no retries: a pod
 /// that fails or is killed fails the Job).
 pub async fn create_job(client: &kube::Client, ns: &str, name: &str, pods: u32, template: &PodTemplate) -> anyhow::Result<Job> {
+    create_job_retrying(client, ns, name, pods, template, 0).await
+}
+
+/// Like [`create_job`], but a pod that fails or is killed is replaced up to `retries`
+/// times (the Job's `backoffLimit`), as a batch job that survives lost nodes is.
+pub async fn create_job_retrying(client: &kube::Client, ns: &str, name: &str, pods: u32, template: &PodTemplate, retries: u32) -> anyhow::Result<Job> {
     let mut pod = template.clone();
     pod.labels.insert("job".into(), name.into());
     let job: Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"parallelism": pods, "completions": pods, "backoffLimit": 0, "template": pod.to_json("Never")}
+        "spec": {"parallelism": pods, "completions": pods, "backoffLimit": retries, "template": pod.to_json("Never")}
     }))?;
     Ok(Api::<Job>::namespaced(client.clone(), ns).create(&PostParams::default(), &job).await.with_context(|| format!("create Job {name}"))?)
 }

@@ -288,6 +288,15 @@ impl Scenario {
         .await
     }
 
+    /// Waits until the Node `name` is gone.
+    pub async fn wait_node_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(&format!("node {name} gone"), timeout, || async {
+            let nodes = kube_util::bridge_nodes(&self.kube, &self.cluster).await?;
+            Ok(if nodes.iter().any(|n| n.metadata.name.as_deref() == Some(name)) { Check::Waiting("still there".into()) } else { Check::Done(()) })
+        })
+        .await
+    }
+
     /// The status ConfigMap's `status` text, if written.
     pub async fn status_text(&self) -> anyhow::Result<Option<String>> {
         let configmaps: Api<ConfigMap> = Api::namespaced(self.kube.clone(), AUTOSCALER_NAMESPACE);

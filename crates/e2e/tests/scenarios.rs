@@ -1661,3 +1661,192 @@ async fn coscheduling_gang(s: &mut Scenario) -> Result<()> {
     ensure!(recorder.killed_pods().is_empty(), "pods killed: {:?}", recorder.killed_pods());
     Ok(())
 }
+
+/// The EventBridge event EC2 sends two minutes before it takes a spot instance back
+/// (AWS's documented layout).
+fn spot_warning(instance: &str, region: &str) -> String {
+    let now = humantime_rfc3339(std::time::SystemTime::now());
+    serde_json::json!({
+        "version": "0",
+        "id": format!("e2e-{instance}"),
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": now,
+        "region": region,
+        "resources": [format!("arn:aws:ec2:{region}a:instance/{instance}")],
+        "detail": {"instance-id": instance, "instance-action": "terminate"}
+    })
+    .to_string()
+}
+
+/// RFC 3339 in UTC, seconds precision, without a date crate.
+fn humantime_rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// How long after the warning EC2 takes the instance in these scenarios (two minutes
+/// in AWS; shorter here, still longer than the group's boot delay).
+const RECLAIM_AFTER: Duration = Duration::from_secs(45);
+/// Longer than the Job controller's first retry backoff (10 s), as an EC2 boot is:
+/// otherwise the retry, not the capacity, decides when the work restarts.
+const SPOT_BOOT_DELAY: &str = "30s";
+
+/// A spot group and one Job pod running on it; returns the pod's node and instance.
+async fn spot_job(s: &Scenario) -> Result<(String, String, String)> {
+    s.primary().group(&GroupOptions::new("spot-a", "m5.large", 4).tag("batch-autoscaler.io/purchase-option", "spot").boot_delay(SPOT_BOOT_DELAY)).await?;
+    kube_util::create_job_retrying(&s.kube, &s.namespace, "work", 1, &PodTemplate::new("1", "2Gi").runs_for("30m"), 3).await?;
+    let (pod, node) = wait_until("the Job's pod Running", Duration::from_secs(90), || async {
+        let pods = kube_util::pods(&s.kube, &s.namespace).await?;
+        Ok(match pods.iter().find(|p| kube_util::pod_phase(p) == "Running") {
+            Some(p) => Check::Done((p.metadata.name.clone().unwrap_or_default(), kube_util::pod_node(p).unwrap_or_default().to_owned())),
+            None => Check::Waiting(format!("{} pods, none Running", pods.len())),
+        })
+    })
+    .await?;
+    let instance = node.strip_prefix("ip-").context("bridge node name")?.to_owned();
+    Ok((pod, node, instance))
+}
+
+/// EC2 takes the instance back: terminated in moto, its Node removed by the bridge, its
+/// pods gone with it (as the kubelet's death and the pod GC would have it).
+async fn reclaim(s: &Scenario, bridge: &e2e::CloudBridge, instance: &str, node: &str) -> Result<()> {
+    s.primary().ec2.call("TerminateInstances", &[("InstanceId.1", instance)]).await.context("TerminateInstances")?;
+    bridge.release(instance);
+    s.wait_node_gone(node, Duration::from_secs(30)).await?;
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(s.kube.clone(), &s.namespace);
+    for p in kube_util::pods(&s.kube, &s.namespace).await? {
+        if kube_util::pod_node(&p) == Some(node) {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let _ = api.delete(&name, &kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+        }
+    }
+    Ok(())
+}
+
+/// The Job's new pod (not `old`) Running: its node.
+async fn replacement_running(s: &Scenario, old: &str, timeout: Duration) -> Result<String> {
+    wait_until("the Job's replacement pod Running", timeout, || async {
+        let pods = kube_util::pods(&s.kube, &s.namespace).await?;
+        Ok(match pods.iter().find(|p| p.metadata.name.as_deref() != Some(old) && kube_util::pod_phase(p) == "Running") {
+            Some(p) => Check::Done(kube_util::pod_node(p).unwrap_or_default().to_owned()),
+            None => Check::Waiting(format!("{:?}", pods.iter().map(|p| (p.metadata.name.clone(), kube_util::pod_phase(p).to_owned())).collect::<Vec<_>>())),
+        })
+    })
+    .await
+}
+
+#[test]
+fn a_spot_interruption_warning_fences_the_node_and_the_replacement_boots_before_the_pods_die() {
+    scenario("spot-interruption", |s| Box::pin(spot_interruption(s)));
+}
+
+async fn spot_interruption(s: &mut Scenario) -> Result<()> {
+    let region = s.regions[0].clone();
+    let sqs = aws::sqs::SqsClient::connect(&e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions), &model::Region::new(region.as_str())).await;
+    let created = sqs.call("CreateQueue", &serde_json::json!({"QueueName": "interruptions"})).await.context("CreateQueue")?;
+    let queue_url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let autoscaler = s.autoscaler("main", &s.options().flag("interruption-queue", "interruptions")).await?;
+    let (old_pod, node, instance) = spot_job(s).await?;
+    // EC2 still runs a detached instance: its Node stays until the test reclaims it.
+    bridge.hold(&instance);
+
+    let send = |body: String| {
+        let sqs = &sqs;
+        let queue_url = queue_url.clone();
+        async move { sqs.call("SendMessage", &serde_json::json!({"QueueUrl": queue_url, "MessageBody": body})).await.context("SendMessage") }
+    };
+    send("{\"detail-type\": \"EC2 Spot Instance Interruption Warning\", \"source\": \"aws.ec2\"}".to_owned()).await?;
+    send(spot_warning(&instance, &region)).await?;
+    let warned = Instant::now();
+    s.note(&format!("spot warning sent for {instance} (node {node})"));
+
+    // Fenced, detached, and a replacement requested: a new instance in the group.
+    let reacted = wait_until("the node fenced and a replacement launched", Duration::from_secs(30), || async {
+        let nodes = kube_util::bridge_nodes(&s.kube, &s.cluster).await?;
+        let fenced = nodes.iter().any(|n| n.metadata.name.as_deref() == Some(node.as_str()) && kube_util::has_taint(n, kube_util::RETIRING_TAINT));
+        let group = s.primary().group_report("spot-a").await?;
+        let replaced = !group.instances.contains(&instance) && group.instances.len() == 1;
+        Ok(if fenced && replaced { Check::Done(warned.elapsed()) } else { Check::Waiting(format!("fenced {fenced}, group {group:?}")) })
+    })
+    .await?;
+    s.note(&format!("MEASURE warning -> node fenced and replacement requested: {:.2}s", reacted.as_secs_f64()));
+    ensure!(reacted < RECLAIM_AFTER, "the reaction must come well before EC2 takes the instance: {reacted:?}");
+    ensure!(autoscaler.metrics().await?.sum("batch_autoscaler_interruption_queue_up", &[]) == 1.0, "the queue is read");
+    // The doomed node (still Ready, fenced) and its replacement.
+    s.wait_ready_nodes("spot-a", 2, Duration::from_secs(60)).await?;
+    let replacement_ready = warned.elapsed();
+    s.note(&format!("MEASURE warning -> replacement node Ready: {:.2}s", replacement_ready.as_secs_f64()));
+    ensure!(replacement_ready < RECLAIM_AFTER, "the replacement is Ready before EC2 takes the instance: {replacement_ready:?}");
+    let pod_still = kube_util::pods(&s.kube, &s.namespace).await?.into_iter().any(|p| p.metadata.name.as_deref() == Some(old_pod.as_str()) && kube_util::pod_phase(&p) == "Running");
+    ensure!(pod_still, "the autoscaler killed nothing: the pod runs until EC2 takes its node");
+
+    // EC2's schedule, not a wait for a condition: the instance goes when its warning said.
+    tokio::time::sleep_until((warned + RECLAIM_AFTER).into()).await;
+    reclaim(s, &bridge, &instance, &node).await?;
+    let died = Instant::now();
+    let new_node = replacement_running(s, &old_pod, Duration::from_secs(90)).await?;
+    let restarted = died.elapsed();
+    s.note(&format!("MEASURE pods died -> replacement pod Running: {:.2}s (warning -> Running {:.2}s)", restarted.as_secs_f64(), warned.elapsed().as_secs_f64()));
+    ensure!(new_node != node, "the replacement pod runs on the replacement node");
+    let ever = bridge.instances_ever("spot-a");
+    ensure!(ever.len() == 2, "one replacement bought, never two: {ever:?}");
+
+    // Both messages are gone: the malformed one at once, the warning once acted on.
+    wait_until("the queue to be empty", Duration::from_secs(30), || async {
+        let attrs = sqs
+            .call("GetQueueAttributes", &serde_json::json!({"QueueUrl": queue_url, "AttributeNames": ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]}))
+            .await?;
+        let count = |k: &str| attrs["Attributes"][k].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        let (visible, hidden) = (count("ApproximateNumberOfMessages"), count("ApproximateNumberOfMessagesNotVisible"));
+        Ok(if visible == 0 && hidden == 0 { Check::Done(()) } else { Check::Waiting(format!("{visible} visible, {hidden} in flight")) })
+    })
+    .await?;
+    let metrics = autoscaler.metrics().await?;
+    ensure!(metrics.sum("batch_autoscaler_interruption_messages_total", &[("result", "malformed")]) == 1.0, "malformed counted");
+    ensure!(metrics.sum("batch_autoscaler_interruption_messages_total", &[("result", "notice")]) == 1.0, "notice counted");
+    ensure!(metrics.sum("batch_autoscaler_interruptions_total", &[("kind", "spot-interruption")]) == 1.0, "interruption counted per pool");
+    let events = kube_util::autoscaler_events(&s.kube).await?;
+    ensure!(events.values().filter(|e| e.starts_with("SpotInterruption")).count() >= 2, "Events on the node and the pod: {events:?}");
+    let status = s.status_text().await?.unwrap_or_default();
+    ensure!(status.contains("interruptions of pool us-west-2/us-west-2a/m5.large/spot: 1"), "status: {status}");
+    Ok(())
+}
+
+#[test]
+fn without_the_interruption_queue_the_replacement_is_bought_only_after_the_pods_died() {
+    scenario("spot-interruption-unhandled", |s| Box::pin(spot_interruption_unhandled(s)));
+}
+
+/// The same run as `spot-interruption` with no queue: the baseline its figures are
+/// compared with.
+async fn spot_interruption_unhandled(s: &mut Scenario) -> Result<()> {
+    let bridge = s.bridge(Duration::from_secs(3)).await?;
+    let _autoscaler = s.autoscaler("main", &s.options()).await?;
+    let (old_pod, node, instance) = spot_job(s).await?;
+    let warned = Instant::now();
+    s.note(&format!("(no queue) EC2 will take {instance} back in {RECLAIM_AFTER:?}"));
+    tokio::time::sleep_until((warned + RECLAIM_AFTER).into()).await;
+    let group = s.primary().group_report("spot-a").await?;
+    ensure!(group.instances.len() == 1 && group.instances.contains(&instance), "nothing was replaced ahead: {group:?}");
+    reclaim(s, &bridge, &instance, &node).await?;
+    let died = Instant::now();
+    let new_node = replacement_running(s, &old_pod, Duration::from_secs(120)).await?;
+    let restarted = died.elapsed();
+    s.note(&format!("MEASURE (no queue) pods died -> replacement pod Running: {:.2}s (warning -> Running {:.2}s)", restarted.as_secs_f64(), warned.elapsed().as_secs_f64()));
+    ensure!(new_node != node, "on a new node");
+    Ok(())
+}

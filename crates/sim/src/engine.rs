@@ -189,7 +189,8 @@ pub struct Sample {
     pub at: Time,
     pub pending: u32,
     pub running: u32,
-    /// Live instances (booting or ready) per group, in scenario order.
+    /// Live instances (booting or ready) per group, in scenario order; an instance
+    /// detached from its group counts there until EC2 takes it back.
     pub nodes: Vec<u32>,
 }
 
@@ -1167,8 +1168,8 @@ impl<'s> Engine<'s> {
             .nodes
             .iter()
             .filter(|n| n.group.as_ref() == Some(group_id))
-            // Warned instances go anyway; a rebalancing group does not count them.
-            .filter(|n| n.instance.as_ref().is_none_or(|i| !self.warned.contains(i)))
+            // Not counted against desired capacity, so not scaled in either.
+            .filter(|n| n.instance.as_ref().is_none_or(|i| !self.rebalancing(gi, i)))
             .filter_map(|n| {
                 let busy = self
                     .cluster
@@ -1237,9 +1238,13 @@ impl<'s> Engine<'s> {
     /// Rebalancing group no longer counts a warned instance (it launched the
     /// replacement at the warning and lets EC2 take the old one).
     fn asg_counted(&self, gi: usize) -> u32 {
-        let g = &self.cluster.groups[gi];
-        let rebalancing = g.spec.capacity_rebalance;
-        g.instances.iter().filter(|i| !(rebalancing && self.warned.contains(&i.id))).count() as u32
+        self.cluster.groups[gi].instances.iter().filter(|i| !self.rebalancing(gi, &i.id)).count() as u32
+    }
+
+    /// Whether Capacity Rebalancing group `gi` has replaced `instance` already: it is
+    /// warned, and EC2 takes it soon.
+    fn rebalancing(&self, gi: usize, instance: &InstanceId) -> bool {
+        self.cluster.groups[gi].spec.capacity_rebalance && self.warned.contains(instance)
     }
 
     // ---- spot interruptions ----
@@ -1380,11 +1385,14 @@ impl<'s> Engine<'s> {
         };
         let g = &mut self.cluster.groups[gi];
         if g.instances[pos].state != InstanceState::InService {
-            return Outcome::Failed { message: format!("ValidationError: {instance} is not InService") };
+            return Outcome::Failed { message: format!("ValidationError: the instance {instance} is not in InService") };
         }
         if g.target <= g.spec.min_size {
             return Outcome::Failed {
-                message: format!("ValidationError: detaching {instance} would take {group} below its minimum size {}", g.spec.min_size),
+                message: format!(
+                    "ValidationError: detaching {instance} would take the desired capacity of {group} below its minimum size {}",
+                    g.spec.min_size
+                ),
             };
         }
         g.instances.remove(pos);
@@ -1722,7 +1730,8 @@ fn best_node(sim: &PlacementSim<'_>, pod: usize, n_nodes: usize) -> Option<usize
 #[cfg(test)]
 mod tests {
     //! Which lost pods count as killed: the planner's `disposition`, pod by pod, under
-    //! the scenario's settings (not the workload's kind).
+    //! the scenario's settings (not the workload's kind); and DetachInstances as the
+    //! simulated ASG carries it out.
 
     use super::*;
     use planner::ActionId;
@@ -1819,5 +1828,63 @@ workload:
         assert_eq!(engine.record.killed_by_scale_in, expected.len() as u32);
         assert_eq!(engine.record.evictable_batch_pods_recreated, 2, "wf and checkpointed");
         assert_eq!(engine.record.service_pods_recreated, 0);
+    }
+
+    /// Three spot nodes in a group of min 2, a pod on each.
+    const DETACHABLE: &str = "
+name: detach
+horizon: 2h
+node_groups:
+  - {name: spot, region: us-west-2, zone: us-west-2a, instance_type: m5.xlarge, min: 2, max: 5, initial: 3, spot: true}
+workload:
+  - {name: j, pods: 3, anti_affinity_per_node: true, requests: {cpu: 1, memory: 1Gi}, duration: 1h}
+";
+
+    fn detach(engine: &mut Engine<'_>, instance: &InstanceId) -> Outcome {
+        let node = engine.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(instance)).map(|n| n.name.clone());
+        let group = NodeGroupId::new("spot");
+        engine.apply(Action::DetachInstance { id: ActionId(1), group, instance: instance.clone(), node })
+    }
+
+    #[test]
+    fn a_detached_instance_leaves_its_group_and_runs_on_billed_and_unreplaced() {
+        let scenario = Scenario::from_yaml(DETACHABLE).unwrap();
+        let planner = Planner::new(scenario.settings.clone()).unwrap();
+        let mut engine = Engine::new(&scenario, planner, &SimOptions::default());
+        engine.start_initial_nodes();
+        engine.process_arrivals();
+        engine.schedule();
+        let ids: Vec<InstanceId> = engine.live_instances.keys().cloned().collect();
+        assert_eq!(detach(&mut engine, &ids[0]), Outcome::Done);
+        let group = &engine.cluster.groups[0];
+        assert_eq!((group.target, group.instances.len()), (2, 2), "desired -1, one member fewer");
+        let node = engine.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(&ids[0])).unwrap();
+        assert_eq!(node.group, None, "its node stays, with no group");
+        assert_eq!(engine.cluster.pods.iter().filter(|p| p.node.as_ref() == Some(&node.name)).count(), 1, "its pod runs on");
+        assert_eq!(engine.live_per_group(), vec![3], "it still runs (and bills)");
+        assert_eq!(engine.record.detach_calls, 1);
+        assert!(engine.booting.is_empty(), "the group does not replace it");
+        // Not a member any more: neither detached again nor terminated through the group.
+        assert!(matches!(detach(&mut engine, &ids[0]), Outcome::Failed { .. }));
+        let terminate = Action::TerminateInstance {
+            id: ActionId(2),
+            group: NodeGroupId::new("spot"),
+            instance: ids[0].clone(),
+            node: None,
+            reason: planner::TerminateReason::Empty,
+        };
+        assert!(matches!(engine.apply(terminate), Outcome::Failed { .. }));
+        // Desired capacity may not go below min (2).
+        match detach(&mut engine, &ids[1]) {
+            Outcome::Failed { message } => assert!(message.contains("minimum size 2"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // EC2 takes it back at its deadline: billing stops there, and nothing replaces it.
+        engine.now = Time::ZERO + Duration::from_secs(300);
+        assert!(engine.end_instance(&ids[0], true));
+        assert_eq!(engine.record.instances[0].terminated_at, Some(engine.now));
+        assert_eq!(engine.record.killed_by_interruption, 1);
+        assert_eq!(engine.live_per_group(), vec![2]);
+        assert!(engine.booting.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! The simulator: simulated EC2 (boot delays, capacity errors, per-second billing) and
+//! The simulator: simulated EC2 (boot delays, capacity errors, spot interruptions,
+//! per-second billing) and
 //! a simulated cluster (DaemonSets, Job/bare/service pods, a scheduler using the
 //! planner's own placement predicates), run on a virtual clock against the real
 //! [`planner::Planner`].

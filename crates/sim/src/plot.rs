@@ -1,6 +1,7 @@
 //! A self-contained SVG of a run: pending and running pods (top panel) and live nodes
-//! per group (bottom panel) over time, drawn from the report's timeline. Hand-written
-//! SVG, no dependencies; output is deterministic like the report.
+//! per group (bottom panel) over time, drawn from the report's timeline, with a marker
+//! on the pods panel's time axis at each spot interruption warning. Hand-written SVG,
+//! no dependencies; output is deterministic like the report.
 
 use crate::report::Report;
 use std::fmt::Write as _;
@@ -12,6 +13,8 @@ const RIGHT: f64 = 230.0;
 const TOP: f64 = 75.0;
 const PANEL: f64 = 200.0;
 const GAP: f64 = 70.0;
+/// Spot interruption markers: darker than the pending-pods line they sit under.
+const INTERRUPTION_COLOR: &str = "#8b0000";
 const PALETTE: [&str; 10] =
     ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#d62728"];
 
@@ -107,6 +110,32 @@ fn legend(out: &mut String, top: f64, entries: &[(String, &str)]) {
     }
 }
 
+/// A small triangle pointing down at the time axis at each warning time (several at
+/// one time overlap into one).
+fn interruption_markers(out: &mut String, axes: &Axes, times: &[f64]) {
+    let y = axes.top + PANEL;
+    for &t in times {
+        let x = axes.x(t);
+        let _ = writeln!(
+            out,
+            r#"<path d="M{:.1},{:.1} L{:.1},{:.1} L{x:.1},{y:.1} Z" fill="{INTERRUPTION_COLOR}"><title>spot interruption at {}</title></path>"#,
+            x - 4.0,
+            y - 8.0,
+            x + 4.0,
+            y - 8.0,
+            model::format_duration(std::time::Duration::from_secs_f64(t.max(0.0)))
+        );
+    }
+}
+
+/// The legend entry of the interruption markers, below `entries` legend lines.
+fn interruption_legend(out: &mut String, top: f64, entries: usize, count: u32) {
+    let x = WIDTH - RIGHT + 20.0;
+    let y = top + 10.0 + 18.0 * entries as f64;
+    let _ = writeln!(out, r#"<path d="M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z" fill="{INTERRUPTION_COLOR}"/>"#, x + 6.0, y - 5.0, x + 14.0, y - 5.0, x + 10.0, y + 3.0);
+    let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="12">spot interruption ({count})</text>"#, x + 26.0, y + 4.0);
+}
+
 /// The SVG document for a report.
 pub fn svg(report: &Report) -> String {
     let timeline = &report.timeline;
@@ -137,6 +166,18 @@ pub fn svg(report: &Report) -> String {
         report.time_to_start_seconds.p95,
         report.pods.killed_by_scale_in
     );
+    if report.interruptions > 0 {
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-size="12" text-anchor="end" fill="{INTERRUPTION_COLOR}">{} spot interruptions: {} pods killed, {:.2} pod-hours of work lost, restart p95 {:.0}s</text>"#,
+            WIDTH - RIGHT,
+            TOP - 10.0,
+            report.interruptions,
+            report.pods.killed_by_interruption,
+            report.work_lost_pod_hours,
+            report.time_to_restart_seconds.p95
+        );
+    }
 
     let pods_axes = Axes { top: TOP, t_max, y_max: nice_ceil(pods_max), time_unit };
     draw_axes(&mut out, &pods_axes, "Pods", "pods", time_label);
@@ -145,6 +186,11 @@ pub fn svg(report: &Report) -> String {
     step_line(&mut out, &pods_axes, &running, "#2ca02c");
     step_line(&mut out, &pods_axes, &pending, "#d62728");
     legend(&mut out, TOP, &[("pending pods".to_owned(), "#d62728"), ("running pods".to_owned(), "#2ca02c")]);
+    if !report.interrupted_instances.is_empty() {
+        let times: Vec<f64> = report.interrupted_instances.iter().map(|i| i.at_seconds).collect();
+        interruption_markers(&mut out, &pods_axes, &times);
+        interruption_legend(&mut out, TOP, 2, report.interruptions);
+    }
 
     let nodes_top = TOP + PANEL + GAP;
     let nodes_axes = Axes { top: nodes_top, t_max, y_max: nice_ceil(nodes_max), time_unit };

@@ -11,8 +11,20 @@
 //! summed. It ignores bin-packing losses, boot delays, anti-affinity and gangs, so no
 //! real schedule can beat it; `lower_bound_cost_usd` prices the same shares at that
 //! group's price.
+//!
+//! Spot interruptions: `interruptions` counts the warnings EC2 gave (each takes its
+//! instance back two minutes later, unless it was gone first), told to the planner or
+//! not (`interruption-handling`). `pods.killed_by_interruption` counts the running
+//! workload pods that died with an instance EC2 took back, whatever their owner (EC2
+//! does not ask); these are not in `killed_by_scale_in`. `work_lost_pod_hours` is the
+//! time the job and bare pods among them had run, summed: the work thrown away, since
+//! a recreated pod starts over. `work_lost_node_hours` weights each of those pods by its
+//! dominant share of its node's allocatable (the largest of its cpu, memory and
+//! extended-resource shares), so it compares with `node_hours`: the node time the lost
+//! work had used. `time_to_restart_seconds` runs from a killed pod's death to its
+//! replacement running, over the replacements that ran before the end.
 
-use crate::engine::{RunRecord, StopReason};
+use crate::engine::{InterruptionRecord, RunRecord, StopReason};
 use crate::scenario::{Scenario, WorkloadKind};
 use model::{PodKey, PodView, Owner, Time};
 use serde::Serialize;
@@ -35,6 +47,18 @@ pub struct Report {
     pub cost_usd: f64,
     pub lower_bound_node_hours: f64,
     pub lower_bound_cost_usd: f64,
+    /// Spot interruption warnings EC2 gave, told to the planner or not (the module
+    /// docs define this and the next three).
+    pub interruptions: u32,
+    /// Run time of the job and bare pods killed by interruptions, summed, in hours.
+    pub work_lost_pod_hours: f64,
+    /// The same, each pod weighted by its dominant share of its node's allocatable.
+    pub work_lost_node_hours: f64,
+    /// Nearest-rank percentiles of a pod killed by an interruption's death to its
+    /// replacement running, over the replacements that ran before the end.
+    pub time_to_restart_seconds: Percentiles,
+    /// Interrupted instances the planner detached from their groups.
+    pub detach_calls: u32,
     pub scale_up_calls: u32,
     pub scale_down_calls: u32,
     pub give_back_calls: u32,
@@ -50,6 +74,8 @@ pub struct Report {
     pub actions_not_done: Vec<String>,
     pub groups: Vec<GroupReport>,
     pub jobs: Vec<JobReport>,
+    /// Every spot interruption warning, in order.
+    pub interrupted_instances: Vec<InterruptionReport>,
     pub launch_failures: Vec<LaunchFailureReport>,
     pub overflow: Vec<OverflowReport>,
     /// Planner events by reason.
@@ -82,6 +108,9 @@ pub struct PodCounts {
     /// `evictable-owner-kinds`) evicted or lost with their node and recreated (allowed:
     /// the scenario declared them evictable); they start over.
     pub evictable_batch_pods_recreated: u32,
+    /// Running pods, whatever their owner, that died when EC2 took their spot instance
+    /// back (not counted in the three above); recreated, they start over.
+    pub killed_by_interruption: u32,
     pub pending_at_end: u32,
     pub running_at_end: u32,
 }
@@ -119,6 +148,8 @@ pub struct GroupReport {
     pub node_hours: f64,
     pub cost_usd: f64,
     pub failed_launches: u32,
+    /// Spot interruption warnings to instances the group launched.
+    pub interruptions: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +167,10 @@ pub struct JobReport {
     /// When the last pod completed; null if not every pod completed (services: always null).
     pub finished_at_seconds: Option<f64>,
     pub completed: u32,
+    /// Pods killed by scale-in (evicted or lost with a node the autoscaler removed).
     pub killed: u32,
+    /// Pods killed when EC2 took their spot instance back.
+    pub killed_by_interruption: u32,
     pub gang: bool,
     /// For gangs: most pods running at once before all were (must be 0).
     pub gang_max_partial_running: Option<u32>,
@@ -149,6 +183,27 @@ pub struct JobReport {
     /// Queued jobs: ProvisioningRequests created for it (1 + retries after `Failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioning_requests: Option<u32>,
+}
+
+/// One spot interruption warning and what came of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterruptionReport {
+    pub at_seconds: f64,
+    /// When EC2 takes the instance back (two minutes later).
+    pub deadline_seconds: f64,
+    /// The group that launched it.
+    pub group: String,
+    pub instance: String,
+    /// Its node at the warning; null while it was booting.
+    pub node: Option<String>,
+    /// Whether the planner was told (`interruption-handling`).
+    pub notified: bool,
+    /// When the planner detached it from its group; null if it was not.
+    pub detached_at_seconds: Option<f64>,
+    /// Whether it was still there at the deadline (not removed before).
+    pub reclaimed: bool,
+    /// Running pods that died with it.
+    pub pods_killed: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,7 +240,8 @@ pub struct SampleReport {
     pub t: f64,
     pub pending: u32,
     pub running: u32,
-    /// Live instances (booting or ready) per group.
+    /// Live instances (booting or ready) per group, with those detached from it that
+    /// still run until EC2 takes them back.
     pub nodes: BTreeMap<String, u32>,
 }
 
@@ -238,6 +294,7 @@ impl Report {
                 node_hours: 0.0,
                 cost_usd: 0.0,
                 failed_launches: 0,
+                interruptions: record.interruptions.iter().filter(|i| i.group == gi).count() as u32,
             })
             .collect();
         let mut node_hours = 0.0;
@@ -275,6 +332,7 @@ impl Report {
             never_started: 0,
             service_pods_recreated: record.service_pods_recreated,
             evictable_batch_pods_recreated: record.evictable_batch_pods_recreated,
+            killed_by_interruption: record.killed_by_interruption,
             pending_at_end: record.samples.last().map_or(0, |s| s.pending),
             running_at_end: record.samples.last().map_or(0, |s| s.running),
         };
@@ -311,6 +369,7 @@ impl Report {
                     finished_at_seconds: finished.map(secs),
                     completed,
                     killed: j.killed,
+                    killed_by_interruption: j.killed_by_interruption,
                     gang: j.gang,
                     gang_max_partial_running: j.gang.then_some(j.gang_max_partial_running),
                     gang_started_at_seconds: j.gang_all_running_at.map(secs),
@@ -322,6 +381,7 @@ impl Report {
 
         let (lower_bound_node_hours, lower_bound_cost_usd, unplaceable) = lower_bound(scenario, record);
         let mut warnings = scenario.warnings.clone();
+        warnings.extend(record.notes.iter().cloned());
         for j in record.jobs.iter().filter(|j| j.deactivated) {
             warnings.push(format!("{}: its ProvisioningRequest failed {} times; the workload is deactivated, as Kueue does", j.name, j.provisioning_requests));
         }
@@ -383,6 +443,11 @@ impl Report {
             cost_usd: round(cost, 4),
             lower_bound_node_hours: round(lower_bound_node_hours, 4),
             lower_bound_cost_usd: round(lower_bound_cost_usd, 4),
+            interruptions: record.interruptions.len() as u32,
+            work_lost_pod_hours: round(record.work_lost_pod_hours, 4),
+            work_lost_node_hours: round(record.work_lost_node_hours, 4),
+            time_to_restart_seconds: percentiles(record.restart_delays.iter().map(|d| d.as_secs_f64()).collect()),
+            detach_calls: record.detach_calls,
             scale_up_calls: record.scale_up_calls,
             scale_down_calls: record.scale_down_calls,
             give_back_calls: record.give_back_calls,
@@ -395,6 +460,7 @@ impl Report {
             actions_not_done: record.actions_not_done.clone(),
             groups,
             jobs,
+            interrupted_instances: interruption_reports(scenario, record),
             launch_failures,
             overflow,
             planner_events: record.event_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
@@ -451,6 +517,14 @@ impl Report {
                 if g.failed_launches > 0 { format!(", {} failed launches", g.failed_launches) } else { String::new() }
             );
         }
+        if self.interruptions > 0 {
+            let r = &self.time_to_restart_seconds;
+            let _ = writeln!(
+                s,
+                "spot interruptions: {}, {} pods killed, {:.2} pod-h of work lost ({:.2} node-h), restart p50 {:.0}s, p95 {:.0}s; {} detached",
+                self.interruptions, self.pods.killed_by_interruption, self.work_lost_pod_hours, self.work_lost_node_hours, r.p50, r.p95, self.detach_calls
+            );
+        }
         for o in &self.overflow {
             match (&o.next_launch_group, o.delay_seconds) {
                 (Some(next), Some(delay)) => {
@@ -475,6 +549,26 @@ impl Report {
         }
         s
     }
+}
+
+fn interruption_reports(scenario: &Scenario, record: &RunRecord) -> Vec<InterruptionReport> {
+    let detached: BTreeMap<&model::InstanceId, Time> =
+        record.instances.iter().filter_map(|r| r.detached_at.map(|t| (&r.id, t))).collect();
+    record
+        .interruptions
+        .iter()
+        .map(|i: &InterruptionRecord| InterruptionReport {
+            at_seconds: secs(i.at),
+            deadline_seconds: secs(i.deadline),
+            group: scenario.groups[i.group].spec.id.to_string(),
+            instance: i.instance.to_string(),
+            node: i.node.as_ref().map(ToString::to_string),
+            notified: i.notified,
+            detached_at_seconds: detached.get(&i.instance).copied().map(secs),
+            reclaimed: i.reclaimed,
+            pods_killed: i.pods_killed,
+        })
+        .collect()
 }
 
 /// Returns (node-hours, cost, pods that fit no group).

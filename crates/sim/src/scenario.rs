@@ -1192,4 +1192,44 @@ workload:
         let on_demand = catalog::on_demand_price_usd_per_hour("m5.large").unwrap();
         assert!((s.groups[0].price_per_hour - on_demand * SPOT_PRICE_FRACTION).abs() < 1e-12);
     }
+
+    #[test]
+    fn interruptions_parse_on_spot_groups() {
+        let text = MINIMAL.replace(
+            "max: 3}",
+            "max: 3, spot: true, capacity_rebalance: true, interruption_rate_per_hour: 0.5, interruptions: [{at: 1h, count: 1}, {at: 30m, count: 2}]}",
+        );
+        let s = Scenario::from_yaml(&text).unwrap();
+        let g = &s.groups[0];
+        assert!(g.spec.capacity_rebalance);
+        assert_eq!(g.interruption_rate_per_hour, 0.5);
+        let at: Vec<(Time, u32)> = g.interruptions.iter().map(|i| (i.at, i.count)).collect();
+        assert_eq!(at, [(Time::ZERO + Duration::from_secs(1800), 2), (Time::ZERO + Duration::from_secs(3600), 1)], "in time order");
+        // Capacity Rebalancing on an on-demand group is accepted (AWS accepts it) but does nothing.
+        let on_demand = Scenario::from_yaml(&MINIMAL.replace("max: 3}", "max: 3, capacity_rebalance: true}")).unwrap();
+        assert!(on_demand.warnings.iter().any(|w| w.starts_with("node_groups[0] (cpu).capacity_rebalance: has no effect")), "{:?}", on_demand.warnings);
+    }
+
+    #[test]
+    fn bad_interruptions_name_the_field() {
+        let spot = |fields: &str| err(&MINIMAL.replace("max: 3}", &format!("max: 3, spot: true, {fields}}}")));
+        assert_eq!(spot("interruptions: [{at: 10m, count: 0}]"), "node_groups[0] (cpu).interruptions[0].count: must be at least 1");
+        assert_eq!(
+            spot("interruptions: [{at: 10m, count: 1}, {at: 3h, count: 1}]"),
+            "node_groups[0] (cpu).interruptions[1].at: at or after the horizon (2h)"
+        );
+        assert!(spot("interruptions: [{at: soon, count: 1}]").starts_with("node_groups[0] (cpu).interruptions[0].at: invalid duration"));
+        assert_eq!(spot("interruptions: [{at: 10m, count: 4}]"), "node_groups[0] (cpu).interruptions[0].count: 4 is more than the group's max 3");
+        assert_eq!(spot("interruption_rate_per_hour: -1"), "node_groups[0] (cpu).interruption_rate_per_hour: must be zero or more, got -1");
+        // EC2 interrupts only spot instances.
+        assert_eq!(
+            err(&MINIMAL.replace("max: 3}", "max: 3, interruptions: [{at: 10m, count: 1}]}")),
+            "node_groups[0] (cpu).interruptions: only spot instances are interrupted: set spot: true on the group, or remove the field"
+        );
+        assert!(err(&MINIMAL.replace("max: 3}", "max: 3, interruption_rate_per_hour: 1}"))
+            .starts_with("node_groups[0] (cpu).interruption_rate_per_hour: only spot instances are interrupted"));
+        // Unknown fields of an entry are syntax errors naming the field, as everywhere.
+        let e = spot("interruptions: [{at: 10m, count: 1, every: 5m}]");
+        assert!(e.contains("every") && e.contains("line"), "{e}");
+    }
 }
