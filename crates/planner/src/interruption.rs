@@ -248,8 +248,14 @@ impl Planner {
             snapshot.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name) && p.occupies_node() && !p.is_node_infrastructure()).collect()
         });
         let rebalancing = "the group's Capacity Rebalancing launches the replacement".to_owned();
+        let launching = group.instances[ii].state == model::InstanceState::Pending;
         let response = match notice.kind {
             InterruptionKind::SpotInterruption if spec.capacity_rebalance => InterruptionResponse::Fence { why: rebalancing },
+            // EC2 Auto Scaling detaches only InService instances; one still launching
+            // carries no work yet, and its group replaces it.
+            InterruptionKind::SpotInterruption if launching => {
+                InterruptionResponse::Fence { why: "the instance is still launching: its group replaces it".into() }
+            }
             InterruptionKind::SpotInterruption => InterruptionResponse::Replace { detach: true },
             InterruptionKind::RebalanceRecommendation => {
                 let going = node.is_some_and(|n| {

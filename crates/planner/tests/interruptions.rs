@@ -306,3 +306,19 @@ fn a_pod_on_an_interrupted_node_with_room_elsewhere_buys_nothing() {
     assert_eq!(detaches(&actions), 1);
     assert!(World::scale_ups(&actions).is_empty(), "the survivor has room: {actions:?}");
 }
+
+#[test]
+fn a_warning_for_an_instance_still_launching_is_left_to_its_group() {
+    let mut w = World::new(vec![spot("spot-a", 4, 5)]);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("work-0", 3000, 4));
+    let actions = w.step(&mut planner, 1);
+    assert_eq!(World::scale_ups(&actions).len(), 1);
+    let instance = w.groups[0].instances[0].id.clone();
+    assert_eq!(w.groups[0].instances[0].state, InstanceState::Pending);
+    planner.handle_interruption(w.now, InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now));
+    let actions = w.step(&mut planner, 1);
+    assert_eq!(detaches(&actions), 0, "AWS detaches only InService instances: {actions:?}");
+    assert!(World::scale_ups(&actions).is_empty(), "{actions:?}");
+    assert!(matches!(responses(&w).as_slice(), [InterruptionResponse::Fence { .. }]), "{:?}", w.events);
+}
