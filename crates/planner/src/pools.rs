@@ -41,6 +41,11 @@ impl PoolBackoffs {
         };
         // A broken launch template will not heal by itself: back off as long as allowed.
         let duration = if kind == LaunchFailureKind::InvalidConfiguration { self.max } else { duration };
+        self.put(now, pool, kind, duration, message)
+    }
+
+    /// Records a backoff of `duration` from `now`.
+    fn put(&mut self, now: Time, pool: PoolKey, kind: LaunchFailureKind, duration: Duration, message: &str) -> BackoffRecord {
         let record = BackoffRecord {
             pool: pool.clone(),
             kind,
@@ -67,16 +72,7 @@ impl PoolBackoffs {
         if let Some(p) = previous.filter(|p| p.kind != LaunchFailureKind::SpotInterruptions && p.until > now + duration) {
             return p.clone();
         }
-        let record = BackoffRecord {
-            pool: pool.clone(),
-            kind: LaunchFailureKind::SpotInterruptions,
-            until: now + duration,
-            duration_ms: duration.as_millis() as u64,
-            last_failure: now,
-            message: message.to_owned(),
-        };
-        self.entries.insert(pool, record.clone());
-        record
+        self.put(now, pool, LaunchFailureKind::SpotInterruptions, duration, message)
     }
 
     /// The backoff in force for `pool` at `now`.
