@@ -1827,16 +1827,21 @@ async fn spot_interruption(s: &mut Scenario) -> Result<()> {
 }
 
 #[test]
-fn without_the_interruption_queue_the_replacement_is_bought_only_after_the_pods_died() {
+fn with_the_interruption_queue_unreachable_the_replacement_is_bought_only_after_the_pods_died() {
     scenario("spot-interruption-unhandled", |s| Box::pin(spot_interruption_unhandled(s)));
 }
 
-/// The same run as `spot-interruption` with no queue: the baseline its figures are
-/// compared with.
+/// The same run as `spot-interruption` with a queue that cannot be reached: the
+/// baseline its figures are compared with, and the proof that an unreachable queue
+/// only means no interruption handling (a warning, a gauge at 0, `/readyz` passing,
+/// scale-up as ever).
 async fn spot_interruption_unhandled(s: &mut Scenario) -> Result<()> {
     let bridge = s.bridge(Duration::from_secs(3)).await?;
-    let _autoscaler = s.autoscaler("main", &s.options()).await?;
+    let autoscaler = s.autoscaler("main", &s.options().flag("interruption-queue", "us-west-2=http://127.0.0.1:9/123456789012/nowhere")).await?;
     let (old_pod, node, instance) = spot_job(s).await?;
+    ensure!(autoscaler.probe("/readyz").await? == 200, "/readyz passes without the queue");
+    ensure!(!autoscaler.log_lines("interruption queue cannot be read").is_empty(), "the unreachable queue is a warning in the log");
+    ensure!(autoscaler.metrics().await?.sum("batch_autoscaler_interruption_queue_up", &[]) == 0.0, "the gauge says so");
     let warned = Instant::now();
     s.note(&format!("(no queue) EC2 will take {instance} back in {RECLAIM_AFTER:?}"));
     tokio::time::sleep_until((warned + RECLAIM_AFTER).into()).await;
