@@ -21,6 +21,11 @@ enum Step {
     Schedule,
     FinishSome(usize),
     NewPods(u8),
+    /// An interruption notice of some kind for some node's instance.
+    Interrupt(usize, u8),
+    /// EC2 takes an instance back: its node and the pods on it are gone (not the
+    /// planner's doing, so no safety assertion applies to it).
+    Reclaim(usize),
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -31,6 +36,8 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => Just(Step::Schedule),
         2 => (0usize..1000).prop_map(Step::FinishSome),
         1 => (1u8..10).prop_map(Step::NewPods),
+        1 => ((0usize..1000), (0u8..4)).prop_map(|(n, k)| Step::Interrupt(n, k)),
+        1 => (0usize..1000).prop_map(Step::Reclaim),
     ]
 }
 
@@ -114,6 +121,23 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
             if !running.is_empty() {
                 let i = running[seed % running.len()];
                 w.pods[i].phase = PodPhase::Succeeded;
+            }
+        }
+        Step::Interrupt(n, kind) => {
+            if let Some(instance) = (!w.nodes.is_empty()).then(|| w.nodes[n % w.nodes.len()].instance.clone()).flatten() {
+                let kind = [InterruptionKind::SpotInterruption, InterruptionKind::RebalanceRecommendation, InterruptionKind::StateChange, InterruptionKind::ScheduledChange][usize::from(*kind) % 4];
+                p.handle_interruption(w.now, InterruptionNotice::new(instance, kind, w.now));
+            }
+        }
+        Step::Reclaim(n) => {
+            if !w.nodes.is_empty() {
+                let node = w.nodes.remove(n % w.nodes.len());
+                if let Some(instance) = &node.instance {
+                    for g in &mut w.groups {
+                        g.instances.retain(|i| &i.id != instance);
+                    }
+                }
+                w.pods.retain(|p| p.node.as_ref() != Some(&node.name));
             }
         }
         Step::NewPods(n) => {
