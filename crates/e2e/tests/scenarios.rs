@@ -1758,6 +1758,9 @@ async fn spot_interruption(s: &mut Scenario) -> Result<()> {
     let sqs = aws::sqs::SqsClient::connect(&e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions), &model::Region::new(region.as_str())).await;
     let created = sqs.call("CreateQueue", &serde_json::json!({"QueueName": "interruptions"})).await.context("CreateQueue")?;
     let queue_url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    // The fallback once the spot pool has been interrupted too often (least-waste ties
+    // break by name: spot-a is bought first).
+    s.primary().group(&GroupOptions::new("zz-on-demand", "m5.large", 4).boot_delay(SPOT_BOOT_DELAY)).await?;
     let bridge = s.bridge(Duration::from_secs(3)).await?;
     let autoscaler = s.autoscaler("main", &s.options().flag("interruption-queue", "interruptions")).await?;
     let (old_pod, node, instance) = spot_job(s).await?;
@@ -1823,6 +1826,22 @@ async fn spot_interruption(s: &mut Scenario) -> Result<()> {
     ensure!(events.values().filter(|e| e.starts_with("SpotInterruption")).count() >= 2, "Events on the node and the pod: {events:?}");
     let status = s.status_text().await?.unwrap_or_default();
     ensure!(status.contains("interruptions of pool us-west-2/us-west-2a/m5.large/spot: 1"), "status: {status}");
+
+    // A second warning in the same pool within the window: the pool is backed off (the
+    // backoff persisted on the ASG) and the next replacement is bought on-demand.
+    let second = new_node.strip_prefix("ip-").context("bridge node name")?.to_owned();
+    bridge.hold(&second);
+    send(spot_warning(&second, &region)).await?;
+    wait_until("spot-a backed off and the replacement bought on-demand", Duration::from_secs(30), || async {
+        let tags = backoff_tags(s.primary(), "spot-a").await?;
+        let fallback = s.primary().group_report("zz-on-demand").await?;
+        Ok(if !tags.is_empty() && fallback.desired == 1 { Check::Done(()) } else { Check::Waiting(format!("backoff tags {tags:?}, zz-on-demand {fallback:?}")) })
+    })
+    .await?;
+    ensure!(bridge.history("spot-a").iter().all(|h| h.target <= 1), "nothing more bought in the interrupted pool: {:?}", bridge.history("spot-a"));
+    let metrics = autoscaler.metrics().await?;
+    ensure!(metrics.sum("batch_autoscaler_interruptions_total", &[("kind", "spot-interruption")]) == 2.0, "two interruptions counted");
+    ensure!(metrics.sum("batch_autoscaler_pool_backoffs", &[("kind", "spot-interruptions")]) == 1.0, "the pool's backoff is a metric");
     Ok(())
 }
 

@@ -329,6 +329,11 @@ impl Planner {
             }
             let mut sim_node = SimNode::existing(n, &snapshot.pods, &occupants[ni]);
             sim_node.ready = true;
+            if young {
+                // A replacement that has just registered still carries the startup
+                // taints: they mean "not yet", not "never" (as in scale-up).
+                sim_node.taints = std::sync::Arc::new(n.taints.iter().filter(|t| !crate::scaleup::STARTUP_TAINTS.contains(&t.key.as_str())).cloned().collect());
+            }
             let slot = sim.add_node(sim_node);
             slot_node.insert(slot, ni);
         }
@@ -356,7 +361,17 @@ impl Planner {
             }
         }
         for ni in booked {
-            out.nodes[ni].scale_down_disabled = true;
+            // Held for the pods: out of scale-down, and not idle. Its idle time starts
+            // afresh once the booking ends (the pods died and their retries are on the
+            // way), so time spent waiting for them never makes it removable.
+            let node = &mut out.nodes[ni];
+            node.scale_down_disabled = true;
+            self.idle_since.remove(&node.name);
+            self.unneeded_since.remove(&node.name);
+            if node.idle_since.take().is_some() {
+                let id = self.next_id();
+                self.actions.push_back(Action::MarkIdle { id, node: node.name.clone(), since: None });
+            }
         }
     }
 

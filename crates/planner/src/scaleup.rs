@@ -135,7 +135,7 @@ fn place_unit_indexed(sim: &mut PlacementSim<'_>, index: &mut CapacityIndex, cla
 }
 
 /// Taints that only say a node has not finished starting (see `scale_up`).
-const STARTUP_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized"];
+pub(crate) const STARTUP_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized"];
 
 /// One group's answer to the remaining pods.
 struct GroupOption {

@@ -322,3 +322,45 @@ fn a_warning_for_an_instance_still_launching_is_left_to_its_group() {
     assert!(World::scale_ups(&actions).is_empty(), "{actions:?}");
     assert!(matches!(responses(&w).as_slice(), [InterruptionResponse::Fence { .. }]), "{:?}", w.events);
 }
+
+/// Found end to end: the replacement registered (not Ready yet, so with the startup
+/// taint) and was marked idle before the booking held it; once EC2 took the old
+/// instance, the idle time already spent made it removable before the Job's retry pod
+/// (10 s later) arrived, and a second node had to be bought.
+#[test]
+fn the_replacement_is_not_removed_while_the_killed_pods_retry_is_on_its_way() {
+    let (mut w, mut planner) = running_one_job(spot("spot-a", 4, 5));
+    let warned = notice(&w, InterruptionKind::SpotInterruption);
+    let doomed = warned.instance.clone();
+    planner.handle_interruption(w.now, warned);
+    w.step(&mut planner, 1);
+    // The replacement registers, not Ready yet, with the lifecycle controller's taint.
+    w.register_all();
+    let fresh = w.nodes.iter().position(|n| n.instance.as_ref() != Some(&doomed)).unwrap();
+    w.nodes[fresh].ready = false;
+    w.nodes[fresh].taints.push(Taint::new("node.kubernetes.io/not-ready", "", TaintEffect::NoSchedule));
+    let actions = w.step(&mut planner, 1);
+    assert!(World::scale_ups(&actions).is_empty(), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::MarkIdle { since: Some(_), .. })),
+        "the booked replacement is not idle: {actions:?}"
+    );
+    w.nodes[fresh].ready = true;
+    w.nodes[fresh].taints.clear();
+    let fresh_name = w.nodes[fresh].name.clone();
+    for _ in 0..3 {
+        let actions = w.step(&mut planner, 60);
+        assert!(!actions.iter().any(|a| matches!(a, Action::MarkIdle { since: Some(_), .. } | Action::VerifyRemoval { .. })), "{actions:?}");
+    }
+    // EC2 takes the instance; the Job's retry comes after its backoff.
+    reclaim(&mut w, &doomed, "work-0-retry");
+    let retry = w.pods.pop().unwrap();
+    let actions = w.step(&mut planner, 10);
+    assert!(!actions.iter().any(|a| matches!(a, Action::RetireNode { .. } | Action::VerifyRemoval { .. } | Action::TerminateInstance { .. })), "{actions:?}");
+    w.pods.push(retry);
+    let actions = w.step(&mut planner, 10);
+    assert!(World::scale_ups(&actions).is_empty(), "bought once: {actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::RetireNode { .. } | Action::VerifyRemoval { .. })), "{actions:?}");
+    w.schedule();
+    assert!(w.pods.iter().any(|p| p.key.name == "work-0-retry" && p.node.as_ref() == Some(&fresh_name)));
+}
