@@ -116,11 +116,6 @@ impl Planner {
             .collect()
     }
 
-    /// Whether an instance has an interruption notice being acted on.
-    pub fn is_interrupted(&self, instance: &InstanceId) -> bool {
-        self.interruptions.tracked.get(instance).is_some_and(|t| !matches!(t.response, Some(InterruptionResponse::Nothing { .. })))
-    }
-
     /// Decides and carries out the response to new notices, and returns the snapshot
     /// the rest of the pass plans on (the module docs say what changes in it).
     pub(crate) fn prepare_interruptions(&mut self, now: Time, snapshot: &ClusterSnapshot) -> Option<ClusterSnapshot> {

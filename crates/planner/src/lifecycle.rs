@@ -149,7 +149,9 @@ impl Planner {
             return;
         }
         if self.interruption_outcome(&action, &outcome) {
-            self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message: format!("{outcome:?}") });
+            if let Outcome::Retry { message } | Outcome::Failed { message } = outcome {
+                self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message });
+            }
             return;
         }
         match outcome {
