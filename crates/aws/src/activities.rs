@@ -55,7 +55,11 @@ pub fn classify(message: &str) -> LaunchFailureKind {
         || (has("spot") && has("limit"))
     {
         LaunchFailureKind::SpotLimit
-    } else if has("volumelimitexceeded") || has("volume limit exceeded") || has("maximum number of volumes") || has("storage limit") {
+    } else if has("volumelimitexceeded")
+        || has("volume limit exceeded")
+        || has("maximum number of volumes")
+        || has("storage limit")
+    {
         LaunchFailureKind::VolumeLimit
     } else if has("instancelimitexceeded")
         || has("vcpulimitexceeded")
@@ -93,7 +97,11 @@ pub fn classify(message: &str) -> LaunchFailureKind {
 /// The zone named in an activity's `Details` JSON (`"Availability Zone"`).
 pub fn zone_from_details(details: &str) -> Option<Zone> {
     let value: serde_json::Value = serde_json::from_str(details).ok()?;
-    value.get("Availability Zone").and_then(|z| z.as_str()).filter(|z| !z.is_empty()).map(Zone::new)
+    value
+        .get("Availability Zone")
+        .and_then(|z| z.as_str())
+        .filter(|z| !z.is_empty())
+        .map(Zone::new)
 }
 
 /// What one read of a group's activities found.
@@ -110,11 +118,20 @@ pub struct ActivityScan {
 /// failures since `now_ms - FIRST_LOOK_BACK_MS` count. `reported` holds ids already
 /// reported by this process (an unfinished earlier activity can hold the marker back
 /// over a failure that was already reported).
-pub fn scan(activities: &[ActivityView], marker_ms: Option<u64>, now_ms: u64, reported: &BTreeSet<String>) -> ActivityScan {
+pub fn scan(
+    activities: &[ActivityView],
+    marker_ms: Option<u64>,
+    now_ms: u64,
+    reported: &BTreeSet<String>,
+) -> ActivityScan {
     let cutoff = marker_ms.unwrap_or_else(|| now_ms.saturating_sub(FIRST_LOOK_BACK_MS));
     let mut after: Vec<&ActivityView> = activities.iter().filter(|a| a.start_ms > cutoff).collect();
     after.sort_by(|a, b| (a.start_ms, &a.id).cmp(&(b.start_ms, &b.id)));
-    let failed = after.iter().filter(|a| a.failed() && !reported.contains(&a.id)).map(|a| (*a).clone()).collect();
+    let failed = after
+        .iter()
+        .filter(|a| a.failed() && !reported.contains(&a.id))
+        .map(|a| (*a).clone())
+        .collect();
     // Advance over whole timestamps whose activities have all finished.
     let mut by_start: BTreeMap<u64, bool> = BTreeMap::new();
     for activity in &after {
@@ -128,7 +145,10 @@ pub fn scan(activities: &[ActivityView], marker_ms: Option<u64>, now_ms: u64, re
         }
         marker = start;
     }
-    ActivityScan { failed, marker_ms: marker }
+    ActivityScan {
+        failed,
+        marker_ms: marker,
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +195,13 @@ mod tests {
     }
 
     fn activity(id: &str, start_ms: u64, status: &str) -> ActivityView {
-        ActivityView { id: id.into(), start_ms, status: status.into(), message: "Insufficient capacity.".into(), zone: None }
+        ActivityView {
+            id: id.into(),
+            start_ms,
+            status: status.into(),
+            message: "Insufficient capacity.".into(),
+            zone: None,
+        }
     }
 
     #[test]
@@ -188,16 +214,44 @@ mod tests {
         let b = activity("b", now - 500, "InProgress");
         let c = activity("c", now - 100, "Failed");
         let first = scan(&[c.clone(), b.clone(), a.clone(), old], None, now, &none);
-        assert_eq!(first.failed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
-        assert_eq!(first.marker_ms, a.start_ms, "held back by the unfinished activity");
+        assert_eq!(
+            first
+                .failed
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        assert_eq!(
+            first.marker_ms, a.start_ms,
+            "held back by the unfinished activity"
+        );
         // The process remembers what it reported; b then fails.
         let reported: BTreeSet<String> = ["a".to_owned(), "c".to_owned()].into();
         let b_failed = activity("b", b.start_ms, "Failed");
-        let second = scan(&[c.clone(), b_failed, a.clone()], Some(first.marker_ms), now, &reported);
-        assert_eq!(second.failed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["b"], "not lost");
+        let second = scan(
+            &[c.clone(), b_failed, a.clone()],
+            Some(first.marker_ms),
+            now,
+            &reported,
+        );
+        assert_eq!(
+            second
+                .failed
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"],
+            "not lost"
+        );
         assert_eq!(second.marker_ms, c.start_ms);
         // A restart (empty memory) with the persisted marker replays nothing.
-        let third = scan(&[c, activity("b", b.start_ms, "Failed"), a], Some(second.marker_ms), now, &none);
+        let third = scan(
+            &[c, activity("b", b.start_ms, "Failed"), a],
+            Some(second.marker_ms),
+            now,
+            &none,
+        );
         assert!(third.failed.is_empty());
         assert_eq!(third.marker_ms, second.marker_ms);
     }
@@ -211,13 +265,24 @@ mod tests {
 
     #[test]
     fn ties_on_start_time_hold_the_marker() {
-        let scan = scan(&[activity("x", 10, "Successful"), activity("y", 10, "InProgress")], Some(1), 20, &BTreeSet::new());
+        let scan = scan(
+            &[
+                activity("x", 10, "Successful"),
+                activity("y", 10, "InProgress"),
+            ],
+            Some(1),
+            20,
+            &BTreeSet::new(),
+        );
         assert_eq!(scan.marker_ms, 1);
     }
 
     #[test]
     fn zones_come_from_details() {
-        assert_eq!(zone_from_details(r#"{"Subnet ID":"subnet-1","Availability Zone":"us-east-1d"}"#), Some(Zone::new("us-east-1d")));
+        assert_eq!(
+            zone_from_details(r#"{"Subnet ID":"subnet-1","Availability Zone":"us-east-1d"}"#),
+            Some(Zone::new("us-east-1d"))
+        );
         assert_eq!(zone_from_details("{}"), None);
         assert_eq!(zone_from_details("not json"), None);
     }

@@ -73,7 +73,10 @@ fn lifecycle(state: Option<&LifecycleState>) -> InstanceState {
     let text = state.map(|s| s.as_str()).unwrap_or("");
     if text.starts_with("Pending") || text.starts_with("Warmed:Pending") {
         InstanceState::Pending
-    } else if text.starts_with("Terminat") || text.starts_with("Detach") || text.starts_with("Warmed:Terminat") {
+    } else if text.starts_with("Terminat")
+        || text.starts_with("Detach")
+        || text.starts_with("Warmed:Terminat")
+    {
         InstanceState::Terminating
     } else {
         InstanceState::InService
@@ -93,7 +96,11 @@ impl Asg {
     /// the field is optional in the model).
     pub(crate) fn from_sdk(group: &AutoScalingGroup) -> Option<Self> {
         let name = group.auto_scaling_group_name()?.to_owned();
-        let tags = group.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned()))).collect();
+        let tags = group
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+            .collect();
         let instances = group
             .instances()
             .iter()
@@ -110,11 +117,22 @@ impl Asg {
             let overrides = template.map(|t| t.overrides()).unwrap_or_default();
             let distribution = policy.instances_distribution();
             MixedPolicy {
-                template: template.and_then(|t| t.launch_template_specification()).map(template_ref),
-                override_types: overrides.iter().filter_map(|o| o.instance_type().map(str::to_owned)).collect(),
-                has_instance_requirements: overrides.iter().any(|o| o.instance_requirements().is_some()),
-                on_demand_base: distribution.and_then(|d| d.on_demand_base_capacity()).unwrap_or(0),
-                on_demand_percentage_above_base: distribution.and_then(|d| d.on_demand_percentage_above_base_capacity()).unwrap_or(100),
+                template: template
+                    .and_then(|t| t.launch_template_specification())
+                    .map(template_ref),
+                override_types: overrides
+                    .iter()
+                    .filter_map(|o| o.instance_type().map(str::to_owned))
+                    .collect(),
+                has_instance_requirements: overrides
+                    .iter()
+                    .any(|o| o.instance_requirements().is_some()),
+                on_demand_base: distribution
+                    .and_then(|d| d.on_demand_base_capacity())
+                    .unwrap_or(0),
+                on_demand_percentage_above_base: distribution
+                    .and_then(|d| d.on_demand_percentage_above_base_capacity())
+                    .unwrap_or(100),
             }
         });
         Some(Self {
@@ -123,12 +141,18 @@ impl Asg {
             min_size: non_negative(group.min_size()),
             max_size: non_negative(group.max_size()),
             desired: non_negative(group.desired_capacity()),
-            zones: group.availability_zones().iter().map(|z| Zone::new(z.as_str())).collect(),
+            zones: group
+                .availability_zones()
+                .iter()
+                .map(|z| Zone::new(z.as_str()))
+                .collect(),
             instances,
             launch_configuration: group.launch_configuration_name().map(str::to_owned),
             launch_template: group.launch_template().map(template_ref),
             mixed,
-            protected_from_scale_in: group.new_instances_protected_from_scale_in().unwrap_or(false),
+            protected_from_scale_in: group
+                .new_instances_protected_from_scale_in()
+                .unwrap_or(false),
             capacity_rebalance: group.capacity_rebalance().unwrap_or(false),
         })
     }
@@ -146,30 +170,50 @@ pub(crate) enum Query {
 }
 
 /// DescribeAutoScalingGroups for one query, every page.
-pub(crate) async fn describe_groups(clients: &RegionClients, query: &Query) -> Result<Vec<Asg>, AwsError> {
+pub(crate) async fn describe_groups(
+    clients: &RegionClients,
+    query: &Query,
+) -> Result<Vec<Asg>, AwsError> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut request = clients.autoscaling.describe_auto_scaling_groups().max_records(PAGE_SIZE).set_next_token(token.clone());
+        let mut request = clients
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .max_records(PAGE_SIZE)
+            .set_next_token(token.clone());
         request = match query {
-            Query::TagValue(key, value) => request.filters(Filter::builder().name(format!("tag:{key}")).values(value).build()),
-            Query::TagKey(key) => request.filters(Filter::builder().name("tag-key").values(key).build()),
+            Query::TagValue(key, value) => request.filters(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(value)
+                    .build(),
+            ),
+            Query::TagKey(key) => {
+                request.filters(Filter::builder().name("tag-key").values(key).build())
+            }
             Query::Names(names) => request.set_auto_scaling_group_names(Some(names.clone())),
         };
-        let page = request
-            .send()
-            .await
-            .map_err(|e| from_sdk(&clients.region, "DescribeAutoScalingGroups", e, || format!("Auto Scaling groups ({query:?})")))?;
+        let page = request.send().await.map_err(|e| {
+            from_sdk(&clients.region, "DescribeAutoScalingGroups", e, || {
+                format!("Auto Scaling groups ({query:?})")
+            })
+        })?;
         out.extend(page.auto_scaling_groups().iter().filter_map(Asg::from_sdk));
         match page.next_token() {
-            Some(next) if !next.is_empty() && Some(next) != token.as_deref() => token = Some(next.to_owned()),
+            Some(next) if !next.is_empty() && Some(next) != token.as_deref() => {
+                token = Some(next.to_owned())
+            }
             _ => return Ok(out),
         }
     }
 }
 
 /// DescribeAutoScalingGroups for one group by name.
-pub(crate) async fn describe_group(clients: &RegionClients, name: &str) -> Result<Option<Asg>, AwsError> {
+pub(crate) async fn describe_group(
+    clients: &RegionClients,
+    name: &str,
+) -> Result<Option<Asg>, AwsError> {
     let groups = describe_groups(clients, &Query::Names(vec![name.to_owned()])).await?;
     Ok(groups.into_iter().find(|g| g.name == name))
 }
@@ -197,20 +241,29 @@ pub(crate) async fn describe_launch_configurations(
             .set_next_token(token.clone())
             .send()
             .await
-            .map_err(|e| from_sdk(&clients.region, "DescribeLaunchConfigurations", e, || format!("launch configurations {names:?}")))?;
+            .map_err(|e| {
+                from_sdk(&clients.region, "DescribeLaunchConfigurations", e, || {
+                    format!("launch configurations {names:?}")
+                })
+            })?;
         for lc in page.launch_configurations() {
             if let Some(name) = lc.launch_configuration_name() {
                 out.insert(
                     name.to_owned(),
                     LaunchConfigurationInfo {
-                        instance_type: lc.instance_type().map(str::to_owned).filter(|t| !t.is_empty()),
+                        instance_type: lc
+                            .instance_type()
+                            .map(str::to_owned)
+                            .filter(|t| !t.is_empty()),
                         spot: lc.spot_price().is_some_and(|p| !p.is_empty()),
                     },
                 );
             }
         }
         match page.next_token() {
-            Some(next) if !next.is_empty() && Some(next) != token.as_deref() => token = Some(next.to_owned()),
+            Some(next) if !next.is_empty() && Some(next) != token.as_deref() => {
+                token = Some(next.to_owned())
+            }
             _ => return Ok(out),
         }
     }
@@ -218,7 +271,11 @@ pub(crate) async fn describe_launch_configurations(
 
 /// DescribeScalingActivities of one group, newest first, until an activity at or
 /// before `cutoff_ms` is seen (or [`MAX_ACTIVITY_PAGES`] pages).
-pub(crate) async fn describe_activities(clients: &RegionClients, group: &str, cutoff_ms: u64) -> Result<Vec<ActivityView>, AwsError> {
+pub(crate) async fn describe_activities(
+    clients: &RegionClients,
+    group: &str,
+    cutoff_ms: u64,
+) -> Result<Vec<ActivityView>, AwsError> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..MAX_ACTIVITY_PAGES {
@@ -230,22 +287,41 @@ pub(crate) async fn describe_activities(clients: &RegionClients, group: &str, cu
             .set_next_token(token.clone())
             .send()
             .await
-            .map_err(|e| from_sdk(&clients.region, "DescribeScalingActivities", e, || format!("Auto Scaling group {group}")))?;
+            .map_err(|e| {
+                from_sdk(&clients.region, "DescribeScalingActivities", e, || {
+                    format!("Auto Scaling group {group}")
+                })
+            })?;
         let mut reached_cutoff = false;
         for activity in page.activities() {
-            let Some(id) = activity.activity_id() else { continue };
-            let start_ms = activity.start_time().and_then(|t| t.to_millis().ok()).unwrap_or(0).max(0) as u64;
+            let Some(id) = activity.activity_id() else {
+                continue;
+            };
+            let start_ms = activity
+                .start_time()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0)
+                .max(0) as u64;
             reached_cutoff |= start_ms <= cutoff_ms;
             out.push(ActivityView {
                 id: id.to_owned(),
                 start_ms,
-                status: activity.status_code().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                message: activity.status_message().or(activity.description()).unwrap_or("").to_owned(),
+                status: activity
+                    .status_code()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                message: activity
+                    .status_message()
+                    .or(activity.description())
+                    .unwrap_or("")
+                    .to_owned(),
                 zone: activity.details().and_then(zone_from_details),
             });
         }
         match page.next_token() {
-            Some(next) if !reached_cutoff && !next.is_empty() && Some(next) != token.as_deref() => token = Some(next.to_owned()),
+            Some(next) if !reached_cutoff && !next.is_empty() && Some(next) != token.as_deref() => {
+                token = Some(next.to_owned())
+            }
             _ => break,
         }
     }
@@ -253,7 +329,10 @@ pub(crate) async fn describe_activities(clients: &RegionClients, group: &str, cu
 }
 
 /// CreateOrUpdateTags on groups (never propagated to instances).
-pub(crate) async fn put_tags(clients: &RegionClients, tags: &[(String, String, String)]) -> Result<(), AwsError> {
+pub(crate) async fn put_tags(
+    clients: &RegionClients,
+    tags: &[(String, String, String)],
+) -> Result<(), AwsError> {
     if tags.is_empty() {
         return Ok(());
     }
@@ -268,16 +347,26 @@ pub(crate) async fn put_tags(clients: &RegionClients, tags: &[(String, String, S
             .build();
         request = request.tags(tag);
     }
-    request
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| from_sdk(&clients.region, "CreateOrUpdateTags", e, || format!("tags of {:?}", tags.iter().map(|t| &t.0).collect::<Vec<_>>())))
+    request.send().await.map(|_| ()).map_err(|e| {
+        from_sdk(&clients.region, "CreateOrUpdateTags", e, || {
+            format!(
+                "tags of {:?}",
+                tags.iter().map(|t| &t.0).collect::<Vec<_>>()
+            )
+        })
+    })
 }
 
 /// SetDesiredCapacity with HonorCooldown=false.
-pub(crate) async fn set_desired_capacity(clients: &RegionClients, group: &str, desired: u32) -> Result<(), AwsError> {
-    let desired = i32::try_from(desired).map_err(|_| AwsError::Rejected { operation: "SetDesiredCapacity", message: format!("desired capacity {desired} is too large") })?;
+pub(crate) async fn set_desired_capacity(
+    clients: &RegionClients,
+    group: &str,
+    desired: u32,
+) -> Result<(), AwsError> {
+    let desired = i32::try_from(desired).map_err(|_| AwsError::Rejected {
+        operation: "SetDesiredCapacity",
+        message: format!("desired capacity {desired} is too large"),
+    })?;
     clients
         .autoscaling
         .set_desired_capacity()
@@ -287,14 +376,22 @@ pub(crate) async fn set_desired_capacity(clients: &RegionClients, group: &str, d
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| from_sdk(&clients.region, "SetDesiredCapacity", e, || format!("Auto Scaling group {group}")))
+        .map_err(|e| {
+            from_sdk(&clients.region, "SetDesiredCapacity", e, || {
+                format!("Auto Scaling group {group}")
+            })
+        })
 }
 
 /// TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity=true.
 /// DetachInstances of one instance, decrementing the desired capacity: the instance
 /// keeps running outside the group (until EC2 takes it back), and the group does not
 /// replace it.
-pub(crate) async fn detach_instance(clients: &RegionClients, group: &str, instance: &InstanceId) -> Result<(), AwsError> {
+pub(crate) async fn detach_instance(
+    clients: &RegionClients,
+    group: &str,
+    instance: &InstanceId,
+) -> Result<(), AwsError> {
     clients
         .autoscaling
         .detach_instances()
@@ -304,10 +401,17 @@ pub(crate) async fn detach_instance(clients: &RegionClients, group: &str, instan
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| from_sdk(&clients.region, "DetachInstances", e, || format!("instance {instance} of {group}")))
+        .map_err(|e| {
+            from_sdk(&clients.region, "DetachInstances", e, || {
+                format!("instance {instance} of {group}")
+            })
+        })
 }
 
-pub(crate) async fn terminate_instance(clients: &RegionClients, instance: &InstanceId) -> Result<(), AwsError> {
+pub(crate) async fn terminate_instance(
+    clients: &RegionClients,
+    instance: &InstanceId,
+) -> Result<(), AwsError> {
     clients
         .autoscaling
         .terminate_instance_in_auto_scaling_group()
@@ -316,5 +420,12 @@ pub(crate) async fn terminate_instance(clients: &RegionClients, instance: &Insta
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| from_sdk(&clients.region, "TerminateInstanceInAutoScalingGroup", e, || format!("instance {instance}")))
+        .map_err(|e| {
+            from_sdk(
+                &clients.region,
+                "TerminateInstanceInAutoScalingGroup",
+                e,
+                || format!("instance {instance}"),
+            )
+        })
 }

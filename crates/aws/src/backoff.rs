@@ -14,7 +14,12 @@ const MAX_TAG_VALUE: usize = 256;
 
 /// The tag key of a pool's backoff.
 pub fn tag_key(pool: &PoolKey) -> String {
-    format!("{TAG_BACKOFF_PREFIX}{}/{}/{}", pool.zone, pool.instance_type, purchase_str(pool.purchase))
+    format!(
+        "{TAG_BACKOFF_PREFIX}{}/{}/{}",
+        pool.zone,
+        pool.instance_type,
+        purchase_str(pool.purchase)
+    )
 }
 
 fn purchase_str(purchase: PurchaseOption) -> &'static str {
@@ -26,7 +31,17 @@ fn purchase_str(purchase: PurchaseOption) -> &'static str {
 
 fn kind_from_str(text: &str) -> Option<LaunchFailureKind> {
     use LaunchFailureKind::*;
-    [InsufficientCapacity, Quota, SpotLimit, VolumeLimit, InvalidConfiguration, LaunchTimeout, Other].into_iter().find(|k| k.as_str() == text)
+    [
+        InsufficientCapacity,
+        Quota,
+        SpotLimit,
+        VolumeLimit,
+        InvalidConfiguration,
+        LaunchTimeout,
+        Other,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == text)
 }
 
 /// The tag value of a record (the message is shortened and reduced to the characters
@@ -43,7 +58,13 @@ pub fn tag_value(record: &BackoffRecord) -> String {
     let message: String = record
         .message
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c) { c } else { ' ' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
         .take(room)
         .collect();
     format!("{head}{}", message.trim_end())
@@ -79,7 +100,12 @@ pub fn parse_tag(region: &Region, key: &str, value: &str) -> Option<BackoffRecor
         }
     }
     Some(BackoffRecord {
-        pool: PoolKey { region: region.clone(), zone: Zone::new(zone), instance_type: InstanceTypeName::new(instance_type), purchase },
+        pool: PoolKey {
+            region: region.clone(),
+            zone: Zone::new(zone),
+            instance_type: InstanceTypeName::new(instance_type),
+            purchase,
+        },
         kind: kind?,
         until: Time::from_millis(until?),
         duration_ms: duration?,
@@ -128,11 +154,23 @@ mod tests {
         assert_eq!(back.until, r.until);
         let region = Region::new("r");
         for (key, value) in [
-            ("batch-autoscaler.io/backoff/z/t/reserved", "until=1 duration=1 last=1 kind=quota msg="),
-            ("batch-autoscaler.io/backoff/z/t/spot", "until=x duration=1 last=1 kind=quota msg="),
-            ("batch-autoscaler.io/backoff/z/t/spot", "until=1 duration=1 last=1 kind=nope msg="),
+            (
+                "batch-autoscaler.io/backoff/z/t/reserved",
+                "until=1 duration=1 last=1 kind=quota msg=",
+            ),
+            (
+                "batch-autoscaler.io/backoff/z/t/spot",
+                "until=x duration=1 last=1 kind=quota msg=",
+            ),
+            (
+                "batch-autoscaler.io/backoff/z/t/spot",
+                "until=1 duration=1 last=1 kind=nope msg=",
+            ),
             ("batch-autoscaler.io/backoff/z/t/spot", "garbage"),
-            ("batch-autoscaler.io/backoff//t/spot", "until=1 duration=1 last=1 kind=quota msg="),
+            (
+                "batch-autoscaler.io/backoff//t/spot",
+                "until=1 duration=1 last=1 kind=quota msg=",
+            ),
             ("Name", "x"),
         ] {
             assert_eq!(parse_tag(&region, key, value), None, "{key}={value}");

@@ -27,7 +27,9 @@ pub(crate) struct RegionClients {
 /// work through it too. Public so test fixtures build their SDK clients alike.
 pub fn sdk_http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https()
 }
 
@@ -59,7 +61,12 @@ pub(crate) async fn connect(config: &AwsConfig) -> Vec<RegionClients> {
         if let Some(url) = &config.endpoint_url {
             loader = loader.endpoint_url(url.clone());
         }
-        if let Credentials::Static { access_key_id, secret_access_key, session_token } = &config.credentials {
+        if let Credentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } = &config.credentials
+        {
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
                 access_key_id.clone(),
                 secret_access_key.clone(),
@@ -71,8 +78,19 @@ pub(crate) async fn connect(config: &AwsConfig) -> Vec<RegionClients> {
         let sdk = loader.load().await;
         let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
         let ec2_endpoint = crate::signed::endpoint("ec2", region, config.endpoint_url.as_deref());
-        let ec2 = Ec2Client::new(region.clone(), ec2_endpoint, sdk.credentials_provider(), ec2_http.clone(), config.retry.clone());
-        out.push(RegionClients { region: region.clone(), rank: rank as u32, autoscaling, ec2 });
+        let ec2 = Ec2Client::new(
+            region.clone(),
+            ec2_endpoint,
+            sdk.credentials_provider(),
+            ec2_http.clone(),
+            config.retry.clone(),
+        );
+        out.push(RegionClients {
+            region: region.clone(),
+            rank: rank as u32,
+            autoscaling,
+            ec2,
+        });
     }
     out
 }

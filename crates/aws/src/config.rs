@@ -62,21 +62,39 @@ pub enum Credentials {
     /// `--use-aws-iam-role` means this too (accepted as a no-op alias).
     DefaultChain,
     /// The seed's `--aws-access-key` / `--aws-secret-key`.
-    Static { access_key_id: String, secret_access_key: String, session_token: Option<String> },
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
 }
 
 impl Credentials {
     /// Explicit keys when both are given (flags, or `AWS_ACCESS_KEY_ID` /
     /// `AWS_SECRET_ACCESS_KEY` read by the caller), the default chain otherwise.
     /// One key without the other is an error, not a silent fallback.
-    pub fn from_keys(access_key_id: Option<String>, secret_access_key: Option<String>) -> Result<Self, ConfigError> {
-        match (access_key_id.filter(|k| !k.is_empty()), secret_access_key.filter(|k| !k.is_empty())) {
-            (Some(access_key_id), Some(secret_access_key)) => {
-                Ok(Self::Static { access_key_id, secret_access_key, session_token: None })
-            }
+    pub fn from_keys(
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        match (
+            access_key_id.filter(|k| !k.is_empty()),
+            secret_access_key.filter(|k| !k.is_empty()),
+        ) {
+            (Some(access_key_id), Some(secret_access_key)) => Ok(Self::Static {
+                access_key_id,
+                secret_access_key,
+                session_token: None,
+            }),
             (None, None) => Ok(Self::DefaultChain),
-            (Some(_), None) => Err(ConfigError::new("aws-secret-key", "an access key was given without a secret key")),
-            (None, Some(_)) => Err(ConfigError::new("aws-access-key", "a secret key was given without an access key")),
+            (Some(_), None) => Err(ConfigError::new(
+                "aws-secret-key",
+                "an access key was given without a secret key",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "aws-access-key",
+                "a secret key was given without an access key",
+            )),
         }
     }
 }
@@ -85,13 +103,20 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::DefaultChain => f.write_str("DefaultChain"),
-            Self::Static { access_key_id, session_token, .. } => {
+            Self::Static {
+                access_key_id,
+                session_token,
+                ..
+            } => {
                 // The access key id is not a secret (it shows in CloudTrail); the
                 // secret key and the session token are.
                 f.debug_struct("Static")
                     .field("access_key_id", access_key_id)
                     .field("secret_access_key", &"<redacted>")
-                    .field("session_token", &session_token.as_ref().map(|_| "<redacted>"))
+                    .field(
+                        "session_token",
+                        &session_token.as_ref().map(|_| "<redacted>"),
+                    )
                     .finish()
             }
         }
@@ -156,20 +181,34 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
 /// Parses CA's `--nodes` value `<min>:<max>:<asg-name>`. The name may itself contain
 /// colons (ASG names may); min and max may not.
 pub fn parse_static_group(text: &str) -> Result<StaticGroup, ConfigError> {
-    let bad = |message: String| ConfigError::new("nodes", format!("{message} in {text:?} (expected <min>:<max>:<asg-name>, e.g. 1:10:my-asg)"));
+    let bad = |message: String| {
+        ConfigError::new(
+            "nodes",
+            format!("{message} in {text:?} (expected <min>:<max>:<asg-name>, e.g. 1:10:my-asg)"),
+        )
+    };
     let mut parts = text.splitn(3, ':');
     let (Some(min), Some(max), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad("missing parts".into()));
     };
-    let min: u32 = min.trim().parse().map_err(|_| bad(format!("min {min:?} is not a whole number")))?;
-    let max: u32 = max.trim().parse().map_err(|_| bad(format!("max {max:?} is not a whole number")))?;
+    let min: u32 = min
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("min {min:?} is not a whole number")))?;
+    let max: u32 = max
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("max {max:?} is not a whole number")))?;
     if min > max {
         return Err(bad(format!("min {min} is greater than max {max}")));
     }
@@ -180,7 +219,11 @@ pub fn parse_static_group(text: &str) -> Result<StaticGroup, ConfigError> {
     if name.chars().count() > 255 {
         return Err(bad("the ASG name is longer than 255 characters".into()));
     }
-    Ok(StaticGroup { min, max, name: name.to_owned() })
+    Ok(StaticGroup {
+        min,
+        max,
+        name: name.to_owned(),
+    })
 }
 
 /// One `--node-group-auto-discovery` spec: every listed tag must be present (with the
@@ -193,24 +236,36 @@ pub struct AutoDiscoverySpec {
 impl AutoDiscoverySpec {
     /// Whether an ASG with these tags matches.
     pub fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
-        self.tags.iter().all(|(key, value)| match (tags.get(key), value) {
-            (Some(_), None) => true,
-            (Some(have), Some(want)) => have == want,
-            (None, _) => false,
-        })
+        self.tags
+            .iter()
+            .all(|(key, value)| match (tags.get(key), value) {
+                (Some(_), None) => true,
+                (Some(have), Some(want)) => have == want,
+                (None, _) => false,
+            })
     }
 }
 
 /// Parses CA's `asg:tag=<key>[=<value>][,<key>[=<value>]...]`.
 pub fn parse_auto_discovery(text: &str) -> Result<AutoDiscoverySpec, ConfigError> {
     let bad = |message: String| {
-        ConfigError::new("node-group-auto-discovery", format!("{message} in {text:?} (expected asg:tag=<key>[=<value>],...)"))
+        ConfigError::new(
+            "node-group-auto-discovery",
+            format!("{message} in {text:?} (expected asg:tag=<key>[=<value>],...)"),
+        )
     };
-    let (kind, rest) = text.split_once(':').ok_or_else(|| bad("missing the \"asg:\" prefix".into()))?;
+    let (kind, rest) = text
+        .split_once(':')
+        .ok_or_else(|| bad("missing the \"asg:\" prefix".into()))?;
     if kind.trim() != "asg" {
-        return Err(bad(format!("unsupported discoverer {kind:?} (only \"asg\")")));
+        return Err(bad(format!(
+            "unsupported discoverer {kind:?} (only \"asg\")"
+        )));
     }
-    let list = rest.trim().strip_prefix("tag=").ok_or_else(|| bad(format!("{rest:?} does not start with \"tag=\"")))?;
+    let list = rest
+        .trim()
+        .strip_prefix("tag=")
+        .ok_or_else(|| bad(format!("{rest:?} does not start with \"tag=\"")))?;
     let mut tags = Vec::new();
     for item in list.split(',') {
         let (key, value) = match item.split_once('=') {
@@ -231,7 +286,14 @@ mod tests {
 
     #[test]
     fn static_groups_parse_like_cluster_autoscaler() {
-        assert_eq!(parse_static_group("1:10:my-asg").unwrap(), StaticGroup { min: 1, max: 10, name: "my-asg".into() });
+        assert_eq!(
+            parse_static_group("1:10:my-asg").unwrap(),
+            StaticGroup {
+                min: 1,
+                max: 10,
+                name: "my-asg".into()
+            }
+        );
         assert_eq!(parse_static_group("0:3:odd:name").unwrap().name, "odd:name");
         for (bad, part) in [
             ("x:10:a", "min \"x\""),
@@ -249,9 +311,13 @@ mod tests {
 
     #[test]
     fn auto_discovery_specs_parse_and_match() {
-        let spec = parse_auto_discovery("asg:tag=k8s.io/cluster-autoscaler/enabled,team=batch").unwrap();
+        let spec =
+            parse_auto_discovery("asg:tag=k8s.io/cluster-autoscaler/enabled,team=batch").unwrap();
         let mut tags = BTreeMap::new();
-        tags.insert("k8s.io/cluster-autoscaler/enabled".to_owned(), "true".to_owned());
+        tags.insert(
+            "k8s.io/cluster-autoscaler/enabled".to_owned(),
+            "true".to_owned(),
+        );
         assert!(!spec.matches(&tags));
         tags.insert("team".to_owned(), "web".to_owned());
         assert!(!spec.matches(&tags));
@@ -264,7 +330,11 @@ mod tests {
 
     #[test]
     fn debug_never_shows_secrets() {
-        let credentials = Credentials::from_keys(Some("AKIDEXAMPLE".into()), Some("wJalrXUtnFEMI/K7MDENG".into())).unwrap();
+        let credentials = Credentials::from_keys(
+            Some("AKIDEXAMPLE".into()),
+            Some("wJalrXUtnFEMI/K7MDENG".into()),
+        )
+        .unwrap();
         let config = AwsConfig {
             cluster_name: "c".into(),
             regions: vec![Region::new("us-west-2")],
@@ -278,14 +348,33 @@ mod tests {
         };
         let text = format!("{config:?} {:#?}", config.credentials);
         assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
-        assert!(text.contains("AKIDEXAMPLE") && text.contains("<redacted>"), "{text}");
+        assert!(
+            text.contains("AKIDEXAMPLE") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]
     fn half_a_key_pair_is_an_error() {
-        assert_eq!(Credentials::from_keys(None, None).unwrap(), Credentials::DefaultChain);
-        assert_eq!(Credentials::from_keys(Some(String::new()), None).unwrap(), Credentials::DefaultChain);
-        assert_eq!(Credentials::from_keys(Some("a".into()), None).unwrap_err().field, "aws-secret-key");
-        assert_eq!(Credentials::from_keys(None, Some("b".into())).unwrap_err().field, "aws-access-key");
+        assert_eq!(
+            Credentials::from_keys(None, None).unwrap(),
+            Credentials::DefaultChain
+        );
+        assert_eq!(
+            Credentials::from_keys(Some(String::new()), None).unwrap(),
+            Credentials::DefaultChain
+        );
+        assert_eq!(
+            Credentials::from_keys(Some("a".into()), None)
+                .unwrap_err()
+                .field,
+            "aws-secret-key"
+        );
+        assert_eq!(
+            Credentials::from_keys(None, Some("b".into()))
+                .unwrap_err()
+                .field,
+            "aws-access-key"
+        );
     }
 }

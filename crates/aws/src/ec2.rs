@@ -16,7 +16,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 const API_VERSION: &str = "2016-11-15";
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded (SigV4's rule).
-const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// A signed EC2 query-protocol client for one region.
 #[derive(Clone)]
@@ -26,7 +30,10 @@ pub struct Ec2Client {
 
 impl std::fmt::Debug for Ec2Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ec2Client").field("region", self.signed.region()).field("endpoint", &self.signed.endpoint()).finish()
+        f.debug_struct("Ec2Client")
+            .field("region", self.signed.region())
+            .field("endpoint", &self.signed.endpoint())
+            .finish()
     }
 }
 
@@ -51,7 +58,9 @@ impl Ec2Client {
         http: HttpsClient,
         retry: RetrySettings,
     ) -> Self {
-        Self { signed: SignedClient::new("ec2", region, endpoint, credentials, http, retry) }
+        Self {
+            signed: SignedClient::new("ec2", region, endpoint, credentials, http, retry),
+        }
     }
 
     /// A client for `region` with the credentials, endpoint and retry policy of
@@ -59,7 +68,13 @@ impl Ec2Client {
     pub async fn connect(config: &AwsConfig, region: &Region) -> Self {
         let credentials = signed::credentials_provider(config, region).await;
         let endpoint = signed::endpoint("ec2", region, config.endpoint_url.as_deref());
-        Self::new(region.clone(), endpoint, credentials, signed::https_client(), config.retry.clone())
+        Self::new(
+            region.clone(),
+            endpoint,
+            credentials,
+            signed::https_client(),
+            config.retry.clone(),
+        )
     }
 
     /// The region this client calls.
@@ -70,7 +85,11 @@ impl Ec2Client {
     /// Calls `action` with `params` (query-protocol names such as
     /// `LaunchTemplateData.InstanceType`), retrying throttling and 5xx, and returns
     /// the response's root element.
-    pub async fn call(&self, action: &'static str, params: &[(&str, &str)]) -> Result<Element, AwsError> {
+    pub async fn call(
+        &self,
+        action: &'static str,
+        params: &[(&str, &str)],
+    ) -> Result<Element, AwsError> {
         let mut body = format!("Action={action}&Version={API_VERSION}");
         for (key, value) in params {
             body.push('&');
@@ -84,7 +103,9 @@ impl Ec2Client {
             body,
             timeout: self.signed.retry().attempt_timeout,
         };
-        self.signed.call(action, &request, |response| self.read(action, response)).await
+        self.signed
+            .call(action, &request, |response| self.read(action, response))
+            .await
     }
 
     /// The root element of a 2xx response; an error response classified by its
@@ -94,20 +115,33 @@ impl Ec2Client {
         let RawResponse { status, body, .. } = response;
         let text = String::from_utf8_lossy(&body);
         if (200..300).contains(&status) {
-            return xml::parse(&text)
-                .map_err(|e| AwsError::Other { region: region.clone(), operation: action, message: format!("unreadable response: {e}") });
+            return xml::parse(&text).map_err(|e| AwsError::Other {
+                region: region.clone(),
+                operation: action,
+                message: format!("unreadable response: {e}"),
+            });
         }
         let (code, message) = match xml::parse(&text) {
             Ok(root) => {
                 let error = root.find("Error");
                 (
                     error.and_then(|e| e.text_at(&["Code"])).map(str::to_owned),
-                    error.and_then(|e| e.text_at(&["Message"])).unwrap_or("no message").to_owned(),
+                    error
+                        .and_then(|e| e.text_at(&["Message"]))
+                        .unwrap_or("no message")
+                        .to_owned(),
                 )
             }
             Err(_) => (None, signed::excerpt(status, &body)),
         };
-        Err(classify_response(region, action, Some(status), code.as_deref(), message, || format!("EC2 object of {action}")))
+        Err(classify_response(
+            region,
+            action,
+            Some(status),
+            code.as_deref(),
+            message,
+            || format!("EC2 object of {action}"),
+        ))
     }
 
     /// DescribeLaunchTemplateVersions for one version (`$Default` when `version` is
@@ -124,22 +158,36 @@ impl Ec2Client {
             (Some(id), _) => params.push(("LaunchTemplateId", id)),
             (None, Some(name)) => params.push(("LaunchTemplateName", name)),
             (None, None) => {
-                return Err(AwsError::Rejected { operation: "DescribeLaunchTemplateVersions", message: "launch template without id or name".into() })
+                return Err(AwsError::Rejected {
+                    operation: "DescribeLaunchTemplateVersions",
+                    message: "launch template without id or name".into(),
+                })
             }
         }
         let root = self.call("DescribeLaunchTemplateVersions", &params).await?;
-        let what = || format!("launch template {} version {version}", id.or(name).unwrap_or("?"));
-        let item = root.path(&["launchTemplateVersionSet", "item"]).ok_or_else(|| AwsError::NotFound {
-            what: what(),
-            message: "DescribeLaunchTemplateVersions returned no version".into(),
-        })?;
+        let what = || {
+            format!(
+                "launch template {} version {version}",
+                id.or(name).unwrap_or("?")
+            )
+        };
+        let item = root
+            .path(&["launchTemplateVersionSet", "item"])
+            .ok_or_else(|| AwsError::NotFound {
+                what: what(),
+                message: "DescribeLaunchTemplateVersions returned no version".into(),
+            })?;
         let data = item.child("launchTemplateData");
         Ok(LaunchTemplateData {
             id: item.text_at(&["launchTemplateId"]).map(str::to_owned),
             name: item.text_at(&["launchTemplateName"]).map(str::to_owned),
             version: item.text_at(&["versionNumber"]).map(str::to_owned),
-            instance_type: data.and_then(|d| d.text_at(&["instanceType"])).map(str::to_owned),
-            market_type: data.and_then(|d| d.text_at(&["instanceMarketOptions", "marketType"])).map(str::to_owned),
+            instance_type: data
+                .and_then(|d| d.text_at(&["instanceType"]))
+                .map(str::to_owned),
+            market_type: data
+                .and_then(|d| d.text_at(&["instanceMarketOptions", "marketType"]))
+                .map(str::to_owned),
             has_instance_requirements: data.and_then(|d| d.child("instanceRequirements")).is_some(),
         })
     }

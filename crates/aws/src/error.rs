@@ -13,10 +13,18 @@ use model::Region;
 pub enum AwsError {
     /// `Throttling`, `RequestLimitExceeded` and friends, still throttled after retries.
     #[error("{operation} in {region}: throttled by AWS after retries: {message}")]
-    Throttled { region: Region, operation: &'static str, message: String },
+    Throttled {
+        region: Region,
+        operation: &'static str,
+        message: String,
+    },
     /// 5xx, timeouts and connection failures, still failing after retries.
     #[error("{operation} in {region}: AWS unavailable after retries: {message}")]
-    Unavailable { region: Region, operation: &'static str, message: String },
+    Unavailable {
+        region: Region,
+        operation: &'static str,
+        message: String,
+    },
     /// The group, instance or launch template does not exist.
     #[error("{what} not found: {message}")]
     NotFound { what: String, message: String },
@@ -26,16 +34,27 @@ pub enum AwsError {
     /// AWS refused the request as invalid (`ValidationError`), or the adapter refused
     /// it before sending (a target above the group's max).
     #[error("{operation} rejected: {message}")]
-    Rejected { operation: &'static str, message: String },
+    Rejected {
+        operation: &'static str,
+        message: String,
+    },
     /// Credentials missing or refused, or the IAM policy lacks an action.
     #[error("{operation} in {region}: not authorised: {message}")]
-    Denied { region: Region, operation: &'static str, message: String },
+    Denied {
+        region: Region,
+        operation: &'static str,
+        message: String,
+    },
     /// The adapter's configuration cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Anything else, with the operation and AWS's message.
     #[error("{operation} in {region} failed: {message}")]
-    Other { region: Region, operation: &'static str, message: String },
+    Other {
+        region: Region,
+        operation: &'static str,
+        message: String,
+    },
 }
 
 impl AwsError {
@@ -95,7 +114,10 @@ const DENIED_CODES: &[&str] = &[
 ];
 
 /// Codes that mean the named object does not exist, beyond the `…NotFound` family.
-const NOT_FOUND_CODES: &[&str] = &["QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"];
+const NOT_FOUND_CODES: &[&str] = &[
+    "QueueDoesNotExist",
+    "AWS.SimpleQueueService.NonExistentQueue",
+];
 
 /// Requests AWS refuses as invalid (the query protocols' validation codes and SQS's).
 const REJECTED_CODES: &[&str] = &[
@@ -120,21 +142,56 @@ pub(crate) fn classify_response(
 ) -> AwsError {
     let region = region.clone();
     match code {
-        Some(code) if THROTTLING_CODES.contains(&code) => AwsError::Throttled { region, operation, message: format!("{code}: {message}") },
-        Some(code) if DENIED_CODES.contains(&code) => AwsError::Denied { region, operation, message: format!("{code}: {message}") },
-        Some(code) if code.ends_with("NotFound") || code.contains("NotFoundException") || NOT_FOUND_CODES.contains(&code) => {
-            AwsError::NotFound { what: what(), message: format!("{code}: {message}") }
+        Some(code) if THROTTLING_CODES.contains(&code) => AwsError::Throttled {
+            region,
+            operation,
+            message: format!("{code}: {message}"),
+        },
+        Some(code) if DENIED_CODES.contains(&code) => AwsError::Denied {
+            region,
+            operation,
+            message: format!("{code}: {message}"),
+        },
+        Some(code)
+            if code.ends_with("NotFound")
+                || code.contains("NotFoundException")
+                || NOT_FOUND_CODES.contains(&code) =>
+        {
+            AwsError::NotFound {
+                what: what(),
+                message: format!("{code}: {message}"),
+            }
         }
-        Some("ValidationError") if message.contains("not found") => AwsError::NotFound { what: what(), message },
+        Some("ValidationError") if message.contains("not found") => AwsError::NotFound {
+            what: what(),
+            message,
+        },
         Some(code) if REJECTED_CODES.contains(&code) => AwsError::Rejected { operation, message },
-        _ if status.is_some_and(|s| s >= 500) => AwsError::Unavailable { region, operation, message },
-        Some(code) => AwsError::Other { region, operation, message: format!("{code}: {message}") },
-        None => AwsError::Other { region, operation, message },
+        _ if status.is_some_and(|s| s >= 500) => AwsError::Unavailable {
+            region,
+            operation,
+            message,
+        },
+        Some(code) => AwsError::Other {
+            region,
+            operation,
+            message: format!("{code}: {message}"),
+        },
+        None => AwsError::Other {
+            region,
+            operation,
+            message,
+        },
     }
 }
 
 /// Classifies an SDK error (after the SDK's own retries).
-pub(crate) fn from_sdk<E>(region: &Region, operation: &'static str, error: SdkError<E, HttpResponse>, what: impl FnOnce() -> String) -> AwsError
+pub(crate) fn from_sdk<E>(
+    region: &Region,
+    operation: &'static str,
+    error: SdkError<E, HttpResponse>,
+    what: impl FnOnce() -> String,
+) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -148,20 +205,38 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
             let message = DisplayErrorContext(&error).to_string();
             if message.contains("credentials") || message.contains("identity") {
-                AwsError::Denied { region: region.clone(), operation, message }
+                AwsError::Denied {
+                    region: region.clone(),
+                    operation,
+                    message,
+                }
             } else {
-                AwsError::Unavailable { region: region.clone(), operation, message }
+                AwsError::Unavailable {
+                    region: region.clone(),
+                    operation,
+                    message,
+                }
             }
         }
-        SdkError::ResponseError(_) if status.is_some_and(|s| s >= 500) => {
-            AwsError::Unavailable { region: region.clone(), operation, message: DisplayErrorContext(&error).to_string() }
-        }
+        SdkError::ResponseError(_) if status.is_some_and(|s| s >= 500) => AwsError::Unavailable {
+            region: region.clone(),
+            operation,
+            message: DisplayErrorContext(&error).to_string(),
+        },
         _ => {
             let message = DisplayErrorContext(&error).to_string();
             if message.contains("credentials") || message.contains("identity") {
-                AwsError::Denied { region: region.clone(), operation, message }
+                AwsError::Denied {
+                    region: region.clone(),
+                    operation,
+                    message,
+                }
             } else {
-                AwsError::Other { region: region.clone(), operation, message }
+                AwsError::Other {
+                    region: region.clone(),
+                    operation,
+                    message,
+                }
             }
         }
     }
@@ -175,22 +250,61 @@ mod tests {
     fn codes_map_to_kinds() {
         let r = Region::new("us-west-2");
         let what = || "group g".to_owned();
-        let kind = |status, code, message: &str| classify_response(&r, "Op", status, code, message.to_owned(), what).metric_label();
-        assert_eq!(kind(Some(400), Some("Throttling"), "Rate exceeded"), "throttled");
-        assert_eq!(kind(Some(503), Some("RequestLimitExceeded"), "Request limit exceeded."), "throttled");
+        let kind = |status, code, message: &str| {
+            classify_response(&r, "Op", status, code, message.to_owned(), what).metric_label()
+        };
+        assert_eq!(
+            kind(Some(400), Some("Throttling"), "Rate exceeded"),
+            "throttled"
+        );
+        assert_eq!(
+            kind(
+                Some(503),
+                Some("RequestLimitExceeded"),
+                "Request limit exceeded."
+            ),
+            "throttled"
+        );
         assert_eq!(kind(Some(500), Some("InternalFailure"), "x"), "unavailable");
         assert_eq!(kind(Some(502), None, "bad gateway"), "unavailable");
-        assert_eq!(kind(Some(400), Some("ValidationError"), "New SetDesiredCapacity value 6 is above max value 5 for the AutoScalingGroup."), "rejected");
-        assert_eq!(kind(Some(400), Some("ValidationError"), "AutoScalingGroup name not found - x"), "not_found");
-        assert_eq!(kind(Some(400), Some("InvalidLaunchTemplateId.NotFound"), "x"), "not_found");
+        assert_eq!(
+            kind(
+                Some(400),
+                Some("ValidationError"),
+                "New SetDesiredCapacity value 6 is above max value 5 for the AutoScalingGroup."
+            ),
+            "rejected"
+        );
+        assert_eq!(
+            kind(
+                Some(400),
+                Some("ValidationError"),
+                "AutoScalingGroup name not found - x"
+            ),
+            "not_found"
+        );
+        assert_eq!(
+            kind(Some(400), Some("InvalidLaunchTemplateId.NotFound"), "x"),
+            "not_found"
+        );
         assert_eq!(kind(Some(403), Some("AccessDenied"), "x"), "denied");
         assert_eq!(kind(Some(400), Some("Weird"), "x"), "other");
         // SQS (JSON protocol codes).
-        assert_eq!(kind(Some(400), Some("QueueDoesNotExist"), "The specified queue does not exist."), "not_found");
+        assert_eq!(
+            kind(
+                Some(400),
+                Some("QueueDoesNotExist"),
+                "The specified queue does not exist."
+            ),
+            "not_found"
+        );
         assert_eq!(kind(Some(400), Some("RequestThrottled"), "x"), "throttled");
         assert_eq!(kind(Some(400), Some("KmsThrottled"), "x"), "throttled");
         assert_eq!(kind(Some(400), Some("KmsAccessDenied"), "x"), "denied");
-        assert_eq!(kind(Some(400), Some("ReceiptHandleIsInvalid"), "x"), "rejected");
+        assert_eq!(
+            kind(Some(400), Some("ReceiptHandleIsInvalid"), "x"),
+            "rejected"
+        );
         assert_eq!(kind(Some(500), Some("InternalError"), "x"), "unavailable");
     }
 }

@@ -39,8 +39,11 @@ pub mod xml;
 
 pub use activities::{classify as classify_launch_failure, TAG_ACTIVITY_MARKER};
 pub use backoff::TAG_BACKOFF_PREFIX;
-pub use config::{parse_auto_discovery, parse_static_group, AwsConfig, ConfigError, Credentials, RetrySettings, StaticGroup};
 pub use client::sdk_http_client;
+pub use config::{
+    parse_auto_discovery, parse_static_group, AwsConfig, ConfigError, Credentials, RetrySettings,
+    StaticGroup,
+};
 pub use error::AwsError;
 pub use events::{parse_interruption_message, EventError, ParsedMessage};
 pub use sqs::{InterruptionQueue, QueueMessage};
@@ -51,8 +54,8 @@ use client::RegionClients;
 use config::AutoDiscoverySpec;
 use ec2::LaunchTemplateData;
 use model::{
-    InstanceId, InstanceState, InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupId, NodeGroupSpec, NodeGroupState,
-    PurchaseOption, Time, Zone,
+    InstanceId, InstanceState, InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupId,
+    NodeGroupSpec, NodeGroupState, PurchaseOption, Time, Zone,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use template::Ownership;
@@ -99,7 +102,10 @@ pub struct AwsNodeGroups {
 
 impl std::fmt::Debug for AwsNodeGroups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsNodeGroups").field("config", &self.config).field("owned", &self.owned.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("AwsNodeGroups")
+            .field("config", &self.config)
+            .field("owned", &self.owned.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -128,19 +134,42 @@ impl AwsNodeGroups {
         let mut seen = BTreeSet::new();
         for region in &config.regions {
             if region.0.trim().is_empty() || !seen.insert(region.0.trim()) {
-                return Err(ConfigError::new("aws-regions", format!("empty or repeated region {:?}", region.0)).into());
+                return Err(ConfigError::new(
+                    "aws-regions",
+                    format!("empty or repeated region {:?}", region.0),
+                )
+                .into());
             }
         }
-        if config.cluster_name.trim().is_empty() && config.static_groups.is_empty() && config.auto_discovery.is_empty() {
-            return Err(ConfigError::new("cluster-name", "required unless groups are named with --nodes or --node-group-auto-discovery").into());
+        if config.cluster_name.trim().is_empty()
+            && config.static_groups.is_empty()
+            && config.auto_discovery.is_empty()
+        {
+            return Err(ConfigError::new(
+                "cluster-name",
+                "required unless groups are named with --nodes or --node-group-auto-discovery",
+            )
+            .into());
         }
         if config.max_pods == 0 {
             return Err(ConfigError::new("max-pods", "must be at least 1").into());
         }
-        if let Some((key, price)) = config.prices.iter().find(|(_, p)| !(p.is_finite() && **p >= 0.0)) {
-            return Err(ConfigError::new("prices", format!("price of {key} must be a non-negative number, got {price}")).into());
+        if let Some((key, price)) = config
+            .prices
+            .iter()
+            .find(|(_, p)| !(p.is_finite() && **p >= 0.0))
+        {
+            return Err(ConfigError::new(
+                "prices",
+                format!("price of {key} must be a non-negative number, got {price}"),
+            )
+            .into());
         }
-        let specs = config.auto_discovery.iter().map(|s| config::parse_auto_discovery(s)).collect::<Result<Vec<_>, _>>()?;
+        let specs = config
+            .auto_discovery
+            .iter()
+            .map(|s| config::parse_auto_discovery(s))
+            .collect::<Result<Vec<_>, _>>()?;
         let regions = client::connect(&config).await;
         Ok(Self {
             config,
@@ -191,9 +220,13 @@ impl AwsNodeGroups {
         let rest = provider_id.strip_prefix("aws://")?;
         let rest = rest.trim_start_matches('/');
         let (zone, instance) = rest.split_once('/')?;
-        let valid_zone = !zone.is_empty() && zone.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let valid_zone = !zone.is_empty()
+            && zone
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         let hex = instance.strip_prefix("i-")?;
-        let valid_instance = !hex.is_empty() && hex.len() <= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid_instance =
+            !hex.is_empty() && hex.len() <= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
         (valid_zone && valid_instance).then(|| (Zone::new(zone), InstanceId::new(instance)))
     }
 
@@ -220,7 +253,10 @@ impl AwsNodeGroups {
         }
         for group in &self.config.static_groups {
             if !names.contains_key(&group.name) {
-                warnings.push(format!("group {} (from --nodes) was not found in any region", group.name));
+                warnings.push(format!(
+                    "group {} (from --nodes) was not found in any region",
+                    group.name
+                ));
             }
         }
 
@@ -228,7 +264,10 @@ impl AwsNodeGroups {
         let mut owned = BTreeMap::new();
         for (index, asg, ownership) in discovered {
             let id = NodeGroupId::new(asg.name.as_str());
-            let spec = match self.template(index, &asg, &ownership, now, &mut warnings).await {
+            let spec = match self
+                .template(index, &asg, &ownership, now, &mut warnings)
+                .await
+            {
                 Ok(spec) => {
                     self.consecutive_failures.remove(&id);
                     self.last_specs.insert(id.clone(), spec.clone());
@@ -249,7 +288,9 @@ impl AwsNodeGroups {
                             previous.clone()
                         }
                         _ => {
-                            warnings.push(format!("group {id}: no template ({error}); the group is skipped"));
+                            warnings.push(format!(
+                                "group {id}: no template ({error}); the group is skipped"
+                            ));
                             continue;
                         }
                     }
@@ -270,19 +311,44 @@ impl AwsNodeGroups {
                 .iter()
                 .map(|i| {
                     let launched_at = *self.first_seen.entry(i.id.clone()).or_insert(now);
-                    let zone = if i.zone.0.is_empty() { spec.zones[0].clone() } else { i.zone.clone() };
-                    InstanceView { id: i.id.clone(), zone, state: i.state, launched_at }
+                    let zone = if i.zone.0.is_empty() {
+                        spec.zones[0].clone()
+                    } else {
+                        i.zone.clone()
+                    };
+                    InstanceView {
+                        id: i.id.clone(),
+                        zone,
+                        state: i.state,
+                        launched_at,
+                    }
                 })
                 .collect();
             let mut live_spec = spec.clone();
             live_spec.capacity_rebalance = asg.capacity_rebalance;
-            groups.push(NodeGroupState { spec: live_spec, target: asg.desired, instances });
-            owned.insert(id, OwnedGroup { region: index, tags: asg.tags.clone(), spec });
+            groups.push(NodeGroupState {
+                spec: live_spec,
+                target: asg.desired,
+                instances,
+            });
+            owned.insert(
+                id,
+                OwnedGroup {
+                    region: index,
+                    tags: asg.tags.clone(),
+                    spec,
+                },
+            );
         }
-        let live: BTreeSet<&InstanceId> = groups.iter().flat_map(|g: &NodeGroupState| g.instances.iter().map(|i| &i.id)).collect();
+        let live: BTreeSet<&InstanceId> = groups
+            .iter()
+            .flat_map(|g: &NodeGroupState| g.instances.iter().map(|i| &i.id))
+            .collect();
         self.first_seen.retain(|id, _| live.contains(id));
         self.owned = owned;
-        groups.sort_by(|a, b| (a.spec.region_rank, &a.spec.id).cmp(&(b.spec.region_rank, &b.spec.id)));
+        groups.sort_by(|a, b| {
+            (a.spec.region_rank, &a.spec.id).cmp(&(b.spec.region_rank, &b.spec.id))
+        });
         Ok(Refresh { groups, warnings })
     }
 
@@ -296,10 +362,16 @@ impl AwsNodeGroups {
             _ => (asg.min_size, asg.max_size),
         };
         if target > max {
-            return Err(AwsError::Rejected { operation: "SetDesiredCapacity", message: format!("target {target} of group {group} is above its max {max}") });
+            return Err(AwsError::Rejected {
+                operation: "SetDesiredCapacity",
+                message: format!("target {target} of group {group} is above its max {max}"),
+            });
         }
         if target < min {
-            return Err(AwsError::Rejected { operation: "SetDesiredCapacity", message: format!("target {target} of group {group} is below its min {min}") });
+            return Err(AwsError::Rejected {
+                operation: "SetDesiredCapacity",
+                message: format!("target {target} of group {group} is below its min {min}"),
+            });
         }
         asg::set_desired_capacity(clients, &asg.name, target).await
     }
@@ -307,10 +379,17 @@ impl AwsNodeGroups {
     /// Terminates exactly this instance and decrements the group's desired capacity.
     /// Refuses an instance that is not (any more) in the owned group; an instance
     /// already terminating is left alone (done).
-    pub async fn terminate_instance(&self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), AwsError> {
+    pub async fn terminate_instance(
+        &self,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+    ) -> Result<(), AwsError> {
         let (clients, asg, _) = self.fresh_owned(group).await?;
         let Some(member) = asg.instances.iter().find(|i| &i.id == instance) else {
-            return Err(AwsError::Unowned { what: format!("instance {instance}"), why: format!("it is not an instance of group {group}") });
+            return Err(AwsError::Unowned {
+                what: format!("instance {instance}"),
+                why: format!("it is not an instance of group {group}"),
+            });
         };
         if member.state == InstanceState::Terminating {
             return Ok(());
@@ -321,13 +400,23 @@ impl AwsNodeGroups {
     /// Takes an interrupted instance out of its group and decrements the group's
     /// desired capacity (the instance runs on until EC2 takes it back), after
     /// re-checking that the group is ours and the instance one of its members.
-    pub async fn detach_instance(&self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), AwsError> {
+    pub async fn detach_instance(
+        &self,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+    ) -> Result<(), AwsError> {
         let (clients, asg, _) = self.fresh_owned(group).await?;
         let Some(member) = asg.instances.iter().find(|i| &i.id == instance) else {
-            return Err(AwsError::NotFound { what: format!("instance {instance}"), message: format!("not a member of group {group} (already detached or gone)") });
+            return Err(AwsError::NotFound {
+                what: format!("instance {instance}"),
+                message: format!("not a member of group {group} (already detached or gone)"),
+            });
         };
         if member.state == InstanceState::Terminating {
-            return Err(AwsError::NotFound { what: format!("instance {instance}"), message: format!("already terminating in group {group}") });
+            return Err(AwsError::NotFound {
+                what: format!("instance {instance}"),
+                message: format!("already terminating in group {group}"),
+            });
         }
         asg::detach_instance(clients, group.as_str(), instance).await
     }
@@ -339,12 +428,20 @@ impl AwsNodeGroups {
     pub async fn launch_failures(&mut self, now: Time) -> Result<Vec<LaunchFailure>, AwsError> {
         let now_ms = now.as_millis();
         let mut failures = Vec::new();
-        let groups: Vec<(NodeGroupId, OwnedGroup)> = self.owned.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let groups: Vec<(NodeGroupId, OwnedGroup)> = self
+            .owned
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (id, group) in groups {
             let clients = self.regions[group.region].clone();
-            let persisted = group.tags.get(TAG_ACTIVITY_MARKER).and_then(|v| v.trim().parse::<u64>().ok());
+            let persisted = group
+                .tags
+                .get(TAG_ACTIVITY_MARKER)
+                .and_then(|v| v.trim().parse::<u64>().ok());
             let marker = self.markers.get(&id).copied().or(persisted);
-            let cutoff = marker.unwrap_or_else(|| now_ms.saturating_sub(activities::FIRST_LOOK_BACK_MS));
+            let cutoff =
+                marker.unwrap_or_else(|| now_ms.saturating_sub(activities::FIRST_LOOK_BACK_MS));
             let views = match asg::describe_activities(&clients, id.as_str(), cutoff).await {
                 Ok(views) => views,
                 Err(error) => {
@@ -359,7 +456,8 @@ impl AwsNodeGroups {
             let reported = self.reported.entry(id.clone()).or_default();
             let reported_ids: BTreeSet<String> = reported.keys().cloned().collect();
             let scan = activities::scan(&views, marker, now_ms, &reported_ids);
-            let mut by_pool: BTreeMap<(Option<Zone>, LaunchFailureKind), LaunchFailure> = BTreeMap::new();
+            let mut by_pool: BTreeMap<(Option<Zone>, LaunchFailureKind), LaunchFailure> =
+                BTreeMap::new();
             for activity in &scan.failed {
                 reported.insert(activity.id.clone(), activity.start_ms);
                 let kind = activities::classify(&activity.message);
@@ -367,15 +465,24 @@ impl AwsNodeGroups {
                     .zone
                     .clone()
                     .filter(|z| group.spec.zones.contains(z))
-                    .or_else(|| group.spec.zones.iter().find(|z| activity.message.contains(&format!("({z})"))).cloned());
-                let entry = by_pool.entry((zone.clone(), kind)).or_insert_with(|| LaunchFailure {
-                    group: id.clone(),
-                    zone,
-                    kind,
-                    count: 0,
-                    message: activity.message.clone(),
-                    at: Time::from_millis(activity.start_ms),
-                });
+                    .or_else(|| {
+                        group
+                            .spec
+                            .zones
+                            .iter()
+                            .find(|z| activity.message.contains(&format!("({z})")))
+                            .cloned()
+                    });
+                let entry = by_pool
+                    .entry((zone.clone(), kind))
+                    .or_insert_with(|| LaunchFailure {
+                        group: id.clone(),
+                        zone,
+                        kind,
+                        count: 0,
+                        message: activity.message.clone(),
+                        at: Time::from_millis(activity.start_ms),
+                    });
                 entry.count += 1;
                 if activity.start_ms >= entry.at.as_millis() {
                     entry.at = Time::from_millis(activity.start_ms);
@@ -385,8 +492,16 @@ impl AwsNodeGroups {
             reported.retain(|_, start| *start > scan.marker_ms);
             failures.extend(by_pool.into_values());
             if marker != Some(scan.marker_ms) {
-                let tag = vec![(id.0.clone(), TAG_ACTIVITY_MARKER.to_owned(), scan.marker_ms.to_string())];
-                let written = if self.read_only { Ok(()) } else { asg::put_tags(&clients, &tag).await };
+                let tag = vec![(
+                    id.0.clone(),
+                    TAG_ACTIVITY_MARKER.to_owned(),
+                    scan.marker_ms.to_string(),
+                )];
+                let written = if self.read_only {
+                    Ok(())
+                } else {
+                    asg::put_tags(&clients, &tag).await
+                };
                 if let Err(error) = written {
                     self.pending_warnings.push(format!("group {id}: activity marker not persisted ({error}); a restart may report recent failures again"));
                 }
@@ -401,7 +516,10 @@ impl AwsNodeGroups {
     pub async fn persist_backoff(&self, record: &planner::BackoffRecord) -> Result<(), AwsError> {
         let pool = &record.pool;
         let Some(index) = self.regions.iter().position(|r| r.region == pool.region) else {
-            return Err(AwsError::NotFound { what: format!("region {} of pool {pool}", pool.region), message: "not a configured region".into() });
+            return Err(AwsError::NotFound {
+                what: format!("region {} of pool {pool}", pool.region),
+                message: "not a configured region".into(),
+            });
         };
         let key = backoff::tag_key(pool);
         let value = backoff::tag_value(record);
@@ -417,7 +535,10 @@ impl AwsNodeGroups {
             .map(|(id, _)| (id.0.clone(), key.clone(), value.clone()))
             .collect();
         if tags.is_empty() {
-            return Err(AwsError::NotFound { what: format!("an owned group of pool {pool}"), message: "no owned group launches into it".into() });
+            return Err(AwsError::NotFound {
+                what: format!("an owned group of pool {pool}"),
+                message: "no owned group launches into it".into(),
+            });
         }
         asg::put_tags(&self.regions[index], &tags).await
     }
@@ -430,7 +551,11 @@ impl AwsNodeGroups {
         for index in 0..self.regions.len() {
             let region = &self.regions[index].region;
             for (asg, _) in self.discover(index).await? {
-                for (key, value) in asg.tags.iter().filter(|(k, _)| k.starts_with(TAG_BACKOFF_PREFIX)) {
+                for (key, value) in asg
+                    .tags
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(TAG_BACKOFF_PREFIX))
+                {
                     let Some(record) = backoff::parse_tag(region, key, value) else {
                         tracing::warn!(group = asg.name, key, "ignoring a malformed backoff tag");
                         continue;
@@ -455,8 +580,14 @@ impl AwsNodeGroups {
         let cluster = self.config.cluster_name.trim();
         let mut queries = Vec::new();
         if !cluster.is_empty() {
-            queries.push(Query::TagValue(template::TAG_SEED_CLUSTER.to_owned(), cluster.to_owned()));
-            queries.push(Query::TagKey(format!("{}{cluster}", template::TAG_CA_CLUSTER_PREFIX)));
+            queries.push(Query::TagValue(
+                template::TAG_SEED_CLUSTER.to_owned(),
+                cluster.to_owned(),
+            ));
+            queries.push(Query::TagKey(format!(
+                "{}{cluster}",
+                template::TAG_CA_CLUSTER_PREFIX
+            )));
         }
         for spec in &self.specs {
             if let Some((key, value)) = spec.tags.first() {
@@ -466,7 +597,12 @@ impl AwsNodeGroups {
                 });
             }
         }
-        let static_names: Vec<String> = self.config.static_groups.iter().map(|g| g.name.clone()).collect();
+        let static_names: Vec<String> = self
+            .config
+            .static_groups
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
         for chunk in static_names.chunks(asg::NAMES_PER_CALL) {
             queries.push(Query::Names(chunk.to_vec()));
         }
@@ -476,7 +612,13 @@ impl AwsNodeGroups {
                 if found.contains_key(&group.name) {
                     continue;
                 }
-                if let Some(ownership) = template::ownership(&group.name, &group.tags, cluster, &self.config.static_groups, &self.specs) {
+                if let Some(ownership) = template::ownership(
+                    &group.name,
+                    &group.tags,
+                    cluster,
+                    &self.config.static_groups,
+                    &self.specs,
+                ) {
                     found.insert(group.name.clone(), (group, ownership));
                 }
             }
@@ -485,24 +627,49 @@ impl AwsNodeGroups {
     }
 
     /// Reads the group afresh and checks it is still owned, right before a write.
-    async fn fresh_owned(&self, group: &NodeGroupId) -> Result<(&RegionClients, Asg, Ownership), AwsError> {
+    async fn fresh_owned(
+        &self,
+        group: &NodeGroupId,
+    ) -> Result<(&RegionClients, Asg, Ownership), AwsError> {
         let Some(known) = self.owned.get(group) else {
-            return Err(AwsError::Unowned { what: format!("group {group}"), why: "it was not discovered as owned by this cluster".into() });
+            return Err(AwsError::Unowned {
+                what: format!("group {group}"),
+                why: "it was not discovered as owned by this cluster".into(),
+            });
         };
         let clients = &self.regions[known.region];
         let asg = asg::describe_group(clients, group.as_str())
             .await?
-            .ok_or_else(|| AwsError::NotFound { what: format!("group {group}"), message: format!("no such Auto Scaling group in {}", clients.region) })?;
-        let ownership = template::ownership(&asg.name, &asg.tags, self.config.cluster_name.trim(), &self.config.static_groups, &self.specs)
-            .ok_or_else(|| AwsError::Unowned { what: format!("group {group}"), why: "its ownership tags are gone".into() })?;
+            .ok_or_else(|| AwsError::NotFound {
+                what: format!("group {group}"),
+                message: format!("no such Auto Scaling group in {}", clients.region),
+            })?;
+        let ownership = template::ownership(
+            &asg.name,
+            &asg.tags,
+            self.config.cluster_name.trim(),
+            &self.config.static_groups,
+            &self.specs,
+        )
+        .ok_or_else(|| AwsError::Unowned {
+            what: format!("group {group}"),
+            why: "its ownership tags are gone".into(),
+        })?;
         Ok((clients, asg, ownership))
     }
 
-    fn count_failure(&mut self, id: &NodeGroupId, error: &AwsError, warnings: &mut Vec<String>) -> u32 {
+    fn count_failure(
+        &mut self,
+        id: &NodeGroupId,
+        error: &AwsError,
+        warnings: &mut Vec<String>,
+    ) -> u32 {
         let failures = self.consecutive_failures.entry(id.clone()).or_insert(0);
         *failures += 1;
         if *failures >= UNHEALTHY_AFTER {
-            warnings.push(format!("group {id} is unhealthy: {failures} consecutive AWS failures, the last: {error}"));
+            warnings.push(format!(
+                "group {id} is unhealthy: {failures} consecutive AWS failures, the last: {error}"
+            ));
         }
         *failures
     }
@@ -526,7 +693,9 @@ impl AwsNodeGroups {
         let name = &asg.name;
         let (instance_type, mut purchase) = if let Some(mixed) = &asg.mixed {
             let spot = mixed.on_demand_percentage_above_base < 50;
-            if mixed.on_demand_percentage_above_base > 0 && mixed.on_demand_percentage_above_base < 100 {
+            if mixed.on_demand_percentage_above_base > 0
+                && mixed.on_demand_percentage_above_base < 100
+            {
                 self.advise(
                     warnings,
                     format!(
@@ -537,7 +706,11 @@ impl AwsNodeGroups {
                     ),
                 );
             }
-            let purchase = if spot { PurchaseOption::Spot } else { PurchaseOption::OnDemand };
+            let purchase = if spot {
+                PurchaseOption::Spot
+            } else {
+                PurchaseOption::OnDemand
+            };
             if let Some(first) = mixed.override_types.first() {
                 self.check_override_shapes(name, &mixed.override_types, warnings);
                 (first.clone(), purchase)
@@ -547,9 +720,17 @@ impl AwsNodeGroups {
                         "group {name}: selects instance types by attributes (InstanceRequirements), which the autoscaler cannot simulate"
                     )));
                 }
-                let template = mixed.template.as_ref().ok_or_else(|| TemplateProblem::Skip(format!("group {name}: mixed-instances policy without a launch template")))?;
+                let template = mixed.template.as_ref().ok_or_else(|| {
+                    TemplateProblem::Skip(format!(
+                        "group {name}: mixed-instances policy without a launch template"
+                    ))
+                })?;
                 let data = self.launch_template(index, template, now).await?;
-                let purchase = if data.market_type.as_deref() == Some("spot") { PurchaseOption::Spot } else { purchase };
+                let purchase = if data.market_type.as_deref() == Some("spot") {
+                    PurchaseOption::Spot
+                } else {
+                    purchase
+                };
                 (data.instance_type.unwrap_or_default(), purchase)
             }
         } else if let Some(template) = &asg.launch_template {
@@ -559,15 +740,33 @@ impl AwsNodeGroups {
                     "group {name}: its launch template selects instance types by attributes (InstanceRequirements), which the autoscaler cannot simulate"
                 )));
             }
-            let purchase = if data.market_type.as_deref() == Some("spot") { PurchaseOption::Spot } else { PurchaseOption::OnDemand };
+            let purchase = if data.market_type.as_deref() == Some("spot") {
+                PurchaseOption::Spot
+            } else {
+                PurchaseOption::OnDemand
+            };
             (data.instance_type.unwrap_or_default(), purchase)
         } else if let Some(configuration) = &asg.launch_configuration {
             let info = self.launch_configuration(index, configuration).await?;
-            (info.instance_type.unwrap_or_default(), if info.spot { PurchaseOption::Spot } else { PurchaseOption::OnDemand })
+            (
+                info.instance_type.unwrap_or_default(),
+                if info.spot {
+                    PurchaseOption::Spot
+                } else {
+                    PurchaseOption::OnDemand
+                },
+            )
         } else {
-            return Err(TemplateProblem::Skip(format!("group {name}: no launch template, launch configuration or mixed-instances policy")));
+            return Err(TemplateProblem::Skip(format!(
+                "group {name}: no launch template, launch configuration or mixed-instances policy"
+            )));
         };
-        if purchase == PurchaseOption::OnDemand && asg.tags.get("batch-autoscaler.io/purchase-option").is_some_and(|v| v.trim() == "spot") {
+        if purchase == PurchaseOption::OnDemand
+            && asg
+                .tags
+                .get("batch-autoscaler.io/purchase-option")
+                .is_some_and(|v| v.trim() == "spot")
+        {
             purchase = PurchaseOption::Spot;
         }
         let (min_size, max_size) = match ownership {
@@ -589,7 +788,8 @@ impl AwsNodeGroups {
             prices: &self.config.prices,
         };
         let mut tag_warnings = Vec::new();
-        let spec = template::build_spec(&inputs, &mut tag_warnings).map_err(TemplateProblem::Skip)?;
+        let spec =
+            template::build_spec(&inputs, &mut tag_warnings).map_err(TemplateProblem::Skip)?;
         for warning in tag_warnings {
             self.advise(warnings, warning);
         }
@@ -598,7 +798,13 @@ impl AwsNodeGroups {
 
     fn check_override_shapes(&mut self, name: &str, types: &[String], warnings: &mut Vec<String>) {
         let describe = |t: &String| match catalog::lookup(t) {
-            Some(s) => (Some((s.vcpus, s.memory_mib, s.gpus)), format!("{t}: {} vCPU, {} MiB, {} GPU", s.vcpus, s.memory_mib, s.gpus)),
+            Some(s) => (
+                Some((s.vcpus, s.memory_mib, s.gpus)),
+                format!(
+                    "{t}: {} vCPU, {} MiB, {} GPU",
+                    s.vcpus, s.memory_mib, s.gpus
+                ),
+            ),
             None => (None, format!("{t}: not in the catalog")),
         };
         let shapes: Vec<_> = types.iter().map(describe).collect();
@@ -611,34 +817,60 @@ impl AwsNodeGroups {
         }
     }
 
-    async fn launch_template(&mut self, index: usize, template: &TemplateRef, now: Time) -> Result<LaunchTemplateData, TemplateProblem> {
+    async fn launch_template(
+        &mut self,
+        index: usize,
+        template: &TemplateRef,
+        now: Time,
+    ) -> Result<LaunchTemplateData, TemplateProblem> {
         let key = (index, template.clone());
         let version = template.version.as_deref().unwrap_or("$Default");
         let immutable = version.bytes().all(|b| b.is_ascii_digit());
         if let Some((data, fetched)) = self.launch_templates.get(&key) {
-            if immutable || now.as_millis().saturating_sub(fetched.as_millis()) < MOVING_TEMPLATE_TTL_MS {
+            if immutable
+                || now.as_millis().saturating_sub(fetched.as_millis()) < MOVING_TEMPLATE_TTL_MS
+            {
                 return Ok(data.clone());
             }
         }
         let ec2 = &self.regions[index].ec2;
-        match ec2.launch_template_version(template.id.as_deref(), template.name.as_deref(), Some(version)).await {
+        match ec2
+            .launch_template_version(
+                template.id.as_deref(),
+                template.name.as_deref(),
+                Some(version),
+            )
+            .await
+        {
             Ok(data) => {
                 self.launch_templates.insert(key, (data.clone(), now));
                 Ok(data)
             }
-            Err(AwsError::NotFound { what, message }) => Err(TemplateProblem::Skip(format!("{what} not found: {message}"))),
-            Err(error @ AwsError::Rejected { .. }) => Err(TemplateProblem::Skip(format!("launch template unreadable: {error}"))),
+            Err(AwsError::NotFound { what, message }) => Err(TemplateProblem::Skip(format!(
+                "{what} not found: {message}"
+            ))),
+            Err(error @ AwsError::Rejected { .. }) => Err(TemplateProblem::Skip(format!(
+                "launch template unreadable: {error}"
+            ))),
             Err(error) => Err(TemplateProblem::Aws(error)),
         }
     }
 
-    async fn launch_configuration(&mut self, index: usize, name: &str) -> Result<asg::LaunchConfigurationInfo, TemplateProblem> {
+    async fn launch_configuration(
+        &mut self,
+        index: usize,
+        name: &str,
+    ) -> Result<asg::LaunchConfigurationInfo, TemplateProblem> {
         let key = (index, name.to_owned());
         if let Some(info) = self.launch_configurations.get(&key) {
             return Ok(info.clone());
         }
-        let found = asg::describe_launch_configurations(&self.regions[index], &[name.to_owned()]).await.map_err(TemplateProblem::Aws)?;
-        let info = found.get(name).cloned().ok_or_else(|| TemplateProblem::Skip(format!("launch configuration {name} not found")))?;
+        let found = asg::describe_launch_configurations(&self.regions[index], &[name.to_owned()])
+            .await
+            .map_err(TemplateProblem::Aws)?;
+        let info = found.get(name).cloned().ok_or_else(|| {
+            TemplateProblem::Skip(format!("launch configuration {name} not found"))
+        })?;
         // Launch configurations are immutable: cache for good.
         self.launch_configurations.insert(key, info.clone());
         Ok(info)
@@ -681,24 +913,49 @@ mod tests {
             }
         }
         let sdk_calls = [
-            ("describe_auto_scaling_groups()", "autoscaling:DescribeAutoScalingGroups"),
-            ("describe_launch_configurations()", "autoscaling:DescribeLaunchConfigurations"),
-            ("describe_scaling_activities()", "autoscaling:DescribeScalingActivities"),
+            (
+                "describe_auto_scaling_groups()",
+                "autoscaling:DescribeAutoScalingGroups",
+            ),
+            (
+                "describe_launch_configurations()",
+                "autoscaling:DescribeLaunchConfigurations",
+            ),
+            (
+                "describe_scaling_activities()",
+                "autoscaling:DescribeScalingActivities",
+            ),
             ("create_or_update_tags()", "autoscaling:CreateOrUpdateTags"),
             (".set_desired_capacity()", "autoscaling:SetDesiredCapacity"),
-            ("terminate_instance_in_auto_scaling_group()", "autoscaling:TerminateInstanceInAutoScalingGroup"),
+            (
+                "terminate_instance_in_auto_scaling_group()",
+                "autoscaling:TerminateInstanceInAutoScalingGroup",
+            ),
             (".detach_instances()", "autoscaling:DetachInstances"),
-            ("call(\"DescribeLaunchTemplateVersions\"", "ec2:DescribeLaunchTemplateVersions"),
+            (
+                "call(\"DescribeLaunchTemplateVersions\"",
+                "ec2:DescribeLaunchTemplateVersions",
+            ),
         ];
         for (needle, action) in sdk_calls {
             assert!(text.contains(needle), "{needle} not found in the source");
-            assert!(AwsNodeGroups::called_actions().contains(&action), "{action} missing from called_actions");
+            assert!(
+                AwsNodeGroups::called_actions().contains(&action),
+                "{action} missing from called_actions"
+            );
         }
         assert_eq!(AwsNodeGroups::called_actions().len(), sdk_calls.len());
         // No other SDK operation is called: every `.send()` follows one of the above.
         let sends = text.matches(".send()").count();
-        assert_eq!(sends, 7, "an SDK call was added; list its action in called_actions");
-        assert_eq!(text.matches("call(\"").count(), 1, "an EC2 call was added; list its action in called_actions");
+        assert_eq!(
+            sends, 7,
+            "an SDK call was added; list its action in called_actions"
+        );
+        assert_eq!(
+            text.matches("call(\"").count(),
+            1,
+            "an EC2 call was added; list its action in called_actions"
+        );
 
         let sqs_calls = [
             ("invoke(\"GetQueueUrl\"", "sqs:GetQueueUrl"),
@@ -707,9 +964,16 @@ mod tests {
         ];
         for (needle, action) in sqs_calls {
             assert!(text.contains(needle), "{needle} not found in the source");
-            assert!(InterruptionQueue::called_actions().contains(&action), "{action} missing from InterruptionQueue::called_actions");
+            assert!(
+                InterruptionQueue::called_actions().contains(&action),
+                "{action} missing from InterruptionQueue::called_actions"
+            );
         }
         assert_eq!(InterruptionQueue::called_actions().len(), sqs_calls.len());
-        assert_eq!(text.matches("invoke(\"").count(), sqs_calls.len(), "an SQS call was added; list its action in InterruptionQueue::called_actions");
+        assert_eq!(
+            text.matches("invoke(\"").count(),
+            sqs_calls.len(),
+            "an SQS call was added; list its action in InterruptionQueue::called_actions"
+        );
     }
 }

@@ -23,7 +23,8 @@ use model::Region;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub(crate) type HttpsClient = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// An HTTPS (and plain HTTP, for moto) client with rustls and ring.
 pub(crate) fn https_client() -> HttpsClient {
@@ -33,11 +34,13 @@ pub(crate) fn https_client() -> HttpsClient {
             // No system roots (a minimal container): HTTPS will fail with a clear
             // TLS error at call time, plain HTTP still works.
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports the default protocol versions")
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
             )
         })
         .https_or_http()
@@ -51,18 +54,34 @@ pub(crate) fn https_client() -> HttpsClient {
 /// `AWS_ENDPOINT_URL`, else AWS's — the SDKs' order, so one environment points every
 /// client (ours and the SDK's) at the same place.
 pub(crate) fn endpoint(service: &str, region: &Region, override_url: Option<&str>) -> String {
-    endpoint_with(service, region, override_url, |name| std::env::var(name).ok())
+    endpoint_with(service, region, override_url, |name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// [`endpoint`] with the environment given (testable without touching the process's).
-fn endpoint_with(service: &str, region: &Region, override_url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> String {
+fn endpoint_with(
+    service: &str,
+    region: &Region,
+    override_url: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> String {
     let from_env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let url = override_url
         .map(str::to_owned)
-        .or_else(|| from_env(&format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase())))
+        .or_else(|| {
+            from_env(&format!(
+                "AWS_ENDPOINT_URL_{}",
+                service.to_ascii_uppercase()
+            ))
+        })
         .or_else(|| from_env("AWS_ENDPOINT_URL"))
         .unwrap_or_else(|| {
-            let suffix = if region.0.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+            let suffix = if region.0.starts_with("cn-") {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            };
             format!("https://{service}.{}.{suffix}", region.0)
         });
     format!("{}/", url.trim().trim_end_matches('/'))
@@ -71,17 +90,24 @@ fn endpoint_with(service: &str, region: &Region, override_url: Option<&str>, env
 /// The credentials of `config`: its static keys, or the SDK's default chain loaded for
 /// `region` (for clients built outside [`crate::AwsNodeGroups`], which shares the
 /// provider its SDK configuration already loaded).
-pub(crate) async fn credentials_provider(config: &AwsConfig, region: &Region) -> Option<SharedCredentialsProvider> {
+pub(crate) async fn credentials_provider(
+    config: &AwsConfig,
+    region: &Region,
+) -> Option<SharedCredentialsProvider> {
     match &config.credentials {
-        Credentials::Static { access_key_id, secret_access_key, session_token } => {
-            Some(SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+        Credentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => Some(SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new(
                 access_key_id.clone(),
                 secret_access_key.clone(),
                 session_token.clone(),
                 None,
                 "batch-autoscaler-static-keys",
-            )))
-        }
+            ),
+        )),
         Credentials::DefaultChain => {
             let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new(region.0.clone()))
@@ -137,7 +163,10 @@ impl SignedClient {
         http: HttpsClient,
         retry: RetrySettings,
     ) -> Self {
-        let hash = |text: &str, from: u64| text.bytes().fold(from, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let hash = |text: &str, from: u64| {
+            text.bytes()
+                .fold(from, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        };
         let seed = retry.jitter_seed ^ hash(&region.0, hash(service, 0));
         Self {
             inner: Arc::new(Inner {
@@ -183,9 +212,16 @@ impl SignedClient {
             };
             match result {
                 Err(error) if error.is_transient() && attempt < retry.max_attempts => {
-                    let ceiling = retry.initial_backoff.saturating_mul(1 << (attempt - 1).min(20)).min(retry.max_backoff);
+                    let ceiling = retry
+                        .initial_backoff
+                        .saturating_mul(1 << (attempt - 1).min(20))
+                        .min(retry.max_backoff);
                     let pause = {
-                        let mut rng = self.inner.jitter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let mut rng = self
+                            .inner
+                            .jitter
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
                         ceiling.mul_f64(rng.next_f64())
                     };
                     tracing::debug!(service = self.inner.service, operation, attempt, ?pause, %error, "retrying AWS call");
@@ -197,18 +233,45 @@ impl SignedClient {
         }
     }
 
-    async fn attempt(&self, operation: &'static str, request: &SignedRequest) -> Result<RawResponse, AwsError> {
+    async fn attempt(
+        &self,
+        operation: &'static str,
+        request: &SignedRequest,
+    ) -> Result<RawResponse, AwsError> {
         let region = &self.inner.region;
         let endpoint = self.inner.endpoint.as_str();
-        let other = |message: String| AwsError::Other { region: region.clone(), operation, message };
+        let other = |message: String| AwsError::Other {
+            region: region.clone(),
+            operation,
+            message,
+        };
         let identity: Identity = self.credentials(operation).await?.into();
-        let uri: http::Uri = endpoint.parse().map_err(|e| other(format!("bad {} endpoint {endpoint:?}: {e}", self.inner.service)))?;
-        let host = uri.authority().map(|a| a.as_str().to_owned()).ok_or_else(|| other(format!("{} endpoint {endpoint:?} has no host", self.inner.service)))?;
-        let mut builder = http::Request::builder().method("POST").uri(uri).header("host", host).header("content-type", request.content_type);
+        let uri: http::Uri = endpoint.parse().map_err(|e| {
+            other(format!(
+                "bad {} endpoint {endpoint:?}: {e}",
+                self.inner.service
+            ))
+        })?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| {
+                other(format!(
+                    "{} endpoint {endpoint:?} has no host",
+                    self.inner.service
+                ))
+            })?;
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("host", host)
+            .header("content-type", request.content_type);
         for (name, value) in &request.headers {
             builder = builder.header(*name, value.as_str());
         }
-        let mut http_request = builder.body(Full::new(Bytes::from(request.body.clone()))).map_err(|e| other(format!("building the request: {e}")))?;
+        let mut http_request = builder
+            .body(Full::new(Bytes::from(request.body.clone())))
+            .map_err(|e| other(format!("building the request: {e}")))?;
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&region.0)
@@ -230,32 +293,69 @@ impl SignedClient {
             SignableBody::Bytes(request.body.as_bytes()),
         )
         .map_err(|e| other(format!("signing: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params).map_err(|e| other(format!("signing: {e}")))?.into_parts();
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| other(format!("signing: {e}")))?
+            .into_parts();
         instructions.apply_to_request_http1x(&mut http_request);
 
-        let unavailable = |message: String| AwsError::Unavailable { region: region.clone(), operation, message };
+        let unavailable = |message: String| AwsError::Unavailable {
+            region: region.clone(),
+            operation,
+            message,
+        };
         tokio::time::timeout(request.timeout, async {
-            let response = self.inner.http.request(http_request).await.map_err(|e| unavailable(format!("sending: {e}")))?;
+            let response = self
+                .inner
+                .http
+                .request(http_request)
+                .await
+                .map_err(|e| unavailable(format!("sending: {e}")))?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.into_body().collect().await.map_err(|e| unavailable(format!("reading the response: {e}")))?.to_bytes();
-            Ok(RawResponse { status, headers, body })
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unavailable(format!("reading the response: {e}")))?
+                .to_bytes();
+            Ok(RawResponse {
+                status,
+                headers,
+                body,
+            })
         })
         .await
         .map_err(|_| unavailable(format!("no response within {:?}", request.timeout)))?
     }
 
-    async fn credentials(&self, operation: &'static str) -> Result<aws_credential_types::Credentials, AwsError> {
-        let denied = |message: String| AwsError::Denied { region: self.inner.region.clone(), operation, message };
-        let provider = self.inner.credentials.as_ref().ok_or_else(|| denied("no AWS credentials configured".into()))?;
+    async fn credentials(
+        &self,
+        operation: &'static str,
+    ) -> Result<aws_credential_types::Credentials, AwsError> {
+        let denied = |message: String| AwsError::Denied {
+            region: self.inner.region.clone(),
+            operation,
+            message,
+        };
+        let provider = self
+            .inner
+            .credentials
+            .as_ref()
+            .ok_or_else(|| denied("no AWS credentials configured".into()))?;
         let mut cached = self.inner.cached.lock().await;
         let fresh_until = SystemTime::now() + Duration::from_secs(300);
         if let Some(credentials) = cached.as_ref() {
-            if credentials.expiry().is_none_or(|expiry| expiry > fresh_until) {
+            if credentials
+                .expiry()
+                .is_none_or(|expiry| expiry > fresh_until)
+            {
                 return Ok(credentials.clone());
             }
         }
-        let credentials = provider.provide_credentials().await.map_err(|e| denied(format!("loading credentials: {e}")))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| denied(format!("loading credentials: {e}")))?;
         *cached = Some(credentials.clone());
         Ok(credentials)
     }
@@ -263,7 +363,13 @@ impl SignedClient {
 
 /// A short, printable excerpt of an unreadable body, for error messages.
 pub(crate) fn excerpt(status: u16, body: &[u8]) -> String {
-    format!("HTTP {status}: {}", String::from_utf8_lossy(body).chars().take(200).collect::<String>())
+    format!(
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(body)
+            .chars()
+            .take(200)
+            .collect::<String>()
+    )
 }
 
 /// SplitMix64: a tiny seeded generator for retry jitter (no `rand` needed).
@@ -292,15 +398,37 @@ mod tests {
     fn endpoints_follow_the_sdk_order() {
         let r = Region::new("us-west-2");
         let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
         };
-        let both: &[(&str, &str)] = &[("AWS_ENDPOINT_URL_SQS", "http://sqs-only:1"), ("AWS_ENDPOINT_URL", "http://all:2/")];
-        assert_eq!(endpoint_with("sqs", &r, Some("http://127.0.0.1:5000"), env(both)), "http://127.0.0.1:5000/");
-        assert_eq!(endpoint_with("sqs", &r, None, env(both)), "http://sqs-only:1/");
+        let both: &[(&str, &str)] = &[
+            ("AWS_ENDPOINT_URL_SQS", "http://sqs-only:1"),
+            ("AWS_ENDPOINT_URL", "http://all:2/"),
+        ];
+        assert_eq!(
+            endpoint_with("sqs", &r, Some("http://127.0.0.1:5000"), env(both)),
+            "http://127.0.0.1:5000/"
+        );
+        assert_eq!(
+            endpoint_with("sqs", &r, None, env(both)),
+            "http://sqs-only:1/"
+        );
         assert_eq!(endpoint_with("ec2", &r, None, env(both)), "http://all:2/");
-        assert_eq!(endpoint_with("sqs", &r, None, env(&[("AWS_ENDPOINT_URL_SQS", " ")])), "https://sqs.us-west-2.amazonaws.com/");
-        assert_eq!(endpoint_with("ec2", &r, None, env(&[])), "https://ec2.us-west-2.amazonaws.com/");
-        assert_eq!(endpoint_with("sqs", &Region::new("cn-north-1"), None, env(&[])), "https://sqs.cn-north-1.amazonaws.com.cn/");
+        assert_eq!(
+            endpoint_with("sqs", &r, None, env(&[("AWS_ENDPOINT_URL_SQS", " ")])),
+            "https://sqs.us-west-2.amazonaws.com/"
+        );
+        assert_eq!(
+            endpoint_with("ec2", &r, None, env(&[])),
+            "https://ec2.us-west-2.amazonaws.com/"
+        );
+        assert_eq!(
+            endpoint_with("sqs", &Region::new("cn-north-1"), None, env(&[])),
+            "https://sqs.cn-north-1.amazonaws.com.cn/"
+        );
     }
 
     #[test]

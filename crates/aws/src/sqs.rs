@@ -27,7 +27,10 @@ pub struct SqsClient {
 
 impl std::fmt::Debug for SqsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqsClient").field("region", self.signed.region()).field("endpoint", &self.signed.endpoint()).finish()
+        f.debug_struct("SqsClient")
+            .field("region", self.signed.region())
+            .field("endpoint", &self.signed.endpoint())
+            .finish()
     }
 }
 
@@ -37,7 +40,16 @@ impl SqsClient {
     pub async fn connect(config: &AwsConfig, region: &Region) -> Self {
         let credentials = signed::credentials_provider(config, region).await;
         let endpoint = signed::endpoint("sqs", region, config.endpoint_url.as_deref());
-        Self { signed: SignedClient::new("sqs", region.clone(), endpoint, credentials, signed::https_client(), config.retry.clone()) }
+        Self {
+            signed: SignedClient::new(
+                "sqs",
+                region.clone(),
+                endpoint,
+                credentials,
+                signed::https_client(),
+                config.retry.clone(),
+            ),
+        }
     }
 
     /// The region this client calls.
@@ -50,25 +62,44 @@ impl SqsClient {
     /// SendMessage); the adapter itself calls only
     /// [`InterruptionQueue::called_actions`].
     pub async fn call(&self, operation: &'static str, input: &Value) -> Result<Value, AwsError> {
-        self.invoke(operation, input, self.signed.retry().attempt_timeout).await
+        self.invoke(operation, input, self.signed.retry().attempt_timeout)
+            .await
     }
 
     /// One operation; `timeout` bounds each attempt (a long poll needs more than
     /// the usual one).
-    async fn invoke(&self, operation: &'static str, input: &Value, timeout: Duration) -> Result<Value, AwsError> {
+    async fn invoke(
+        &self,
+        operation: &'static str,
+        input: &Value,
+        timeout: Duration,
+    ) -> Result<Value, AwsError> {
         let request = SignedRequest {
             content_type: "application/x-amz-json-1.0",
             headers: vec![("x-amz-target", format!("AmazonSQS.{operation}"))],
             body: input.to_string(),
             timeout,
         };
-        self.signed.call(operation, &request, |response| read(self.region(), operation, input, response)).await
+        self.signed
+            .call(operation, &request, |response| {
+                read(self.region(), operation, input, response)
+            })
+            .await
     }
 }
 
 /// The JSON output of a 2xx response; an error response classified by its code.
-fn read(region: &Region, operation: &'static str, input: &Value, response: RawResponse) -> Result<Value, AwsError> {
-    let RawResponse { status, headers, body } = response;
+fn read(
+    region: &Region,
+    operation: &'static str,
+    input: &Value,
+    response: RawResponse,
+) -> Result<Value, AwsError> {
+    let RawResponse {
+        status,
+        headers,
+        body,
+    } = response;
     if (200..300).contains(&status) {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Object(Default::default()));
@@ -76,26 +107,52 @@ fn read(region: &Region, operation: &'static str, input: &Value, response: RawRe
         return serde_json::from_slice(&body).map_err(|e| AwsError::Other {
             region: region.clone(),
             operation,
-            message: format!("unreadable response ({e}): {}", signed::excerpt(status, &body)),
+            message: format!(
+                "unreadable response ({e}): {}",
+                signed::excerpt(status, &body)
+            ),
         });
     }
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let code = parsed
         .as_ref()
         .and_then(|p| p.get("__type").and_then(Value::as_str).map(str::to_owned))
         .or_else(|| header("x-amzn-errortype"))
         .map(|t| error_code(&t).to_owned())
-        .or_else(|| header("x-amzn-query-error").and_then(|q| q.split(';').next().map(str::to_owned)));
+        .or_else(|| {
+            header("x-amzn-query-error").and_then(|q| q.split(';').next().map(str::to_owned))
+        });
     let message = parsed
         .as_ref()
-        .and_then(|p| p.get("message").or_else(|| p.get("Message")).and_then(Value::as_str).map(str::to_owned))
+        .and_then(|p| {
+            p.get("message")
+                .or_else(|| p.get("Message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| signed::excerpt(status, &body));
     let what = || {
-        let queue = input.get("QueueUrl").or_else(|| input.get("QueueName")).and_then(Value::as_str).unwrap_or("?");
+        let queue = input
+            .get("QueueUrl")
+            .or_else(|| input.get("QueueName"))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
         format!("SQS queue {queue}")
     };
-    Err(classify_response(region, operation, Some(status), code.as_deref(), message, what))
+    Err(classify_response(
+        region,
+        operation,
+        Some(status),
+        code.as_deref(),
+        message,
+        what,
+    ))
 }
 
 /// The bare code of a JSON-protocol error type: `com.amazonaws.sqs#QueueDoesNotExist`
@@ -132,22 +189,38 @@ impl InterruptionQueue {
     /// is (no call), in the region its host names when it is an AWS SQS host
     /// (`sqs.<region>.amazonaws.com`), else in `region`. An empty or malformed
     /// value is a [`ConfigError`] of `interruption-queue`.
-    pub async fn connect(config: &AwsConfig, region: &Region, queue: &str) -> Result<Self, AwsError> {
+    pub async fn connect(
+        config: &AwsConfig,
+        region: &Region,
+        queue: &str,
+    ) -> Result<Self, AwsError> {
         match QueueRef::parse(queue)? {
             QueueRef::Url(url) => {
                 let region = url_region(&url).unwrap_or_else(|| region.clone());
-                Ok(Self { client: SqsClient::connect(config, &region).await, url })
+                Ok(Self {
+                    client: SqsClient::connect(config, &region).await,
+                    url,
+                })
             }
             QueueRef::Name(name) => {
                 let client = SqsClient::connect(config, region).await;
                 let timeout = client.signed.retry().attempt_timeout;
-                let output = client.invoke("GetQueueUrl", &json!({ "QueueName": name }), timeout).await?;
-                let url = output.get("QueueUrl").and_then(Value::as_str).filter(|u| !u.is_empty()).ok_or_else(|| AwsError::Other {
-                    region: region.clone(),
-                    operation: "GetQueueUrl",
-                    message: format!("no QueueUrl for queue {name} in {output}"),
-                })?;
-                Ok(Self { url: url.to_owned(), client })
+                let output = client
+                    .invoke("GetQueueUrl", &json!({ "QueueName": name }), timeout)
+                    .await?;
+                let url = output
+                    .get("QueueUrl")
+                    .and_then(Value::as_str)
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| AwsError::Other {
+                        region: region.clone(),
+                        operation: "GetQueueUrl",
+                        message: format!("no QueueUrl for queue {name} in {output}"),
+                    })?;
+                Ok(Self {
+                    url: url.to_owned(),
+                    client,
+                })
             }
         }
     }
@@ -177,17 +250,30 @@ impl InterruptionQueue {
         let input = json!({ "QueueUrl": self.url, "MaxNumberOfMessages": MAX_MESSAGES, "WaitTimeSeconds": wait.as_secs() });
         // The response only comes when the wait is over: the attempt must outlast it.
         let timeout = wait + self.client.signed.retry().attempt_timeout;
-        let output = self.client.invoke("ReceiveMessage", &input, timeout).await?;
-        let unreadable = |message: String| AwsError::Other { region: self.region().clone(), operation: "ReceiveMessage", message };
-        let Some(messages) = output.get("Messages") else { return Ok(Vec::new()) };
-        let messages = messages.as_array().ok_or_else(|| unreadable(format!("Messages is not a list: {messages}")))?;
+        let output = self
+            .client
+            .invoke("ReceiveMessage", &input, timeout)
+            .await?;
+        let unreadable = |message: String| AwsError::Other {
+            region: self.region().clone(),
+            operation: "ReceiveMessage",
+            message,
+        };
+        let Some(messages) = output.get("Messages") else {
+            return Ok(Vec::new());
+        };
+        let messages = messages
+            .as_array()
+            .ok_or_else(|| unreadable(format!("Messages is not a list: {messages}")))?;
         messages
             .iter()
             .map(|m| {
                 let text = |field: &str| m.get(field).and_then(Value::as_str).map(str::to_owned);
                 Ok(QueueMessage {
-                    id: text("MessageId").ok_or_else(|| unreadable(format!("message without MessageId: {m}")))?,
-                    receipt: text("ReceiptHandle").ok_or_else(|| unreadable(format!("message without ReceiptHandle: {m}")))?,
+                    id: text("MessageId")
+                        .ok_or_else(|| unreadable(format!("message without MessageId: {m}")))?,
+                    receipt: text("ReceiptHandle")
+                        .ok_or_else(|| unreadable(format!("message without ReceiptHandle: {m}")))?,
                     body: text("Body").unwrap_or_default(),
                 })
             })
@@ -198,7 +284,14 @@ impl InterruptionQueue {
     /// unreadable). Deleting twice is not an error (SQS's behaviour).
     pub async fn delete(&self, receipt: &str) -> Result<(), AwsError> {
         let input = json!({ "QueueUrl": self.url, "ReceiptHandle": receipt });
-        self.client.invoke("DeleteMessage", &input, self.client.signed.retry().attempt_timeout).await.map(|_| ())
+        self.client
+            .invoke(
+                "DeleteMessage",
+                &input,
+                self.client.signed.retry().attempt_timeout,
+            )
+            .await
+            .map(|_| ())
     }
 }
 
@@ -214,17 +307,27 @@ impl QueueRef {
         let bad = |message: String| ConfigError::new("interruption-queue", message);
         let text = text.trim();
         if text.starts_with("https://") || text.starts_with("http://") {
-            let path = text.split_once("://").map(|(_, rest)| rest).and_then(|rest| rest.split_once('/')).map(|(_, path)| path);
+            let path = text
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(_, path)| path);
             if path.is_none_or(|p| p.trim_matches('/').is_empty()) {
                 return Err(bad(format!("{text:?} is not a queue URL (expected https://sqs.<region>.amazonaws.com/<account>/<name>)")));
             }
             return Ok(Self::Url(text.to_owned()));
         }
         if text.starts_with("arn:") {
-            return Err(bad(format!("{text:?} is an ARN; give the queue's name or URL")));
+            return Err(bad(format!(
+                "{text:?} is an ARN; give the queue's name or URL"
+            )));
         }
         let stem = text.strip_suffix(".fifo").unwrap_or(text);
-        let valid = !stem.is_empty() && text.len() <= 80 && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let valid = !stem.is_empty()
+            && text.len() <= 80
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(bad(format!(
                 "{text:?} is neither a queue URL nor a queue name (1 to 80 letters, digits, '-' and '_', optionally ending in .fifo)"
@@ -238,12 +341,25 @@ impl QueueRef {
 /// the legacy `<region>.queue.amazonaws.com`. `None` for other hosts (moto, VPC
 /// endpoints), which are called in the configured region.
 fn url_region(url: &str) -> Option<Region> {
-    let host = url.split_once("://")?.1.split('/').next()?.split(':').next()?;
+    let host = url
+        .split_once("://")?
+        .1
+        .split('/')
+        .next()?
+        .split(':')
+        .next()?;
     let region = host
         .strip_prefix("sqs.")
-        .and_then(|rest| rest.strip_suffix(".amazonaws.com").or_else(|| rest.strip_suffix(".amazonaws.com.cn")))
+        .and_then(|rest| {
+            rest.strip_suffix(".amazonaws.com")
+                .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))
+        })
         .or_else(|| host.strip_suffix(".queue.amazonaws.com"))?;
-    let valid = !region.is_empty() && !region.contains('.') && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid = !region.is_empty()
+        && !region.contains('.')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     valid.then(|| Region::new(region))
 }
 
@@ -253,12 +369,30 @@ mod tests {
 
     #[test]
     fn queue_names_and_urls() {
-        assert_eq!(QueueRef::parse(" interruptions ").unwrap(), QueueRef::Name("interruptions".into()));
-        assert_eq!(QueueRef::parse("my_queue-1.fifo").unwrap(), QueueRef::Name("my_queue-1.fifo".into()));
+        assert_eq!(
+            QueueRef::parse(" interruptions ").unwrap(),
+            QueueRef::Name("interruptions".into())
+        );
+        assert_eq!(
+            QueueRef::parse("my_queue-1.fifo").unwrap(),
+            QueueRef::Name("my_queue-1.fifo".into())
+        );
         let url = "https://sqs.us-east-2.amazonaws.com/123456789012/interruptions";
         assert_eq!(QueueRef::parse(url).unwrap(), QueueRef::Url(url.into()));
-        assert_eq!(QueueRef::parse("http://127.0.0.1:5000/123456789012/q").unwrap(), QueueRef::Url("http://127.0.0.1:5000/123456789012/q".into()));
-        for bad in ["", "  ", "has space", "a/b", ".fifo", "arn:aws:sqs:us-east-2:123456789012:q", "https://sqs.us-east-2.amazonaws.com/", &"x".repeat(81)] {
+        assert_eq!(
+            QueueRef::parse("http://127.0.0.1:5000/123456789012/q").unwrap(),
+            QueueRef::Url("http://127.0.0.1:5000/123456789012/q".into())
+        );
+        for bad in [
+            "",
+            "  ",
+            "has space",
+            "a/b",
+            ".fifo",
+            "arn:aws:sqs:us-east-2:123456789012:q",
+            "https://sqs.us-east-2.amazonaws.com/",
+            &"x".repeat(81),
+        ] {
             let e = QueueRef::parse(bad).unwrap_err();
             assert_eq!(e.field, "interruption-queue", "{bad}: {e}");
         }
@@ -267,11 +401,23 @@ mod tests {
     #[test]
     fn regions_of_queue_urls() {
         let region = |url: &str| url_region(url).map(|r| r.0);
-        assert_eq!(region("https://sqs.us-east-2.amazonaws.com/123456789012/q").as_deref(), Some("us-east-2"));
-        assert_eq!(region("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q").as_deref(), Some("cn-north-1"));
-        assert_eq!(region("https://eu-west-1.queue.amazonaws.com/123456789012/q").as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region("https://sqs.us-east-2.amazonaws.com/123456789012/q").as_deref(),
+            Some("us-east-2")
+        );
+        assert_eq!(
+            region("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q").as_deref(),
+            Some("cn-north-1")
+        );
+        assert_eq!(
+            region("https://eu-west-1.queue.amazonaws.com/123456789012/q").as_deref(),
+            Some("eu-west-1")
+        );
         assert_eq!(region("http://127.0.0.1:5000/123456789012/q"), None);
-        assert_eq!(region("https://vpce-1a2b3c4d.sqs.us-east-1.vpce.amazonaws.com/123456789012/q"), None);
+        assert_eq!(
+            region("https://vpce-1a2b3c4d.sqs.us-east-1.vpce.amazonaws.com/123456789012/q"),
+            None
+        );
         assert_eq!(region("https://queue.amazonaws.com/123456789012/q"), None);
     }
 
@@ -283,24 +429,77 @@ mod tests {
             for (k, v) in headers {
                 map.insert(*k, v.parse().unwrap());
             }
-            RawResponse { status, headers: map, body: body.to_owned().into() }
+            RawResponse {
+                status,
+                headers: map,
+                body: body.to_owned().into(),
+            }
         };
         let input = json!({ "QueueName": "interruptions" });
         let missing = r#"{"__type": "com.amazonaws.sqs#QueueDoesNotExist", "message": "The specified queue does not exist."}"#;
         let e = read(&r, "GetQueueUrl", &input, response(400, missing, &[])).unwrap_err();
-        assert!(matches!(&e, AwsError::NotFound { what, .. } if what == "SQS queue interruptions"), "{e:?}");
-        let throttled = r#"{"__type": "com.amazonaws.sqs#RequestThrottled", "message": "slow down"}"#;
-        assert!(read(&r, "ReceiveMessage", &input, response(400, throttled, &[])).unwrap_err().is_transient());
-        let denied = r#"{"__type": "com.amazon.coral.service#AccessDeniedException", "Message": "no"}"#;
-        assert_eq!(read(&r, "ReceiveMessage", &input, response(400, denied, &[])).unwrap_err().metric_label(), "denied");
+        assert!(
+            matches!(&e, AwsError::NotFound { what, .. } if what == "SQS queue interruptions"),
+            "{e:?}"
+        );
+        let throttled =
+            r#"{"__type": "com.amazonaws.sqs#RequestThrottled", "message": "slow down"}"#;
+        assert!(
+            read(&r, "ReceiveMessage", &input, response(400, throttled, &[]))
+                .unwrap_err()
+                .is_transient()
+        );
+        let denied =
+            r#"{"__type": "com.amazon.coral.service#AccessDeniedException", "Message": "no"}"#;
+        assert_eq!(
+            read(&r, "ReceiveMessage", &input, response(400, denied, &[]))
+                .unwrap_err()
+                .metric_label(),
+            "denied"
+        );
         // No JSON body: the headers still say what it was.
-        let e = read(&r, "GetQueueUrl", &input, response(400, "", &[("x-amzn-query-error", "AWS.SimpleQueueService.NonExistentQueue;Sender")]));
+        let e = read(
+            &r,
+            "GetQueueUrl",
+            &input,
+            response(
+                400,
+                "",
+                &[(
+                    "x-amzn-query-error",
+                    "AWS.SimpleQueueService.NonExistentQueue;Sender",
+                )],
+            ),
+        );
         assert_eq!(e.unwrap_err().metric_label(), "not_found");
-        let e = read(&r, "GetQueueUrl", &input, response(400, "", &[("x-amzn-errortype", "AccessDenied:http://internal")]));
+        let e = read(
+            &r,
+            "GetQueueUrl",
+            &input,
+            response(
+                400,
+                "",
+                &[("x-amzn-errortype", "AccessDenied:http://internal")],
+            ),
+        );
         assert_eq!(e.unwrap_err().metric_label(), "denied");
-        let e = read(&r, "ReceiveMessage", &input, response(503, "<html>busy</html>", &[])).unwrap_err();
+        let e = read(
+            &r,
+            "ReceiveMessage",
+            &input,
+            response(503, "<html>busy</html>", &[]),
+        )
+        .unwrap_err();
         assert!(e.is_transient() && e.to_string().contains("busy"), "{e}");
-        assert_eq!(read(&r, "DeleteMessage", &input, response(200, "", &[])).unwrap(), json!({}));
-        assert_eq!(read(&r, "ReceiveMessage", &input, response(200, "not json", &[])).unwrap_err().metric_label(), "other");
+        assert_eq!(
+            read(&r, "DeleteMessage", &input, response(200, "", &[])).unwrap(),
+            json!({})
+        );
+        assert_eq!(
+            read(&r, "ReceiveMessage", &input, response(200, "not json", &[]))
+                .unwrap_err()
+                .metric_label(),
+            "other"
+        );
     }
 }

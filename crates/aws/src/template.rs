@@ -8,7 +8,8 @@
 
 use crate::config::{AutoDiscoverySpec, StaticGroup};
 use model::{
-    parse_quantity, Labels, NodeGroupId, NodeGroupSpec, NodeShape, PurchaseOption, Region, Taint, Zone,
+    parse_quantity, Labels, NodeGroupId, NodeGroupSpec, NodeShape, PurchaseOption, Region, Taint,
+    Zone,
 };
 use std::collections::BTreeMap;
 
@@ -53,15 +54,27 @@ pub fn ownership(
         return Some(Ownership::Static(group.clone()));
     }
     if !cluster.is_empty() {
-        let seed_role = TAG_SEED_ROLES.iter().any(|key| tags.get(*key).is_some_and(|v| SEED_ROLES.contains(&v.trim())));
-        if tags.get(TAG_SEED_CLUSTER).is_some_and(|v| v.trim() == cluster) && seed_role {
+        let seed_role = TAG_SEED_ROLES.iter().any(|key| {
+            tags.get(*key)
+                .is_some_and(|v| SEED_ROLES.contains(&v.trim()))
+        });
+        if tags
+            .get(TAG_SEED_CLUSTER)
+            .is_some_and(|v| v.trim() == cluster)
+            && seed_role
+        {
             return Some(Ownership::SeedTags);
         }
-        if tags.contains_key(TAG_CA_ENABLED) && tags.contains_key(&format!("{TAG_CA_CLUSTER_PREFIX}{cluster}")) {
+        if tags.contains_key(TAG_CA_ENABLED)
+            && tags.contains_key(&format!("{TAG_CA_CLUSTER_PREFIX}{cluster}"))
+        {
             return Some(Ownership::ClusterAutoscalerTags);
         }
     }
-    specs.iter().position(|spec| !spec.tags.is_empty() && spec.matches(tags)).map(Ownership::AutoDiscovery)
+    specs
+        .iter()
+        .position(|spec| !spec.tags.is_empty() && spec.matches(tags))
+        .map(Ownership::AutoDiscovery)
 }
 
 /// Everything but the ASG's own data that a template needs.
@@ -86,17 +99,25 @@ pub const SPOT_PRICE_FACTOR: f64 = 0.35;
 
 /// Builds a group's spec, or says why it cannot be built. Warnings about skipped tags
 /// are appended to `warnings`.
-pub fn build_spec(inputs: &TemplateInputs<'_>, warnings: &mut Vec<String>) -> Result<NodeGroupSpec, String> {
+pub fn build_spec(
+    inputs: &TemplateInputs<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<NodeGroupSpec, String> {
     let name = inputs.name;
     if inputs.instance_type.is_empty() {
         return Err(format!("group {name}: no instance type (launch template, launch configuration or mixed-instances override)"));
     }
-    let hardware = catalog::lookup(inputs.instance_type)
-        .ok_or_else(|| format!("group {name}: instance type {:?} is not in the catalog", inputs.instance_type))?;
+    let hardware = catalog::lookup(inputs.instance_type).ok_or_else(|| {
+        format!(
+            "group {name}: instance type {:?} is not in the catalog",
+            inputs.instance_type
+        )
+    })?;
     if inputs.zones.is_empty() {
         return Err(format!("group {name}: no availability zones"));
     }
-    let (labels, taints, resources, max_pods) = template_tags(name, inputs.tags, inputs.max_pods, warnings);
+    let (labels, taints, resources, max_pods) =
+        template_tags(name, inputs.tags, inputs.max_pods, warnings);
     let mut shape = NodeShape::for_instance(
         model::InstanceTypeName::new(inputs.instance_type),
         hardware.arch.label(),
@@ -111,7 +132,11 @@ pub fn build_spec(inputs: &TemplateInputs<'_>, warnings: &mut Vec<String>) -> Re
     // The capacity-type label wins over the purchase option only when a tag sets it.
     let mut purchase = inputs.purchase;
     if let Some(value) = labels.get(model::well_known::LABEL_CAPACITY_TYPE) {
-        purchase = if value.eq_ignore_ascii_case("SPOT") { PurchaseOption::Spot } else { PurchaseOption::OnDemand };
+        purchase = if value.eq_ignore_ascii_case("SPOT") {
+            PurchaseOption::Spot
+        } else {
+            PurchaseOption::OnDemand
+        };
     }
     let price_per_hour = inputs
         .prices
@@ -119,8 +144,13 @@ pub fn build_spec(inputs: &TemplateInputs<'_>, warnings: &mut Vec<String>) -> Re
         .or_else(|| inputs.prices.get(inputs.instance_type))
         .copied()
         .or_else(|| {
-            catalog::on_demand_price_usd_per_hour(inputs.instance_type)
-                .map(|p| if purchase == PurchaseOption::Spot { p * SPOT_PRICE_FACTOR } else { p })
+            catalog::on_demand_price_usd_per_hour(inputs.instance_type).map(|p| {
+                if purchase == PurchaseOption::Spot {
+                    p * SPOT_PRICE_FACTOR
+                } else {
+                    p
+                }
+            })
         });
     Ok(NodeGroupSpec {
         id: NodeGroupId::new(name),
@@ -144,14 +174,26 @@ fn apply_resource(shape: &mut NodeShape, resource: &str, amount: i64) {
     let capacity = &mut shape.capacity;
     let allocatable = &mut shape.allocatable;
     let (old, slot_cap, slot_alloc): (i64, Option<&mut i64>, Option<&mut i64>) = match resource {
-        "cpu" => (capacity.cpu_millis, Some(&mut capacity.cpu_millis), Some(&mut allocatable.cpu_millis)),
-        "memory" => (capacity.memory_bytes, Some(&mut capacity.memory_bytes), Some(&mut allocatable.memory_bytes)),
+        "cpu" => (
+            capacity.cpu_millis,
+            Some(&mut capacity.cpu_millis),
+            Some(&mut allocatable.cpu_millis),
+        ),
+        "memory" => (
+            capacity.memory_bytes,
+            Some(&mut capacity.memory_bytes),
+            Some(&mut allocatable.memory_bytes),
+        ),
         "ephemeral-storage" => (
             capacity.ephemeral_storage_bytes,
             Some(&mut capacity.ephemeral_storage_bytes),
             Some(&mut allocatable.ephemeral_storage_bytes),
         ),
-        "pods" => (capacity.pods, Some(&mut capacity.pods), Some(&mut allocatable.pods)),
+        "pods" => (
+            capacity.pods,
+            Some(&mut capacity.pods),
+            Some(&mut allocatable.pods),
+        ),
         _ => (capacity.extended(resource), None, None),
     };
     let delta = amount - old;
@@ -195,7 +237,10 @@ pub fn template_tags(
             }
         }
     }
-    for (key, value) in tags.iter().filter(|(k, _)| k.starts_with(TAG_TEMPLATE_TAINT)) {
+    for (key, value) in tags
+        .iter()
+        .filter(|(k, _)| k.starts_with(TAG_TEMPLATE_TAINT))
+    {
         let taint_key = &key[TAG_TEMPLATE_TAINT.len()..];
         if let Err(why) = validate_label_key(taint_key) {
             skip(key, value, format!("bad taint key: {why}"));
@@ -216,7 +261,10 @@ pub fn template_tags(
             Err(e) => skip(key, value, e.to_string()),
         }
     }
-    for (key, value) in tags.iter().filter(|(k, _)| k.starts_with(TAG_TEMPLATE_RESOURCES)) {
+    for (key, value) in tags
+        .iter()
+        .filter(|(k, _)| k.starts_with(TAG_TEMPLATE_RESOURCES))
+    {
         let resource = &key[TAG_TEMPLATE_RESOURCES.len()..];
         if let Err(why) = validate_label_key(resource) {
             skip(key, value, format!("bad resource name: {why}"));
@@ -225,7 +273,11 @@ pub fn template_tags(
         match parse_quantity(value) {
             Ok(q) if q.milli_value() < 0 => skip(key, value, "negative quantity".into()),
             Ok(q) => {
-                let amount = if resource == "cpu" { q.milli_value() } else { q.value() };
+                let amount = if resource == "cpu" {
+                    q.milli_value()
+                } else {
+                    q.value()
+                };
                 if resource == "pods" {
                     max_pods = u32::try_from(amount).unwrap_or(u32::MAX);
                 }
@@ -251,12 +303,16 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
             && prefix.split('.').all(|part| {
                 !part.is_empty()
                     && part.len() <= 63
-                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !part.starts_with('-')
                     && !part.ends_with('-')
             });
         if !ok {
-            return Err(format!("prefix {prefix:?} of {key:?} is not a DNS subdomain"));
+            return Err(format!(
+                "prefix {prefix:?} of {key:?} is not a DNS subdomain"
+            ));
         }
     }
     if name.is_empty() {
@@ -284,7 +340,10 @@ fn check_name_chars(text: &str) -> Result<(), String> {
     if text.len() > 63 {
         return Err("is longer than 63 characters".into());
     }
-    if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Err("has characters other than alphanumerics, '-', '_' and '.'".into());
     }
     let first_last_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
@@ -300,50 +359,121 @@ mod tests {
     use model::TaintEffect;
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn ownership_by_each_style() {
         let none: [StaticGroup; 0] = [];
         let seed = tags(&[("KubernetesCluster", "prod"), ("Role", "minion")]);
-        assert_eq!(ownership("a", &seed, "prod", &none, &[]), Some(Ownership::SeedTags));
-        assert_eq!(ownership("a", &seed, "staging", &none, &[]), None, "other cluster");
-        assert_eq!(ownership("a", &seed, "", &none, &[]), None, "no cluster name owns nothing");
+        assert_eq!(
+            ownership("a", &seed, "prod", &none, &[]),
+            Some(Ownership::SeedTags)
+        );
+        assert_eq!(
+            ownership("a", &seed, "staging", &none, &[]),
+            None,
+            "other cluster"
+        );
+        assert_eq!(
+            ownership("a", &seed, "", &none, &[]),
+            None,
+            "no cluster name owns nothing"
+        );
         let seed_k = tags(&[("KubernetesCluster", "prod"), ("KubernetesRole", "worker")]);
-        assert_eq!(ownership("a", &seed_k, "prod", &none, &[]), Some(Ownership::SeedTags));
+        assert_eq!(
+            ownership("a", &seed_k, "prod", &none, &[]),
+            Some(Ownership::SeedTags)
+        );
         let master = tags(&[("KubernetesCluster", "prod"), ("Role", "master")]);
-        assert_eq!(ownership("a", &master, "prod", &none, &[]), None, "masters are never owned");
-        let ca = tags(&[("k8s.io/cluster-autoscaler/enabled", "true"), ("k8s.io/cluster-autoscaler/prod", "owned")]);
-        assert_eq!(ownership("a", &ca, "prod", &none, &[]), Some(Ownership::ClusterAutoscalerTags));
+        assert_eq!(
+            ownership("a", &master, "prod", &none, &[]),
+            None,
+            "masters are never owned"
+        );
+        let ca = tags(&[
+            ("k8s.io/cluster-autoscaler/enabled", "true"),
+            ("k8s.io/cluster-autoscaler/prod", "owned"),
+        ]);
+        assert_eq!(
+            ownership("a", &ca, "prod", &none, &[]),
+            Some(Ownership::ClusterAutoscalerTags)
+        );
         assert_eq!(ownership("a", &ca, "other", &none, &[]), None);
         let only_enabled = tags(&[("k8s.io/cluster-autoscaler/enabled", "true")]);
         assert_eq!(ownership("a", &only_enabled, "prod", &none, &[]), None);
-        let statics = [StaticGroup { min: 1, max: 3, name: "a".into() }];
-        assert_eq!(ownership("a", &tags(&[]), "prod", &statics, &[]), Some(Ownership::Static(statics[0].clone())));
+        let statics = [StaticGroup {
+            min: 1,
+            max: 3,
+            name: "a".into(),
+        }];
+        assert_eq!(
+            ownership("a", &tags(&[]), "prod", &statics, &[]),
+            Some(Ownership::Static(statics[0].clone()))
+        );
         let spec = crate::config::parse_auto_discovery("asg:tag=team=batch").unwrap();
-        assert_eq!(ownership("b", &tags(&[("team", "batch")]), "prod", &statics, &[spec]), Some(Ownership::AutoDiscovery(0)));
+        assert_eq!(
+            ownership("b", &tags(&[("team", "batch")]), "prod", &statics, &[spec]),
+            Some(Ownership::AutoDiscovery(0))
+        );
     }
 
     #[test]
     fn labels_taints_and_resources_from_tags() {
         let t = tags(&[
             ("kube/team", "ml"),
-            ("k8s.io/cluster-autoscaler/node-template/label/node.example.com/pool", "gpu"),
-            ("k8s.io/cluster-autoscaler/node-template/label/team", "research"),
-            ("k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu", "present:NoSchedule"),
-            ("k8s.io/cluster-autoscaler/node-template/taint/dedicated", ":NoExecute"),
-            ("k8s.io/cluster-autoscaler/node-template/resources/ephemeral-storage", "100Gi"),
-            ("k8s.io/cluster-autoscaler/node-template/resources/example.com/fpga", "2"),
+            (
+                "k8s.io/cluster-autoscaler/node-template/label/node.example.com/pool",
+                "gpu",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/label/team",
+                "research",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu",
+                "present:NoSchedule",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/taint/dedicated",
+                ":NoExecute",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/resources/ephemeral-storage",
+                "100Gi",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/resources/example.com/fpga",
+                "2",
+            ),
             ("Name", "ignored"),
         ]);
         let mut warnings = vec![];
         let (labels, taints, resources, max_pods) = template_tags("g", &t, 110, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(labels.get("team"), Some("research"), "CA's tag wins over the seed's");
+        assert_eq!(
+            labels.get("team"),
+            Some("research"),
+            "CA's tag wins over the seed's"
+        );
         assert_eq!(labels.get("node.example.com/pool"), Some("gpu"));
-        assert_eq!(taints, vec![Taint::new("dedicated", "", TaintEffect::NoExecute), Taint::new("nvidia.com/gpu", "present", TaintEffect::NoSchedule)]);
-        assert_eq!(resources, vec![("ephemeral-storage".to_owned(), 100 << 30), ("example.com/fpga".to_owned(), 2)]);
+        assert_eq!(
+            taints,
+            vec![
+                Taint::new("dedicated", "", TaintEffect::NoExecute),
+                Taint::new("nvidia.com/gpu", "present", TaintEffect::NoSchedule)
+            ]
+        );
+        assert_eq!(
+            resources,
+            vec![
+                ("ephemeral-storage".to_owned(), 100 << 30),
+                ("example.com/fpga".to_owned(), 2)
+            ]
+        );
         assert_eq!(max_pods, 110);
     }
 
@@ -351,13 +481,31 @@ mod tests {
     fn malformed_tags_are_skipped_with_a_warning() {
         let t = tags(&[
             ("k8s.io/cluster-autoscaler/node-template/label/bad key", "x"),
-            ("k8s.io/cluster-autoscaler/node-template/label/ok", "not ok!"),
+            (
+                "k8s.io/cluster-autoscaler/node-template/label/ok",
+                "not ok!",
+            ),
             ("k8s.io/cluster-autoscaler/node-template/label/good", "yes"),
-            ("k8s.io/cluster-autoscaler/node-template/taint/novalue", "NoSchedule"),
-            ("k8s.io/cluster-autoscaler/node-template/taint/badeffect", "x:Sometimes"),
-            ("k8s.io/cluster-autoscaler/node-template/resources/memory", "lots"),
-            ("k8s.io/cluster-autoscaler/node-template/resources/cpu", "-2"),
-            ("k8s.io/cluster-autoscaler/node-template/resources/pods", "58"),
+            (
+                "k8s.io/cluster-autoscaler/node-template/taint/novalue",
+                "NoSchedule",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/taint/badeffect",
+                "x:Sometimes",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/resources/memory",
+                "lots",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/resources/cpu",
+                "-2",
+            ),
+            (
+                "k8s.io/cluster-autoscaler/node-template/resources/pods",
+                "58",
+            ),
             ("kube/", "empty"),
         ]);
         let mut warnings = vec![];
@@ -367,14 +515,22 @@ mod tests {
         assert_eq!(resources, vec![("pods".to_owned(), 58)]);
         assert_eq!(max_pods, 58);
         assert_eq!(warnings.len(), 7, "{warnings:#?}");
-        assert!(warnings.iter().all(|w| w.starts_with("group g: skipped tag k8s.io/") || w.contains("kube/")), "{warnings:#?}");
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.starts_with("group g: skipped tag k8s.io/") || w.contains("kube/")),
+            "{warnings:#?}"
+        );
     }
 
     #[test]
     fn specs_from_the_catalog_with_gpu_price_and_spot() {
         let region = Region::new("us-east-1");
         let prices = BTreeMap::new();
-        let t = tags(&[("k8s.io/cluster-autoscaler/node-template/label/accelerator", "v100")]);
+        let t = tags(&[(
+            "k8s.io/cluster-autoscaler/node-template/label/accelerator",
+            "v100",
+        )]);
         let inputs = TemplateInputs {
             name: "gpu",
             region: &region,
@@ -395,25 +551,67 @@ mod tests {
         assert_eq!(spec.shape.capacity.cpu_millis, 96_000);
         assert_eq!(spec.region_rank, 1);
         assert!(spec.price_per_hour.is_some_and(|p| p > 1.0));
-        let spot = build_spec(&TemplateInputs { purchase: PurchaseOption::Spot, instance_type: "m5.large", ..inputs.clone() }, &mut warnings).unwrap();
+        let spot = build_spec(
+            &TemplateInputs {
+                purchase: PurchaseOption::Spot,
+                instance_type: "m5.large",
+                ..inputs.clone()
+            },
+            &mut warnings,
+        )
+        .unwrap();
         assert_eq!(spot.purchase, PurchaseOption::Spot);
         assert!((spot.price_per_hour.unwrap() - 0.096 * SPOT_PRICE_FACTOR).abs() < 1e-9);
         let mut overrides = BTreeMap::new();
         overrides.insert("m5.large".to_owned(), 0.01);
-        let priced = build_spec(&TemplateInputs { prices: &overrides, instance_type: "m5.large", ..inputs.clone() }, &mut warnings).unwrap();
+        let priced = build_spec(
+            &TemplateInputs {
+                prices: &overrides,
+                instance_type: "m5.large",
+                ..inputs.clone()
+            },
+            &mut warnings,
+        )
+        .unwrap();
         assert_eq!(priced.price_per_hour, Some(0.01));
-        assert!(build_spec(&TemplateInputs { instance_type: "m5.huge", ..inputs.clone() }, &mut warnings).unwrap_err().contains("not in the catalog"));
-        assert!(build_spec(&TemplateInputs { instance_type: "", ..inputs.clone() }, &mut warnings).unwrap_err().contains("no instance type"));
+        assert!(build_spec(
+            &TemplateInputs {
+                instance_type: "m5.huge",
+                ..inputs.clone()
+            },
+            &mut warnings
+        )
+        .unwrap_err()
+        .contains("not in the catalog"));
+        assert!(build_spec(
+            &TemplateInputs {
+                instance_type: "",
+                ..inputs.clone()
+            },
+            &mut warnings
+        )
+        .unwrap_err()
+        .contains("no instance type"));
         assert!(warnings.is_empty());
     }
 
     #[test]
     fn resource_tags_move_capacity_and_allocatable_together() {
-        let mut shape = NodeShape::for_instance(model::InstanceTypeName::new("m5.large"), "amd64", 2, 8192, 0, 110);
+        let mut shape = NodeShape::for_instance(
+            model::InstanceTypeName::new("m5.large"),
+            "amd64",
+            2,
+            8192,
+            0,
+            110,
+        );
         let reserve = shape.capacity.memory_bytes - shape.allocatable.memory_bytes;
         apply_resource(&mut shape, "memory", 4 << 30);
         assert_eq!(shape.capacity.memory_bytes, 4 << 30);
-        assert_eq!(shape.capacity.memory_bytes - shape.allocatable.memory_bytes, reserve);
+        assert_eq!(
+            shape.capacity.memory_bytes - shape.allocatable.memory_bytes,
+            reserve
+        );
         apply_resource(&mut shape, "nvidia.com/gpu", 1);
         assert_eq!((shape.capacity.gpus(), shape.allocatable.gpus()), (1, 1));
     }

@@ -28,12 +28,16 @@ impl Element {
 
     /// Follows a path of child names, e.g. `["launchTemplateData", "instanceType"]`.
     pub fn path(&self, names: &[&str]) -> Option<&Element> {
-        names.iter().try_fold(self, |element, name| element.child(name))
+        names
+            .iter()
+            .try_fold(self, |element, name| element.child(name))
     }
 
     /// The trimmed text at a path, if present and not empty.
     pub fn text_at(&self, names: &[&str]) -> Option<&str> {
-        self.path(names).map(|e| e.text.trim()).filter(|t| !t.is_empty())
+        self.path(names)
+            .map(|e| e.text.trim())
+            .filter(|t| !t.is_empty())
     }
 
     /// The first element called `name` anywhere below (depth first), itself included.
@@ -86,7 +90,9 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             i += rest.find("-->").ok_or(err(i, "unterminated comment"))? + 3;
         } else if rest.starts_with("<![CDATA[") {
             let end = rest.find("]]>").ok_or(err(i, "unterminated CDATA"))?;
-            let top = stack.last_mut().ok_or(err(i, "CDATA outside the root element"))?;
+            let top = stack
+                .last_mut()
+                .ok_or(err(i, "CDATA outside the root element"))?;
             top.text.push_str(&rest[9..end]);
             i += end + 3;
         } else if rest.starts_with("<!") {
@@ -109,12 +115,17 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             let inner = &rest[1..end];
             let self_closing = inner.ends_with('/');
             let inner = inner.trim_end_matches('/');
-            let name_end = inner.find(|c: char| c.is_whitespace()).unwrap_or(inner.len());
+            let name_end = inner
+                .find(|c: char| c.is_whitespace())
+                .unwrap_or(inner.len());
             let name = local_name(&inner[..name_end]);
             if name.is_empty() {
                 return Err(err(i, "start tag without a name"));
             }
-            let element = Element { name: name.to_owned(), ..Element::default() };
+            let element = Element {
+                name: name.to_owned(),
+                ..Element::default()
+            };
             if self_closing {
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(element),
@@ -172,7 +183,10 @@ fn unescape(text: &str) -> Result<String, &'static str> {
             "quot" => '"',
             "apos" => '\'',
             _ => {
-                let code = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
+                let code = if let Some(hex) = entity
+                    .strip_prefix("#x")
+                    .or_else(|| entity.strip_prefix("#X"))
+                {
                     u32::from_str_radix(hex, 16).map_err(|_| "bad character reference")?
                 } else if let Some(dec) = entity.strip_prefix('#') {
                     dec.parse().map_err(|_| "bad character reference")?
@@ -213,16 +227,36 @@ mod tests {
         let root = parse(doc).unwrap();
         assert_eq!(root.name, "DescribeLaunchTemplateVersionsResponse");
         let item = root.path(&["launchTemplateVersionSet", "item"]).unwrap();
-        assert_eq!(item.text_at(&["launchTemplateData", "instanceType"]), Some("m5.large"));
-        assert_eq!(item.text_at(&["launchTemplateData", "userData"]), Some("a<b"));
+        assert_eq!(
+            item.text_at(&["launchTemplateData", "instanceType"]),
+            Some("m5.large")
+        );
+        assert_eq!(
+            item.text_at(&["launchTemplateData", "userData"]),
+            Some("a<b")
+        );
         assert_eq!(item.text_at(&["versionDescription"]), Some("x & y AB"));
-        assert_eq!(root.find("launchTemplateId").map(|e| e.text.as_str()), Some("lt-1"));
+        assert_eq!(
+            root.find("launchTemplateId").map(|e| e.text.as_str()),
+            Some("lt-1")
+        );
         assert_eq!(root.children_named("requestId").count(), 1);
     }
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        for bad in ["", "<a>", "<a></b>", "text", "<a>&bogus;</a>", "<a/><b/>", "<a attr='>'", "</a>", "<a>&#xZZ;</a>", "<>"] {
+        for bad in [
+            "",
+            "<a>",
+            "<a></b>",
+            "text",
+            "<a>&bogus;</a>",
+            "<a/><b/>",
+            "<a attr='>'",
+            "</a>",
+            "<a>&#xZZ;</a>",
+            "<>",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse("<a x='1>2'><b/></a>").unwrap().children.len(), 1);

@@ -24,7 +24,10 @@ fn default_chain_and_endpoint_from_the_environment() {
     let url = match std::env::var("BATCH_AUTOSCALER_MOTO_URL") {
         Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_owned(),
         _ => {
-            assert!(std::env::var_os("CI").is_none(), "BATCH_AUTOSCALER_MOTO_URL is not set but CI is: the moto tests must run in CI");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "BATCH_AUTOSCALER_MOTO_URL is not set but CI is: the moto tests must run in CI"
+            );
             let _ = std::io::stderr().write_all(b"SKIPPED default_chain_and_endpoint_from_the_environment: BATCH_AUTOSCALER_MOTO_URL is not set\n");
             return;
         }
@@ -36,7 +39,11 @@ fn default_chain_and_endpoint_from_the_environment() {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "env-secret");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     std::env::remove_var("AWS_PROFILE");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let region = "ca-central-1";
         let config = AwsConfig {
@@ -52,16 +59,31 @@ fn default_chain_and_endpoint_from_the_environment() {
         };
         assert_eq!(config.credentials, Credentials::DefaultChain);
         let ec2 = Ec2Client::connect(&config, &Region::new(region)).await;
-        ec2.call("CreateLaunchTemplate", &[("LaunchTemplateName", "env-lt"), ("LaunchTemplateData.InstanceType", "m5.large"), ("LaunchTemplateData.ImageId", "ami-12c6146b")])
-            .await
-            .expect("EC2 call through AWS_ENDPOINT_URL with credentials from the environment");
+        ec2.call(
+            "CreateLaunchTemplate",
+            &[
+                ("LaunchTemplateName", "env-lt"),
+                ("LaunchTemplateData.InstanceType", "m5.large"),
+                ("LaunchTemplateData.ImageId", "ami-12c6146b"),
+            ],
+        )
+        .await
+        .expect("EC2 call through AWS_ENDPOINT_URL with credentials from the environment");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region))
             .http_client(aws::sdk_http_client())
             .load()
             .await;
         let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
-        let tag = |k: &str, v: &str| Tag::builder().resource_id("env-group").resource_type("auto-scaling-group").key(k).value(v).propagate_at_launch(false).build();
+        let tag = |k: &str, v: &str| {
+            Tag::builder()
+                .resource_id("env-group")
+                .resource_type("auto-scaling-group")
+                .key(k)
+                .value(v)
+                .propagate_at_launch(false)
+                .build()
+        };
         autoscaling
             .create_auto_scaling_group()
             .auto_scaling_group_name("env-group")
@@ -69,7 +91,12 @@ fn default_chain_and_endpoint_from_the_environment() {
             .max_size(2)
             .desired_capacity(0)
             .availability_zones(format!("{region}a"))
-            .launch_template(LaunchTemplateSpecification::builder().launch_template_name("env-lt").version("$Latest").build())
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name("env-lt")
+                    .version("$Latest")
+                    .build(),
+            )
             .tags(tag("k8s.io/cluster-autoscaler/enabled", "true"))
             .tags(tag("k8s.io/cluster-autoscaler/env", "owned"))
             .send()
@@ -77,11 +104,27 @@ fn default_chain_and_endpoint_from_the_environment() {
             .expect("CreateAutoScalingGroup");
 
         let mut adapter = AwsNodeGroups::connect(config).await.unwrap();
-        let now = Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64);
+        let now = Time::from_millis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        );
         let refresh = adapter.refresh(now).await.unwrap();
         assert_eq!(refresh.groups.len(), 1, "{:#?}", refresh.warnings);
-        assert_eq!(refresh.groups[0].spec.shape.instance_type.as_str(), "m5.large");
-        adapter.set_target_size(&refresh.groups[0].spec.id, 1).await.unwrap();
-        assert_eq!(adapter.refresh(now).await.unwrap().groups[0].instances.len(), 1);
+        assert_eq!(
+            refresh.groups[0].spec.shape.instance_type.as_str(),
+            "m5.large"
+        );
+        adapter
+            .set_target_size(&refresh.groups[0].spec.id, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            adapter.refresh(now).await.unwrap().groups[0]
+                .instances
+                .len(),
+            1
+        );
     });
 }

@@ -12,10 +12,11 @@
 use model::resources::NVIDIA_GPU;
 use model::well_known::{LABEL_ACCELERATOR, LABEL_ARCH, LABEL_HOSTNAME, LABEL_ZONE};
 use model::{
-    ClusterSnapshot, DaemonSetView, GangId, GangMembership, InstanceId, InstanceState, InstanceTypeName, InstanceView, LabelSelector,
-    Labels, NodeAffinity, NodeGroupId, NodeGroupSpec, NodeGroupState, NodeName, NodeSelectorRequirement, NodeSelectorTerm, NodeShape,
-    NodeView, Operator, Owner, PodAntiAffinityTerm, PodKey, PodPhase, PodView, PurchaseOption, Region, Resources, SafeToEvict, Taint,
-    TaintEffect, Time, Toleration, TolerationOperator, Zone,
+    ClusterSnapshot, DaemonSetView, GangId, GangMembership, InstanceId, InstanceState,
+    InstanceTypeName, InstanceView, LabelSelector, Labels, NodeAffinity, NodeGroupId,
+    NodeGroupSpec, NodeGroupState, NodeName, NodeSelectorRequirement, NodeSelectorTerm, NodeShape,
+    NodeView, Operator, Owner, PodAntiAffinityTerm, PodKey, PodPhase, PodView, PurchaseOption,
+    Region, Resources, SafeToEvict, Taint, TaintEffect, Time, Toleration, TolerationOperator, Zone,
 };
 use std::time::Duration;
 
@@ -84,11 +85,28 @@ enum Kind {
 
 /// The kinds of groups, repeated in this order: 50% cpu (amd64 on-demand), 10% arm64,
 /// 10% spot (tainted), 20% memory-heavy, 10% GPU... rounded to a pattern of ten.
-const KIND_PATTERN: [Kind; 10] = [Kind::Cpu, Kind::Memory, Kind::Gpu, Kind::Cpu, Kind::Spot, Kind::Cpu, Kind::Memory, Kind::Arm, Kind::Cpu, Kind::Gpu];
+const KIND_PATTERN: [Kind; 10] = [
+    Kind::Cpu,
+    Kind::Memory,
+    Kind::Gpu,
+    Kind::Cpu,
+    Kind::Spot,
+    Kind::Cpu,
+    Kind::Memory,
+    Kind::Arm,
+    Kind::Cpu,
+    Kind::Gpu,
+];
 
 fn instance_types(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Cpu => &["m5.2xlarge", "m5.4xlarge", "c5.4xlarge", "c5.9xlarge", "m5.xlarge"],
+        Kind::Cpu => &[
+            "m5.2xlarge",
+            "m5.4xlarge",
+            "c5.4xlarge",
+            "c5.9xlarge",
+            "m5.xlarge",
+        ],
         Kind::Arm => &["m6g.4xlarge", "m6g.2xlarge"],
         Kind::Spot => &["m5.4xlarge", "c5.4xlarge"],
         Kind::Memory => &["r5.2xlarge", "r5.4xlarge", "r6i.8xlarge"],
@@ -128,9 +146,17 @@ fn make_group(gi: usize, rng: &mut Rng) -> GroupPlan {
         Kind::Spot => taints.push(Taint::new(SPOT_TAINT, "true", TaintEffect::NoSchedule)),
         _ => {}
     }
-    let purchase = if kind == Kind::Spot { PurchaseOption::Spot } else { PurchaseOption::OnDemand };
+    let purchase = if kind == Kind::Spot {
+        PurchaseOption::Spot
+    } else {
+        PurchaseOption::OnDemand
+    };
     let spec = NodeGroupSpec {
-        id: NodeGroupId::new(format!("{}-{}-{gi:03}", workload(kind), instance_type.replace('.', "-"))),
+        id: NodeGroupId::new(format!(
+            "{}-{}-{gi:03}",
+            workload(kind),
+            instance_type.replace('.', "-")
+        )),
         region: Region::new("us-east-1"),
         zones: vec![zone.clone()],
         shape: NodeShape::for_instance(
@@ -146,7 +172,13 @@ fn make_group(gi: usize, rng: &mut Rng) -> GroupPlan {
         labels,
         taints,
         purchase,
-        price_per_hour: catalog::on_demand_price_usd_per_hour(instance_type).map(|p| if kind == Kind::Spot { p * 0.35 } else { p }),
+        price_per_hour: catalog::on_demand_price_usd_per_hour(instance_type).map(|p| {
+            if kind == Kind::Spot {
+                p * 0.35
+            } else {
+                p
+            }
+        }),
         region_rank: 0,
         capacity_rebalance: false,
     };
@@ -155,21 +187,43 @@ fn make_group(gi: usize, rng: &mut Rng) -> GroupPlan {
 }
 
 fn daemonsets() -> Vec<DaemonSetView> {
-    let tolerate_all = vec![Toleration { key: String::new(), operator: TolerationOperator::Exists, value: String::new(), effect: None }];
+    let tolerate_all = vec![Toleration {
+        key: String::new(),
+        operator: TolerationOperator::Exists,
+        value: String::new(),
+        effect: None,
+    }];
     let requests = |cpu, mem_mib| {
         let mut r = Resources::cpu_mem(cpu, mem_mib * MIB);
         r.pods = 1;
         r
     };
     vec![
-        DaemonSetView { name: "kube-proxy".into(), requests: requests(100, 128), node_selector: Labels::new(), required_affinity: None, tolerations: tolerate_all.clone() },
-        DaemonSetView { name: "node-exporter".into(), requests: requests(50, 64), node_selector: Labels::new(), required_affinity: None, tolerations: tolerate_all },
+        DaemonSetView {
+            name: "kube-proxy".into(),
+            requests: requests(100, 128),
+            node_selector: Labels::new(),
+            required_affinity: None,
+            tolerations: tolerate_all.clone(),
+        },
+        DaemonSetView {
+            name: "node-exporter".into(),
+            requests: requests(50, 64),
+            node_selector: Labels::new(),
+            required_affinity: None,
+            tolerations: tolerate_all,
+        },
         DaemonSetView {
             name: "nvidia-device-plugin".into(),
             requests: requests(50, 100),
             node_selector: Labels::from([(LABEL_ACCELERATOR, "nvidia")]),
             required_affinity: None,
-            tolerations: vec![Toleration { key: GPU_TAINT.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None }],
+            tolerations: vec![Toleration {
+                key: GPU_TAINT.into(),
+                operator: TolerationOperator::Exists,
+                value: String::new(),
+                effect: None,
+            }],
         },
     ]
 }
@@ -210,15 +264,27 @@ fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
         }
         // A team's own groups.
         50..=59 => {
-            profile.node_selector.insert("team", format!("team-{}", rng.below(4.min(n_groups as u64))));
+            profile.node_selector.insert(
+                "team",
+                format!("team-{}", rng.below(4.min(n_groups as u64))),
+            );
         }
         // Two of the three zones.
         60..=67 => {
             let skip = rng.below(3) as usize;
-            let zones: Vec<String> = ZONES.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, z)| (*z).to_owned()).collect();
+            let zones: Vec<String> = ZONES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, z)| (*z).to_owned())
+                .collect();
             profile.affinity = Some(NodeAffinity {
                 terms: vec![NodeSelectorTerm {
-                    match_expressions: vec![NodeSelectorRequirement { key: LABEL_ZONE.into(), operator: Operator::In, values: zones }],
+                    match_expressions: vec![NodeSelectorRequirement {
+                        key: LABEL_ZONE.into(),
+                        operator: Operator::In,
+                        values: zones,
+                    }],
                 }],
             });
         }
@@ -229,14 +295,26 @@ fn pending_profile(rng: &mut Rng, n_groups: usize) -> PodProfile {
         }
         // Spot-tolerant, cost-sensitive work.
         80..=87 => {
-            profile.tolerations.push(Toleration { key: SPOT_TAINT.into(), operator: TolerationOperator::Equal, value: "true".into(), effect: Some(TaintEffect::NoSchedule) });
+            profile.tolerations.push(Toleration {
+                key: SPOT_TAINT.into(),
+                operator: TolerationOperator::Equal,
+                value: "true".into(),
+                effect: Some(TaintEffect::NoSchedule),
+            });
         }
         // GPU work.
         88..=96 => {
             profile.requests = cpu_mem(rng.range(2, 12) * 1000, rng.range(8, 48) * GIB);
-            profile.requests.add_extended(NVIDIA_GPU, *rng.pick(&[1, 1, 1, 2, 4]));
+            profile
+                .requests
+                .add_extended(NVIDIA_GPU, *rng.pick(&[1, 1, 1, 2, 4]));
             profile.node_selector.insert("workload", "gpu");
-            profile.tolerations.push(Toleration { key: GPU_TAINT.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None });
+            profile.tolerations.push(Toleration {
+                key: GPU_TAINT.into(),
+                operator: TolerationOperator::Exists,
+                value: String::new(),
+                effect: None,
+            });
         }
         // One per host.
         _ => profile.anti_affinity = true,
@@ -253,7 +331,10 @@ fn make_pod(key: PodKey, app: &str, profile: &PodProfile, owner: Owner, created:
     pod.priority = profile.priority;
     if profile.anti_affinity {
         pod.anti_affinity.push(PodAntiAffinityTerm {
-            selector: LabelSelector { match_labels: Labels::from([("app", app)]), match_expressions: Vec::new() },
+            selector: LabelSelector {
+                match_labels: Labels::from([("app", app)]),
+                match_expressions: Vec::new(),
+            },
             namespaces: Vec::new(),
             topology_key: LABEL_HOSTNAME.into(),
         });
@@ -268,7 +349,12 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
     let n_groups = size.groups.max(1);
     let groups: Vec<GroupPlan> = (0..n_groups).map(|gi| make_group(gi, &mut rng)).collect();
     let daemonsets = daemonsets();
-    let mut snapshot = ClusterSnapshot { synced: true, revision: 1, daemonsets, ..ClusterSnapshot::default() };
+    let mut snapshot = ClusterSnapshot {
+        synced: true,
+        revision: 1,
+        daemonsets,
+        ..ClusterSnapshot::default()
+    };
 
     // Nodes per group: GPU groups are smaller, memory groups a bit smaller.
     let weight = |k: Kind| match k {
@@ -277,7 +363,10 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
         _ => 3,
     };
     let total_weight: usize = groups.iter().map(|g| weight(g.kind)).sum();
-    let mut node_counts: Vec<usize> = groups.iter().map(|g| size.nodes * weight(g.kind) / total_weight).collect();
+    let mut node_counts: Vec<usize> = groups
+        .iter()
+        .map(|g| size.nodes * weight(g.kind) / total_weight)
+        .collect();
     let mut short = size.nodes.saturating_sub(node_counts.iter().sum::<usize>());
     let mut gi = 0;
     while short > 0 {
@@ -298,8 +387,14 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
         for _ in 0..node_counts[gi] {
             instance_seq += 1;
             let instance = InstanceId::new(format!("i-{instance_seq:017x}"));
-            let name = NodeName::new(format!("ip-10-{}-{}-{}.ec2.internal", instance_seq >> 16, (instance_seq >> 8) & 255, instance_seq & 255));
-            let created = NOW.saturating_sub(Duration::from_secs(rng.range(1_200, 7 * 86_400) as u64));
+            let name = NodeName::new(format!(
+                "ip-10-{}-{}-{}.ec2.internal",
+                instance_seq >> 16,
+                (instance_seq >> 8) & 255,
+                instance_seq & 255
+            ));
+            let created =
+                NOW.saturating_sub(Duration::from_secs(rng.range(1_200, 7 * 86_400) as u64));
             let mut node = NodeView::new(name, plan.spec.shape.allocatable.clone(), created);
             node.labels.extend(plan.labels.iter());
             node.taints = plan.spec.taints.clone();
@@ -307,9 +402,15 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
             node.group = Some(plan.spec.id.clone());
             if rng.chance(1) {
                 node.ready = false;
-                node.ready_changed = NOW.saturating_sub(Duration::from_secs(rng.range(60, 3_600) as u64));
+                node.ready_changed =
+                    NOW.saturating_sub(Duration::from_secs(rng.range(60, 3_600) as u64));
             }
-            instances.push(InstanceView { id: instance, zone: plan.spec.zones[0].clone(), state: InstanceState::InService, launched_at: created });
+            instances.push(InstanceView {
+                id: instance,
+                zone: plan.spec.zones[0].clone(),
+                state: InstanceState::InService,
+                launched_at: created,
+            });
             node_of_group[gi].push(snapshot.nodes.len());
             snapshot.nodes.push(node);
         }
@@ -317,10 +418,26 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
         let n = node_counts[gi] as u32;
         spec.max_size = n + 200 + n / 2;
         spec.min_size = (n / 20).min(2);
-        snapshot.groups.push(NodeGroupState { spec, target: n, instances });
+        snapshot.groups.push(NodeGroupState {
+            spec,
+            target: n,
+            instances,
+        });
     }
     for s in 0..system_nodes {
-        let mut node = NodeView::new(NodeName::new(format!("system-{s}")), NodeShape::for_instance(InstanceTypeName::new("m5.xlarge"), "amd64", 4, 16_384, 0, 110).allocatable, NOW.saturating_sub(Duration::from_secs(30 * 86_400)));
+        let mut node = NodeView::new(
+            NodeName::new(format!("system-{s}")),
+            NodeShape::for_instance(
+                InstanceTypeName::new("m5.xlarge"),
+                "amd64",
+                4,
+                16_384,
+                0,
+                110,
+            )
+            .allocatable,
+            NOW.saturating_sub(Duration::from_secs(30 * 86_400)),
+        );
         node.labels.insert("workload", "system");
         snapshot.nodes.push(node);
     }
@@ -342,7 +459,12 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
             if !planner::daemonset_runs_on(ds, &node_labels, &node_taints) {
                 continue;
             }
-            let mut pod = PodView::new(next_key("kube-system", &ds.name), ds.requests.clone(), Owner::DaemonSet(ds.name.clone()), created);
+            let mut pod = PodView::new(
+                next_key("kube-system", &ds.name),
+                ds.requests.clone(),
+                Owner::DaemonSet(ds.name.clone()),
+                created,
+            );
             pod.labels.insert("app", ds.name.as_str());
             pod.tolerations = ds.tolerations.clone();
             pod.node = Some(node_name.clone());
@@ -357,7 +479,8 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
         // A fifth nearly idle, a twentieth empty (with an idle-since mark), the rest busy.
         let target = match rng.below(100) {
             0..=4 => {
-                snapshot.nodes[ni].idle_since = Some(NOW.saturating_sub(Duration::from_secs(rng.range(0, 1_800) as u64)));
+                snapshot.nodes[ni].idle_since =
+                    Some(NOW.saturating_sub(Duration::from_secs(rng.range(0, 1_800) as u64)));
                 continue;
             }
             5..=24 => rng.range(5, 40),
@@ -387,7 +510,10 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
             }
             let (owner, ns) = match rng.below(100) {
                 0..=64 => (Owner::Job(format!("train-{}", rng.below(5_000))), "batch"),
-                65..=94 => (Owner::replica_set(&format!("svc-{}", rng.below(500))), "services"),
+                65..=94 => (
+                    Owner::replica_set(&format!("svc-{}", rng.below(500))),
+                    "services",
+                ),
                 _ => (Owner::Bare, "adhoc"),
             };
             let started = NOW.saturating_sub(Duration::from_secs(rng.range(60, 6 * 3_600) as u64));
@@ -400,10 +526,19 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
                 pod.expected_duration = Some(Duration::from_secs(rng.range(600, 8 * 3_600) as u64));
             }
             if rng.chance(5) {
-                pod.safe_to_evict = Some(if rng.chance(50) { SafeToEvict::True } else { SafeToEvict::False });
+                pod.safe_to_evict = Some(if rng.chance(50) {
+                    SafeToEvict::True
+                } else {
+                    SafeToEvict::False
+                });
             }
             if gpus > 0 {
-                pod.tolerations.push(Toleration { key: GPU_TAINT.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None });
+                pod.tolerations.push(Toleration {
+                    key: GPU_TAINT.into(),
+                    operator: TolerationOperator::Exists,
+                    value: String::new(),
+                    effect: None,
+                });
             }
             used.add(&pod.requests);
             snapshot.pods.push(pod);
@@ -419,7 +554,13 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
         let created = NOW.saturating_sub(Duration::from_secs(rng.range(5, 1_800) as u64));
         let profile = pending_profile(&mut rng, n_groups);
         let app = format!("solo-{batch}");
-        let mut pod = make_pod(next_key("adhoc", "solo"), &app, &profile, Owner::Job(app.clone()), created);
+        let mut pod = make_pod(
+            next_key("adhoc", "solo"),
+            &app,
+            &profile,
+            Owner::Job(app.clone()),
+            created,
+        );
         pod.unschedulable = true;
         snapshot.pods.push(pod);
         pending += 1;
@@ -438,7 +579,10 @@ pub fn generate(size: ClusterSize, seed: u64) -> ClusterSnapshot {
                 for _ in 0..n {
                     let key = next_key("training", "worker");
                     let mut pod = make_pod(key, &app, &profile, Owner::Job(app.clone()), created);
-                    pod.gang = Some(GangMembership::new(GangId::new(format!("training/{app}")), n as u32));
+                    pod.gang = Some(GangMembership::new(
+                        GangId::new(format!("training/{app}")),
+                        n as u32,
+                    ));
                     pod.unschedulable = true;
                     snapshot.pods.push(pod);
                 }
@@ -472,33 +616,66 @@ mod tests {
 
     #[test]
     fn same_seed_same_snapshot_other_seed_other_snapshot() {
-        let size = ClusterSize { nodes: 60, pending_pods: 300, groups: 10 };
+        let size = ClusterSize {
+            nodes: 60,
+            pending_pods: 300,
+            groups: 10,
+        };
         assert_eq!(generate(size, 7), generate(size, 7));
         assert_ne!(generate(size, 7), generate(size, 8));
     }
 
     #[test]
     fn sizes_are_as_asked_and_the_mix_is_there() {
-        let size = ClusterSize { nodes: 400, pending_pods: 10_000, groups: 20 };
+        let size = ClusterSize {
+            nodes: 400,
+            pending_pods: 10_000,
+            groups: 20,
+        };
         let s = generate(size, 1);
         assert_eq!(s.nodes.len(), 400);
         assert_eq!(s.groups.len(), 20);
-        assert_eq!(s.pods.iter().filter(|p| p.is_unbound_pending()).count(), 10_000);
-        assert!(s.groups.iter().any(|g| g.spec.shape.allocatable.gpus() > 0 && !g.spec.taints.is_empty()));
-        assert!(s.pods.iter().any(|p| p.is_unbound_pending() && !p.anti_affinity.is_empty()));
+        assert_eq!(
+            s.pods.iter().filter(|p| p.is_unbound_pending()).count(),
+            10_000
+        );
+        assert!(s
+            .groups
+            .iter()
+            .any(|g| g.spec.shape.allocatable.gpus() > 0 && !g.spec.taints.is_empty()));
+        assert!(s
+            .pods
+            .iter()
+            .any(|p| p.is_unbound_pending() && !p.anti_affinity.is_empty()));
         // Gangs are one batch in twenty: some seed has one.
-        assert!((1..=5).any(|seed| generate(size, seed).pods.iter().any(|p| p.is_unbound_pending() && p.gang.is_some())));
-        assert!(s.pods.iter().any(|p| p.is_unbound_pending() && p.required_affinity.is_some()));
-        assert!(s.pods.iter().any(|p| p.is_unbound_pending() && !p.tolerations.is_empty()));
+        assert!((1..=5).any(|seed| generate(size, seed)
+            .pods
+            .iter()
+            .any(|p| p.is_unbound_pending() && p.gang.is_some())));
+        assert!(s
+            .pods
+            .iter()
+            .any(|p| p.is_unbound_pending() && p.required_affinity.is_some()));
+        assert!(s
+            .pods
+            .iter()
+            .any(|p| p.is_unbound_pending() && !p.tolerations.is_empty()));
         assert!(s.pods.iter().any(|p| p.is_node_infrastructure()));
         // Every running pod fits its node.
-        let mut used: std::collections::BTreeMap<&NodeName, Resources> = std::collections::BTreeMap::new();
+        let mut used: std::collections::BTreeMap<&NodeName, Resources> =
+            std::collections::BTreeMap::new();
         for p in s.pods.iter().filter(|p| p.occupies_node()) {
-            used.entry(p.node.as_ref().expect("bound")).or_default().add(&p.requests);
+            used.entry(p.node.as_ref().expect("bound"))
+                .or_default()
+                .add(&p.requests);
         }
         for n in &s.nodes {
             if let Some(u) = used.get(&n.name) {
-                assert!(u.fits_in(&n.allocatable).is_ok(), "{} overcommitted", n.name);
+                assert!(
+                    u.fits_in(&n.allocatable).is_ok(),
+                    "{} overcommitted",
+                    n.name
+                );
             }
         }
     }

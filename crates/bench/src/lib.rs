@@ -54,7 +54,12 @@ impl Stats {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         ms.sort_by(f64::total_cmp);
         let rank = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-        Self { median: rank(0.5), p95: rank(0.95), min: ms[0], max: ms[ms.len() - 1] }
+        Self {
+            median: rank(0.5),
+            p95: rank(0.95),
+            min: ms[0],
+            max: ms[ms.len() - 1],
+        }
     }
 }
 
@@ -111,7 +116,12 @@ impl BenchReport {
     /// One JSON object (`scale_up_plan_ms.{median,p95}`, `scale_down_pass_ms.{median,p95}`,
     /// `peak_rss_mb`, sizes and counts). Numbers only, so it is written by hand.
     pub fn to_json(&self) -> String {
-        let stats = |s: &Stats| format!("{{\"median\":{:.3},\"p95\":{:.3},\"min\":{:.3},\"max\":{:.3}}}", s.median, s.p95, s.min, s.max);
+        let stats = |s: &Stats| {
+            format!(
+                "{{\"median\":{:.3},\"p95\":{:.3},\"min\":{:.3},\"max\":{:.3}}}",
+                s.median, s.p95, s.min, s.max
+            )
+        };
         let mb = |m: Option<f64>| m.map_or_else(|| "null".to_owned(), |m| format!("{m:.1}"));
         let cpu = |s: &Option<Stats>| s.as_ref().map_or_else(|| "null".to_owned(), stats);
         format!(
@@ -144,8 +154,14 @@ impl BenchReport {
 
     /// The figures as text.
     pub fn summary(&self) -> String {
-        let mib = |m: Option<f64>| m.map_or_else(|| "unknown".to_owned(), |m| format!("{m:.1} MiB"));
-        let cpu = |s: &Option<Stats>| s.as_ref().map_or_else(|| "unknown".to_owned(), |s| format!("median {:.1} ms, p95 {:.1} ms", s.median, s.p95));
+        let mib =
+            |m: Option<f64>| m.map_or_else(|| "unknown".to_owned(), |m| format!("{m:.1} MiB"));
+        let cpu = |s: &Option<Stats>| {
+            s.as_ref().map_or_else(
+                || "unknown".to_owned(),
+                |s| format!("median {:.1} ms, p95 {:.1} ms", s.median, s.p95),
+            )
+        };
         format!(
             concat!(
                 "cluster: {} nodes, {} groups, {} running pods, {} pending pods (seed {}, generated in {:.0} ms)\n",
@@ -197,7 +213,10 @@ pub fn run(config: BenchConfig) -> BenchReport {
     let generate_ms = started.elapsed().as_secs_f64() * 1000.0;
     let snapshot_rss_mb = rss_mb("VmRSS:");
 
-    let scale_up_settings = PlannerSettings { scale_down_enabled: false, ..PlannerSettings::default() };
+    let scale_up_settings = PlannerSettings {
+        scale_down_enabled: false,
+        ..PlannerSettings::default()
+    };
     let mut up_times = Vec::with_capacity(runs);
     let mut up_cpu = Vec::with_capacity(runs);
     let (mut scale_up_targets, mut scale_up_new_nodes) = (0, 0);
@@ -222,7 +241,13 @@ pub fn run(config: BenchConfig) -> BenchReport {
     }
 
     // The scale-down variant: same cluster, pending pods not (yet) unschedulable.
-    let unschedulable: Vec<usize> = snapshot.pods.iter().enumerate().filter(|(_, p)| p.unschedulable).map(|(i, _)| i).collect();
+    let unschedulable: Vec<usize> = snapshot
+        .pods
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.unschedulable)
+        .map(|(i, _)| i)
+        .collect();
     for &i in &unschedulable {
         snapshot.pods[i].unschedulable = false;
     }
@@ -253,13 +278,23 @@ pub fn run(config: BenchConfig) -> BenchReport {
         config,
         nodes: snapshot.nodes.len(),
         groups: snapshot.groups.len(),
-        pending_pods: snapshot.pods.iter().filter(|p| p.is_unbound_pending()).count(),
+        pending_pods: snapshot
+            .pods
+            .iter()
+            .filter(|p| p.is_unbound_pending())
+            .count(),
         running_pods: snapshot.pods.iter().filter(|p| p.occupies_node()).count(),
         generate_ms,
         scale_up_plan_ms: Stats::of(&up_times),
         scale_down_pass_ms: Stats::of(&down_times),
-        scale_up_cpu_ms: up_cpu.into_iter().collect::<Option<Vec<_>>>().map(|c| Stats::of(&c)),
-        scale_down_cpu_ms: down_cpu.into_iter().collect::<Option<Vec<_>>>().map(|c| Stats::of(&c)),
+        scale_up_cpu_ms: up_cpu
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|c| Stats::of(&c)),
+        scale_down_cpu_ms: down_cpu
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|c| Stats::of(&c)),
         scale_up_targets,
         scale_up_new_nodes,
         scale_down_actions,
@@ -285,7 +320,13 @@ pub fn peak_rss_mb() -> Option<f64> {
 fn rss_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: f64 = line.trim_start_matches(field).trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: f64 = line
+        .trim_start_matches(field)
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib / 1024.0)
 }
 
@@ -317,7 +358,15 @@ mod tests {
 
     #[test]
     fn a_small_run_plans_something() {
-        let report = run(BenchConfig { size: ClusterSize { nodes: 100, pending_pods: 1_000, groups: 10 }, seed: 1, runs: 1 });
+        let report = run(BenchConfig {
+            size: ClusterSize {
+                nodes: 100,
+                pending_pods: 1_000,
+                groups: 10,
+            },
+            seed: 1,
+            runs: 1,
+        });
         assert_eq!(report.nodes, 100);
         assert_eq!(report.pending_pods, 1_000);
         assert!(report.scale_up_targets > 0, "{report:?}");

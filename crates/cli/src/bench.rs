@@ -28,7 +28,11 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<(), Failure> {
     let config = bench::BenchConfig {
-        size: bench::ClusterSize { nodes: args.nodes as usize, pending_pods: args.pending_pods as usize, groups: args.groups as usize },
+        size: bench::ClusterSize {
+            nodes: args.nodes as usize,
+            pending_pods: args.pending_pods as usize,
+            groups: args.groups as usize,
+        },
         seed: args.seed,
         runs: args.runs as usize,
     };

@@ -17,13 +17,20 @@ pub struct SqsInterruptions {
 
 impl SqsInterruptions {
     pub fn new(config: aws::AwsConfig, region: Region, queue: String) -> Self {
-        Self { config, region, queue, connected: OnceCell::new() }
+        Self {
+            config,
+            region,
+            queue,
+            connected: OnceCell::new(),
+        }
     }
 
     async fn queue(&self) -> Result<&aws::InterruptionQueue, PortError> {
         self.connected
             .get_or_try_init(|| async {
-                let q = aws::InterruptionQueue::connect(&self.config, &self.region, &self.queue).await.map_err(port_error)?;
+                let q = aws::InterruptionQueue::connect(&self.config, &self.region, &self.queue)
+                    .await
+                    .map_err(port_error)?;
                 tracing::info!(url = q.url(), region = %self.region, "reading interruption events");
                 Ok(q)
             })
@@ -33,12 +40,28 @@ impl SqsInterruptions {
 
 impl InterruptionQueue for SqsInterruptions {
     async fn receive(&self) -> Result<Vec<QueueMessage>, PortError> {
-        let messages = self.queue().await?.receive(aws::InterruptionQueue::DEFAULT_WAIT).await.map_err(port_error)?;
-        Ok(messages.into_iter().map(|m| QueueMessage { id: m.id, receipt: m.receipt, body: m.body }).collect())
+        let messages = self
+            .queue()
+            .await?
+            .receive(aws::InterruptionQueue::DEFAULT_WAIT)
+            .await
+            .map_err(port_error)?;
+        Ok(messages
+            .into_iter()
+            .map(|m| QueueMessage {
+                id: m.id,
+                receipt: m.receipt,
+                body: m.body,
+            })
+            .collect())
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), PortError> {
-        self.queue().await?.delete(receipt).await.map_err(port_error)
+        self.queue()
+            .await?
+            .delete(receipt)
+            .await
+            .map_err(port_error)
     }
 
     fn parse(&self, body: &str) -> ParsedMessage {

@@ -20,7 +20,9 @@ use std::process::ExitCode;
 /// comes from `BATCH_AUTOSCALER_GIT_COMMIT` at compile time (set by the Dockerfile and
 /// `scripts/check-shipping.sh static`); a plain `cargo build` says `unknown`.
 fn version() -> String {
-    let commit = option_env!("BATCH_AUTOSCALER_GIT_COMMIT").filter(|c| !c.is_empty()).unwrap_or("unknown");
+    let commit = option_env!("BATCH_AUTOSCALER_GIT_COMMIT")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("unknown");
     format!("{} (commit {commit})", env!("CARGO_PKG_VERSION"))
 }
 
@@ -54,7 +56,10 @@ pub enum Failure {
 fn with_runtime(f: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
     // One rustls crypto provider for the whole process: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Runtime(e.into()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.into()))?;
     runtime.block_on(f)
 }
 

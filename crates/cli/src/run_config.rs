@@ -118,7 +118,11 @@ pub struct RunFlags {
     /// is in the primary region; a URL's region is read from its host. Without it,
     /// interruptions are not handled (pods on a reclaimed node die and are replaced
     /// once they show up pending).
-    #[arg(long, env = "BATCH_AUTOSCALER_INTERRUPTION_QUEUE", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "BATCH_AUTOSCALER_INTERRUPTION_QUEUE",
+        value_delimiter = ','
+    )]
     #[serde(default)]
     pub interruption_queue: Vec<String>,
     /// Seed flag, accepted and ignored: overprovisioning is done with placeholder pods.
@@ -138,14 +142,21 @@ pub struct ConfigError {
 }
 
 fn config_error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), message: message.into() }
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Planner setting names (kebab-case) with their default values, from the struct.
 fn planner_keys() -> Vec<(String, Value)> {
     let defaults = serde_yaml::to_value(PlannerSettings::default()).expect("settings serialise");
-    let Value::Mapping(map) = defaults else { unreachable!("a struct serialises to a mapping") };
-    map.into_iter().filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v))).collect()
+    let Value::Mapping(map) = defaults else {
+        unreachable!("a struct serialises to a mapping")
+    };
+    map.into_iter()
+        .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v)))
+        .collect()
 }
 
 /// Seed aliases of planner flags.
@@ -183,7 +194,11 @@ impl FromArgMatches for RunArgs {
                 planner_values.insert(key, v.clone());
             }
         }
-        Ok(Self { config: matches.get_one::<PathBuf>("config").cloned(), flags, planner_values })
+        Ok(Self {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            flags,
+            planner_values,
+        })
     }
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
         *self = Self::from_arg_matches(matches)?;
@@ -206,14 +221,19 @@ impl Args for RunArgs {
             }
             let shown = match &default {
                 Value::String(s) => s.clone(),
-                other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+                other => serde_yaml::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
             };
             let mut arg = Arg::new(key.clone())
                 .long(key.clone())
                 .env(env_name(&key))
                 .value_name("VALUE")
                 .allow_hyphen_values(true)
-                .help(format!("Planner setting (default {shown}); see the README's configuration table"))
+                .help(format!(
+                    "Planner setting (default {shown}); see the README's configuration table"
+                ))
                 .help_heading("Planner settings");
             if let Some(alias) = alias_of(&key) {
                 arg = arg.visible_alias(alias);
@@ -248,9 +268,15 @@ pub fn resolve(args: RunArgs, file_text: Option<&str>) -> Result<RunConfig, Conf
     let mut planner_map = Mapping::new();
     let mut flags_map = Mapping::new();
     if let Some(text) = file_text {
-        let file: Mapping = serde_yaml::from_str(text).map_err(|e| config_error("config", e.to_string()))?;
+        let file: Mapping =
+            serde_yaml::from_str(text).map_err(|e| config_error("config", e.to_string()))?;
         for (k, v) in file {
-            let Some(key) = k.as_str() else { return Err(config_error("config", format!("keys must be strings, got {k:?}"))) };
+            let Some(key) = k.as_str() else {
+                return Err(config_error(
+                    "config",
+                    format!("keys must be strings, got {k:?}"),
+                ));
+            };
             let canonical = planner_names
                 .keys()
                 .find(|name| name.as_str() == key || alias_of(name) == Some(key))
@@ -266,7 +292,8 @@ pub fn resolve(args: RunArgs, file_text: Option<&str>) -> Result<RunConfig, Conf
         }
     }
     // Fixed flags: file values under the command line's.
-    let file_flags: RunFlags = serde_yaml::from_value(Value::Mapping(flags_map)).map_err(|e| config_error("config", e.to_string()))?;
+    let file_flags: RunFlags = serde_yaml::from_value(Value::Mapping(flags_map))
+        .map_err(|e| config_error("config", e.to_string()))?;
     let flags = overlay(file_flags, args.flags);
     for (key, text) in &args.planner_values {
         planner_map.insert(Value::String(key.clone()), scalar(text));
@@ -278,23 +305,42 @@ pub fn resolve(args: RunArgs, file_text: Option<&str>) -> Result<RunConfig, Conf
         if let Err(e) = serde_yaml::from_value::<PlannerSettings>(Value::Mapping(one)) {
             let name = k.as_str().unwrap_or("?");
             let message = e.to_string();
-            return Err(config_error(name, message.trim_start_matches(&format!("{name}: ")).to_owned()));
+            return Err(config_error(
+                name,
+                message.trim_start_matches(&format!("{name}: ")).to_owned(),
+            ));
         }
     }
-    let settings: PlannerSettings = serde_yaml::from_value(Value::Mapping(planner_map)).map_err(|e| config_error("config", e.to_string()))?;
+    let settings: PlannerSettings = serde_yaml::from_value(Value::Mapping(planner_map))
+        .map_err(|e| config_error("config", e.to_string()))?;
     planner::Planner::new(settings.clone()).map_err(|e| config_error(e.field, e.message))?;
     if flags.cluster_name.as_deref().unwrap_or("").is_empty() && flags.nodes.is_empty() {
-        return Err(config_error("cluster-name", "required (the autoscaler never manages ASGs it cannot prove it owns)"));
+        return Err(config_error(
+            "cluster-name",
+            "required (the autoscaler never manages ASGs it cannot prove it owns)",
+        ));
     }
     if let Some(format) = &flags.log_format {
         if format != "text" && format != "json" {
-            return Err(config_error("log-format", format!("expected text or json, got {format:?}")));
+            return Err(config_error(
+                "log-format",
+                format!("expected text or json, got {format:?}"),
+            ));
         }
     }
     for (field, value) in [
-        ("leader-elect-lease-duration", &flags.leader_elect_lease_duration),
-        ("leader-elect-renew-deadline", &flags.leader_elect_renew_deadline),
-        ("leader-elect-retry-period", &flags.leader_elect_retry_period),
+        (
+            "leader-elect-lease-duration",
+            &flags.leader_elect_lease_duration,
+        ),
+        (
+            "leader-elect-renew-deadline",
+            &flags.leader_elect_renew_deadline,
+        ),
+        (
+            "leader-elect-retry-period",
+            &flags.leader_elect_retry_period,
+        ),
         ("batch-window", &flags.batch_window),
         ("batch-idle", &flags.batch_idle),
     ] {
@@ -302,7 +348,10 @@ pub fn resolve(args: RunArgs, file_text: Option<&str>) -> Result<RunConfig, Conf
             model::parse_duration(v).map_err(|e| config_error(field, e.to_string()))?;
         }
     }
-    interruption_queues(&flags.interruption_queue, flags.aws_regions.first().map(String::as_str))?;
+    interruption_queues(
+        &flags.interruption_queue,
+        flags.aws_regions.first().map(String::as_str),
+    )?;
     Ok(RunConfig { flags, settings })
 }
 
@@ -315,31 +364,59 @@ pub struct QueueSpec {
 
 /// Reads `--interruption-queue` entries (`NAME`, `URL`, `REGION=NAME|URL`); `primary`
 /// is the region of a bare name. At most one queue per region.
-pub fn interruption_queues(entries: &[String], primary: Option<&str>) -> Result<Vec<QueueSpec>, ConfigError> {
+pub fn interruption_queues(
+    entries: &[String],
+    primary: Option<&str>,
+) -> Result<Vec<QueueSpec>, ConfigError> {
     let field = "interruption-queue";
     let mut out: Vec<QueueSpec> = Vec::new();
     for raw in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
         let is_url = |t: &str| t.starts_with("https://") || t.starts_with("http://");
         let (region, queue) = match raw.split_once('=') {
-            Some((region, queue)) if !is_url(raw) => (Some(region.trim().to_owned()), queue.trim().to_owned()),
+            Some((region, queue)) if !is_url(raw) => {
+                (Some(region.trim().to_owned()), queue.trim().to_owned())
+            }
             _ => (None, raw.to_owned()),
         };
         if queue.is_empty() || region.as_deref() == Some("") {
-            return Err(config_error(field, format!("{raw:?}: expected NAME, URL or REGION=NAME|URL")));
+            return Err(config_error(
+                field,
+                format!("{raw:?}: expected NAME, URL or REGION=NAME|URL"),
+            ));
         }
-        if !is_url(&queue) && !queue.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if !is_url(&queue)
+            && !queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(config_error(field, format!("{raw:?}: a queue name has letters, digits, '-' and '_' only (or give its https:// URL)")));
         }
         // sqs.<region>.amazonaws.com/<account>/<name>
         let from_url = is_url(&queue)
-            .then(|| queue.split("://").nth(1).and_then(|rest| rest.split('/').next()).and_then(|host| host.strip_prefix("sqs.")).and_then(|h| h.split('.').next()))
+            .then(|| {
+                queue
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .and_then(|host| host.strip_prefix("sqs."))
+                    .and_then(|h| h.split('.').next())
+            })
             .flatten()
             .map(str::to_owned);
-        let region = region.or(from_url).or_else(|| primary.map(str::to_owned)).ok_or_else(|| {
-            config_error(field, format!("{raw:?}: no region: give REGION={queue} or set --aws-regions"))
-        })?;
+        let region = region
+            .or(from_url)
+            .or_else(|| primary.map(str::to_owned))
+            .ok_or_else(|| {
+                config_error(
+                    field,
+                    format!("{raw:?}: no region: give REGION={queue} or set --aws-regions"),
+                )
+            })?;
         if out.iter().any(|q| q.region == region) {
-            return Err(config_error(field, format!("two queues for region {region}: one per region")));
+            return Err(config_error(
+                field,
+                format!("two queues for region {region}: one per region"),
+            ));
         }
         out.push(QueueSpec { region, queue });
     }
@@ -350,7 +427,10 @@ pub fn interruption_queues(entries: &[String], primary: Option<&str>) -> Result<
 fn overlay(file: RunFlags, cli: RunFlags) -> RunFlags {
     let file = serde_json::to_value(file).expect("serialise");
     let cli = serde_json::to_value(cli).expect("serialise");
-    let (serde_json::Value::Object(mut merged), serde_json::Value::Object(cli)) = (file, cli) else { unreachable!() };
+    let (serde_json::Value::Object(mut merged), serde_json::Value::Object(cli)) = (file, cli)
+    else {
+        unreachable!()
+    };
     for (k, v) in cli {
         let unset = match &v {
             serde_json::Value::Null => true,
@@ -387,12 +467,31 @@ mod tests {
 
     #[test]
     fn seed_flags_and_aliases_work() {
-        let args = parse(&["--cluster-name", "prod", "--aws-regions", "us-west-2,us-east-1", "--sleep", "60", "--idle-threshold", "3300", "--instance-init-time", "1500", "--dry-run", "-vvv"]);
+        let args = parse(&[
+            "--cluster-name",
+            "prod",
+            "--aws-regions",
+            "us-west-2,us-east-1",
+            "--sleep",
+            "60",
+            "--idle-threshold",
+            "3300",
+            "--instance-init-time",
+            "1500",
+            "--dry-run",
+            "-vvv",
+        ]);
         let cfg = resolve(args, None).unwrap();
         assert_eq!(cfg.flags.aws_regions, vec!["us-west-2", "us-east-1"]);
         assert_eq!(cfg.settings.scan_interval, Duration::from_secs(60));
-        assert_eq!(cfg.settings.scale_down_unneeded_time, Duration::from_secs(3300));
-        assert_eq!(cfg.settings.max_node_provision_time, Duration::from_secs(1500));
+        assert_eq!(
+            cfg.settings.scale_down_unneeded_time,
+            Duration::from_secs(3300)
+        );
+        assert_eq!(
+            cfg.settings.max_node_provision_time,
+            Duration::from_secs(1500)
+        );
         assert!(cfg.flags.dry_run);
         assert_eq!(cfg.flags.verbose, 3);
     }
@@ -400,35 +499,87 @@ mod tests {
     #[test]
     fn ca_flags_and_file_with_flags_winning() {
         let file = "cluster-name: from-file\nexpander: priority,least-waste\nscale-down-unneeded-time: 5m\nnodes: ['1:10:asg-a']\nexpander-priorities: {10: ['.*']}\nidle-threshold: 20m\n";
-        let args = parse(&["--expander", "most-pods", "--balance-similar-node-groups", "true", "--nodes", "0:5:asg-b"]);
+        let args = parse(&[
+            "--expander",
+            "most-pods",
+            "--balance-similar-node-groups",
+            "true",
+            "--nodes",
+            "0:5:asg-b",
+        ]);
         let cfg = resolve(args, Some(file)).unwrap();
         assert_eq!(cfg.flags.cluster_name.as_deref(), Some("from-file"));
         assert_eq!(cfg.settings.expander, "most-pods", "flag wins over file");
         assert!(cfg.settings.balance_similar_node_groups);
         assert_eq!(cfg.flags.nodes, vec!["0:5:asg-b"]);
-        assert_eq!(cfg.settings.scale_down_unneeded_time, Duration::from_secs(20 * 60), "the alias in the file maps to the setting");
+        assert_eq!(
+            cfg.settings.scale_down_unneeded_time,
+            Duration::from_secs(20 * 60),
+            "the alias in the file maps to the setting"
+        );
         assert!(cfg.settings.expander_priorities.is_some());
     }
 
     #[test]
     fn an_explicit_false_switch_wins_over_the_file() {
-        let cfg = resolve(parse(&["--cluster-name", "c", "--leader-elect", "false"]), Some("leader-elect: true\n")).unwrap();
+        let cfg = resolve(
+            parse(&["--cluster-name", "c", "--leader-elect", "false"]),
+            Some("leader-elect: true\n"),
+        )
+        .unwrap();
         assert_eq!(cfg.flags.leader_elect, Some(false));
-        let cfg = resolve(parse(&["--cluster-name", "c"]), Some("leader-elect: false\n")).unwrap();
+        let cfg = resolve(
+            parse(&["--cluster-name", "c"]),
+            Some("leader-elect: false\n"),
+        )
+        .unwrap();
         assert_eq!(cfg.flags.leader_elect, Some(false));
     }
 
     #[test]
     fn bad_values_name_the_field() {
         let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
-            (vec!["--cluster-name", "c", "--scale-down-utilization-threshold", "lots"], None, "scale-down-utilization-threshold"),
-            (vec!["--cluster-name", "c", "--scale-down-unneeded-time", "-5m"], None, "scale-down-unneeded-time"),
-            (vec!["--cluster-name", "c", "--expander", "cheapest"], None, "expander"),
-            (vec!["--cluster-name", "c", "--log-format", "xml"], None, "log-format"),
-            (vec!["--cluster-name", "c"], Some("scale-down-unneded-time: 5m\n"), "config"),
+            (
+                vec![
+                    "--cluster-name",
+                    "c",
+                    "--scale-down-utilization-threshold",
+                    "lots",
+                ],
+                None,
+                "scale-down-utilization-threshold",
+            ),
+            (
+                vec!["--cluster-name", "c", "--scale-down-unneeded-time", "-5m"],
+                None,
+                "scale-down-unneeded-time",
+            ),
+            (
+                vec!["--cluster-name", "c", "--expander", "cheapest"],
+                None,
+                "expander",
+            ),
+            (
+                vec!["--cluster-name", "c", "--log-format", "xml"],
+                None,
+                "log-format",
+            ),
+            (
+                vec!["--cluster-name", "c"],
+                Some("scale-down-unneded-time: 5m\n"),
+                "config",
+            ),
             (vec![], None, "cluster-name"),
-            (vec!["--cluster-name", "c", "--batch-window", "soon"], None, "batch-window"),
-            (vec!["--cluster-name", "c", "--batch-idle", "5 parsecs"], None, "batch-idle"),
+            (
+                vec!["--cluster-name", "c", "--batch-window", "soon"],
+                None,
+                "batch-window",
+            ),
+            (
+                vec!["--cluster-name", "c", "--batch-idle", "5 parsecs"],
+                None,
+                "batch-idle",
+            ),
         ];
         for (args, file, field) in cases {
             let err = resolve(parse(&args), file).unwrap_err();
@@ -441,21 +592,35 @@ mod tests {
 
     #[test]
     fn interruption_queues_by_name_url_or_region() {
-        let entries: Vec<String> = ["spot-events", "https://sqs.eu-west-1.amazonaws.com/123456789012/eu-events", "us-east-1=east-events"]
-            .map(str::to_owned)
-            .to_vec();
+        let entries: Vec<String> = [
+            "spot-events",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/eu-events",
+            "us-east-1=east-events",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         let queues = interruption_queues(&entries, Some("us-west-2")).unwrap();
-        let pairs: Vec<(&str, &str)> = queues.iter().map(|q| (q.region.as_str(), q.queue.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = queues
+            .iter()
+            .map(|q| (q.region.as_str(), q.queue.as_str()))
+            .collect();
         assert_eq!(
             pairs,
             vec![
                 ("us-west-2", "spot-events"),
-                ("eu-west-1", "https://sqs.eu-west-1.amazonaws.com/123456789012/eu-events"),
+                (
+                    "eu-west-1",
+                    "https://sqs.eu-west-1.amazonaws.com/123456789012/eu-events"
+                ),
                 ("us-east-1", "east-events")
             ]
         );
         // A URL elsewhere (a test endpoint) takes the region given, or the primary one.
-        let local = interruption_queues(&["us-west-2=http://127.0.0.1:5000/123456789012/q".to_owned()], None).unwrap();
+        let local = interruption_queues(
+            &["us-west-2=http://127.0.0.1:5000/123456789012/q".to_owned()],
+            None,
+        )
+        .unwrap();
         assert_eq!(local[0].region, "us-west-2");
         for (entries, primary, needle) in [
             (vec!["a", "b"], Some("us-west-2"), "one per region"),
@@ -468,7 +633,18 @@ mod tests {
             assert_eq!(err.field, "interruption-queue");
             assert!(err.message.contains(needle), "{err}");
         }
-        let err = resolve(parse(&["--cluster-name", "c", "--interruption-queue", "a,b", "--aws-regions", "us-west-2"]), None).unwrap_err();
+        let err = resolve(
+            parse(&[
+                "--cluster-name",
+                "c",
+                "--interruption-queue",
+                "a,b",
+                "--aws-regions",
+                "us-west-2",
+            ]),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.field, "interruption-queue", "{err}");
     }
 
@@ -479,7 +655,11 @@ mod tests {
             if key == "expander-priorities" {
                 continue;
             }
-            assert!(cmd.get_arguments().any(|a| a.get_long() == Some(key.as_str())), "no flag for {key}");
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == Some(key.as_str())),
+                "no flag for {key}"
+            );
         }
     }
 }

@@ -33,7 +33,9 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     if let Some(seed) = args.seed {
         scenario = scenario.with_seed(seed);
     }
-    let options = sim::SimOptions { progress: !args.quiet };
+    let options = sim::SimOptions {
+        progress: !args.quiet,
+    };
     let report = sim::simulate(&scenario, &options).map_err(|e| Failure::Runtime(e.into()))?;
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json())

@@ -17,13 +17,18 @@ pub struct SlackNotifier {
 
 impl SlackNotifier {
     pub fn new(url: &str) -> Result<Self, String> {
-        let uri: hyper::Uri = url.parse().map_err(|_| "slack-hook: not a URL".to_owned())?;
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|_| "slack-hook: not a URL".to_owned())?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .build();
-        Ok(Self { url: uri, client: Client::builder(TokioExecutor::new()).build(https) })
+        Ok(Self {
+            url: uri,
+            client: Client::builder(TokioExecutor::new()).build(https),
+        })
     }
 }
 
@@ -34,11 +39,18 @@ impl Notifier for SlackNotifier {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| PortError::fatal("slack", e.to_string()))?;
-        let response = self.client.request(request).await.map_err(|e| PortError::retryable("slack", e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| PortError::retryable("slack", e.to_string()))?;
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(PortError::retryable("slack", format!("webhook answered {}", response.status())))
+            Err(PortError::retryable(
+                "slack",
+                format!("webhook answered {}", response.status()),
+            ))
         }
     }
 }

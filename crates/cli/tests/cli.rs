@@ -9,7 +9,8 @@ fn binary() -> Command {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("batch-autoscaler-cli-test-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("batch-autoscaler-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
@@ -34,23 +35,56 @@ workload:
 fn simulate_text(name: &str, text: &str) -> Output {
     let path = scratch(name);
     std::fs::write(&path, text).unwrap();
-    binary().arg("simulate").arg(&path).arg("--quiet").output().unwrap()
+    binary()
+        .arg("simulate")
+        .arg(&path)
+        .arg("--quiet")
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn bad_scenarios_exit_2_naming_the_field() {
     let cases = [
-        ("unknown-field.yaml", GOOD.replace("duration: 10m}", "duration: 10m, colour: red}"), "colour"),
-        ("bad-quantity.yaml", GOOD.replace("cpu: 1,", "cpu: 2x,"), "workload[0] (etl).requests.cpu: invalid quantity \"2x\""),
-        ("min-max.yaml", GOOD.replace("max: 3", "min: 5, max: 3"), "node_groups[0] (cpu): min 5 is greater than max 3"),
-        ("unknown-type.yaml", GOOD.replace("m5.large", "zz.huge"), "node_groups[0] (cpu).instance_type: unknown instance type \"zz.huge\""),
-        ("negative-duration.yaml", GOOD.replace("duration: 10m", "duration: -10m"), "workload[0] (etl).duration: invalid duration \"-10m\""),
-        ("bad-setting.yaml", format!("{GOOD}settings: {{scan-intervall: 10s}}\n"), "scan-intervall"),
+        (
+            "unknown-field.yaml",
+            GOOD.replace("duration: 10m}", "duration: 10m, colour: red}"),
+            "colour",
+        ),
+        (
+            "bad-quantity.yaml",
+            GOOD.replace("cpu: 1,", "cpu: 2x,"),
+            "workload[0] (etl).requests.cpu: invalid quantity \"2x\"",
+        ),
+        (
+            "min-max.yaml",
+            GOOD.replace("max: 3", "min: 5, max: 3"),
+            "node_groups[0] (cpu): min 5 is greater than max 3",
+        ),
+        (
+            "unknown-type.yaml",
+            GOOD.replace("m5.large", "zz.huge"),
+            "node_groups[0] (cpu).instance_type: unknown instance type \"zz.huge\"",
+        ),
+        (
+            "negative-duration.yaml",
+            GOOD.replace("duration: 10m", "duration: -10m"),
+            "workload[0] (etl).duration: invalid duration \"-10m\"",
+        ),
+        (
+            "bad-setting.yaml",
+            format!("{GOOD}settings: {{scan-intervall: 10s}}\n"),
+            "scan-intervall",
+        ),
     ];
     for (file, text, expected) in cases {
         let out = simulate_text(file, &text);
         assert_eq!(out.status.code(), Some(2), "{file}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{file}: expected {expected:?} in {:?}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{file}: expected {expected:?} in {:?}",
+            stderr(&out)
+        );
     }
 }
 
@@ -79,20 +113,35 @@ fn a_good_scenario_runs_and_writes_report_and_plot() {
 fn seed_flag_overrides_the_scenario() {
     let report = scratch("seeded.json");
     let out = binary()
-        .args(["simulate", &example("cpu-burst.yaml"), "--quiet", "--seed", "42", "--report"])
+        .args([
+            "simulate",
+            &example("cpu-burst.yaml"),
+            "--quiet",
+            "--seed",
+            "42",
+            "--report",
+        ])
         .arg(&report)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "--quiet prints nothing");
-    assert!(std::fs::read_to_string(&report).unwrap().contains("\"seed\": 42"));
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("\"seed\": 42"));
 }
 
 #[test]
 fn usage_errors_and_missing_files_exit_2() {
-    let out = binary().args(["simulate", "--no-such-flag", "x.yaml"]).output().unwrap();
+    let out = binary()
+        .args(["simulate", "--no-such-flag", "x.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = binary().args(["simulate", "/nonexistent/scenario.yaml"]).output().unwrap();
+    let out = binary()
+        .args(["simulate", "/nonexistent/scenario.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/scenario.yaml"));
 }
@@ -100,7 +149,13 @@ fn usage_errors_and_missing_files_exit_2() {
 #[test]
 fn a_report_that_cannot_be_written_is_a_runtime_failure() {
     let out = binary()
-        .args(["simulate", &example("cpu-burst.yaml"), "--quiet", "--report", "/nonexistent-dir/report.json"])
+        .args([
+            "simulate",
+            &example("cpu-burst.yaml"),
+            "--quiet",
+            "--report",
+            "/nonexistent-dir/report.json",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -111,14 +166,59 @@ fn a_report_that_cannot_be_written_is_a_runtime_failure() {
 fn run_and_explain_reject_bad_flags_with_exit_2_naming_the_field() {
     let cases: &[(&[&str], &str)] = &[
         (&["run"], "cluster-name"),
-        (&["run", "--cluster-name", "c", "--scale-down-utilization-threshold", "2"], "scale-down-utilization-threshold"),
-        (&["run", "--cluster-name", "c", "--aws-regions", "us-west-2", "--nodes", "10:1:asg"], "nodes"),
-        (&["run", "--cluster-name", "c", "--aws-regions", "us-west-2", "--address", "nowhere"], "address"),
-        (&["run", "--cluster-name", "c", "--config", "/nonexistent/config.yaml"], "config"),
+        (
+            &[
+                "run",
+                "--cluster-name",
+                "c",
+                "--scale-down-utilization-threshold",
+                "2",
+            ],
+            "scale-down-utilization-threshold",
+        ),
+        (
+            &[
+                "run",
+                "--cluster-name",
+                "c",
+                "--aws-regions",
+                "us-west-2",
+                "--nodes",
+                "10:1:asg",
+            ],
+            "nodes",
+        ),
+        (
+            &[
+                "run",
+                "--cluster-name",
+                "c",
+                "--aws-regions",
+                "us-west-2",
+                "--address",
+                "nowhere",
+            ],
+            "address",
+        ),
+        (
+            &[
+                "run",
+                "--cluster-name",
+                "c",
+                "--config",
+                "/nonexistent/config.yaml",
+            ],
+            "config",
+        ),
         (&["explain", "ns/pod"], "cluster-name"),
     ];
     for (args, field) in cases {
-        let out = binary().args(*args).env_remove("KUBECONFIG").env_remove("AWS_REGION").output().unwrap();
+        let out = binary()
+            .args(*args)
+            .env_remove("KUBECONFIG")
+            .env_remove("AWS_REGION")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(field), "{args:?}: {}", stderr(&out));
     }

@@ -18,7 +18,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Time {
-        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
         Time(since_epoch.as_millis() as u64)
     }
 }
@@ -32,7 +34,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock showing `at`.
     pub fn new(at: Time) -> Self {
-        Self { millis: Arc::new(AtomicU64::new(at.0)) }
+        Self {
+            millis: Arc::new(AtomicU64::new(at.0)),
+        }
     }
 
     /// Sets the time.
@@ -42,7 +46,8 @@ impl ManualClock {
 
     /// Moves the time forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.millis.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.millis
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -63,7 +68,10 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock that shows `origin` now and advances with tokio's clock.
     pub fn new(origin: Time) -> Self {
-        Self { start: tokio::time::Instant::now(), origin }
+        Self {
+            start: tokio::time::Instant::now(),
+            origin,
+        }
     }
 }
 

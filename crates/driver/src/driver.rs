@@ -16,7 +16,9 @@ use crate::notify::{messages_for, Outbox};
 use crate::ports::{Cloud, Cluster, Evicted, Notifier, PortError, PortErrorKind};
 use crate::status::{ClusterHealth, StatusReport};
 use model::{ClusterSnapshot, InstanceState, NodeGroupState, Time};
-use planner::{Action, Outcome, Planner, PlannerEvent, PlannerSettings, SettingsError, TargetReason};
+use planner::{
+    Action, Outcome, Planner, PlannerEvent, PlannerSettings, SettingsError, TargetReason,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -65,7 +67,12 @@ impl DriverConfig {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
-        let bad = |field, message: &str| Err(SettingsError { field, message: message.to_owned() });
+        let bad = |field, message: &str| {
+            Err(SettingsError {
+                field,
+                message: message.to_owned(),
+            })
+        };
         if self.scan_interval.is_zero() {
             return bad("scan-interval", "must be greater than zero");
         }
@@ -114,7 +121,10 @@ pub enum LoopOutcome {
     /// This replica does not lead: nothing was read or done.
     NotLeader,
     /// The cloud could not be read: no planning; try again after `retry_in`.
-    CloudUnavailable { error: PortError, retry_in: Duration },
+    CloudUnavailable {
+        error: PortError,
+        retry_in: Duration,
+    },
     /// A planning pass ran.
     Pass(PassReport),
 }
@@ -173,7 +183,12 @@ pub struct Driver<C: Cloud, K: Cluster, N: Notifier> {
 impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     /// A driver with a fresh planner. It leads until told otherwise
     /// ([`Driver::set_leader`] or the receiver given to [`Driver::run`]).
-    pub fn new(config: DriverConfig, settings: PlannerSettings, ports: Ports<C, K, N>, clock: Arc<dyn Clock>) -> Result<Self, SettingsError> {
+    pub fn new(
+        config: DriverConfig,
+        settings: PlannerSettings,
+        ports: Ports<C, K, N>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SettingsError> {
         config.validate()?;
         let planner = Planner::new(settings.clone())?;
         let metrics = Arc::new(Metrics::new());
@@ -181,7 +196,10 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         // Without leader election the replica always leads; the sender is not needed.
         let (_, leader) = watch::channel(Leadership::from(true));
         Ok(Self {
-            error_backoff: ErrorBackoff { max: config.max_error_backoff, current: None },
+            error_backoff: ErrorBackoff {
+                max: config.max_error_backoff,
+                current: None,
+            },
             config,
             settings,
             planner,
@@ -205,7 +223,10 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
 
     /// What `/metrics`, `/healthz` and `/readyz` read.
     pub fn http_state(&self) -> HttpState {
-        HttpState { metrics: self.metrics.clone(), health: self.health.clone() }
+        HttpState {
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+        }
     }
 
     /// The metrics.
@@ -265,7 +286,8 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         self.metrics.leader.set(1);
         self.health.set_leader(true);
         if self.planner_stale {
-            self.planner = Planner::new(self.settings.clone()).expect("settings were validated when the driver was built");
+            self.planner = Planner::new(self.settings.clone())
+                .expect("settings were validated when the driver was built");
             self.planner_stale = false;
             self.backoffs_restored = false;
         }
@@ -276,13 +298,21 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                     self.planner.restore_backoffs(records);
                     self.backoffs_restored = true;
                 }
-                Err(error) => return self.cloud_unavailable(now, "loading pool backoffs", error, started).await,
+                Err(error) => {
+                    return self
+                        .cloud_unavailable(now, "loading pool backoffs", error, started)
+                        .await
+                }
             }
         }
         let phase_started = std::time::Instant::now();
         let cloud_view = match self.cloud.refresh(now).await {
             Ok(view) => view,
-            Err(error) => return self.cloud_unavailable(now, "reading node groups", error, started).await,
+            Err(error) => {
+                return self
+                    .cloud_unavailable(now, "reading node groups", error, started)
+                    .await
+            }
         };
         self.error_backoff.reset();
         for warning in &cloud_view.warnings {
@@ -328,7 +358,11 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         self.metrics.phase("cluster_view", phase_started.elapsed());
 
         let phase_started = std::time::Instant::now();
-        let received = self.interruptions.as_mut().map(|f| f.drain()).unwrap_or_default();
+        let received = self
+            .interruptions
+            .as_mut()
+            .map(|f| f.drain())
+            .unwrap_or_default();
         let mut acks = Vec::with_capacity(received.len());
         for r in received {
             for notice in r.notices {
@@ -354,12 +388,17 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         self.metrics.phase("explain", phase_started.elapsed());
         let phase_started = std::time::Instant::now();
 
-        self.metrics.pool_backoffs.clear();
         let backoffs = self.planner.backoffs(now);
-        for b in &backoffs {
-            self.metrics.pool_backoffs.get_or_create(&PoolKind { pool: b.pool.to_string(), kind: b.kind.as_str().to_owned() }).set(1);
-        }
-        let health = if snapshot.synced { ClusterHealth::Healthy } else { ClusterHealth::Unsynced };
+        self.metrics
+            .publish_pool_backoffs(backoffs.iter().map(|b| PoolKind {
+                pool: b.pool.to_string(),
+                kind: b.kind.as_str().to_owned(),
+            }));
+        let health = if snapshot.synced {
+            ClusterHealth::Healthy
+        } else {
+            ClusterHealth::Unsynced
+        };
         let mut report = StatusReport::build(
             now,
             health,
@@ -375,16 +414,36 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             .planner
             .interruptions(now)
             .into_iter()
-            .map(|i| crate::status::PoolInterruptionStatus { pool: i.pool.to_string(), total: i.total, recent: i.recent, last: i.last })
+            .map(|i| crate::status::PoolInterruptionStatus {
+                pool: i.pool.to_string(),
+                total: i.total,
+                recent: i.recent,
+                last: i.last,
+            })
             .collect();
         self.write_status(report).await;
         self.metrics.phase("status", phase_started.elapsed());
-        self.metrics.loop_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .loop_duration
+            .observe(started.elapsed().as_secs_f64());
         self.health.progress();
-        LoopOutcome::Pass(PassReport { revision: snapshot.revision, synced: snapshot.synced, actions, leadership_lost, abandoned, events })
+        LoopOutcome::Pass(PassReport {
+            revision: snapshot.revision,
+            synced: snapshot.synced,
+            actions,
+            leadership_lost,
+            abandoned,
+            events,
+        })
     }
 
-    async fn cloud_unavailable(&mut self, now: Time, doing: &str, error: PortError, started: std::time::Instant) -> LoopOutcome {
+    async fn cloud_unavailable(
+        &mut self,
+        now: Time,
+        doing: &str,
+        error: PortError,
+        started: std::time::Instant,
+    ) -> LoopOutcome {
         self.metrics.api_error(error.label);
         let retry_in = self.error_backoff.fail();
         tracing::warn!(%error, ?retry_in, "cloud unavailable while {doing}: no planning this pass");
@@ -392,13 +451,31 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
         if self.planner.poll_timeout().is_some_and(|t| t <= now) {
             self.planner.handle_timeout(now);
         }
-        let health = ClusterHealth::CloudUnavailable { message: error.to_string() };
+        let health = ClusterHealth::CloudUnavailable {
+            message: error.to_string(),
+        };
         let report = match self.status.clone() {
-            Some(last) => StatusReport { last_loop: now, health, ..last },
-            None => StatusReport::build(now, health, self.config.dry_run, &[], &[], &[], 0, self.last_scale_up, self.last_scale_down),
+            Some(last) => StatusReport {
+                last_loop: now,
+                health,
+                ..last
+            },
+            None => StatusReport::build(
+                now,
+                health,
+                self.config.dry_run,
+                &[],
+                &[],
+                &[],
+                0,
+                self.last_scale_up,
+                self.last_scale_down,
+            ),
         };
         self.write_status(report).await;
-        self.metrics.loop_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .loop_duration
+            .observe(started.elapsed().as_secs_f64());
         self.health.progress_expecting(retry_in);
         LoopOutcome::CloudUnavailable { error, retry_in }
     }
@@ -415,11 +492,20 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
 
     /// Gauges of the view; returns the number of pending unschedulable pods.
     fn observe_view(&self, snapshot: &ClusterSnapshot) -> u32 {
-        let pending = snapshot.pods.iter().filter(|p| p.unschedulable && p.is_unbound_pending()).count() as u32;
-        self.metrics.pending_unschedulable_pods.set(i64::from(pending));
+        let pending = snapshot
+            .pods
+            .iter()
+            .filter(|p| p.unschedulable && p.is_unbound_pending())
+            .count() as u32;
+        self.metrics
+            .pending_unschedulable_pods
+            .set(i64::from(pending));
         let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
         for node in &snapshot.nodes {
-            let group = node.group.as_ref().map_or_else(|| "unmanaged".to_owned(), |g| g.to_string());
+            let group = node
+                .group
+                .as_ref()
+                .map_or_else(|| "unmanaged".to_owned(), |g| g.to_string());
             let state = if node.retired.is_some() {
                 "retired"
             } else if node.cordoned {
@@ -431,14 +517,24 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             };
             *counts.entry((group, state)).or_default() += 1;
         }
-        let registered: BTreeSet<_> = snapshot.nodes.iter().filter_map(|n| n.instance.as_ref()).collect();
+        let registered: BTreeSet<_> = snapshot
+            .nodes
+            .iter()
+            .filter_map(|n| n.instance.as_ref())
+            .collect();
         for group in &snapshot.groups {
             let launching = launching_instances(group, &registered);
             counts.insert((group.spec.id.to_string(), "launching"), launching);
         }
         self.metrics.nodes.clear();
         for ((group, state), n) in counts {
-            self.metrics.nodes.get_or_create(&GroupState { group, state: state.to_owned() }).set(n);
+            self.metrics
+                .nodes
+                .get_or_create(&GroupState {
+                    group,
+                    state: state.to_owned(),
+                })
+                .set(n);
         }
         pending
     }
@@ -452,7 +548,10 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                 let abandoned = 1 + std::iter::from_fn(|| self.planner.poll_action()).count();
                 self.planner_stale = true;
                 self.metrics.leader.set(0);
-                tracing::warn!(abandoned, "leadership lost mid-pass: no further actions carried out");
+                tracing::warn!(
+                    abandoned,
+                    "leadership lost mid-pass: no further actions carried out"
+                );
                 return (records, abandoned, true);
             }
             let outcome = if self.config.dry_run {
@@ -461,14 +560,17 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                     // Reading is harmless: a dry-run reads the evidence for real, as if
                     // the fence it did not write were there, and so says which removals
                     // the evidence would have allowed.
-                    Action::VerifyRemoval { .. } => dry_run_evidence(self.execute(now, &action).await),
+                    Action::VerifyRemoval { .. } => {
+                        dry_run_evidence(self.execute(now, &action).await)
+                    }
                     _ => Outcome::Done,
                 }
             } else {
                 tracing::info!(action = %action, "carrying out: {action}");
                 self.execute(now, &action).await
             };
-            self.planner.handle_outcome(now, action.id(), outcome.clone());
+            self.planner
+                .handle_outcome(now, action.id(), outcome.clone());
             records.push(ActionRecord { action, outcome });
         }
         (records, 0, false)
@@ -477,38 +579,101 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     /// Carries out one action through the ports and classifies the result.
     async fn execute(&mut self, now: Time, action: &Action) -> Outcome {
         let result = match action {
-            Action::SetTargetSize { group, from, to, reason, .. } => self.cloud.set_target_size(group, *to).await.map(|()| {
+            Action::SetTargetSize {
+                group,
+                from,
+                to,
+                reason,
+                ..
+            } => self.cloud.set_target_size(group, *to).await.map(|()| {
                 match reason {
                     TargetReason::ScaleUp { .. } => {
-                        let label = GroupReason { group: group.to_string(), reason: "pending-pods".into() };
-                        self.metrics.scale_ups.get_or_create(&label).inc_by(u64::from(to.saturating_sub(*from)));
+                        let label = GroupReason {
+                            group: group.to_string(),
+                            reason: "pending-pods".into(),
+                        };
+                        self.metrics
+                            .scale_ups
+                            .get_or_create(&label)
+                            .inc_by(u64::from(to.saturating_sub(*from)));
                         self.last_scale_up = Some(now);
                     }
                     TargetReason::GiveBack { .. } => {
-                        let label = GroupReason { group: group.to_string(), reason: "give-back".into() };
-                        self.metrics.scale_downs.get_or_create(&label).inc_by(u64::from(from.saturating_sub(*to)));
+                        let label = GroupReason {
+                            group: group.to_string(),
+                            reason: "give-back".into(),
+                        };
+                        self.metrics
+                            .scale_downs
+                            .get_or_create(&label)
+                            .inc_by(u64::from(from.saturating_sub(*to)));
                     }
                 }
                 Outcome::Done
             }),
-            Action::TerminateInstance { group, instance, reason, .. } => {
-                self.cloud.terminate_instance(group, instance).await.map(|()| {
-                    let label = GroupReason { group: group.to_string(), reason: reason.as_str().into() };
+            Action::TerminateInstance {
+                group,
+                instance,
+                reason,
+                ..
+            } => self
+                .cloud
+                .terminate_instance(group, instance)
+                .await
+                .map(|()| {
+                    let label = GroupReason {
+                        group: group.to_string(),
+                        reason: reason.as_str().into(),
+                    };
                     self.metrics.scale_downs.get_or_create(&label).inc();
                     self.last_scale_down = Some(now);
                     Outcome::Done
-                })
+                }),
+            Action::RetireNode { node, reason, .. } => self
+                .cluster
+                .retire(node, reason, now)
+                .await
+                .map(|()| Outcome::Done),
+            Action::UnretireNode { node, .. } => {
+                self.cluster.unretire(node).await.map(|()| Outcome::Done)
             }
-            Action::RetireNode { node, reason, .. } => self.cluster.retire(node, reason, now).await.map(|()| Outcome::Done),
-            Action::UnretireNode { node, .. } => self.cluster.unretire(node).await.map(|()| Outcome::Done),
-            Action::MarkIdle { node, since, .. } => self.cluster.mark_idle(node, *since).await.map(|()| Outcome::Done),
-            Action::PersistBackoff { record, .. } => self.cloud.persist_backoff(record).await.map(|()| Outcome::Done),
-            Action::DetachInstance { group, instance, .. } => self.cloud.detach_instance(group, instance).await.map(|()| Outcome::Done),
-            Action::VerifyRemoval { instance, node, .. } => self.cluster.removal_evidence(instance, node.as_ref()).await.map(Outcome::Evidence),
-            Action::UpdateProvisioningRequest { request, conditions, .. } => {
-                self.cluster.update_provisioning_request(request, conditions).await.map(|()| Outcome::Done)
-            }
-            Action::EvictPod { pod, uid, grace_period, .. } => {
+            Action::MarkIdle { node, since, .. } => self
+                .cluster
+                .mark_idle(node, *since)
+                .await
+                .map(|()| Outcome::Done),
+            Action::PersistBackoff { record, .. } => self
+                .cloud
+                .persist_backoff(record)
+                .await
+                .map(|()| Outcome::Done),
+            Action::DetachInstance {
+                group, instance, ..
+            } => self
+                .cloud
+                .detach_instance(group, instance)
+                .await
+                .map(|()| Outcome::Done),
+            Action::VerifyRemoval { instance, node, .. } => self
+                .cluster
+                .removal_evidence(instance, node.as_ref())
+                .await
+                .map(Outcome::Evidence),
+            Action::UpdateProvisioningRequest {
+                request,
+                conditions,
+                ..
+            } => self
+                .cluster
+                .update_provisioning_request(request, conditions)
+                .await
+                .map(|()| Outcome::Done),
+            Action::EvictPod {
+                pod,
+                uid,
+                grace_period,
+                ..
+            } => {
                 let result = self.cluster.evict(pod, uid.as_ref(), *grace_period).await;
                 let label = match &result {
                     Ok(Evicted::Evicted) => "evicted",
@@ -516,7 +681,12 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
                     Ok(Evicted::Refused(_)) => "refused",
                     Err(_) => "error",
                 };
-                self.metrics.evictions.get_or_create(&ResultLabel { result: label.to_owned() }).inc();
+                self.metrics
+                    .evictions
+                    .get_or_create(&ResultLabel {
+                        result: label.to_owned(),
+                    })
+                    .inc();
                 result.map(|evicted| match evicted {
                     Evicted::Evicted => Outcome::Done,
                     Evicted::Gone => Outcome::Gone,
@@ -538,9 +708,20 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     async fn explain(&mut self, now: Time, events: &[(Time, PlannerEvent)]) {
         for (_, event) in events {
             log_event(event);
-            self.metrics.planner_events.get_or_create(&crate::metrics::ReasonLabel { reason: event.reason().to_owned() }).inc();
+            self.metrics
+                .planner_events
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: event.reason().to_owned(),
+                })
+                .inc();
             if let PlannerEvent::InstanceInterrupted { pool, kind, .. } = event {
-                self.metrics.interruptions.get_or_create(&PoolKind { pool: pool.to_string(), kind: kind.as_str().to_owned() }).inc();
+                self.metrics
+                    .interruptions
+                    .get_or_create(&PoolKind {
+                        pool: pool.to_string(),
+                        kind: kind.as_str().to_owned(),
+                    })
+                    .inc();
             }
         }
         if !self.acting() {
@@ -571,7 +752,12 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
     /// the last pass, the planner's next timeout (future times only), or the error
     /// backoff while the cloud cannot be read (which then overrides the rest). Passes
     /// run only while `*leader.borrow()` is true; a follower only keeps `/healthz` fed.
-    pub async fn run(mut self, triggers: Arc<Notify>, mut leader: watch::Receiver<Leadership>, shutdown: impl Future<Output = ()>) {
+    pub async fn run(
+        mut self,
+        triggers: Arc<Notify>,
+        mut leader: watch::Receiver<Leadership>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let leading = leader.borrow_and_update().leads_at(leadership_clock());
         if leading {
@@ -596,14 +782,23 @@ impl<C: Cloud, K: Cluster, N: Notifier> Driver<C, K, N> {
             if last_verdict && !leads {
                 // The verdict ran out without a renewal (the elector cannot reach the
                 // API server): no action from here until the lease is held anew.
-                tracing::warn!("leadership lapsed: the lease was not renewed within the renew deadline");
+                tracing::warn!(
+                    "leadership lapsed: the lease was not renewed within the renew deadline"
+                );
                 self.health.set_leader(false);
                 self.metrics.leader.set(0);
                 self.planner_stale = true;
                 last_verdict = false;
             }
             // Wake when a leading verdict runs out, to stop at once.
-            let lapse = if leads { self.leader.borrow().expires().map(tokio::time::Instant::from_std) } else { None };
+            let lapse = if leads {
+                self.leader
+                    .borrow()
+                    .expires()
+                    .map(tokio::time::Instant::from_std)
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -677,7 +872,11 @@ enum Batch {
 
 /// Waits, after a first trigger, until no trigger came for `batch_idle` or
 /// `batch_window` has passed since the first, whichever is sooner.
-async fn gather_batch(triggers: &Notify, config: &DriverConfig, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Batch {
+async fn gather_batch(
+    triggers: &Notify,
+    config: &DriverConfig,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Batch {
     let window_ends = tokio::time::Instant::now() + config.batch_window;
     loop {
         let idle_ends = (tokio::time::Instant::now() + config.batch_idle).min(window_ends);
@@ -693,14 +892,19 @@ async fn gather_batch(triggers: &Notify, config: &DriverConfig, shutdown: &mut (
 /// Runs `pass` to its end, unless the leadership verdict runs out first (renewals that
 /// arrive meanwhile move the deadline): then the pass is dropped mid-call and `None`
 /// returned, so no call of a replica that may no longer lead outlives its lease.
-async fn pass_while_leading(pass: impl Future<Output = LoopOutcome>, leader: &watch::Receiver<Leadership>) -> Option<LoopOutcome> {
+async fn pass_while_leading(
+    pass: impl Future<Output = LoopOutcome>,
+    leader: &watch::Receiver<Leadership>,
+) -> Option<LoopOutcome> {
     tokio::pin!(pass);
     loop {
         let verdict = *leader.borrow();
         if !verdict.leads_at(leadership_clock()) {
             return None;
         }
-        let Some(expires) = verdict.expires() else { return Some(pass.await) };
+        let Some(expires) = verdict.expires() else {
+            return Some(pass.await);
+        };
         tokio::select! {
             outcome = &mut pass => return Some(outcome),
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(expires)) => {}
@@ -719,7 +923,11 @@ async fn take_permit(triggers: &Notify) {
 
 /// Instances of the group that are not yet nodes (and not on their way out).
 fn launching_instances(group: &NodeGroupState, registered: &BTreeSet<&model::InstanceId>) -> i64 {
-    group.instances.iter().filter(|i| i.state != InstanceState::Terminating && !registered.contains(&i.id)).count() as i64
+    group
+        .instances
+        .iter()
+        .filter(|i| i.state != InstanceState::Terminating && !registered.contains(&i.id))
+        .count() as i64
 }
 
 /// What the planner is told about an action whose port call failed.
@@ -753,8 +961,16 @@ fn dry_run_evidence(outcome: Outcome) -> Outcome {
     match outcome {
         Outcome::Evidence(mut evidence) => {
             if let Some(node) = evidence.node.as_mut() {
-                if !node.taints.iter().any(|t| t.key == model::well_known::TAINT_RETIRING) {
-                    node.taints.push(model::Taint { key: model::well_known::TAINT_RETIRING.into(), value: String::new(), effect: model::TaintEffect::NoSchedule });
+                if !node
+                    .taints
+                    .iter()
+                    .any(|t| t.key == model::well_known::TAINT_RETIRING)
+                {
+                    node.taints.push(model::Taint {
+                        key: model::well_known::TAINT_RETIRING.into(),
+                        value: String::new(),
+                        effect: model::TaintEffect::NoSchedule,
+                    });
                 }
             }
             Outcome::Evidence(evidence)
@@ -775,7 +991,10 @@ mod tests {
 
     #[test]
     fn error_backoff_doubles_to_the_cap_and_resets() {
-        let mut backoff = ErrorBackoff { max: Duration::from_secs(120), current: None };
+        let mut backoff = ErrorBackoff {
+            max: Duration::from_secs(120),
+            current: None,
+        };
         let waits: Vec<u64> = (0..10).map(|_| backoff.fail().as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
         backoff.reset();
@@ -784,9 +1003,15 @@ mod tests {
 
     #[test]
     fn port_errors_map_to_outcomes() {
-        let retry = outcome_of_error(PortError::refused("throttled", "scaling activity in progress"));
+        let retry = outcome_of_error(PortError::refused(
+            "throttled",
+            "scaling activity in progress",
+        ));
         assert!(matches!(retry, Outcome::Retry { .. }), "{retry:?}");
-        assert_eq!(outcome_of_error(PortError::gone("not-found", "gone")), Outcome::Gone);
+        assert_eq!(
+            outcome_of_error(PortError::gone("not-found", "gone")),
+            Outcome::Gone
+        );
         let failed = outcome_of_error(PortError::forbidden("forbidden", "rbac"));
         assert!(matches!(failed, Outcome::Failed { .. }), "{failed:?}");
     }

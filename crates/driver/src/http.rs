@@ -60,8 +60,10 @@ impl Health {
     /// The loop made progress and will wait `next_in` before the next pass (an error
     /// backoff longer than the scan interval must not look like a stuck loop).
     pub fn progress_expecting(&self, next_in: Duration) {
-        self.expected_gap_ms.store(next_in.as_millis() as u64, Ordering::SeqCst);
-        self.last_progress_ms.store(self.clock.now().0, Ordering::SeqCst);
+        self.expected_gap_ms
+            .store(next_in.as_millis() as u64, Ordering::SeqCst);
+        self.last_progress_ms
+            .store(self.clock.now().0, Ordering::SeqCst);
     }
 
     /// Whether the last view had every watch synced.
@@ -78,13 +80,15 @@ impl Health {
     /// `/healthz`.
     pub fn live(&self) -> bool {
         let last = model::Time(self.last_progress_ms.load(Ordering::SeqCst));
-        let gap = Duration::from_millis(self.expected_gap_ms.load(Ordering::SeqCst)).max(self.scan_interval);
+        let gap = Duration::from_millis(self.expected_gap_ms.load(Ordering::SeqCst))
+            .max(self.scan_interval);
         self.clock.now().saturating_since(last) <= gap * 3
     }
 
     /// `/readyz`.
     pub fn ready(&self) -> bool {
-        self.leader_known.load(Ordering::SeqCst) && (!self.leader.load(Ordering::SeqCst) || self.synced.load(Ordering::SeqCst))
+        self.leader_known.load(Ordering::SeqCst)
+            && (!self.leader.load(Ordering::SeqCst) || self.synced.load(Ordering::SeqCst))
     }
 }
 
@@ -168,9 +172,17 @@ fn respond(head: &str, state: &HttpState) -> (&'static str, &'static str, String
     match path {
         "/metrics" => ("200 OK", OPENMETRICS, state.metrics.encode()),
         "/healthz" if state.health.live() => ("200 OK", TEXT, "ok\n".into()),
-        "/healthz" => ("500 Internal Server Error", TEXT, "no loop progress within 3 scan intervals\n".into()),
+        "/healthz" => (
+            "500 Internal Server Error",
+            TEXT,
+            "no loop progress within 3 scan intervals\n".into(),
+        ),
         "/readyz" if state.health.ready() => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" => ("503 Service Unavailable", TEXT, "caches not synced or leadership unknown\n".into()),
+        "/readyz" => (
+            "503 Service Unavailable",
+            TEXT,
+            "caches not synced or leadership unknown\n".into(),
+        ),
         _ => ("404 Not Found", TEXT, "not found\n".into()),
     }
 }

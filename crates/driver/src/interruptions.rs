@@ -116,7 +116,10 @@ pub async fn run_interruption_queue<Q: InterruptionQueue>(
     let queue = Arc::new(queue);
     let mut retry = FIRST_RETRY;
     loop {
-        if !leader.borrow_and_update().leads_at(tokio::time::Instant::now().into_std()) {
+        if !leader
+            .borrow_and_update()
+            .leads_at(tokio::time::Instant::now().into_std())
+        {
             // Followers leave the messages to the leader.
             tokio::select! {
                 () = &mut shutdown => return,
@@ -148,7 +151,14 @@ pub async fn run_interruption_queue<Q: InterruptionQueue>(
             }
         };
         for message in messages {
-            let count = |result: &str| metrics.interruption_messages.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+            let count = |result: &str| {
+                metrics
+                    .interruption_messages
+                    .get_or_create(&ResultLabel {
+                        result: result.to_owned(),
+                    })
+                    .inc()
+            };
             match queue.parse(&message.body) {
                 ParsedMessage::Notices(notices) => {
                     count("notice");

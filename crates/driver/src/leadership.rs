@@ -10,7 +10,9 @@ use std::time::Instant;
 pub enum Leadership {
     Follower,
     /// Leads until `until` (exclusive); `None`: for good (no election).
-    Leader { until: Option<Instant> },
+    Leader {
+        until: Option<Instant>,
+    },
 }
 
 impl Leadership {
@@ -50,7 +52,9 @@ mod tests {
     #[test]
     fn a_leader_verdict_runs_out() {
         let t0 = Instant::now();
-        let l = Leadership::Leader { until: Some(t0 + Duration::from_secs(10)) };
+        let l = Leadership::Leader {
+            until: Some(t0 + Duration::from_secs(10)),
+        };
         assert!(l.leads_at(t0));
         assert!(l.leads_at(t0 + Duration::from_millis(9_999)));
         assert!(!l.leads_at(t0 + Duration::from_secs(10)));

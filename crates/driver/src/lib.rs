@@ -23,13 +23,20 @@ mod status;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use driver::{
-    ActionRecord, Driver, DriverConfig, LoopOutcome, PassReport, Ports, DEFAULT_BATCH_IDLE, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_ERROR_BACKOFF,
-    INITIAL_ERROR_BACKOFF,
+    ActionRecord, Driver, DriverConfig, LoopOutcome, PassReport, Ports, DEFAULT_BATCH_IDLE,
+    DEFAULT_BATCH_WINDOW, DEFAULT_MAX_ERROR_BACKOFF, INITIAL_ERROR_BACKOFF,
 };
 pub use http::{serve_http, serve_listener, Health, HttpState};
-pub use interruptions::{interruption_feed, run_interruption_queue, InterruptionFeed, InterruptionQueue, InterruptionSender, ParsedMessage, QueueMessage, Received};
+pub use interruptions::{
+    interruption_feed, run_interruption_queue, InterruptionFeed, InterruptionQueue,
+    InterruptionSender, ParsedMessage, QueueMessage, Received,
+};
 pub use leadership::Leadership;
 pub use metrics::Metrics;
-pub use notify::{messages_for, Message, SlackGate, Verdict, DEDUP_WINDOW, MIN_INTERVAL, SEND_TIMEOUT};
-pub use ports::{Cloud, CloudView, Cluster, ClusterView, Evicted, NoNotifier, Notifier, PortError, PortErrorKind};
+pub use notify::{
+    messages_for, Message, SlackGate, Verdict, DEDUP_WINDOW, MIN_INTERVAL, SEND_TIMEOUT,
+};
+pub use ports::{
+    Cloud, CloudView, Cluster, ClusterView, Evicted, NoNotifier, Notifier, PortError, PortErrorKind,
+};
 pub use status::{ClusterHealth, GroupBackoff, GroupStatus, PoolInterruptionStatus, StatusReport};

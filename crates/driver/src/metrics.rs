@@ -25,7 +25,7 @@ pub struct GroupState {
 }
 
 /// `pool` × `kind`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
 pub struct PoolKind {
     pub pool: String,
     pub kind: String,
@@ -95,6 +95,9 @@ pub struct Metrics {
     /// 1 while the interruption queue can be read (0 when it cannot; absent without
     /// `--interruption-queue`).
     pub interruption_queue_up: Gauge,
+    /// The pool backoffs last published, so that a stale one is removed without
+    /// clearing the family (a scrape between a clear and the new values would see none).
+    published_backoffs: std::sync::Mutex<std::collections::BTreeSet<PoolKind>>,
 }
 
 impl Metrics {
@@ -103,7 +106,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("batch_autoscaler");
         // 10 ms to ~80 s: a pass over a large cluster with slow API calls stays in range.
         let loop_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
-        let loop_phase_duration = Family::<PhaseLabel, Histogram>::new_with_constructor(phase_histogram as fn() -> Histogram);
+        let loop_phase_duration = Family::<PhaseLabel, Histogram>::new_with_constructor(
+            phase_histogram as fn() -> Histogram,
+        );
         let metrics = Self {
             loop_duration,
             loop_phase_duration,
@@ -121,29 +126,93 @@ impl Metrics {
             interruptions: Family::default(),
             interruption_messages: Family::default(),
             interruption_queue_up: Gauge::default(),
+            published_backoffs: Default::default(),
             registry: Registry::default(),
         };
-        registry.register("loop_duration_seconds", "Duration of one control-loop pass", metrics.loop_duration.clone());
-        registry.register("loop_phase_duration_seconds", "Duration of each phase of a control-loop pass", metrics.loop_phase_duration.clone());
+        registry.register(
+            "loop_duration_seconds",
+            "Duration of one control-loop pass",
+            metrics.loop_duration.clone(),
+        );
+        registry.register(
+            "loop_phase_duration_seconds",
+            "Duration of each phase of a control-loop pass",
+            metrics.loop_phase_duration.clone(),
+        );
         registry.register(
             "pending_unschedulable_pods",
             "Unbound pods the scheduler reported Unschedulable",
             metrics.pending_unschedulable_pods.clone(),
         );
-        registry.register("nodes", "Nodes by node group and state", metrics.nodes.clone());
-        registry.register("scale_up_nodes", "Nodes requested by scale-ups, by group and reason", metrics.scale_ups.clone());
-        registry.register("scale_down_nodes", "Nodes removed or given back, by group and reason", metrics.scale_downs.clone());
-        registry.register("pool_backoffs", "Capacity pools backed off after launch failures", metrics.pool_backoffs.clone());
-        registry.register("evictions", "Pod evictions by result", metrics.evictions.clone());
-        registry.register("api_errors", "Failed Kubernetes and AWS calls by kind", metrics.api_errors.clone());
-        registry.register("skipped_objects", "Distinct Kubernetes objects that could not be converted", metrics.skipped_objects.clone());
-        registry.register("planner_events", "Planner explanations by reason", metrics.planner_events.clone());
-        registry.register("notifications", "Slack notifications by result", metrics.notifications.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", metrics.leader.clone());
-        registry.register("interruptions", "Interruption notices acted on, by capacity pool and kind", metrics.interruptions.clone());
-        registry.register("interruption_messages", "Messages read from the interruption queue, by result", metrics.interruption_messages.clone());
-        registry.register("interruption_queue_up", "1 while the interruption queue can be read", metrics.interruption_queue_up.clone());
-        Self { registry, ..metrics }
+        registry.register(
+            "nodes",
+            "Nodes by node group and state",
+            metrics.nodes.clone(),
+        );
+        registry.register(
+            "scale_up_nodes",
+            "Nodes requested by scale-ups, by group and reason",
+            metrics.scale_ups.clone(),
+        );
+        registry.register(
+            "scale_down_nodes",
+            "Nodes removed or given back, by group and reason",
+            metrics.scale_downs.clone(),
+        );
+        registry.register(
+            "pool_backoffs",
+            "Capacity pools backed off after launch failures",
+            metrics.pool_backoffs.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Pod evictions by result",
+            metrics.evictions.clone(),
+        );
+        registry.register(
+            "api_errors",
+            "Failed Kubernetes and AWS calls by kind",
+            metrics.api_errors.clone(),
+        );
+        registry.register(
+            "skipped_objects",
+            "Distinct Kubernetes objects that could not be converted",
+            metrics.skipped_objects.clone(),
+        );
+        registry.register(
+            "planner_events",
+            "Planner explanations by reason",
+            metrics.planner_events.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Slack notifications by result",
+            metrics.notifications.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            metrics.leader.clone(),
+        );
+        registry.register(
+            "interruptions",
+            "Interruption notices acted on, by capacity pool and kind",
+            metrics.interruptions.clone(),
+        );
+        registry.register(
+            "interruption_messages",
+            "Messages read from the interruption queue, by result",
+            metrics.interruption_messages.clone(),
+        );
+        registry.register(
+            "interruption_queue_up",
+            "1 while the interruption queue can be read",
+            metrics.interruption_queue_up.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -154,14 +223,39 @@ impl Metrics {
         out
     }
 
+    /// Publishes the pool backoffs in force: each is set to 1 first, then the ones no
+    /// longer in force are removed.
+    pub fn publish_pool_backoffs(&self, current: impl IntoIterator<Item = PoolKind>) {
+        let current: std::collections::BTreeSet<PoolKind> = current.into_iter().collect();
+        for label in &current {
+            self.pool_backoffs.get_or_create(label).set(1);
+        }
+        let mut published = self
+            .published_backoffs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for stale in published.difference(&current) {
+            self.pool_backoffs.remove(stale);
+        }
+        *published = current;
+    }
+
     /// Records how long `phase` of a pass took.
     pub fn phase(&self, phase: &str, took: std::time::Duration) {
-        self.loop_phase_duration.get_or_create(&PhaseLabel { phase: phase.to_owned() }).observe(took.as_secs_f64());
+        self.loop_phase_duration
+            .get_or_create(&PhaseLabel {
+                phase: phase.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one failed adapter call.
     pub fn api_error(&self, label: &str) {
-        self.api_errors.get_or_create(&KindLabel { kind: label.to_owned() }).inc();
+        self.api_errors
+            .get_or_create(&KindLabel {
+                kind: label.to_owned(),
+            })
+            .inc();
     }
 }
 
@@ -173,5 +267,35 @@ fn phase_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str) -> PoolKind {
+        PoolKind {
+            pool: name.to_owned(),
+            kind: "capacity".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_backoff_no_longer_in_force_is_removed_and_the_others_stay() {
+        let metrics = Metrics::new();
+        metrics.publish_pool_backoffs([pool("a"), pool("b")]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"pool="a""#) && text.contains(r#"pool="b""#),
+            "{text}"
+        );
+        metrics.publish_pool_backoffs([pool("b")]);
+        let text = metrics.encode();
+        assert!(!text.contains(r#"pool="a""#), "{text}");
+        assert!(
+            text.contains(r#"batch_autoscaler_pool_backoffs{pool="b",kind="capacity"} 1"#),
+            "{text}"
+        );
     }
 }

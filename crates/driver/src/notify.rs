@@ -38,15 +38,24 @@ pub fn messages_for(events: &[(Time, PlannerEvent)]) -> Vec<Message> {
     let mut unhelped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (_, event) in events {
         match event {
-            PlannerEvent::TriggeredScaleUp { .. } | PlannerEvent::NodeRetired { .. } | PlannerEvent::ScaleDown { .. } => {
+            PlannerEvent::TriggeredScaleUp { .. }
+            | PlannerEvent::NodeRetired { .. }
+            | PlannerEvent::ScaleDown { .. } => {
                 let text = format!("batch-autoscaler: {event}");
-                out.push(Message { key: text.clone(), text });
+                out.push(Message {
+                    key: text.clone(),
+                    text,
+                });
             }
             PlannerEvent::NotTriggerScaleUp { pod, reasons } => {
                 let why = if reasons.is_empty() {
                     "no node groups".to_owned()
                 } else {
-                    reasons.iter().map(|(g, r)| format!("{g}: {r}")).collect::<Vec<_>>().join("; ")
+                    reasons
+                        .iter()
+                        .map(|(g, r)| format!("{g}: {r}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 };
                 unhelped.entry(why).or_default().push(pod.to_string());
             }
@@ -55,10 +64,17 @@ pub fn messages_for(events: &[(Time, PlannerEvent)]) -> Vec<Message> {
     }
     for (why, pods) in unhelped {
         let shown: Vec<_> = pods.iter().take(3).map(String::as_str).collect();
-        let more = if pods.len() > shown.len() { format!(" and {} more", pods.len() - shown.len()) } else { String::new() };
+        let more = if pods.len() > shown.len() {
+            format!(" and {} more", pods.len() - shown.len())
+        } else {
+            String::new()
+        };
         out.push(Message {
             key: format!("failed to scale up: {why}"),
-            text: format!("batch-autoscaler: failed to scale up for {}{more}: {why}", shown.join(", ")),
+            text: format!(
+                "batch-autoscaler: failed to scale up for {}{more}: {why}",
+                shown.join(", ")
+            ),
         });
     }
     out
@@ -89,7 +105,8 @@ pub struct SlackGate {
 impl SlackGate {
     /// Offers a message at `now`.
     pub fn offer(&mut self, now: Time, message: Message) -> Verdict {
-        self.seen.retain(|_, at| now.saturating_since(*at) < DEDUP_WINDOW);
+        self.seen
+            .retain(|_, at| now.saturating_since(*at) < DEDUP_WINDOW);
         if self.seen.contains_key(&message.key) {
             return Verdict::Duplicate;
         }
@@ -114,13 +131,17 @@ impl SlackGate {
         self.last_sent = Some(now);
         let mut lines: Vec<String> = self.pending.drain(..).collect();
         if self.overflow > 0 {
-            lines.push(format!("… and {} more messages", std::mem::take(&mut self.overflow)));
+            lines.push(format!(
+                "… and {} more messages",
+                std::mem::take(&mut self.overflow)
+            ));
         }
         Some(lines.join("\n"))
     }
 
     fn slot_free(&self, now: Time) -> bool {
-        self.last_sent.is_none_or(|at| now.saturating_since(at) >= MIN_INTERVAL)
+        self.last_sent
+            .is_none_or(|at| now.saturating_since(at) >= MIN_INTERVAL)
     }
 }
 
@@ -136,7 +157,12 @@ pub struct Outbox<N: Notifier> {
 impl<N: Notifier> Outbox<N> {
     /// An outbox delivering through `notifier`.
     pub fn new(notifier: N, metrics: Arc<Metrics>) -> Self {
-        Self { notifier: Arc::new(notifier), gate: SlackGate::default(), sender: None, metrics }
+        Self {
+            notifier: Arc::new(notifier),
+            gate: SlackGate::default(),
+            sender: None,
+            metrics,
+        }
     }
 
     /// Offers one pass's messages, then sends whatever the rate limit allows.
@@ -154,7 +180,12 @@ impl<N: Notifier> Outbox<N> {
     }
 
     fn count(&self, result: &str) {
-        self.metrics.notifications.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+        self.metrics
+            .notifications
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     fn deliver(&mut self, text: String) {
@@ -162,7 +193,11 @@ impl<N: Notifier> Outbox<N> {
             // A small queue: the gate lets through one message per MIN_INTERVAL, so
             // it only fills if the webhook hangs for many intervals in a row.
             let (sender, receiver) = mpsc::channel(8);
-            tokio::spawn(deliver_loop(self.notifier.clone(), receiver, self.metrics.clone()));
+            tokio::spawn(deliver_loop(
+                self.notifier.clone(),
+                receiver,
+                self.metrics.clone(),
+            ));
             sender
         });
         if sender.try_send(text).is_err() {
@@ -172,8 +207,19 @@ impl<N: Notifier> Outbox<N> {
     }
 }
 
-async fn deliver_loop<N: Notifier>(notifier: Arc<N>, mut receiver: mpsc::Receiver<String>, metrics: Arc<Metrics>) {
-    let count = |result: &str| metrics.notifications.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+async fn deliver_loop<N: Notifier>(
+    notifier: Arc<N>,
+    mut receiver: mpsc::Receiver<String>,
+    metrics: Arc<Metrics>,
+) {
+    let count = |result: &str| {
+        metrics
+            .notifications
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc()
+    };
     while let Some(text) = receiver.recv().await {
         match tokio::time::timeout(SEND_TIMEOUT, notifier.notify(&text)).await {
             Ok(Ok(())) => {
@@ -199,7 +245,10 @@ mod tests {
     use planner::NoScaleUpReason;
 
     fn msg(text: &str) -> Message {
-        Message { key: text.to_owned(), text: text.to_owned() }
+        Message {
+            key: text.to_owned(),
+            text: text.to_owned(),
+        }
     }
 
     #[test]
@@ -207,9 +256,18 @@ mod tests {
         let mut gate = SlackGate::default();
         let t0 = Time::from_secs(1_000);
         assert_eq!(gate.offer(t0, msg("a")), Verdict::Send("a".into()));
-        assert_eq!(gate.offer(t0 + Duration::from_secs(60), msg("a")), Verdict::Duplicate);
-        assert_eq!(gate.offer(t0 + Duration::from_secs(29 * 60), msg("a")), Verdict::Duplicate);
-        assert_eq!(gate.offer(t0 + Duration::from_secs(30 * 60), msg("a")), Verdict::Send("a".into()));
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(60), msg("a")),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(29 * 60), msg("a")),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(30 * 60), msg("a")),
+            Verdict::Send("a".into())
+        );
     }
 
     #[test]
@@ -217,16 +275,31 @@ mod tests {
         let mut gate = SlackGate::default();
         let t0 = Time::from_secs(1_000);
         assert_eq!(gate.offer(t0, msg("a")), Verdict::Send("a".into()));
-        assert_eq!(gate.offer(t0 + Duration::from_secs(1), msg("b")), Verdict::Queued);
-        assert_eq!(gate.offer(t0 + Duration::from_secs(2), msg("c")), Verdict::Queued);
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(1), msg("b")),
+            Verdict::Queued
+        );
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(2), msg("c")),
+            Verdict::Queued
+        );
         assert_eq!(gate.due(t0 + Duration::from_secs(9)), None);
         assert_eq!(gate.due(t0 + Duration::from_secs(10)), Some("b\nc".into()));
         assert_eq!(gate.due(t0 + Duration::from_secs(30)), None, "nothing left");
         // A new message after the interval goes straight out.
-        assert_eq!(gate.offer(t0 + Duration::from_secs(30), msg("d")), Verdict::Send("d".into()));
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(30), msg("d")),
+            Verdict::Send("d".into())
+        );
         // While lines wait, newcomers queue behind them rather than jump the queue.
-        assert_eq!(gate.offer(t0 + Duration::from_secs(31), msg("e")), Verdict::Queued);
-        assert_eq!(gate.offer(t0 + Duration::from_secs(45), msg("f")), Verdict::Queued);
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(31), msg("e")),
+            Verdict::Queued
+        );
+        assert_eq!(
+            gate.offer(t0 + Duration::from_secs(45), msg("f")),
+            Verdict::Queued
+        );
         assert_eq!(gate.due(t0 + Duration::from_secs(45)), Some("e\nf".into()));
     }
 
@@ -249,13 +322,22 @@ mod tests {
         let events: Vec<(Time, PlannerEvent)> = (0..5)
             .map(|i| {
                 let pod = PodKey::new("batch", format!("p{i}"));
-                (Time::ZERO, PlannerEvent::NotTriggerScaleUp { pod, reasons: reasons(NoScaleUpReason::GroupAtMax { max: 3 }) })
+                (
+                    Time::ZERO,
+                    PlannerEvent::NotTriggerScaleUp {
+                        pod,
+                        reasons: reasons(NoScaleUpReason::GroupAtMax { max: 3 }),
+                    },
+                )
             })
             .chain([(Time::ZERO, PlannerEvent::SnapshotNotSynced)])
             .collect();
         let messages = messages_for(&events);
         assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].key, "failed to scale up: cpu: group at max size 3");
+        assert_eq!(
+            messages[0].key,
+            "failed to scale up: cpu: group at max size 3"
+        );
         assert_eq!(
             messages[0].text,
             "batch-autoscaler: failed to scale up for batch/p0, batch/p1, batch/p2 and 2 more: cpu: group at max size 3"

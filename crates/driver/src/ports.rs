@@ -16,7 +16,8 @@
 
 use crate::status::StatusReport;
 use model::{
-    DaemonSetView, InstanceId, LaunchFailure, NodeGroupId, NodeGroupState, NodeName, NodeView, PodKey, PodUid, PodView, Time,
+    DaemonSetView, InstanceId, LaunchFailure, NodeGroupId, NodeGroupState, NodeName, NodeView,
+    PodKey, PodUid, PodView, Time,
 };
 use planner::{BackoffRecord, PlannerEvent, RemovalEvidence};
 use std::collections::BTreeMap;
@@ -65,7 +66,11 @@ pub struct PortError {
 impl PortError {
     /// An error of `kind` with a metric label and a message.
     pub fn new(kind: PortErrorKind, label: &'static str, message: impl Into<String>) -> Self {
-        Self { kind, label, message: message.into() }
+        Self {
+            kind,
+            label,
+            message: message.into(),
+        }
     }
 
     /// A transient failure.
@@ -113,10 +118,18 @@ pub trait Cloud {
     /// Sets a group's desired capacity.
     async fn set_target_size(&mut self, group: &NodeGroupId, target: u32) -> Result<(), PortError>;
     /// Terminates exactly this instance and decrements the group's desired capacity.
-    async fn terminate_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError>;
+    async fn terminate_instance(
+        &mut self,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+    ) -> Result<(), PortError>;
     /// Takes an interrupted instance out of its group, decrementing the desired
     /// capacity; the instance runs on until the cloud takes it back.
-    async fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError>;
+    async fn detach_instance(
+        &mut self,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+    ) -> Result<(), PortError>;
     /// Stores a pool backoff so a restarted process does not forget it.
     async fn persist_backoff(&mut self, record: &BackoffRecord) -> Result<(), PortError>;
     /// The backoffs stored by earlier processes.
@@ -164,19 +177,36 @@ pub trait Cluster {
     async fn mark_idle(&mut self, node: &NodeName, since: Option<Time>) -> Result<(), PortError>;
     /// Evicts a pod through the Eviction API: only the pod with `uid` (when given),
     /// with `grace_period` to stop (the pod's own; the adapter's default when `None`).
-    async fn evict(&mut self, pod: &PodKey, uid: Option<&PodUid>, grace_period: Option<std::time::Duration>) -> Result<Evicted, PortError>;
+    async fn evict(
+        &mut self,
+        pod: &PodKey,
+        uid: Option<&PodUid>,
+        grace_period: Option<std::time::Duration>,
+    ) -> Result<Evicted, PortError>;
     /// Reads, fresh from the API server (not from the watch caches), the Node backing
     /// `instance` (`node` is the name the planner expects) and every pod bound to it,
     /// the pods read after the node: the evidence a removal is verified on.
-    async fn removal_evidence(&mut self, instance: &InstanceId, node: Option<&NodeName>) -> Result<RemovalEvidence, PortError>;
+    async fn removal_evidence(
+        &mut self,
+        instance: &InstanceId,
+        node: Option<&NodeName>,
+    ) -> Result<RemovalEvidence, PortError>;
     /// Posts Kubernetes Events for the planner's explanations (the adapter chooses
     /// which and rate-limits them).
-    async fn publish(&mut self, now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError>;
+    async fn publish(
+        &mut self,
+        now: Time,
+        events: &[(Time, PlannerEvent)],
+    ) -> Result<(), PortError>;
     /// Writes the status ConfigMap.
     async fn write_status(&mut self, status: &StatusReport) -> Result<(), PortError>;
     /// Sets conditions in a ProvisioningRequest's status, each replacing the condition
     /// of its type.
-    async fn update_provisioning_request(&mut self, request: &PodKey, conditions: &[model::RequestCondition]) -> Result<(), PortError>;
+    async fn update_provisioning_request(
+        &mut self,
+        request: &PodKey,
+        conditions: &[model::RequestCondition],
+    ) -> Result<(), PortError>;
 }
 
 /// Where human notifications go (Slack's incoming webhook in production).

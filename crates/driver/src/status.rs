@@ -112,12 +112,23 @@ impl StatusReport {
             .map(|group| {
                 let id = &group.spec.id;
                 let members = nodes.iter().filter(|n| n.group.as_ref() == Some(id));
-                let (registered, ready) = members.fold((0u32, 0u32), |(r, ok), n| (r + 1, ok + u32::from(n.ready)));
-                let pools: Vec<_> = group.spec.zones.iter().map(|z| group.spec.pool(z)).collect();
+                let (registered, ready) =
+                    members.fold((0u32, 0u32), |(r, ok), n| (r + 1, ok + u32::from(n.ready)));
+                let pools: Vec<_> = group
+                    .spec
+                    .zones
+                    .iter()
+                    .map(|z| group.spec.pool(z))
+                    .collect();
                 let backoffs = backoffs
                     .iter()
                     .filter(|b| pools.contains(&b.pool))
-                    .map(|b| GroupBackoff { pool: b.pool.to_string(), kind: b.kind, until: b.until, error: b.message.clone() })
+                    .map(|b| GroupBackoff {
+                        pool: b.pool.to_string(),
+                        kind: b.kind,
+                        until: b.until,
+                        error: b.message.clone(),
+                    })
                     .collect();
                 GroupStatus {
                     group: id.clone(),
@@ -131,7 +142,16 @@ impl StatusReport {
                 }
             })
             .collect();
-        Self { last_loop: now, health, dry_run, pending_unschedulable_pods, last_scale_up, last_scale_down, groups, interruptions: Vec::new() }
+        Self {
+            last_loop: now,
+            health,
+            dry_run,
+            pending_unschedulable_pods,
+            last_scale_up,
+            last_scale_down,
+            groups,
+            interruptions: Vec::new(),
+        }
     }
 
     /// A human-readable rendering (the ConfigMap's `status` key), with times as Unix
@@ -145,9 +165,17 @@ impl StatusReport {
         }
         let _ = writeln!(out, "last loop (unix ms): {}", self.last_loop.0);
         let _ = writeln!(out, "dry run: {}", self.dry_run);
-        let _ = writeln!(out, "pending unschedulable pods: {}", self.pending_unschedulable_pods);
+        let _ = writeln!(
+            out,
+            "pending unschedulable pods: {}",
+            self.pending_unschedulable_pods
+        );
         let _ = writeln!(out, "last scale-up (unix ms): {}", opt(self.last_scale_up));
-        let _ = writeln!(out, "last scale-down (unix ms): {}", opt(self.last_scale_down));
+        let _ = writeln!(
+            out,
+            "last scale-down (unix ms): {}",
+            opt(self.last_scale_down)
+        );
         for g in &self.groups {
             let _ = writeln!(
                 out,
@@ -155,11 +183,22 @@ impl StatusReport {
                 g.group, g.target, g.registered, g.ready, g.upcoming, g.min, g.max
             );
             for b in &g.backoffs {
-                let _ = writeln!(out, "  backoff {} ({}) until (unix ms) {}: {}", b.pool, b.kind.as_str(), b.until.0, b.error);
+                let _ = writeln!(
+                    out,
+                    "  backoff {} ({}) until (unix ms) {}: {}",
+                    b.pool,
+                    b.kind.as_str(),
+                    b.until.0,
+                    b.error
+                );
             }
         }
         for i in &self.interruptions {
-            let _ = writeln!(out, "interruptions of pool {}: {} ({} recent), last (unix ms) {}", i.pool, i.total, i.recent, i.last.0);
+            let _ = writeln!(
+                out,
+                "interruptions of pool {}: {} ({} recent), last (unix ms) {}",
+                i.pool, i.total, i.recent, i.last.0
+            );
         }
         out
     }

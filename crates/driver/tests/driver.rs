@@ -3,7 +3,10 @@
 mod common;
 
 use common::*;
-use driver::{Driver, DriverConfig, Leadership, Evicted, LoopOutcome, ManualClock, PassReport, PortError, TokioClock};
+use driver::{
+    Driver, DriverConfig, Evicted, Leadership, LoopOutcome, ManualClock, PassReport, PortError,
+    TokioClock,
+};
 use model::*;
 use planner::{Action, Outcome};
 use std::sync::Arc;
@@ -14,11 +17,22 @@ type TestDriver = Driver<FakeCloud, FakeCluster, FakeNotifier>;
 
 fn driver(world: &World, notifier: FakeNotifier, dry_run: bool, clock: &ManualClock) -> TestDriver {
     let config = DriverConfig::new(dry_run, Duration::from_secs(10));
-    Driver::new(config, settings(), world.ports(notifier), Arc::new(clock.clone())).unwrap()
+    Driver::new(
+        config,
+        settings(),
+        world.ports(notifier),
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
 }
 
 /// Advances the clock by `secs` and runs one pass; returns its report.
-async fn step(driver: &mut TestDriver, world: &World, clock: &ManualClock, secs: u64) -> PassReport {
+async fn step(
+    driver: &mut TestDriver,
+    world: &World,
+    clock: &ManualClock,
+    secs: u64,
+) -> PassReport {
     clock.advance(Duration::from_secs(secs));
     world.lock().now = clock_now(clock);
     match driver.run_once(clock_now(clock)).await {
@@ -45,7 +59,10 @@ fn scale_ups(report: &PassReport) -> Vec<(String, u32)> {
 fn cpu_world(n_pods: usize) -> World {
     let world = World::new(vec![group("cpu", 16, 64, 100)]);
     for i in 0..n_pods {
-        world.lock().pods.push(job_pod(&format!("p{i}"), "cpu", 3000, 4));
+        world
+            .lock()
+            .pods
+            .push(job_pod(&format!("p{i}"), "cpu", 3000, 4));
     }
     world
 }
@@ -60,11 +77,20 @@ async fn a_scale_up_pass_sets_the_planners_target() {
 
     // 16 vCPU nodes fit five 3-cpu pods each after the kubelet reserve: 8 nodes.
     assert_eq!(scale_ups(&report), vec![("cpu".to_owned(), 8)]);
-    assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 8"]);
-    assert!(report.actions.iter().all(|r| r.outcome == Outcome::Done), "{report:?}");
+    assert_eq!(
+        world.calls_named("set_target_size"),
+        vec!["set_target_size cpu 8"]
+    );
+    assert!(
+        report.actions.iter().all(|r| r.outcome == Outcome::Done),
+        "{report:?}"
+    );
     // Backoffs are restored before the first snapshot; reads come before any action.
     let calls = world.calls();
-    assert_eq!(&calls[..4], ["load_backoffs", "refresh", "launch_failures", "view"]);
+    assert_eq!(
+        &calls[..4],
+        ["load_backoffs", "refresh", "launch_failures", "view"]
+    );
     // Explanations are published, the status is written, Slack hears of the scale-up.
     assert_eq!(world.calls_named("publish").len(), 1);
     assert_eq!(world.calls_named("write_status").len(), 1);
@@ -73,19 +99,39 @@ async fn a_scale_up_pass_sets_the_planners_target() {
     assert_eq!(status.pending_unschedulable_pods, 40);
     assert_eq!(status.last_scale_up, Some(T0));
     settle().await;
-    assert_eq!(notifier.sent(), vec!["batch-autoscaler: scale-up of cpu 0 -> 8 for 40 pods"]);
+    assert_eq!(
+        notifier.sent(),
+        vec!["batch-autoscaler: scale-up of cpu 0 -> 8 for 40 pods"]
+    );
     let metrics = driver.metrics().encode();
-    assert!(metrics.contains(r#"batch_autoscaler_scale_up_nodes_total{group="cpu",reason="pending-pods"} 8"#), "{metrics}");
-    assert!(metrics.contains("batch_autoscaler_pending_unschedulable_pods 40"), "{metrics}");
-    assert!(metrics.contains("batch_autoscaler_skipped_objects_total 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"batch_autoscaler_scale_up_nodes_total{group="cpu",reason="pending-pods"} 8"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("batch_autoscaler_pending_unschedulable_pods 40"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("batch_autoscaler_skipped_objects_total 1"),
+        "{metrics}"
+    );
 
     // Nodes boot: the next pass sees them and buys nothing more.
     world.register_and_schedule();
     let report = step(&mut driver, &world, &clock, 10).await;
     assert!(scale_ups(&report).is_empty(), "{report:?}");
     let metrics = driver.metrics().encode();
-    assert!(metrics.contains(r#"batch_autoscaler_nodes{group="cpu",state="ready"} 8"#), "{metrics}");
-    assert!(metrics.contains("batch_autoscaler_skipped_objects_total 1"), "a skipped object is counted once: {metrics}");
+    assert!(
+        metrics.contains(r#"batch_autoscaler_nodes{group="cpu",state="ready"} 8"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("batch_autoscaler_skipped_objects_total 1"),
+        "a skipped object is counted once: {metrics}"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +141,11 @@ async fn dry_run_plans_and_logs_but_makes_no_mutating_call_and_sends_nothing() {
     // (for a pool backoff to persist).
     {
         let mut s = world.lock();
-        let mut node = NodeView::new(NodeName::new("idle-1"), s.groups[0].spec.shape.allocatable.clone(), Time::ZERO);
+        let mut node = NodeView::new(
+            NodeName::new("idle-1"),
+            s.groups[0].spec.shape.allocatable.clone(),
+            Time::ZERO,
+        );
         node.instance = Some(InstanceId::new("i-idle"));
         node.group = Some(NodeGroupId::new("cpu"));
         node.labels.insert("pool", "other");
@@ -129,20 +179,51 @@ async fn dry_run_plans_and_logs_but_makes_no_mutating_call_and_sends_nothing() {
                 // fence it did not write put on the node.
                 (Action::VerifyRemoval { .. }, Outcome::Evidence(evidence)) => {
                     let node = evidence.node.as_ref().expect("the idle node");
-                    assert!(node.taints.iter().any(|t| t.key == model::well_known::TAINT_RETIRING), "the fence is assumed");
+                    assert!(
+                        node.taints
+                            .iter()
+                            .any(|t| t.key == model::well_known::TAINT_RETIRING),
+                        "the fence is assumed"
+                    );
                 }
-                (action, outcome) => assert_eq!(*outcome, Outcome::Done, "dry-run reports {action} as done"),
+                (action, outcome) => {
+                    assert_eq!(*outcome, Outcome::Done, "dry-run reports {action} as done")
+                }
             }
-            kinds.insert(format!("{:?}", record.action).split_whitespace().next().unwrap().to_owned());
+            kinds.insert(
+                format!("{:?}", record.action)
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            );
         }
         n_events += report.events.len();
     }
     settle().await;
-    assert_eq!(world.mutating_calls(), Vec::<String>::new(), "dry-run made a mutating call");
-    assert_eq!(notifier.sent(), Vec::<String>::new(), "dry-run sent a notification");
+    assert_eq!(
+        world.mutating_calls(),
+        Vec::<String>::new(),
+        "dry-run made a mutating call"
+    );
+    assert_eq!(
+        notifier.sent(),
+        Vec::<String>::new(),
+        "dry-run sent a notification"
+    );
     // It still planned for real: the scale-up, the backoff and the idle node's fate.
-    for kind in ["SetTargetSize", "PersistBackoff", "MarkIdle", "RetireNode", "VerifyRemoval", "TerminateInstance"] {
-        assert!(kinds.contains(kind), "no {kind} planned in dry-run: {kinds:?}");
+    for kind in [
+        "SetTargetSize",
+        "PersistBackoff",
+        "MarkIdle",
+        "RetireNode",
+        "VerifyRemoval",
+        "TerminateInstance",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "no {kind} planned in dry-run: {kinds:?}"
+        );
     }
     assert!(n_events > 0);
     let status = driver.status().expect("status built");
@@ -171,7 +252,9 @@ async fn a_refused_eviction_is_reported_as_retry_and_reissued_on_the_next_pass()
             pod.node = Some(node.clone());
             pod.requests.cpu_millis = 500;
         }
-        s.eviction_answers.push_back(Evicted::Refused("Cannot evict pod as it would violate the pod's disruption budget".into()));
+        s.eviction_answers.push_back(Evicted::Refused(
+            "Cannot evict pod as it would violate the pod's disruption budget".into(),
+        ));
     }
     let mut refused: Option<(PodKey, u64)> = None;
     for pass in 0..30u64 {
@@ -180,7 +263,10 @@ async fn a_refused_eviction_is_reported_as_retry_and_reissued_on_the_next_pass()
             if let Action::EvictPod { pod, .. } = &record.action {
                 match &refused {
                     None => {
-                        assert!(matches!(&record.outcome, Outcome::Retry { message } if message.contains("disruption budget")), "{record:?}");
+                        assert!(
+                            matches!(&record.outcome, Outcome::Retry { message } if message.contains("disruption budget")),
+                            "{record:?}"
+                        );
                         refused = Some((pod.clone(), pass));
                     }
                     Some((first, at)) => {
@@ -188,10 +274,23 @@ async fn a_refused_eviction_is_reported_as_retry_and_reissued_on_the_next_pass()
                         assert_eq!(pass, at + 1, "re-issued on the very next pass");
                         assert_eq!(record.outcome, Outcome::Done);
                         let evictions = world.calls_named("evict");
-                        assert_eq!(evictions, vec![format!("evict {pod}"), format!("evict {pod}")]);
+                        assert_eq!(
+                            evictions,
+                            vec![format!("evict {pod}"), format!("evict {pod}")]
+                        );
                         let metrics = driver.metrics().encode();
-                        assert!(metrics.contains(r#"batch_autoscaler_evictions_total{result="refused"} 1"#), "{metrics}");
-                        assert!(metrics.contains(r#"batch_autoscaler_evictions_total{result="evicted"} 1"#), "{metrics}");
+                        assert!(
+                            metrics.contains(
+                                r#"batch_autoscaler_evictions_total{result="refused"} 1"#
+                            ),
+                            "{metrics}"
+                        );
+                        assert!(
+                            metrics.contains(
+                                r#"batch_autoscaler_evictions_total{result="evicted"} 1"#
+                            ),
+                            "{metrics}"
+                        );
                         return;
                     }
                 }
@@ -216,7 +315,11 @@ async fn losing_leadership_mid_pass_stops_actions_at_once() {
 
     let report = step(&mut driver, &world, &clock, 0).await;
     assert!(report.leadership_lost);
-    assert_eq!(report.actions.len(), 1, "only the action under way when the lease went is done: {report:?}");
+    assert_eq!(
+        report.actions.len(),
+        1,
+        "only the action under way when the lease went is done: {report:?}"
+    );
     assert!(report.abandoned >= 1, "{report:?}");
     assert_eq!(world.calls_named("set_target_size").len(), 1);
     // Nothing published, no status written, no Slack once the lease is gone.
@@ -228,7 +331,10 @@ async fn losing_leadership_mid_pass_stops_actions_at_once() {
     // A follower does nothing at all, not even reads.
     let before = world.calls().len();
     clock.advance(Duration::from_secs(10));
-    assert_eq!(driver.run_once(clock_now(&clock)).await, LoopOutcome::NotLeader);
+    assert_eq!(
+        driver.run_once(clock_now(&clock)).await,
+        LoopOutcome::NotLeader
+    );
     assert_eq!(world.calls().len(), before);
 
     // Leading again: a fresh planner, backoffs reloaded, decisions taken anew.
@@ -236,14 +342,21 @@ async fn losing_leadership_mid_pass_stops_actions_at_once() {
     let report = step(&mut driver, &world, &clock, 10).await;
     assert_eq!(world.calls_named("load_backoffs").len(), 2);
     assert!(!report.leadership_lost);
-    assert_eq!(scale_ups(&report).len(), 1, "the group not yet scaled is scaled now: {report:?}");
+    assert_eq!(
+        scale_ups(&report).len(),
+        1,
+        "the group not yet scaled is scaled now: {report:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_cloud_refresh_error_backs_off_boundedly_and_the_loop_keeps_going() {
     let world = cpu_world(5);
     for _ in 0..10 {
-        world.lock().refresh_errors.push_back(PortError::retryable("throttling", "Rate exceeded"));
+        world
+            .lock()
+            .refresh_errors
+            .push_back(PortError::retryable("throttling", "Rate exceeded"));
     }
     let clock = ManualClock::new(T0);
     let mut driver = driver(&world, FakeNotifier::default(), false, &clock);
@@ -258,18 +371,39 @@ async fn a_cloud_refresh_error_backs_off_boundedly_and_the_loop_keeps_going() {
             other => panic!("expected the cloud to be unavailable, got {other:?}"),
         }
     }
-    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120], "bounded by max-error-backoff");
-    assert!(world.calls_named("set_target_size").is_empty(), "no planning without the cloud");
+    assert_eq!(
+        waits,
+        [1, 2, 4, 8, 16, 32, 64, 120, 120, 120],
+        "bounded by max-error-backoff"
+    );
+    assert!(
+        world.calls_named("set_target_size").is_empty(),
+        "no planning without the cloud"
+    );
     let status = world.lock().statuses.last().cloned().unwrap();
-    assert!(matches!(status.health, driver::ClusterHealth::CloudUnavailable { .. }), "{status:?}");
+    assert!(
+        matches!(
+            status.health,
+            driver::ClusterHealth::CloudUnavailable { .. }
+        ),
+        "{status:?}"
+    );
     let metrics = driver.metrics().encode();
-    assert!(metrics.contains(r#"batch_autoscaler_api_errors_total{kind="throttling"} 10"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"batch_autoscaler_api_errors_total{kind="throttling"} 10"#),
+        "{metrics}"
+    );
     // The cloud is back: planning resumes and the backoff starts over.
     let report = step(&mut driver, &world, &clock, 0).await;
     assert_eq!(scale_ups(&report), vec![("cpu".to_owned(), 1)]);
-    world.lock().refresh_errors.push_back(PortError::retryable("throttling", "Rate exceeded"));
+    world
+        .lock()
+        .refresh_errors
+        .push_back(PortError::retryable("throttling", "Rate exceeded"));
     match driver.run_once(clock_now(&clock)).await {
-        LoopOutcome::CloudUnavailable { retry_in, .. } => assert_eq!(retry_in, Duration::from_secs(1)),
+        LoopOutcome::CloudUnavailable { retry_in, .. } => {
+            assert_eq!(retry_in, Duration::from_secs(1))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -294,25 +428,41 @@ async fn slack_messages_are_deduplicated_and_rate_limited_and_a_failing_webhook_
     world.lock().pods.push(job_pod("big-2", "cpu", 64_000, 4));
     step(&mut driver, &world, &clock, 5).await;
     settle().await;
-    assert_eq!(notifier.sent().len(), 1, "rate limit: at most one message per 10 s");
+    assert_eq!(
+        notifier.sent().len(),
+        1,
+        "rate limit: at most one message per 10 s"
+    );
     // 10 s after the first message, the queued one goes out.
     step(&mut driver, &world, &clock, 5).await;
     settle().await;
     let sent = notifier.sent();
     assert_eq!(sent.len(), 2, "{sent:?}");
-    assert!(sent[1].starts_with("batch-autoscaler: failed to scale up for batch/big-1:"), "{sent:?}");
-    assert!(!sent.iter().any(|m| m.contains("big-2")), "same reason within 30 min is a duplicate: {sent:?}");
+    assert!(
+        sent[1].starts_with("batch-autoscaler: failed to scale up for batch/big-1:"),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|m| m.contains("big-2")),
+        "same reason within 30 min is a duplicate: {sent:?}"
+    );
 
     // A failing webhook: logged and counted, the loop goes on.
     let world = cpu_world(5);
-    let failing = FakeNotifier { fail: true, ..FakeNotifier::default() };
+    let failing = FakeNotifier {
+        fail: true,
+        ..FakeNotifier::default()
+    };
     let mut driver = self::driver(&world, failing.clone(), false, &clock);
     let report = step(&mut driver, &world, &clock, 0).await;
     settle().await;
     assert_eq!(failing.sent().len(), 1);
     assert_eq!(scale_ups(&report).len(), 1);
     let metrics = driver.metrics().encode();
-    assert!(metrics.contains(r#"batch_autoscaler_notifications_total{result="failed"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"batch_autoscaler_notifications_total{result="failed"} 1"#),
+        "{metrics}"
+    );
     step(&mut driver, &world, &clock, 10).await;
 }
 
@@ -332,7 +482,13 @@ fn batching_driver(world: &World) -> TestDriver {
     let mut config = DriverConfig::new(false, Duration::from_secs(60));
     config.batch_window = Duration::from_millis(500);
     config.batch_idle = Duration::from_millis(200);
-    Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(TokioClock::new(T0))).unwrap()
+    Driver::new(
+        config,
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(TokioClock::new(T0)),
+    )
+    .unwrap()
 }
 
 /// The loop under tokio's paused clock: every wait is virtual, the test never sleeps.
@@ -363,10 +519,21 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(300) && waited <= Duration::from_millis(320), "pass after {waited:?}");
-        assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 1"], "both pods served by one pass");
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(320),
+            "pass after {waited:?}"
+        );
+        assert_eq!(
+            world.calls_named("set_target_size"),
+            vec!["set_target_size cpu 1"],
+            "both pods served by one pass"
+        );
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(refreshes(), 2, "the burst made one pass, not one per trigger");
+        assert_eq!(
+            refreshes(),
+            2,
+            "the burst made one pass, not one per trigger"
+        );
 
         // Without triggers, the scan interval drives the next pass.
         let last = tokio::time::Instant::now() - Duration::from_secs(5);
@@ -374,7 +541,10 @@ async fn an_unschedulable_trigger_leads_to_a_pass_within_the_batch_window() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let gap = last.elapsed();
-        assert!(gap >= Duration::from_secs(60) && gap <= Duration::from_millis(60_600), "scan after {gap:?}");
+        assert!(
+            gap >= Duration::from_secs(60) && gap <= Duration::from_millis(60_600),
+            "scan after {gap:?}"
+        );
         stop_tx.send(()).unwrap();
     };
     let shutdown = async {
@@ -400,7 +570,10 @@ async fn a_stream_of_triggers_is_served_at_least_once_per_batch_window() {
         let mut pass_times = Vec::new();
         let mut seen = refreshes();
         for i in 0..30 {
-            world.lock().pods.push(job_pod(&format!("p{i}"), "cpu", 100, 1));
+            world
+                .lock()
+                .pods
+                .push(job_pod(&format!("p{i}"), "cpu", 100, 1));
             triggers.notify_one();
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -411,10 +584,16 @@ async fn a_stream_of_triggers_is_served_at_least_once_per_batch_window() {
             }
         }
         // 3 s of triggers: a pass 500 ms after the first trigger of each batch.
-        assert!((5..=6).contains(&pass_times.len()), "passes at {pass_times:?}");
+        assert!(
+            (5..=6).contains(&pass_times.len()),
+            "passes at {pass_times:?}"
+        );
         for pair in pass_times.windows(2) {
             let gap = pair[1] - pair[0];
-            assert!(gap <= Duration::from_millis(620), "passes {gap:?} apart: {pass_times:?}");
+            assert!(
+                gap <= Duration::from_millis(620),
+                "passes {gap:?} apart: {pass_times:?}"
+            );
         }
         stop_tx.send(()).unwrap();
     };
@@ -428,12 +607,21 @@ async fn a_stream_of_triggers_is_served_at_least_once_per_batch_window() {
 async fn the_loop_keeps_running_through_cloud_errors_with_bounded_waits() {
     let world = cpu_world(1);
     for _ in 0..1000 {
-        world.lock().refresh_errors.push_back(PortError::retryable("throttling", "Rate exceeded"));
+        world
+            .lock()
+            .refresh_errors
+            .push_back(PortError::retryable("throttling", "Rate exceeded"));
     }
     let clock = TokioClock::new(T0);
     let mut config = DriverConfig::new(false, Duration::from_secs(10));
     config.max_error_backoff = Duration::from_secs(60);
-    let driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock)).unwrap();
+    let driver = Driver::new(
+        config,
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(clock),
+    )
+    .unwrap();
     let health = driver.http_state().health;
     let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -446,21 +634,33 @@ async fn the_loop_keeps_running_through_cloud_errors_with_bounded_waits() {
         assert!(health.live(), "the loop still makes progress");
         world.lock().refresh_errors.clear();
         tokio::time::sleep(Duration::from_secs(61)).await;
-        assert_eq!(world.calls_named("set_target_size").len(), 1, "planning resumes once the cloud answers");
+        assert_eq!(
+            world.calls_named("set_target_size").len(),
+            1,
+            "planning resumes once the cloud answers"
+        );
         stop_tx.send(()).unwrap();
     };
     let shutdown = async {
         let _ = stop_rx.await;
     };
-    tokio::join!(driver.run(Arc::new(Notify::new()), leader, shutdown), script);
+    tokio::join!(
+        driver.run(Arc::new(Notify::new()), leader, shutdown),
+        script
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_makes_no_call_until_it_leads() {
     let world = cpu_world(3);
     let clock = TokioClock::new(T0);
-    let driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock))
-        .unwrap();
+    let driver = Driver::new(
+        DriverConfig::new(false, Duration::from_secs(10)),
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(clock),
+    )
+    .unwrap();
     let health = driver.http_state().health;
     let (leader_tx, leader) = watch::channel(Leadership::from(false));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -469,7 +669,11 @@ async fn a_follower_makes_no_call_until_it_leads() {
         tokio::time::sleep(Duration::from_secs(60)).await;
         triggers.notify_one();
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(world.calls().is_empty(), "a follower called {:?}", world.calls());
+        assert!(
+            world.calls().is_empty(),
+            "a follower called {:?}",
+            world.calls()
+        );
         assert!(health.live(), "a follower stays live");
         assert!(!health.ready(), "leadership not known yet");
         leader_tx.send_replace(false.into());
@@ -477,7 +681,11 @@ async fn a_follower_makes_no_call_until_it_leads() {
         assert!(health.ready(), "a known follower is ready");
         leader_tx.send_replace(true.into());
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 1"], "acts at once on becoming leader");
+        assert_eq!(
+            world.calls_named("set_target_size"),
+            vec!["set_target_size cpu 1"],
+            "acts at once on becoming leader"
+        );
         // A lease renewal re-sends the verdict: no extra pass.
         leader_tx.send_replace(true.into());
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -495,11 +703,17 @@ async fn a_follower_makes_no_call_until_it_leads() {
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -560,10 +774,17 @@ async fn health_readiness_and_metrics_over_a_loopback_socket() {
 async fn a_leader_whose_lease_is_not_renewed_stops_acting_when_its_verdict_runs_out() {
     let world = cpu_world(3);
     let clock = TokioClock::new(T0);
-    let driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock))
-        .unwrap();
+    let driver = Driver::new(
+        DriverConfig::new(false, Duration::from_secs(10)),
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(clock),
+    )
+    .unwrap();
     let health = driver.http_state().health;
-    let until = |secs| Leadership::Leader { until: Some(tokio::time::Instant::now().into_std() + Duration::from_secs(secs)) };
+    let until = |secs| Leadership::Leader {
+        until: Some(tokio::time::Instant::now().into_std() + Duration::from_secs(secs)),
+    };
     let (leader_tx, leader) = watch::channel(until(25));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let script = async {
@@ -575,18 +796,33 @@ async fn a_leader_whose_lease_is_not_renewed_stops_acting_when_its_verdict_runs_
         let before = world.calls().len();
         assert_eq!(world.calls_named("refresh").len(), 3);
         tokio::time::sleep(Duration::from_secs(120)).await;
-        assert_eq!(world.calls().len(), before, "acted after its leadership ran out: {:?}", &world.calls()[before..]);
-        assert!(health.ready(), "a follower is ready (it serves no decisions)");
+        assert_eq!(
+            world.calls().len(),
+            before,
+            "acted after its leadership ran out: {:?}",
+            &world.calls()[before..]
+        );
+        assert!(
+            health.ready(),
+            "a follower is ready (it serves no decisions)"
+        );
         // Renewed again (the lease is held anew): acts again.
         leader_tx.send_replace(until(60));
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(world.calls_named("refresh").len(), 4, "acts at once on holding the lease again");
+        assert_eq!(
+            world.calls_named("refresh").len(),
+            4,
+            "acts at once on holding the lease again"
+        );
         stop_tx.send(()).unwrap();
     };
     let shutdown = async {
         let _ = stop_rx.await;
     };
-    tokio::join!(driver.run(Arc::new(Notify::new()), leader, shutdown), script);
+    tokio::join!(
+        driver.run(Arc::new(Notify::new()), leader, shutdown),
+        script
+    );
 }
 
 /// Issue 12: a pass that hangs on a call (a partitioned network) does not outlive the
@@ -597,23 +833,44 @@ async fn a_pass_hanging_past_the_end_of_leadership_is_abandoned() {
     let world = cpu_world(3);
     world.lock().hanging_refreshes = 1;
     let clock = TokioClock::new(T0);
-    let driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock))
-        .unwrap();
+    let driver = Driver::new(
+        DriverConfig::new(false, Duration::from_secs(10)),
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(clock),
+    )
+    .unwrap();
     let metrics = driver.http_state().metrics;
-    let until = |secs| Leadership::Leader { until: Some(tokio::time::Instant::now().into_std() + Duration::from_secs(secs)) };
+    let until = |secs| Leadership::Leader {
+        until: Some(tokio::time::Instant::now().into_std() + Duration::from_secs(secs)),
+    };
     let (leader_tx, leader) = watch::channel(until(5));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let script = async {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(world.calls(), vec!["load_backoffs".to_owned(), "refresh".to_owned()], "nothing after the hung call once the verdict ran out");
-        assert!(metrics.encode().contains("batch_autoscaler_leader 0"), "reports itself no longer leading");
+        assert_eq!(
+            world.calls(),
+            vec!["load_backoffs".to_owned(), "refresh".to_owned()],
+            "nothing after the hung call once the verdict ran out"
+        );
+        assert!(
+            metrics.encode().contains("batch_autoscaler_leader 0"),
+            "reports itself no longer leading"
+        );
         leader_tx.send_replace(until(60));
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(world.calls_named("set_target_size"), vec!["set_target_size cpu 1"], "acts again once it leads anew");
+        assert_eq!(
+            world.calls_named("set_target_size"),
+            vec!["set_target_size cpu 1"],
+            "acts again once it leads anew"
+        );
         stop_tx.send(()).unwrap();
     };
     let shutdown = async {
         let _ = stop_rx.await;
     };
-    tokio::join!(driver.run(Arc::new(Notify::new()), leader, shutdown), script);
+    tokio::join!(
+        driver.run(Arc::new(Notify::new()), leader, shutdown),
+        script
+    );
 }

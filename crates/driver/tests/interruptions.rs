@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use driver::{
-    interruption_feed, run_interruption_queue, Driver, DriverConfig, InterruptionQueue, Leadership, LoopOutcome, ManualClock, ParsedMessage,
-    PassReport, PortError, QueueMessage,
+    interruption_feed, run_interruption_queue, Driver, DriverConfig, InterruptionQueue, Leadership,
+    LoopOutcome, ManualClock, ParsedMessage, PassReport, PortError, QueueMessage,
 };
 use model::*;
 use planner::Action;
@@ -33,7 +33,11 @@ struct FakeQueue(Arc<Mutex<QueueState>>);
 
 impl FakeQueue {
     fn push(&self, id: &str, body: &str) {
-        self.0.lock().unwrap().waiting.push(QueueMessage { id: id.into(), receipt: format!("receipt-{id}"), body: body.into() });
+        self.0.lock().unwrap().waiting.push(QueueMessage {
+            id: id.into(),
+            receipt: format!("receipt-{id}"),
+            body: body.into(),
+        });
     }
     fn deleted(&self) -> Vec<String> {
         self.0.lock().unwrap().deleted.clone()
@@ -65,11 +69,17 @@ impl InterruptionQueue for FakeQueue {
     fn parse(&self, body: &str) -> ParsedMessage {
         match body.split_once(' ') {
             Some(("spot", instance)) => {
-                let mut n = InterruptionNotice::new(InstanceId::new(instance), InterruptionKind::SpotInterruption, T0);
+                let mut n = InterruptionNotice::new(
+                    InstanceId::new(instance),
+                    InterruptionKind::SpotInterruption,
+                    T0,
+                );
                 n.detail = "terminate".into();
                 ParsedMessage::Notices(vec![n])
             }
-            _ if body == "unknown" => ParsedMessage::Unknown("EC2 Instance State-change Notification: running".into()),
+            _ if body == "unknown" => {
+                ParsedMessage::Unknown("EC2 Instance State-change Notification: running".into())
+            }
             _ => ParsedMessage::Malformed("detail.instance-id: missing".into()),
         }
     }
@@ -83,12 +93,20 @@ fn has_line(text: &str, line: &str) -> bool {
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn step(driver: &mut TestDriver, world: &World, clock: &ManualClock, secs: u64) -> PassReport {
+async fn step(
+    driver: &mut TestDriver,
+    world: &World,
+    clock: &ManualClock,
+    secs: u64,
+) -> PassReport {
     clock.advance(Duration::from_secs(secs));
     let now = driver::Clock::now(clock);
     world.lock().now = now;
@@ -105,14 +123,26 @@ async fn one_spot_node(dry_run: bool) -> (World, TestDriver, ManualClock, Instan
     let world = World::new(vec![g]);
     world.lock().pods.push(job_pod("work", "spot", 3000, 4));
     let clock = ManualClock::new(T0);
-    let mut driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock.clone())).unwrap();
+    let mut driver = Driver::new(
+        DriverConfig::new(false, Duration::from_secs(10)),
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
     step(&mut driver, &world, &clock, 1).await;
     world.register_and_schedule();
     step(&mut driver, &world, &clock, 10).await;
     let instance = world.lock().nodes[0].instance.clone().unwrap();
     if dry_run {
         let config = DriverConfig::new(true, Duration::from_secs(10));
-        driver = Driver::new(config, settings(), world.ports(FakeNotifier::default()), Arc::new(clock.clone())).unwrap();
+        driver = Driver::new(
+            config,
+            settings(),
+            world.ports(FakeNotifier::default()),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
         step(&mut driver, &world, &clock, 1).await;
     }
     (world, driver, clock, instance)
@@ -131,23 +161,55 @@ async fn a_spot_warning_from_the_queue_is_acted_on_and_deleted_only_after_the_pa
     queue.push("m3", &format!("spot {instance}"));
     let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run_interruption_queue(queue.clone(), sender, metrics.clone(), leader, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run_interruption_queue(
+        queue.clone(),
+        sender,
+        metrics.clone(),
+        leader,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // What cannot be acted on is deleted at once; the notice waits for its pass, and
     // the loop is woken for it.
-    eventually("the unreadable messages to be deleted", || queue.deleted().len() == 2).await;
+    eventually("the unreadable messages to be deleted", || {
+        queue.deleted().len() == 2
+    })
+    .await;
     assert_eq!(queue.deleted(), vec!["receipt-m1", "receipt-m2"]);
-    tokio::time::timeout(Duration::from_secs(5), wake.notified()).await.expect("the loop is woken");
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("the loop is woken");
 
     let report = step(&mut driver, &world, &clock, 1).await;
     let actions: Vec<&Action> = report.actions.iter().map(|r| &r.action).collect();
-    assert!(actions.iter().any(|a| matches!(a, Action::RetireNode { .. })), "fenced: {actions:?}");
-    assert!(actions.iter().any(|a| matches!(a, Action::DetachInstance { instance: i, .. } if i == &instance)), "detached: {actions:?}");
-    assert!(actions.iter().any(|a| matches!(a, Action::SetTargetSize { to: 1, .. })), "replacement bought: {actions:?}");
-    assert_eq!(world.calls_named("detach_instance"), vec![format!("detach_instance spot {instance}")]);
-    eventually("the acted-on message to be deleted", || queue.deleted().len() == 3).await;
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RetireNode { .. })),
+        "fenced: {actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::DetachInstance { instance: i, .. } if i == &instance)),
+        "detached: {actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetTargetSize { to: 1, .. })),
+        "replacement bought: {actions:?}"
+    );
+    assert_eq!(
+        world.calls_named("detach_instance"),
+        vec![format!("detach_instance spot {instance}")]
+    );
+    eventually("the acted-on message to be deleted", || {
+        queue.deleted().len() == 3
+    })
+    .await;
 
     let text = metrics.encode();
     for needle in [
@@ -161,8 +223,20 @@ async fn a_spot_warning_from_the_queue_is_acted_on_and_deleted_only_after_the_pa
     }
     let status = world.lock().statuses.last().cloned().unwrap();
     assert_eq!(status.interruptions.len(), 1, "{status:?}");
-    assert_eq!((status.interruptions[0].total, status.interruptions[0].recent), (1, 1));
-    assert!(status.to_text().contains("interruptions of pool us-west-2/us-west-2a/spot-type/spot: 1"), "{}", status.to_text());
+    assert_eq!(
+        (
+            status.interruptions[0].total,
+            status.interruptions[0].recent
+        ),
+        (1, 1)
+    );
+    assert!(
+        status
+            .to_text()
+            .contains("interruptions of pool us-west-2/us-west-2a/spot-type/spot: 1"),
+        "{}",
+        status.to_text()
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
 }
@@ -176,16 +250,41 @@ async fn in_dry_run_a_notice_is_planned_but_its_message_is_left_on_the_queue() {
     queue.push("m1", &format!("spot {instance}"));
     let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run_interruption_queue(queue.clone(), sender, driver.http_state().metrics, leader, async {
-        let _ = stopped.await;
-    }));
-    eventually("the message to be received", || queue.0.lock().unwrap().receives >= 2).await;
+    let task = tokio::spawn(run_interruption_queue(
+        queue.clone(),
+        sender,
+        driver.http_state().metrics,
+        leader,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    eventually("the message to be received", || {
+        queue.0.lock().unwrap().receives >= 2
+    })
+    .await;
     let report = step(&mut driver, &world, &clock, 1).await;
-    assert!(report.actions.iter().any(|r| matches!(r.action, Action::DetachInstance { .. })), "planned: {report:?}");
-    assert!(world.calls_named("detach_instance").is_empty(), "dry-run makes no call");
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|r| matches!(r.action, Action::DetachInstance { .. })),
+        "planned: {report:?}"
+    );
+    assert!(
+        world.calls_named("detach_instance").is_empty(),
+        "dry-run makes no call"
+    );
     let receives = queue.0.lock().unwrap().receives;
-    eventually("more polls", || queue.0.lock().unwrap().receives > receives + 2).await;
-    assert!(queue.deleted().is_empty(), "dry-run deletes nothing: {:?}", queue.deleted());
+    eventually("more polls", || {
+        queue.0.lock().unwrap().receives > receives + 2
+    })
+    .await;
+    assert!(
+        queue.deleted().is_empty(),
+        "dry-run deletes nothing: {:?}",
+        queue.deleted()
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
 }
@@ -195,7 +294,13 @@ async fn an_unreachable_queue_means_no_interruption_handling_not_a_stopped_loop(
     let world = World::new(vec![group("cpu", 4, 16, 5)]);
     world.lock().pods.push(job_pod("work", "cpu", 3000, 4));
     let clock = ManualClock::new(T0);
-    let mut driver = Driver::new(DriverConfig::new(false, Duration::from_secs(10)), settings(), world.ports(FakeNotifier::default()), Arc::new(clock.clone())).unwrap();
+    let mut driver = Driver::new(
+        DriverConfig::new(false, Duration::from_secs(10)),
+        settings(),
+        world.ports(FakeNotifier::default()),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
     let (sender, feed) = interruption_feed(Arc::new(Notify::new()));
     driver.set_interruption_feed(feed);
     let state = driver.http_state();
@@ -203,17 +308,43 @@ async fn an_unreachable_queue_means_no_interruption_handling_not_a_stopped_loop(
     queue.0.lock().unwrap().unreachable = true;
     let (_leader_tx, leader) = watch::channel(Leadership::from(true));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run_interruption_queue(queue.clone(), sender, state.metrics.clone(), leader, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run_interruption_queue(
+        queue.clone(),
+        sender,
+        state.metrics.clone(),
+        leader,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     eventually("a failed poll", || queue.0.lock().unwrap().receives >= 1).await;
-    eventually("the gauge to say so", || has_line(&state.metrics.encode(), "batch_autoscaler_interruption_queue_up 0")).await;
+    eventually("the gauge to say so", || {
+        has_line(
+            &state.metrics.encode(),
+            "batch_autoscaler_interruption_queue_up 0",
+        )
+    })
+    .await;
     let report = step(&mut driver, &world, &clock, 1).await;
-    assert_eq!(report.actions.iter().filter(|r| matches!(r.action, Action::SetTargetSize { .. })).count(), 1, "the loop plans as ever");
+    assert_eq!(
+        report
+            .actions
+            .iter()
+            .filter(|r| matches!(r.action, Action::SetTargetSize { .. }))
+            .count(),
+        1,
+        "the loop plans as ever"
+    );
     assert!(state.health.ready(), "/readyz still passes");
     // It recovers by itself once the queue answers.
     queue.0.lock().unwrap().unreachable = false;
-    eventually("the queue to be read again", || has_line(&state.metrics.encode(), "batch_autoscaler_interruption_queue_up 1")).await;
+    eventually("the queue to be read again", || {
+        has_line(
+            &state.metrics.encode(),
+            "batch_autoscaler_interruption_queue_up 1",
+        )
+    })
+    .await;
     stop.send(()).unwrap();
     task.await.unwrap();
 }

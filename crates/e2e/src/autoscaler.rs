@@ -37,7 +37,13 @@ impl AutoscalerOptions {
         ] {
             flags.insert(k.to_owned(), Some(v.to_owned()));
         }
-        Self { cluster: cluster.to_owned(), regions: regions.to_vec(), flags, kubeconfig: None, access_key: None }
+        Self {
+            cluster: cluster.to_owned(),
+            regions: regions.to_vec(),
+            flags,
+            kubeconfig: None,
+            access_key: None,
+        }
     }
 
     /// Sets `--name value`.
@@ -92,18 +98,25 @@ pub struct Metrics {
 impl Metrics {
     pub fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (series, value) = match line.rsplit_once(' ') {
                 Some((s, v)) => (s.trim(), v.trim()),
                 None => continue,
             };
-            let Ok(value) = value.parse::<f64>() else { continue };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
             let (name, labels) = match series.split_once('{') {
                 Some((name, rest)) => {
                     let mut labels = BTreeMap::new();
                     for pair in rest.trim_end_matches('}').split("\",") {
                         if let Some((k, v)) = pair.split_once('=') {
-                            labels.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+                            labels
+                                .insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
                         }
                     }
                     (name.to_owned(), labels)
@@ -119,7 +132,12 @@ impl Metrics {
     pub fn sum(&self, name: &str, filters: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
-            .filter(|(n, labels, _)| n == name && filters.iter().all(|(k, v)| labels.get(*k).is_some_and(|x| x == v)))
+            .filter(|(n, labels, _)| {
+                n == name
+                    && filters
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).is_some_and(|x| x == v))
+            })
             .map(|(_, _, v)| v)
             .sum()
     }
@@ -127,13 +145,23 @@ impl Metrics {
 
 impl Autoscaler {
     /// Starts `batch-autoscaler run` with `options`; its output goes to `log`.
-    pub async fn start(world: &World, name: &str, log: PathBuf, options: &AutoscalerOptions) -> anyhow::Result<Self> {
+    pub async fn start(
+        world: &World,
+        name: &str,
+        log: PathBuf,
+        options: &AutoscalerOptions,
+    ) -> anyhow::Result<Self> {
         let port = process::free_port();
         let mut command = tokio::process::Command::new(&world.autoscaler_binary);
         command
             .arg("run")
             .arg("--kubeconfig")
-            .arg(options.kubeconfig.as_ref().unwrap_or(&world.autoscaler_kubeconfig))
+            .arg(
+                options
+                    .kubeconfig
+                    .as_ref()
+                    .unwrap_or(&world.autoscaler_kubeconfig),
+            )
             .args(["--cluster-name", &options.cluster])
             .args(["--aws-regions", &options.regions.join(",")])
             .args(["--aws-endpoint-url", &world.moto_url])
@@ -149,25 +177,61 @@ impl Autoscaler {
         // Only what a deployment would set: no leaking of the harness's environment.
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy().into_owned();
-            if key.starts_with("BATCH_AUTOSCALER_") || key.starts_with("AWS_") || key == "KUBECONFIG" || key == "RUST_LOG" || key == "SLACK_HOOK" {
+            if key.starts_with("BATCH_AUTOSCALER_")
+                || key.starts_with("AWS_")
+                || key == "KUBECONFIG"
+                || key == "RUST_LOG"
+                || key == "SLACK_HOOK"
+            {
                 command.env_remove(&key);
             }
         }
         command
-            .env("AWS_ACCESS_KEY_ID", options.access_key.as_deref().unwrap_or(ACCESS_KEY))
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                options.access_key.as_deref().unwrap_or(ACCESS_KEY),
+            )
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", options.regions.first().map(String::as_str).unwrap_or("us-west-2"))
+            .env(
+                "AWS_REGION",
+                options
+                    .regions
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("us-west-2"),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("POD_NAME", name)
             // A log filter for debugging a scenario: E2E_AUTOSCALER_RUST_LOG=… becomes RUST_LOG.
-            .envs(std::env::var("E2E_AUTOSCALER_RUST_LOG").ok().map(|f| ("RUST_LOG", f)))
+            .envs(
+                std::env::var("E2E_AUTOSCALER_RUST_LOG")
+                    .ok()
+                    .map(|f| ("RUST_LOG", f)),
+            )
             .env("NO_COLOR", "1");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("open {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
-        let child = command.spawn().with_context(|| format!("start {}", world.autoscaler_binary.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", world.autoscaler_binary.display()))?;
         let pid = child.id().context("pid of the autoscaler")?;
         process::register_pid(&world.dir, name, pid);
-        Ok(Self { name: name.to_owned(), pid, address: format!("http://127.0.0.1:{port}"), log, started: Instant::now(), child, world_dir: world.dir.clone() })
+        Ok(Self {
+            name: name.to_owned(),
+            pid,
+            address: format!("http://127.0.0.1:{port}"),
+            log,
+            started: Instant::now(),
+            child,
+            world_dir: world.dir.clone(),
+        })
     }
 
     /// SIGKILL, and reap.
@@ -214,13 +278,20 @@ impl Autoscaler {
 
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log_text().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
 /// Log lines of actions carried out (`carrying out: …`), from any log text.
 pub fn actions_in(log: &str) -> Vec<String> {
     log.lines()
-        .filter_map(|l| l.split_once("carrying out: ").map(|(_, a)| a.split(" action=").next().unwrap_or(a).trim().to_owned()))
+        .filter_map(|l| {
+            l.split_once("carrying out: ")
+                .map(|(_, a)| a.split(" action=").next().unwrap_or(a).trim().to_owned())
+        })
         .collect()
 }

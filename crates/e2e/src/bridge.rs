@@ -88,7 +88,10 @@ fn quantities(r: &Resources) -> serde_json::Value {
     map.insert("cpu".into(), json!(format!("{}m", r.cpu_millis)));
     map.insert("memory".into(), json!(r.memory_bytes.to_string()));
     map.insert("pods".into(), json!(r.pods.to_string()));
-    map.insert("ephemeral-storage".into(), json!(r.ephemeral_storage_bytes.to_string()));
+    map.insert(
+        "ephemeral-storage".into(),
+        json!(r.ephemeral_storage_bytes.to_string()),
+    );
     for (name, amount) in &r.extended {
         map.insert(name.clone(), json!(amount.to_string()));
     }
@@ -96,13 +99,26 @@ fn quantities(r: &Resources) -> serde_json::Value {
 }
 
 /// The Node a kubelet on `instance` of `group` would register.
-pub fn node_for(cluster: &str, group: &NodeGroupState, instance: &model::InstanceView, ip: &str) -> serde_json::Value {
+pub fn node_for(
+    cluster: &str,
+    group: &NodeGroupState,
+    instance: &model::InstanceView,
+    ip: &str,
+) -> serde_json::Value {
     let name = node_name(instance.id.as_str());
     let spec = &group.spec;
-    let mut labels: BTreeMap<String, String> = spec.template_labels(&instance.zone).iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let mut labels: BTreeMap<String, String> = spec
+        .template_labels(&instance.zone)
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     labels.insert(model::well_known::LABEL_HOSTNAME.into(), name.clone());
     labels.insert(BRIDGE_LABEL.into(), cluster.to_owned());
-    let taints: Vec<_> = spec.taints.iter().map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect.as_str()})).collect();
+    let taints: Vec<_> = spec
+        .taints
+        .iter()
+        .map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect.as_str()}))
+        .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -145,11 +161,18 @@ struct Worker {
 
 impl Worker {
     fn log(&mut self, line: &str) {
-        let _ = writeln!(self.log, "{:>8.3}s {line}", self.started.elapsed().as_secs_f64());
+        let _ = writeln!(
+            self.log,
+            "{:>8.3}s {line}",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     async fn tags_of(&mut self, groups: &[NodeGroupState]) {
-        if groups.iter().all(|g| self.group_tags.contains_key(g.spec.id.as_str())) {
+        if groups
+            .iter()
+            .all(|g| self.group_tags.contains_key(g.spec.id.as_str()))
+        {
             return;
         }
         let mut problems = Vec::new();
@@ -158,7 +181,11 @@ impl Worker {
                 Ok(reports) => {
                     for r in reports {
                         let never = r.tags.get(TAG_NEVER_JOINS).is_some_and(|v| v == "true");
-                        let delay = r.tags.get(TAG_BOOT_DELAY).and_then(|d| parse_delay(d)).unwrap_or(self.config.boot_delay);
+                        let delay = r
+                            .tags
+                            .get(TAG_BOOT_DELAY)
+                            .and_then(|d| parse_delay(d))
+                            .unwrap_or(self.config.boot_delay);
                         self.group_tags.insert(r.name, (never, delay));
                     }
                 }
@@ -171,7 +198,11 @@ impl Worker {
     }
 
     async fn pass(&mut self) -> anyhow::Result<()> {
-        let now_ms = model::Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64);
+        let now_ms = model::Time::from_millis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64,
+        );
         let refresh = self.adapter.refresh(now_ms).await.context("refresh")?;
         self.tags_of(&refresh.groups).await;
         let now = Instant::now();
@@ -180,13 +211,30 @@ impl Worker {
             let mut state = self.state.lock().expect("bridge state");
             state.passes += 1;
             for g in &refresh.groups {
-                let in_service = g.instances.iter().filter(|i| i.state == InstanceState::InService).count();
+                let in_service = g
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstanceState::InService)
+                    .count();
                 let history = state.history.entry(g.spec.id.to_string()).or_default();
-                if history.last().is_none_or(|s| s.target != g.target || s.instances != in_service) {
-                    history.push(GroupSample { at: now, target: g.target, instances: in_service });
-                    lines.push(format!("group {}: desired {} in service {in_service}", g.spec.id, g.target));
+                if history
+                    .last()
+                    .is_none_or(|s| s.target != g.target || s.instances != in_service)
+                {
+                    history.push(GroupSample {
+                        at: now,
+                        target: g.target,
+                        instances: in_service,
+                    });
+                    lines.push(format!(
+                        "group {}: desired {} in service {in_service}",
+                        g.spec.id, g.target
+                    ));
                 }
-                let ever = state.instances_ever.entry(g.spec.id.to_string()).or_default();
+                let ever = state
+                    .instances_ever
+                    .entry(g.spec.id.to_string())
+                    .or_default();
                 ever.extend(g.instances.iter().map(|i| i.id.to_string()));
             }
         }
@@ -195,11 +243,24 @@ impl Worker {
         }
 
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let existing = nodes.list_metadata(&ListParams::default().labels(&format!("{BRIDGE_LABEL}={}", self.config.cluster))).await.context("list nodes")?;
-        let existing: BTreeSet<String> = existing.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        let existing = nodes
+            .list_metadata(
+                &ListParams::default().labels(&format!("{BRIDGE_LABEL}={}", self.config.cluster)),
+            )
+            .await
+            .context("list nodes")?;
+        let existing: BTreeSet<String> = existing
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
         let mut live = BTreeSet::new();
         for g in &refresh.groups {
-            let (never, delay) = self.group_tags.get(g.spec.id.as_str()).copied().unwrap_or((false, self.config.boot_delay));
+            let (never, delay) = self
+                .group_tags
+                .get(g.spec.id.as_str())
+                .copied()
+                .unwrap_or((false, self.config.boot_delay));
             for instance in &g.instances {
                 if instance.state == InstanceState::Terminating {
                     continue;
@@ -209,46 +270,76 @@ impl Worker {
                 if instance.state != InstanceState::InService || never || existing.contains(&name) {
                     continue;
                 }
-                let since = *self.first_in_service.entry(instance.id.to_string()).or_insert(now);
+                let since = *self
+                    .first_in_service
+                    .entry(instance.id.to_string())
+                    .or_insert(now);
                 if since.elapsed() < delay {
                     continue;
                 }
                 let n = self.ips.len() + 1;
-                let ip = self.ips.entry(instance.id.to_string()).or_insert_with(|| format!("10.{}.{}.{}", 100 + n / 65536, (n / 256) % 256, n % 256)).clone();
-                let node: Node = serde_json::from_value(node_for(&self.config.cluster, g, instance, &ip)).context("node JSON")?;
+                let ip = self
+                    .ips
+                    .entry(instance.id.to_string())
+                    .or_insert_with(|| {
+                        format!("10.{}.{}.{}", 100 + n / 65536, (n / 256) % 256, n % 256)
+                    })
+                    .clone();
+                let node: Node =
+                    serde_json::from_value(node_for(&self.config.cluster, g, instance, &ip))
+                        .context("node JSON")?;
                 match nodes.create(&PostParams::default(), &node).await {
                     Ok(_) => {
-                        self.log(&format!("created node {name} ({} in {})", instance.id, g.spec.id));
-                        self.state.lock().expect("bridge state").node_events.push(NodeEvent {
-                            at: Instant::now(),
-                            node: name,
-                            group: g.spec.id.to_string(),
-                            created: true,
-                        });
+                        self.log(&format!(
+                            "created node {name} ({} in {})",
+                            instance.id, g.spec.id
+                        ));
+                        self.state
+                            .lock()
+                            .expect("bridge state")
+                            .node_events
+                            .push(NodeEvent {
+                                at: Instant::now(),
+                                node: name,
+                                group: g.spec.id.to_string(),
+                                created: true,
+                            });
                     }
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => self.log(&format!("cannot create node {name}: {e}")),
                 }
             }
         }
-        let held: Vec<String> = self.state.lock().expect("bridge state").held.iter().map(|i| node_name(i)).collect();
+        let held: Vec<String> = self
+            .state
+            .lock()
+            .expect("bridge state")
+            .held
+            .iter()
+            .map(|i| node_name(i))
+            .collect();
         live.extend(held);
         for name in existing.difference(&live) {
             match nodes.delete(name, &DeleteParams::default()).await {
                 Ok(_) => {
                     self.log(&format!("deleted node {name} (instance gone)"));
-                    self.state.lock().expect("bridge state").node_events.push(NodeEvent {
-                        at: Instant::now(),
-                        node: name.clone(),
-                        group: String::new(),
-                        created: false,
-                    });
+                    self.state
+                        .lock()
+                        .expect("bridge state")
+                        .node_events
+                        .push(NodeEvent {
+                            at: Instant::now(),
+                            node: name.clone(),
+                            group: String::new(),
+                            created: false,
+                        });
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => self.log(&format!("cannot delete node {name}: {e}")),
             }
         }
-        self.first_in_service.retain(|id, _| live.contains(&node_name(id)));
+        self.first_in_service
+            .retain(|id, _| live.contains(&node_name(id)));
         Ok(())
     }
 }
@@ -256,12 +347,22 @@ impl Worker {
 impl CloudBridge {
     /// Starts the bridge on the current runtime.
     pub async fn start(config: BridgeConfig, client: kube::Client) -> anyhow::Result<Self> {
-        let adapter = aws::AwsNodeGroups::connect(adapter_config(&config.moto_url, &config.cluster, &config.regions)).await.context("bridge adapter")?;
+        let adapter = aws::AwsNodeGroups::connect(adapter_config(
+            &config.moto_url,
+            &config.cluster,
+            &config.regions,
+        ))
+        .await
+        .context("bridge adapter")?;
         let mut fixtures = Vec::new();
         for region in &config.regions {
             fixtures.push(Fixtures::new(&config.moto_url, region, &config.cluster).await);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&config.log).with_context(|| format!("open {}", config.log.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.log)
+            .with_context(|| format!("open {}", config.log.display()))?;
         let state = Arc::new(Mutex::new(State::default()));
         let mut worker = Worker {
             config,
@@ -296,7 +397,13 @@ impl CloudBridge {
 
     /// What the bridge saw of `group` over time (changes only).
     pub fn history(&self, group: &str) -> Vec<GroupSample> {
-        self.state.lock().expect("bridge state").history.get(group).cloned().unwrap_or_default()
+        self.state
+            .lock()
+            .expect("bridge state")
+            .history
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The latest observation of `group`.
@@ -306,7 +413,13 @@ impl CloudBridge {
 
     /// Every instance ever seen in `group`.
     pub fn instances_ever(&self, group: &str) -> BTreeSet<String> {
-        self.state.lock().expect("bridge state").instances_ever.get(group).cloned().unwrap_or_default()
+        self.state
+            .lock()
+            .expect("bridge state")
+            .instances_ever
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn node_events(&self) -> Vec<NodeEvent> {
@@ -316,13 +429,21 @@ impl CloudBridge {
     /// Keeps the Node of `instance` even once it leaves its group (a detached instance
     /// runs on in EC2), until [`CloudBridge::release`].
     pub fn hold(&self, instance: &str) {
-        self.state.lock().expect("bridge state").held.insert(instance.to_owned());
+        self.state
+            .lock()
+            .expect("bridge state")
+            .held
+            .insert(instance.to_owned());
     }
 
     /// EC2 took `instance` back: its Node goes on the next pass unless it is still in
     /// a group.
     pub fn release(&self, instance: &str) {
-        self.state.lock().expect("bridge state").held.remove(instance);
+        self.state
+            .lock()
+            .expect("bridge state")
+            .held
+            .remove(instance);
     }
 
     /// Completed passes (each reads moto and the Nodes).

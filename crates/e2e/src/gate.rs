@@ -22,10 +22,16 @@ pub fn should_run(test: &str) -> bool {
         return true;
     }
     let why = match crate::paths::control_plane_binaries() {
-        Ok(binaries) if crate::paths::missing(&binaries).is_empty() => format!("{ENABLE_VAR} is not set to 1"),
+        Ok(binaries) if crate::paths::missing(&binaries).is_empty() => {
+            format!("{ENABLE_VAR} is not set to 1")
+        }
         Ok(binaries) => format!(
             "{ENABLE_VAR} is not set and control-plane binaries are missing ({})",
-            crate::paths::missing(&binaries).iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            crate::paths::missing(&binaries)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Err(e) => format!("{ENABLE_VAR} is not set ({e:#})"),
     };

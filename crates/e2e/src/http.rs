@@ -14,8 +14,18 @@ pub struct Response {
 }
 
 /// One request with `Connection: close`, bounded by `timeout`.
-pub async fn request(base: &str, method: &str, path: &str, body: &str, timeout: Duration) -> anyhow::Result<Response> {
-    let authority = base.trim_end_matches('/').strip_prefix("http://").with_context(|| format!("{base} is not http://"))?.to_owned();
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let authority = base
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .with_context(|| format!("{base} is not http://"))?
+        .to_owned();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -27,12 +37,25 @@ pub async fn request(base: &str, method: &str, path: &str, body: &str, timeout: 
         stream.read_to_end(&mut bytes).await?;
         anyhow::Ok(bytes)
     };
-    let bytes = tokio::time::timeout(timeout, exchange).await.with_context(|| format!("{method} {base}{path}: timed out"))??;
+    let bytes = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{method} {base}{path}: timed out"))??;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("{method} {path}: bad response {head:?}"))?;
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_owned() };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{method} {path}: bad response {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
     Ok(Response { status, body })
 }
 
@@ -53,7 +76,8 @@ fn dechunk(mut body: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     loop {
         let (size, rest) = body.split_once("\r\n").context("chunk size")?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).context("chunk size")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .context("chunk size")?;
         if size == 0 {
             return Ok(out);
         }

@@ -25,27 +25,38 @@ pub const RETIRING_TAINT: &str = model::well_known::TAINT_RETIRING;
 /// A client from a kubeconfig file (the admin's, for the harness).
 pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
     Ok(kube::Client::try_from(config)?)
 }
 
 /// Creates a namespace and waits for its `default` ServiceAccount (pods are refused before).
 pub async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"batch-autoscaler.test/e2e": "true"}}}))?;
+    let ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"batch-autoscaler.test/e2e": "true"}}}),
+    )?;
     match namespaces.create(&PostParams::default(), &ns).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e).context("create namespace"),
     }
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    wait_until("the namespace's default ServiceAccount", Duration::from_secs(60), || async {
-        Ok(match accounts.get_opt("default").await? {
-            Some(_) => Check::Done(()),
-            None => Check::Waiting("no default ServiceAccount yet".into()),
-        })
-    })
+    wait_until(
+        "the namespace's default ServiceAccount",
+        Duration::from_secs(60),
+        || async {
+            Ok(match accounts.get_opt("default").await? {
+                Some(_) => Check::Done(()),
+                None => Check::Waiting("no default ServiceAccount yet".into()),
+            })
+        },
+    )
     .await
 }
 
@@ -59,26 +70,35 @@ pub async fn delete_namespace_now(client: &kube::Client, name: &str) -> anyhow::
         Err(e) => return Err(e).context("delete namespace"),
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), name);
-    let force = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
-    wait_until(&format!("pods of namespace {name} gone"), Duration::from_secs(60), || async {
-        let list = pods.list_metadata(&ListParams::default()).await?;
-        if list.items.is_empty() {
-            return Ok(Check::Done(()));
-        }
-        for p in &list.items {
-            if let Some(n) = &p.metadata.name {
-                let _ = pods.delete(n, &force).await;
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::background()
+    };
+    wait_until(
+        &format!("pods of namespace {name} gone"),
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list_metadata(&ListParams::default()).await?;
+            if list.items.is_empty() {
+                return Ok(Check::Done(()));
             }
-        }
-        Ok(Check::Waiting(format!("{} pods left", list.items.len())))
-    })
+            for p in &list.items {
+                if let Some(n) = &p.metadata.name {
+                    let _ = pods.delete(n, &force).await;
+                }
+            }
+            Ok(Check::Waiting(format!("{} pods left", list.items.len())))
+        },
+    )
     .await
 }
 
 /// Deletes every Node carrying `label=value`.
 pub async fn delete_nodes(client: &kube::Client, selector: &str) -> anyhow::Result<usize> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let list = nodes.list_metadata(&ListParams::default().labels(selector)).await?;
+    let list = nodes
+        .list_metadata(&ListParams::default().labels(selector))
+        .await?;
     for n in &list.items {
         if let Some(name) = &n.metadata.name {
             let _ = nodes.delete(name, &DeleteParams::default()).await;
@@ -148,7 +168,8 @@ impl PodTemplate {
         self
     }
     pub fn tolerate(mut self, key: &str, effect: &str) -> Self {
-        self.tolerations.push(json!({"key": key, "operator": "Exists", "effect": effect}));
+        self.tolerations
+            .push(json!({"key": key, "operator": "Exists", "effect": effect}));
         self
     }
 
@@ -190,13 +211,26 @@ impl PodTemplate {
 
 /// Creates a Job of `pods` pods (parallelism = completions = pods, no retries: a pod
 /// that fails or is killed fails the Job).
-pub async fn create_job(client: &kube::Client, ns: &str, name: &str, pods: u32, template: &PodTemplate) -> anyhow::Result<Job> {
+pub async fn create_job(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    pods: u32,
+    template: &PodTemplate,
+) -> anyhow::Result<Job> {
     create_job_retrying(client, ns, name, pods, template, 0).await
 }
 
 /// Like [`create_job`], but a pod that fails or is killed is replaced up to `retries`
 /// times (the Job's `backoffLimit`), as a batch job that survives lost nodes is.
-pub async fn create_job_retrying(client: &kube::Client, ns: &str, name: &str, pods: u32, template: &PodTemplate, retries: u32) -> anyhow::Result<Job> {
+pub async fn create_job_retrying(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    pods: u32,
+    template: &PodTemplate,
+    retries: u32,
+) -> anyhow::Result<Job> {
     let mut pod = template.clone();
     pod.labels.insert("job".into(), name.into());
     let job: Job = serde_json::from_value(json!({
@@ -205,12 +239,21 @@ pub async fn create_job_retrying(client: &kube::Client, ns: &str, name: &str, po
         "metadata": {"name": name, "namespace": ns},
         "spec": {"parallelism": pods, "completions": pods, "backoffLimit": retries, "template": pod.to_json("Never")}
     }))?;
-    Ok(Api::<Job>::namespaced(client.clone(), ns).create(&PostParams::default(), &job).await.with_context(|| format!("create Job {name}"))?)
+    Ok(Api::<Job>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &job)
+        .await
+        .with_context(|| format!("create Job {name}"))?)
 }
 
 /// Creates a pod that runs to completion (restartPolicy Never), owned by `owner` (an
 /// owner reference, as the object's controller) or bare.
-pub async fn create_pod(client: &kube::Client, ns: &str, name: &str, template: &PodTemplate, owner: Option<Value>) -> anyhow::Result<Pod> {
+pub async fn create_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    template: &PodTemplate,
+    owner: Option<Value>,
+) -> anyhow::Result<Pod> {
     let mut pod = template.to_json("Never");
     pod["apiVersion"] = json!("v1");
     pod["kind"] = json!("Pod");
@@ -221,7 +264,10 @@ pub async fn create_pod(client: &kube::Client, ns: &str, name: &str, template: &
         pod["metadata"]["ownerReferences"] = json!([owner]);
     }
     let pod: Pod = serde_json::from_value(pod)?;
-    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.with_context(|| format!("create Pod {name}"))
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("create Pod {name}"))
 }
 
 /// An owner reference to `object` (as read back with its uid).
@@ -230,7 +276,13 @@ pub fn owner_reference(api_version: &str, kind: &str, name: &str, uid: &str) -> 
 }
 
 /// Creates a Deployment whose pods carry `app=<name>`.
-pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str, replicas: u32, template: &PodTemplate) -> anyhow::Result<()> {
+pub async fn create_deployment(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    template: &PodTemplate,
+) -> anyhow::Result<()> {
     let mut pod = template.clone();
     pod.labels.insert("app".into(), name.into());
     let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
@@ -247,7 +299,12 @@ pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str, repl
 }
 
 /// Creates or replaces a PDB over `app=<app>` with `maxUnavailable`.
-pub async fn set_pdb(client: &kube::Client, ns: &str, app: &str, max_unavailable: u32) -> anyhow::Result<()> {
+pub async fn set_pdb(
+    client: &kube::Client,
+    ns: &str,
+    app: &str,
+    max_unavailable: u32,
+) -> anyhow::Result<()> {
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
     let body = json!({
@@ -256,17 +313,29 @@ pub async fn set_pdb(client: &kube::Client, ns: &str, app: &str, max_unavailable
         "metadata": {"name": app, "namespace": ns},
         "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": {"app": app}}}
     });
-    api.patch(app, &kube::api::PatchParams::apply("e2e").force(), &kube::api::Patch::Apply(&body)).await.context("apply PDB")?;
+    api.patch(
+        app,
+        &kube::api::PatchParams::apply("e2e").force(),
+        &kube::api::Patch::Apply(&body),
+    )
+    .await
+    .context("apply PDB")?;
     Ok(())
 }
 
 /// The pods of a namespace.
 pub async fn pods(client: &kube::Client, ns: &str) -> anyhow::Result<Vec<Pod>> {
-    Ok(Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items)
+    Ok(Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items)
 }
 
 pub fn pod_phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Unknown")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Unknown")
 }
 
 pub fn pod_node(p: &Pod) -> Option<&str> {
@@ -274,14 +343,27 @@ pub fn pod_node(p: &Pod) -> Option<&str> {
 }
 
 /// (succeeded, failed, active) of a Job.
-pub async fn job_counts(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<(i32, i32, i32)> {
+pub async fn job_counts(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<(i32, i32, i32)> {
     let job = Api::<Job>::namespaced(client.clone(), ns).get(name).await?;
     let s = job.status.unwrap_or_default();
-    Ok((s.succeeded.unwrap_or(0), s.failed.unwrap_or(0), s.active.unwrap_or(0)))
+    Ok((
+        s.succeeded.unwrap_or(0),
+        s.failed.unwrap_or(0),
+        s.active.unwrap_or(0),
+    ))
 }
 
 /// Waits for the Job's Complete condition; fails at once on Failed.
-pub async fn wait_job_complete(client: &kube::Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_job_complete(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
     wait_until(&format!("Job {ns}/{name} complete"), timeout, || async {
         let job = api.get(name).await?;
@@ -297,7 +379,10 @@ pub async fn wait_job_complete(client: &kube::Client, ns: &str, name: &str, time
                 return Ok(Check::Done(()));
             }
         }
-        Ok(Check::Waiting(format!("succeeded {:?} failed {:?} active {:?}", status.succeeded, status.failed, status.active)))
+        Ok(Check::Waiting(format!(
+            "succeeded {:?} failed {:?} active {:?}",
+            status.succeeded, status.failed, status.active
+        )))
     })
     .await
 }
@@ -305,15 +390,25 @@ pub async fn wait_job_complete(client: &kube::Client, ns: &str, name: &str, time
 /// Bridge Nodes of `cluster`, by name.
 pub async fn bridge_nodes(client: &kube::Client, cluster: &str) -> anyhow::Result<Vec<Node>> {
     let api: Api<Node> = Api::all(client.clone());
-    Ok(api.list(&ListParams::default().labels(&format!("{}={cluster}", crate::bridge::BRIDGE_LABEL))).await?.items)
+    Ok(api
+        .list(&ListParams::default().labels(&format!("{}={cluster}", crate::bridge::BRIDGE_LABEL)))
+        .await?
+        .items)
 }
 
 pub fn has_taint(node: &Node, key: &str) -> bool {
-    node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|ts| ts.iter().any(|t| t.key == key))
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == key))
 }
 
 pub fn node_group(node: &Node) -> Option<&str> {
-    node.metadata.annotations.as_ref().and_then(|a| a.get("batch-autoscaler.test/group")).map(String::as_str)
+    node.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("batch-autoscaler.test/group"))
+        .map(String::as_str)
 }
 
 /// What happened to one pod.
@@ -368,13 +463,21 @@ impl Drop for Recorder {
 }
 
 fn record_pod(state: &Mutex<RecorderState>, pod: &Pod, deleted: bool) {
-    let Some(name) = pod.metadata.name.clone() else { return };
+    let Some(name) = pod.metadata.name.clone() else {
+        return;
+    };
     let now = Instant::now();
     let mut state = state.lock().expect("recorder");
     let r = state.pods.entry(name).or_default();
     r.first_seen.get_or_insert(now);
     if r.owner_kind.is_none() {
-        r.owner_kind = pod.metadata.owner_references.iter().flatten().next().map(|o| o.kind.clone());
+        r.owner_kind = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .next()
+            .map(|o| o.kind.clone());
     }
     if let Some(node) = pod_node(pod) {
         if r.node.is_none() {
@@ -382,9 +485,17 @@ fn record_pod(state: &Mutex<RecorderState>, pod: &Pod, deleted: bool) {
             r.bound = Some(now);
         }
     }
-    let unschedulable = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
-    });
+    let unschedulable = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        });
     if unschedulable && r.unschedulable.is_none() {
         r.unschedulable = Some(now);
     }
@@ -409,7 +520,9 @@ fn record_pod(state: &Mutex<RecorderState>, pod: &Pod, deleted: bool) {
 }
 
 fn record_node(state: &Mutex<RecorderState>, node: &Node, deleted: bool) {
-    let Some(name) = node.metadata.name.clone() else { return };
+    let Some(name) = node.metadata.name.clone() else {
+        return;
+    };
     let now = Instant::now();
     let mut state = state.lock().expect("recorder");
     let r = state.nodes.entry(name).or_default();
@@ -417,7 +530,11 @@ fn record_node(state: &Mutex<RecorderState>, node: &Node, deleted: bool) {
     if r.group.is_none() {
         r.group = node_group(node).map(str::to_owned);
     }
-    let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     if ready && r.ready.is_none() {
         r.ready = Some(now);
     }
@@ -425,7 +542,12 @@ fn record_node(state: &Mutex<RecorderState>, node: &Node, deleted: bool) {
     if r.retiring.last().map_or(tainted, |(_, t)| *t != tainted) {
         r.retiring.push((now, tainted));
     }
-    let keys: Vec<String> = node.spec.as_ref().and_then(|s| s.taints.as_ref()).map(|ts| ts.iter().map(|t| t.key.clone()).collect()).unwrap_or_default();
+    let keys: Vec<String> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| ts.iter().map(|t| t.key.clone()).collect())
+        .unwrap_or_default();
     if r.taints.last().is_none_or(|(_, k)| *k != keys) {
         r.taints.push((now, keys));
     }
@@ -434,9 +556,20 @@ fn record_node(state: &Mutex<RecorderState>, node: &Node, deleted: bool) {
     }
 }
 
-fn spawn_watch<K>(api: Api<K>, config: watcher::Config, state: Arc<Mutex<RecorderState>>, record: fn(&Mutex<RecorderState>, &K, bool)) -> tokio::task::JoinHandle<()>
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    state: Arc<Mutex<RecorderState>>,
+    record: fn(&Mutex<RecorderState>, &K, bool),
+) -> tokio::task::JoinHandle<()>
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default,
 {
     tokio::spawn(async move {
@@ -444,7 +577,9 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => record(&state, &o, false),
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    record(&state, &o, false)
+                }
                 Ok(watcher::Event::Delete(o)) => record(&state, &o, true),
                 _ => {}
             }
@@ -455,14 +590,23 @@ where
 impl Recorder {
     pub fn start(client: &kube::Client, ns: &str, cluster: &str) -> Self {
         let state = Arc::new(Mutex::new(RecorderState::default()));
-        let pods = spawn_watch(Api::<Pod>::namespaced(client.clone(), ns), watcher::Config::default(), state.clone(), record_pod);
+        let pods = spawn_watch(
+            Api::<Pod>::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            state.clone(),
+            record_pod,
+        );
         let nodes = spawn_watch(
             Api::<Node>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{}={cluster}", crate::bridge::BRIDGE_LABEL)),
+            watcher::Config::default()
+                .labels(&format!("{}={cluster}", crate::bridge::BRIDGE_LABEL)),
             state.clone(),
             record_node,
         );
-        Self { state, tasks: vec![pods, nodes] }
+        Self {
+            state,
+            tasks: vec![pods, nodes],
+        }
     }
 
     pub fn pods(&self) -> BTreeMap<String, PodRecord> {
@@ -476,14 +620,28 @@ impl Recorder {
     /// Pods deleted (or evicted) before they finished, with their phase then.
     /// Deployment pods are reported too: callers decide which are allowed.
     pub fn killed_pods(&self) -> Vec<(String, PodRecord)> {
-        self.pods().into_iter().filter(|(_, r)| r.deletion.is_some() && r.finished.is_none()).collect()
+        self.pods()
+            .into_iter()
+            .filter(|(_, r)| r.deletion.is_some() && r.finished.is_none())
+            .collect()
     }
 }
 
 /// Sets a Deployment's replicas.
-pub async fn scale_deployment(client: &kube::Client, ns: &str, name: &str, replicas: u32) -> anyhow::Result<()> {
+pub async fn scale_deployment(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: u32,
+) -> anyhow::Result<()> {
     let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
-    api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}}))).await.context("scale Deployment")?;
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}})),
+    )
+    .await
+    .context("scale Deployment")?;
     Ok(())
 }
 
@@ -498,15 +656,31 @@ pub async fn autoscaler_events(client: &kube::Client) -> anyhow::Result<BTreeMap
         .into_iter()
         .filter(|e| e.reporting_controller.as_deref() == Some("batch-autoscaler"))
         .map(|e| {
-            let key = format!("{}/{}", e.metadata.namespace.unwrap_or_default(), e.metadata.name.unwrap_or_default());
+            let key = format!(
+                "{}/{}",
+                e.metadata.namespace.unwrap_or_default(),
+                e.metadata.name.unwrap_or_default()
+            );
             let count = e.series.as_ref().map_or(1, |s| s.count);
-            (key, format!("{}: {} ({count})", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            (
+                key,
+                format!(
+                    "{}: {} ({count})",
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default()
+                ),
+            )
         })
         .collect())
 }
 
 /// Running pods of a namespace with a label `key=value`.
-pub async fn running_pods_with(client: &kube::Client, ns: &str, key: &str, value: &str) -> anyhow::Result<Vec<Pod>> {
+pub async fn running_pods_with(
+    client: &kube::Client,
+    ns: &str,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<Vec<Pod>> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     Ok(api
         .list(&ListParams::default().labels(&format!("{key}={value}")))

@@ -58,34 +58,77 @@ impl Kueue {
 
     fn start(world: &World) -> anyhow::Result<Kueue> {
         let started = Instant::now();
-        let out = Command::new(paths::testenv().join("build-kueue.sh")).stderr(Stdio::inherit()).output().context("run testenv/build-kueue.sh")?;
+        let out = Command::new(paths::testenv().join("build-kueue.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .context("run testenv/build-kueue.sh")?;
         if !out.status.success() {
             bail!("testenv/build-kueue.sh failed ({})", out.status);
         }
-        let env: BTreeMap<String, String> =
-            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        let get = |k: &str| env.get(k).cloned().with_context(|| format!("{k} from build-kueue.sh"));
-        let (bin, crds, webhooks, version) = (PathBuf::from(get("KUEUE_BIN")?), PathBuf::from(get("KUEUE_CRDS")?), PathBuf::from(get("KUEUE_WEBHOOKS")?), get("KUEUE_VERSION")?);
+        let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let get = |k: &str| {
+            env.get(k)
+                .cloned()
+                .with_context(|| format!("{k} from build-kueue.sh"))
+        };
+        let (bin, crds, webhooks, version) = (
+            PathBuf::from(get("KUEUE_BIN")?),
+            PathBuf::from(get("KUEUE_CRDS")?),
+            PathBuf::from(get("KUEUE_WEBHOOKS")?),
+            get("KUEUE_VERSION")?,
+        );
         let dir = world.dir.join("kueue");
         std::fs::create_dir_all(&dir)?;
 
-        world.kubectl_admin(&["apply", "--server-side", "--force-conflicts", "-f", &crds.display().to_string()], "")?;
-        for crd in ["provisioningrequests.autoscaling.x-k8s.io", "workloads.kueue.x-k8s.io", "clusterqueues.kueue.x-k8s.io", "admissionchecks.kueue.x-k8s.io"] {
+        world.kubectl_admin(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                &crds.display().to_string(),
+            ],
+            "",
+        )?;
+        for crd in [
+            "provisioningrequests.autoscaling.x-k8s.io",
+            "workloads.kueue.x-k8s.io",
+            "clusterqueues.kueue.x-k8s.io",
+            "admissionchecks.kueue.x-k8s.io",
+        ] {
             world.wait_crd_established(crd, Duration::from_secs(60))?;
         }
-        world.kubectl_admin(&["create", "namespace", "kueue-system"], "").or_else(|e| if format!("{e}").contains("AlreadyExists") { Ok(String::new()) } else { Err(e) })?;
+        world
+            .kubectl_admin(&["create", "namespace", "kueue-system"], "")
+            .or_else(|e| {
+                if format!("{e}").contains("AlreadyExists") {
+                    Ok(String::new())
+                } else {
+                    Err(e)
+                }
+            })?;
 
         let certs = dir.join("certs");
         let ca_bundle = make_certs(&certs)?;
         let metrics = Path::new(KUEUE_METRICS_CERT_DIR);
-        std::fs::create_dir_all(metrics).with_context(|| format!("create {KUEUE_METRICS_CERT_DIR} (Kueue reads its metrics certificate there)"))?;
+        std::fs::create_dir_all(metrics).with_context(|| {
+            format!("create {KUEUE_METRICS_CERT_DIR} (Kueue reads its metrics certificate there)")
+        })?;
         for f in ["tls.crt", "tls.key"] {
-            std::fs::copy(certs.join(f), metrics.join(f)).with_context(|| format!("write {}", metrics.join(f).display()))?;
+            std::fs::copy(certs.join(f), metrics.join(f))
+                .with_context(|| format!("write {}", metrics.join(f).display()))?;
         }
 
         let port = process::free_port();
         let text = std::fs::read_to_string(&webhooks)?;
-        world.kubectl_admin(&["apply", "-f", "-"], &webhook_configurations(&text, port, &ca_bundle)?)?;
+        world.kubectl_admin(
+            &["apply", "-f", "-"],
+            &webhook_configurations(&text, port, &ca_bundle)?,
+        )?;
 
         let health = process::free_port();
         let config = dir.join("config.yaml");
@@ -119,11 +162,18 @@ impl Kueue {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("Kueue not ready within 120s; its log:\n{}", kueue.log_tail());
+                bail!(
+                    "Kueue not ready within 120s; its log:\n{}",
+                    kueue.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        say(&format!("e2e: Kueue {} ready after {:.1}s (webhooks on 127.0.0.1:{port})", kueue.version, started.elapsed().as_secs_f64()));
+        say(&format!(
+            "e2e: Kueue {} ready after {:.1}s (webhooks on 127.0.0.1:{port})",
+            kueue.version,
+            started.elapsed().as_secs_f64()
+        ));
         Ok(kueue)
     }
 }
@@ -132,9 +182,14 @@ impl Kueue {
 /// tokio runtime).
 fn ready(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+    if stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut answer = String::new();
@@ -147,17 +202,70 @@ fn ready(port: u16) -> bool {
 fn make_certs(dir: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir)?;
     let openssl = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().context("run openssl")?;
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("run openssl")?;
         if !out.status.success() {
-            bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=e2e-kueue-ca"])?;
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1"])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=e2e-kueue-ca",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
-    openssl(&["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "san.ext"])?;
-    let out = Command::new("openssl").args(["base64", "-A", "-in", "ca.crt"]).current_dir(dir).output().context("openssl base64")?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "tls.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])?;
+    let out = Command::new("openssl")
+        .args(["base64", "-A", "-in", "ca.crt"])
+        .current_dir(dir)
+        .output()
+        .context("openssl base64")?;
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
@@ -170,11 +278,19 @@ fn webhook_configurations(manifests: &str, port: u16, ca_bundle: &str) -> anyhow
         if v.is_null() {
             continue;
         }
-        let Some(hooks) = v.get_mut("webhooks").and_then(|w| w.as_sequence_mut()) else { continue };
+        let Some(hooks) = v.get_mut("webhooks").and_then(|w| w.as_sequence_mut()) else {
+            continue;
+        };
         for hook in hooks {
-            let path = hook["clientConfig"]["service"]["path"].as_str().unwrap_or("/").to_owned();
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap_or("/")
+                .to_owned();
             let mut cc = serde_yaml::Mapping::new();
-            cc.insert("url".into(), format!("https://127.0.0.1:{port}{path}").into());
+            cc.insert(
+                "url".into(),
+                format!("https://127.0.0.1:{port}{path}").into(),
+            );
             cc.insert("caBundle".into(), ca_bundle.into());
             hook["clientConfig"] = serde_yaml::Value::Mapping(cc);
         }
@@ -186,7 +302,6 @@ fn webhook_configurations(manifests: &str, port: u16, ca_bundle: &str) -> anyhow
     Ok(out.join("---\n"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +310,10 @@ mod tests {
     fn service_references_become_urls_with_the_ca() {
         let m = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata:\n  name: m\nwebhooks:\n- name: a\n  clientConfig:\n    service:\n      name: webhook-service\n      namespace: system\n      path: /mutate-batch-v1-job\n";
         let out = webhook_configurations(m, 9443, "Q0E=").unwrap();
-        assert!(out.contains("url: https://127.0.0.1:9443/mutate-batch-v1-job"), "{out}");
+        assert!(
+            out.contains("url: https://127.0.0.1:9443/mutate-batch-v1-job"),
+            "{out}"
+        );
         assert!(out.contains("caBundle: Q0E="), "{out}");
         assert!(!out.contains("webhook-service"), "{out}");
     }

@@ -8,7 +8,13 @@
 //! here would only re-check what kubectl checks.
 
 /// The kinds that make up the autoscaler's identity and permissions.
-pub const RBAC_KINDS: [&str; 5] = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+pub const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
 
 /// The documents of a multi-document YAML stream (comments-only documents dropped).
 pub fn documents(text: &str) -> Vec<String> {
@@ -28,7 +34,9 @@ pub fn documents(text: &str) -> Vec<String> {
 
 /// The top-level `kind:` of a document.
 pub fn kind_of(doc: &str) -> Option<&str> {
-    doc.lines().find_map(|l| l.strip_prefix("kind:")).map(|k| k.trim().trim_matches('"'))
+    doc.lines()
+        .find_map(|l| l.strip_prefix("kind:"))
+        .map(|k| k.trim().trim_matches('"'))
 }
 
 /// The top-level `metadata.namespace:` of a document (two-space indentation, as helm prints).
@@ -64,7 +72,10 @@ mod tests {
     #[test]
     fn rbac_keeps_identity_and_permissions_and_drops_the_rest() {
         let rbac = rbac_of(RENDER);
-        let kinds: Vec<_> = documents(&rbac).iter().map(|d| kind_of(d).unwrap_or("?").to_owned()).collect();
+        let kinds: Vec<_> = documents(&rbac)
+            .iter()
+            .map(|d| kind_of(d).unwrap_or("?").to_owned())
+            .collect();
         assert_eq!(kinds, ["ServiceAccount", "ClusterRole"]);
     }
 
@@ -79,9 +90,17 @@ mod tests {
 
     #[test]
     fn the_shipped_render_grants_the_autoscaler_its_roles() {
-        let render = std::fs::read_to_string(crate::paths::rendered_manifests()).expect("deploy/manifests/batch-autoscaler.yaml");
+        let render = std::fs::read_to_string(crate::paths::rendered_manifests())
+            .expect("deploy/manifests/batch-autoscaler.yaml");
         let rbac = rbac_of(&render);
-        let kinds: std::collections::BTreeSet<_> = documents(&rbac).iter().filter_map(|d| kind_of(d).map(str::to_owned)).collect();
-        assert_eq!(kinds.len(), RBAC_KINDS.len(), "every RBAC kind once or more in the render: {kinds:?}");
+        let kinds: std::collections::BTreeSet<_> = documents(&rbac)
+            .iter()
+            .filter_map(|d| kind_of(d).map(str::to_owned))
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            RBAC_KINDS.len(),
+            "every RBAC kind once or more in the render: {kinds:?}"
+        );
     }
 }

@@ -31,29 +31,49 @@ pub struct Moto {
 impl Moto {
     /// Clears every resource and the launcher's own state (activities, faults).
     pub async fn reset(&self) -> anyhow::Result<()> {
-        http::post_ok(&self.url, "/moto-api/reset", "").await.map(|_| ())
+        http::post_ok(&self.url, "/moto-api/reset", "")
+            .await
+            .map(|_| ())
     }
 
     /// Throttles `percent` % of AWS calls (all regions and services), seeded.
     pub async fn throttle(&self, percent: u32, seed: u64) -> anyhow::Result<()> {
-        http::post_ok(&self.url, "/batch-autoscaler/faults", &format!(r#"{{"throttle_percent": {percent}, "seed": {seed}}}"#)).await.map(|_| ())
+        http::post_ok(
+            &self.url,
+            "/batch-autoscaler/faults",
+            &format!(r#"{{"throttle_percent": {percent}, "seed": {seed}}}"#),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The mutating calls moto received from the caller with `access_key`, as (Action,
     /// wall-clock time in Unix milliseconds).
     pub async fn mutating_calls(&self, access_key: &str) -> anyhow::Result<Vec<(String, u64)>> {
         let response = http::get(&self.url, "/batch-autoscaler/calls").await?;
-        let value: serde_json::Value = serde_json::from_str(&response.body).context("calls JSON")?;
+        let value: serde_json::Value =
+            serde_json::from_str(&response.body).context("calls JSON")?;
         Ok(value[access_key]
             .as_array()
-            .map(|calls| calls.iter().map(|c| (c["action"].as_str().unwrap_or_default().to_owned(), c["at_ms"].as_u64().unwrap_or(0))).collect())
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| {
+                        (
+                            c["action"].as_str().unwrap_or_default().to_owned(),
+                            c["at_ms"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
     /// How many throttling errors were injected since the switch was last set.
     pub async fn injected_faults(&self) -> anyhow::Result<u64> {
         let response = http::get(&self.url, "/batch-autoscaler/faults").await?;
-        let value: serde_json::Value = serde_json::from_str(&response.body).context("faults JSON")?;
+        let value: serde_json::Value =
+            serde_json::from_str(&response.body).context("faults JSON")?;
         Ok(value["injected"].as_u64().unwrap_or(0))
     }
 }
@@ -62,10 +82,17 @@ impl Moto {
 pub fn adapter_config(url: &str, cluster: &str, regions: &[String]) -> aws::AwsConfig {
     aws::AwsConfig {
         cluster_name: cluster.to_owned(),
-        regions: regions.iter().map(|r| model::Region::new(r.as_str())).collect(),
+        regions: regions
+            .iter()
+            .map(|r| model::Region::new(r.as_str()))
+            .collect(),
         static_groups: vec![],
         auto_discovery: vec![],
-        credentials: aws::Credentials::Static { access_key_id: ACCESS_KEY.into(), secret_access_key: SECRET_KEY.into(), session_token: None },
+        credentials: aws::Credentials::Static {
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            session_token: None,
+        },
         endpoint_url: Some(url.to_owned()),
         max_pods: model::group::DEFAULT_MAX_PODS,
         prices: BTreeMap::new(),
@@ -145,7 +172,13 @@ pub struct Fixtures {
 }
 
 fn tag(group: &str, key: &str, value: &str) -> Tag {
-    Tag::builder().resource_id(group).resource_type("auto-scaling-group").key(key).value(value).propagate_at_launch(false).build()
+    Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(key)
+        .value(value)
+        .propagate_at_launch(false)
+        .build()
 }
 
 /// One group as moto reports it.
@@ -164,11 +197,21 @@ impl Fixtures {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_owned()))
             .endpoint_url(url)
-            .credentials_provider(aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "e2e-fixtures"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "e2e-fixtures",
+            ))
             .http_client(aws::sdk_http_client())
             .load()
             .await;
-        let ec2 = Ec2Client::connect(&adapter_config(url, cluster, &[region.to_owned()]), &model::Region::new(region)).await;
+        let ec2 = Ec2Client::connect(
+            &adapter_config(url, cluster, &[region.to_owned()]),
+            &model::Region::new(region),
+        )
+        .await;
         Self {
             autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
             ec2,
@@ -189,10 +232,20 @@ impl Fixtures {
             return Ok(name);
         }
         self.ec2
-            .call("CreateLaunchTemplate", &[("LaunchTemplateName", &name), ("LaunchTemplateData.ImageId", AMI), ("LaunchTemplateData.InstanceType", instance_type)])
+            .call(
+                "CreateLaunchTemplate",
+                &[
+                    ("LaunchTemplateName", &name),
+                    ("LaunchTemplateData.ImageId", AMI),
+                    ("LaunchTemplateData.InstanceType", instance_type),
+                ],
+            )
             .await
             .with_context(|| format!("CreateLaunchTemplate {name}"))?;
-        self.templates.lock().expect("templates").insert(name.clone());
+        self.templates
+            .lock()
+            .expect("templates")
+            .insert(name.clone());
         Ok(name)
     }
 
@@ -202,11 +255,27 @@ impl Fixtures {
         let template = self.launch_template(&options.instance_type).await?;
         let name = options.name.as_str();
         let mut tags = vec![
-            ("k8s.io/cluster-autoscaler/enabled".to_owned(), "true".to_owned()),
-            (format!("k8s.io/cluster-autoscaler/{}", self.cluster), "owned".to_owned()),
+            (
+                "k8s.io/cluster-autoscaler/enabled".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                format!("k8s.io/cluster-autoscaler/{}", self.cluster),
+                "owned".to_owned(),
+            ),
         ];
-        tags.extend(options.labels.iter().map(|(k, v)| (format!("k8s.io/cluster-autoscaler/node-template/label/{k}"), v.clone())));
-        tags.extend(options.taints.iter().map(|(k, v)| (format!("k8s.io/cluster-autoscaler/node-template/taint/{k}"), v.clone())));
+        tags.extend(options.labels.iter().map(|(k, v)| {
+            (
+                format!("k8s.io/cluster-autoscaler/node-template/label/{k}"),
+                v.clone(),
+            )
+        }));
+        tags.extend(options.taints.iter().map(|(k, v)| {
+            (
+                format!("k8s.io/cluster-autoscaler/node-template/taint/{k}"),
+                v.clone(),
+            )
+        }));
         tags.extend(options.tags.iter().cloned());
         let mut request = self
             .autoscaling
@@ -217,22 +286,44 @@ impl Fixtures {
             .desired_capacity(options.desired)
             .availability_zones(self.zone())
             .new_instances_protected_from_scale_in(true)
-            .launch_template(LaunchTemplateSpecification::builder().launch_template_name(template).version("$Latest").build());
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name(template)
+                    .version("$Latest")
+                    .build(),
+            );
         for (key, value) in &tags {
             request = request.tags(tag(name, key, value));
         }
-        request.send().await.with_context(|| format!("CreateAutoScalingGroup {name}"))?;
+        request
+            .send()
+            .await
+            .with_context(|| format!("CreateAutoScalingGroup {name}"))?;
         Ok(())
     }
 
     pub async fn set_tag(&self, group: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        self.autoscaling.create_or_update_tags().tags(tag(group, key, value)).send().await.context("CreateOrUpdateTags")?;
+        self.autoscaling
+            .create_or_update_tags()
+            .tags(tag(group, key, value))
+            .send()
+            .await
+            .context("CreateOrUpdateTags")?;
         Ok(())
     }
 
     pub async fn delete_tag(&self, group: &str, key: &str) -> anyhow::Result<()> {
-        let t = Tag::builder().resource_id(group).resource_type("auto-scaling-group").key(key).build();
-        self.autoscaling.delete_tags().tags(t).send().await.context("DeleteTags")?;
+        let t = Tag::builder()
+            .resource_id(group)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .build();
+        self.autoscaling
+            .delete_tags()
+            .tags(t)
+            .send()
+            .await
+            .context("DeleteTags")?;
         Ok(())
     }
 
@@ -241,15 +332,34 @@ impl Fixtures {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let response = self.autoscaling.describe_auto_scaling_groups().set_next_token(token.clone()).send().await.context("DescribeAutoScalingGroups")?;
+            let response = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .context("DescribeAutoScalingGroups")?;
             for g in response.auto_scaling_groups() {
                 out.push(GroupReport {
                     name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
                     min: g.min_size().unwrap_or(-1),
                     max: g.max_size().unwrap_or(-1),
                     desired: g.desired_capacity().unwrap_or(-1),
-                    instances: g.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect(),
-                    tags: g.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect(),
+                    instances: g
+                        .instances()
+                        .iter()
+                        .filter_map(|i| i.instance_id().map(str::to_owned))
+                        .collect(),
+                    tags: g
+                        .tags()
+                        .iter()
+                        .filter_map(|t| {
+                            Some((
+                                t.key()?.to_owned(),
+                                t.value().unwrap_or_default().to_owned(),
+                            ))
+                        })
+                        .collect(),
                 });
             }
             token = response.next_token().map(str::to_owned);
@@ -262,18 +372,41 @@ impl Fixtures {
     }
 
     pub async fn group_report(&self, name: &str) -> anyhow::Result<GroupReport> {
-        self.report().await?.into_iter().find(|g| g.name == name).with_context(|| format!("group {name} not in moto"))
+        self.report()
+            .await?
+            .into_iter()
+            .find(|g| g.name == name)
+            .with_context(|| format!("group {name} not in moto"))
     }
 
     /// Scaling activities of a group, newest first: (status code, description, start).
-    pub async fn activities(&self, group: &str) -> anyhow::Result<Vec<(String, String, std::time::SystemTime)>> {
-        let response = self.autoscaling.describe_scaling_activities().auto_scaling_group_name(group).max_records(100).send().await.context("DescribeScalingActivities")?;
+    pub async fn activities(
+        &self,
+        group: &str,
+    ) -> anyhow::Result<Vec<(String, String, std::time::SystemTime)>> {
+        let response = self
+            .autoscaling
+            .describe_scaling_activities()
+            .auto_scaling_group_name(group)
+            .max_records(100)
+            .send()
+            .await
+            .context("DescribeScalingActivities")?;
         Ok(response
             .activities()
             .iter()
             .map(|a| {
-                let start = a.start_time().and_then(|t| std::time::SystemTime::try_from(*t).ok()).unwrap_or(std::time::UNIX_EPOCH);
-                (a.status_code().map(|s| s.as_str().to_owned()).unwrap_or_default(), a.description().unwrap_or_default().to_owned(), start)
+                let start = a
+                    .start_time()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (
+                    a.status_code()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                    a.description().unwrap_or_default().to_owned(),
+                    start,
+                )
             })
             .collect())
     }

@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 
 /// The workspace root (this crate lives in `crates/e2e`).
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 pub fn testenv() -> PathBuf {
@@ -24,7 +27,8 @@ pub fn rendered_manifests() -> PathBuf {
 /// `testenv/versions.env` as a map.
 pub fn versions() -> anyhow::Result<BTreeMap<String, String>> {
     let path = testenv().join("versions.env");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -38,7 +42,8 @@ pub fn versions() -> anyhow::Result<BTreeMap<String, String>> {
 pub fn cache() -> PathBuf {
     match std::env::var_os("BATCH_AUTOSCALER_CACHE") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/batch-autoscaler"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/batch-autoscaler"),
     }
 }
 
@@ -52,17 +57,35 @@ pub struct ControlPlaneBinaries {
 
 pub fn control_plane_binaries() -> anyhow::Result<ControlPlaneBinaries> {
     let v = versions()?;
-    let get = |k: &str| v.get(k).cloned().with_context(|| format!("{k} missing from testenv/versions.env"));
+    let get = |k: &str| {
+        v.get(k)
+            .cloned()
+            .with_context(|| format!("{k} missing from testenv/versions.env"))
+    };
     let cache = cache();
     let k8s = cache.join(format!("bin/k8s-{}", get("K8S_VERSION")?));
-    let pick = |var: &str, default: PathBuf| std::env::var_os(var).filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or(default);
+    let pick = |var: &str, default: PathBuf| {
+        std::env::var_os(var)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or(default)
+    };
     let kubectl = pick("KUBECTL", k8s.join("kubectl"));
     let all = vec![
         pick("KUBE_APISERVER", k8s.join("kube-apiserver")),
-        pick("KUBE_CONTROLLER_MANAGER", k8s.join("kube-controller-manager")),
+        pick(
+            "KUBE_CONTROLLER_MANAGER",
+            k8s.join("kube-controller-manager"),
+        ),
         pick("KUBE_SCHEDULER", k8s.join("kube-scheduler")),
-        pick("ETCD_BIN", cache.join(format!("bin/etcd-{}/etcd", get("ETCD_VERSION")?))),
-        pick("KWOK_BIN", cache.join(format!("bin/kwok-{}/kwok", get("KWOK_VERSION")?))),
+        pick(
+            "ETCD_BIN",
+            cache.join(format!("bin/etcd-{}/etcd", get("ETCD_VERSION")?)),
+        ),
+        pick(
+            "KWOK_BIN",
+            cache.join(format!("bin/kwok-{}/kwok", get("KWOK_VERSION")?)),
+        ),
         kubectl.clone(),
     ];
     Ok(ControlPlaneBinaries { kubectl, all })
@@ -74,7 +97,9 @@ pub fn missing(binaries: &ControlPlaneBinaries) -> Vec<PathBuf> {
     binaries
         .all
         .iter()
-        .filter(|p| !std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .filter(|p| {
+            !std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .cloned()
         .collect()
 }
@@ -84,12 +109,18 @@ pub fn missing(binaries: &ControlPlaneBinaries) -> Vec<PathBuf> {
 pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        return if dir.is_absolute() { dir } else { workspace().join(dir) };
+        return if dir.is_absolute() {
+            dir
+        } else {
+            workspace().join(dir)
+        };
     }
     if let Ok(exe) = std::env::current_exe() {
         // <target>/<profile>/deps/<test binary>
         if let Some(target) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-            if target.join("CACHEDIR.TAG").exists() || target.file_name().is_some_and(|n| n == "target") {
+            if target.join("CACHEDIR.TAG").exists()
+                || target.file_name().is_some_and(|n| n == "target")
+            {
                 return target.to_path_buf();
             }
         }
@@ -107,12 +138,26 @@ pub fn autoscaler_binary() -> anyhow::Result<PathBuf> {
         .get_or_init(|| {
             if let Some(bin) = std::env::var_os("BATCH_AUTOSCALER_BIN").filter(|b| !b.is_empty()) {
                 let bin = PathBuf::from(bin);
-                return if bin.is_file() { Ok(bin) } else { Err(format!("BATCH_AUTOSCALER_BIN={} does not exist", bin.display())) };
+                return if bin.is_file() {
+                    Ok(bin)
+                } else {
+                    Err(format!(
+                        "BATCH_AUTOSCALER_BIN={} does not exist",
+                        bin.display()
+                    ))
+                };
             }
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let target = target_dir();
             let status = Command::new(&cargo)
-                .args(["build", "--quiet", "-p", "batch-autoscaler", "--bin", "batch-autoscaler"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "batch-autoscaler",
+                    "--bin",
+                    "batch-autoscaler",
+                ])
                 .env("CARGO_TARGET_DIR", &target)
                 .current_dir(workspace())
                 .status()
@@ -134,11 +179,22 @@ pub fn autoscaler_binary() -> anyhow::Result<PathBuf> {
 /// `crates/aws/moto/ensure-venv.sh`: the moto venv's python (created or reused).
 pub fn moto_python() -> anyhow::Result<PathBuf> {
     let script = workspace().join("crates/aws/moto/ensure-venv.sh");
-    let out = Command::new(&script).output().with_context(|| format!("run {}", script.display()))?;
+    let out = Command::new(&script)
+        .output()
+        .with_context(|| format!("run {}", script.display()))?;
     if !out.status.success() {
-        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let python = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    let python = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     if python.is_empty() {
         bail!("{} printed no interpreter", script.display());
     }

@@ -24,7 +24,11 @@ pub fn unregister_pid(world_dir: &Path, name: &str) {
 
 /// Starts the reaper for this test process. `keep_marker`: if that file exists when
 /// the reaper runs, the world directory (logs) is kept; otherwise it is removed.
-pub fn spawn_reaper(world_dir: &Path, control_plane_dir: &Path, keep_marker: &Path) -> anyhow::Result<()> {
+pub fn spawn_reaper(
+    world_dir: &Path,
+    control_plane_dir: &Path,
+    keep_marker: &Path,
+) -> anyhow::Result<()> {
     let stop = crate::paths::testenv().join("stop-control-plane.sh");
     let script = format!(
         r#"while kill -0 {pid} 2>/dev/null; do sleep 0.5; done
@@ -56,12 +60,19 @@ pub fn free_port() -> u16 {
 
 /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) with kill(1): no unsafe code.
 pub fn signal(pid: u32, name: &str) -> bool {
-    Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The last `max_bytes` of a file, from a line start, or a note why not.
 pub fn tail(path: &Path, max_bytes: u64) -> String {
-    let Ok(mut file) = std::fs::File::open(path) else { return format!("({} does not exist)\n", path.display()) };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return format!("({} does not exist)\n", path.display());
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(max_bytes);
     let _ = file.seek(SeekFrom::Start(start));
@@ -78,7 +89,13 @@ pub fn tail(path: &Path, max_bytes: u64) -> String {
 
 /// Every regular file under `dir` (not recursive), sorted.
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     files
 }

@@ -35,7 +35,9 @@ impl Proxy {
                 let mut cut_rx = cut_rx.clone();
                 let held = held_by_task.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let (mut client, mut server) = (client, server);
                     let cut_now = tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
@@ -50,7 +52,12 @@ impl Proxy {
                 });
             }
         });
-        Ok(Self { addr, cut, held, task })
+        Ok(Self {
+            addr,
+            cut,
+            held,
+            task,
+        })
     }
 
     /// Cuts every connection, present and future.

@@ -51,16 +51,23 @@ pub struct Scenario {
 }
 
 /// The body of a test.
-pub type Body = for<'a> fn(&'a mut Scenario) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+pub type Body =
+    for<'a> fn(&'a mut Scenario) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
 /// Runs one end-to-end test. `body` gets a prepared [`Scenario`].
 pub fn scenario(name: &str, body: Body) {
     if !should_run(name) {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let world = World::get();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let started = Instant::now();
     let prepared = runtime.block_on(Scenario::prepare(name, world));
     let mut scenario = match prepared {
@@ -71,7 +78,8 @@ pub fn scenario(name: &str, body: Body) {
             panic!("e2e {name}: could not prepare the scenario: {e:#}");
         }
     };
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body(&mut scenario))));
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body(&mut scenario))));
     let mut failure: Option<String> = match &result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("{e:#}")),
@@ -84,7 +92,11 @@ pub fn scenario(name: &str, body: Body) {
         say(&format!("e2e {name}: clean-up failed: {e:#}"));
     }
     let elapsed = started.elapsed();
-    let verdict = if failure.is_some() { "FAILED" } else { "passed" };
+    let verdict = if failure.is_some() {
+        "FAILED"
+    } else {
+        "passed"
+    };
     say(&format!(
         "e2e TIME scenario {name}: {verdict} in {:.1}s (e2e suite so far {:.1}s, environment start included)",
         elapsed.as_secs_f64(),
@@ -102,12 +114,19 @@ pub fn scenario(name: &str, body: Body) {
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_else(|| "panic".into())
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// The logs of a failed scenario: its own files in full-ish, the components' tails.
 fn dump_logs(world: &World, dir: &std::path::Path) -> String {
-    let mut out = format!("\n======== e2e logs (everything is kept in {}) ========\n", world.dir.display());
+    let mut out = format!(
+        "\n======== e2e logs (everything is kept in {}) ========\n",
+        world.dir.display()
+    );
     for file in process::files_in(dir) {
         out.push_str(&format!("\n-------- {} --------\n", file.display()));
         out.push_str(&process::tail(&file, 60_000));
@@ -116,23 +135,39 @@ fn dump_logs(world: &World, dir: &std::path::Path) -> String {
         out.push_str(&format!("\n-------- {} (tail) --------\n", file.display()));
         out.push_str(&process::tail(&file, 6_000));
     }
-    out.push_str(&format!("\n-------- moto.log (tail) --------\n{}", process::tail(&world.dir.join("moto.log"), 4_000)));
+    out.push_str(&format!(
+        "\n-------- moto.log (tail) --------\n{}",
+        process::tail(&world.dir.join("moto.log"), 4_000)
+    ));
     out
 }
 
 impl Scenario {
     async fn prepare(name: &str, world: &'static World) -> anyhow::Result<Scenario> {
-        let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
         let slug = slug.trim_matches('-').chars().take(40).collect::<String>();
         let dir = world.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let kube = kube_util::client(&world.admin_kubeconfig).await?;
-        let moto = Moto { url: world.moto_url.clone() };
+        let moto = Moto {
+            url: world.moto_url.clone(),
+        };
         moto.reset().await.context("moto reset")?;
         // Nothing of an earlier scenario may remain: its nodes, status, lease.
         kube_util::delete_nodes(&kube, BRIDGE_LABEL).await?;
         let configmaps: Api<ConfigMap> = Api::namespaced(kube.clone(), AUTOSCALER_NAMESPACE);
-        let _ = configmaps.delete(STATUS_CONFIGMAP, &DeleteParams::default()).await;
+        let _ = configmaps
+            .delete(STATUS_CONFIGMAP, &DeleteParams::default())
+            .await;
         let leases: Api<Lease> = Api::namespaced(kube.clone(), AUTOSCALER_NAMESPACE);
         let _ = leases.delete(LEASE, &DeleteParams::default()).await;
         let namespace = format!("e2e-{slug}");
@@ -143,7 +178,10 @@ impl Scenario {
         for region in &regions {
             fixtures.push(Fixtures::new(&world.moto_url, region, &cluster).await);
         }
-        say(&format!("e2e scenario {name}: starting (logs in {})", dir.display()));
+        say(&format!(
+            "e2e scenario {name}: starting (logs in {})",
+            dir.display()
+        ));
         Ok(Scenario {
             name: name.to_owned(),
             world,
@@ -169,7 +207,10 @@ impl Scenario {
     /// Every autoscaler log of the scenario: no RBAC refusal, no panic.
     fn audit_logs(&self) -> anyhow::Result<()> {
         for file in process::files_in(&self.dir) {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if !name.starts_with("autoscaler") {
                 continue;
             }
@@ -193,9 +234,17 @@ impl Scenario {
     }
 
     fn forbidden_tolerated(&self, line: &str) -> bool {
-        let Some(ts) = line.split_whitespace().next().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok()) else { return false };
+        let Some(ts) = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        else {
+            return false;
+        };
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ts.as_millisecond().max(0) as u64);
-        self.forbidden_ok.iter().any(|(from, to)| *from <= at && at <= *to)
+        self.forbidden_ok
+            .iter()
+            .any(|(from, to)| *from <= at && at <= *to)
     }
 
     /// Seconds since the scenario started, for logs.
@@ -207,7 +256,11 @@ impl Scenario {
     pub fn note(&self, line: &str) {
         use std::io::Write;
         let text = format!("{:>8.3}s {line}", self.elapsed());
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("scenario.log")) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("scenario.log"))
+        {
             let _ = writeln!(f, "{text}");
         }
         say(&format!("e2e {}: {text}", self.name));
@@ -246,34 +299,66 @@ impl Scenario {
 
     /// Starts an autoscaler (log `autoscaler-<label>.log`) and waits until it serves
     /// `/healthz`; fails at once, with its log, if it exits.
-    pub async fn autoscaler(&self, label: &str, options: &AutoscalerOptions) -> anyhow::Result<Autoscaler> {
+    pub async fn autoscaler(
+        &self,
+        label: &str,
+        options: &AutoscalerOptions,
+    ) -> anyhow::Result<Autoscaler> {
         let name = format!("autoscaler-{label}");
-        let mut a = Autoscaler::start(self.world, &name, self.dir.join(format!("{name}.log")), options).await?;
+        let mut a = Autoscaler::start(
+            self.world,
+            &name,
+            self.dir.join(format!("{name}.log")),
+            options,
+        )
+        .await?;
         let started = Instant::now();
         loop {
             if let Some(status) = a.exited() {
-                anyhow::bail!("{name} exited ({status}) at start:\n{}", process::tail(&a.log, 8_000));
+                anyhow::bail!(
+                    "{name} exited ({status}) at start:\n{}",
+                    process::tail(&a.log, 8_000)
+                );
             }
             if a.probe("/healthz").await.is_ok_and(|s| s == 200) {
                 return Ok(a);
             }
             if started.elapsed() > Duration::from_secs(30) {
-                anyhow::bail!("{name} did not serve /healthz within 30s:\n{}", process::tail(&a.log, 8_000));
+                anyhow::bail!(
+                    "{name} did not serve /healthz within 30s:\n{}",
+                    process::tail(&a.log, 8_000)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Waits for `n` Ready bridge nodes of `group`.
-    pub async fn wait_ready_nodes(&self, group: &str, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready_nodes(
+        &self,
+        group: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         wait_until(&format!("{n} Ready nodes in {group}"), timeout, || async {
             let nodes = kube_util::bridge_nodes(&self.kube, &self.cluster).await?;
             let ready = nodes
                 .iter()
                 .filter(|n| kube_util::node_group(n) == Some(group))
-                .filter(|n| n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+                .filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
                 .count();
-            Ok(if ready == n { Check::Done(()) } else { Check::Waiting(format!("{ready} Ready")) })
+            Ok(if ready == n {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("{ready} Ready"))
+            })
         })
         .await
     }
@@ -282,8 +367,16 @@ impl Scenario {
     pub async fn wait_no_nodes(&self, group: &str, timeout: Duration) -> anyhow::Result<()> {
         wait_until(&format!("no nodes left in {group}"), timeout, || async {
             let nodes = kube_util::bridge_nodes(&self.kube, &self.cluster).await?;
-            let left: Vec<String> = nodes.iter().filter(|n| kube_util::node_group(n) == Some(group)).filter_map(|n| n.metadata.name.clone()).collect();
-            Ok(if left.is_empty() { Check::Done(()) } else { Check::Waiting(format!("{} left: {left:?}", left.len())) })
+            let left: Vec<String> = nodes
+                .iter()
+                .filter(|n| kube_util::node_group(n) == Some(group))
+                .filter_map(|n| n.metadata.name.clone())
+                .collect();
+            Ok(if left.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("{} left: {left:?}", left.len()))
+            })
         })
         .await
     }
@@ -292,7 +385,16 @@ impl Scenario {
     pub async fn wait_node_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
         wait_until(&format!("node {name} gone"), timeout, || async {
             let nodes = kube_util::bridge_nodes(&self.kube, &self.cluster).await?;
-            Ok(if nodes.iter().any(|n| n.metadata.name.as_deref() == Some(name)) { Check::Waiting("still there".into()) } else { Check::Done(()) })
+            Ok(
+                if nodes
+                    .iter()
+                    .any(|n| n.metadata.name.as_deref() == Some(name))
+                {
+                    Check::Waiting("still there".into())
+                } else {
+                    Check::Done(())
+                },
+            )
         })
         .await
     }
@@ -300,6 +402,10 @@ impl Scenario {
     /// The status ConfigMap's `status` text, if written.
     pub async fn status_text(&self) -> anyhow::Result<Option<String>> {
         let configmaps: Api<ConfigMap> = Api::namespaced(self.kube.clone(), AUTOSCALER_NAMESPACE);
-        Ok(configmaps.get_opt(STATUS_CONFIGMAP).await?.and_then(|c| c.data).and_then(|d| d.get("status").cloned()))
+        Ok(configmaps
+            .get_opt(STATUS_CONFIGMAP)
+            .await?
+            .and_then(|c| c.data)
+            .and_then(|d| d.get("status").cloned()))
     }
 }

@@ -34,7 +34,10 @@ where
             Err(e) => format!("error: {e:#}"),
         };
         if started.elapsed() >= timeout {
-            anyhow::bail!("timed out after {:.0?} waiting for {what}; last seen: {last}", started.elapsed());
+            anyhow::bail!(
+                "timed out after {:.0?} waiting for {what}; last seen: {last}",
+                started.elapsed()
+            );
         }
         tokio::time::sleep(POLL).await;
     }

@@ -57,18 +57,37 @@ impl World {
         if !missing.is_empty() {
             bail!(
                 "control-plane binaries missing: {} (run testenv/build-control-plane.sh)",
-                missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let autoscaler_binary = paths::autoscaler_binary()?;
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("batch-autoscaler-e2e-{stamp}-{}", std::process::id()));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "batch-autoscaler-e2e-{stamp}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let control_plane_dir = dir.join("control-plane");
         process::spawn_reaper(&dir, &control_plane_dir, &dir.join("KEEP"))?;
-        say(&format!("e2e: environment in {} (kept after a failure, or with KEEP_E2E_DIR=1)", dir.display()));
+        say(&format!(
+            "e2e: environment in {} (kept after a failure, or with KEEP_E2E_DIR=1)",
+            dir.display()
+        ));
 
-        let result = Self::start(&dir, &control_plane_dir, binaries.kubectl.clone(), autoscaler_binary, started);
+        let result = Self::start(
+            &dir,
+            &control_plane_dir,
+            binaries.kubectl.clone(),
+            autoscaler_binary,
+            started,
+        );
         if result.is_err() {
             let _ = std::fs::write(dir.join("KEEP"), "");
             say(&process::tail(&dir.join("start-control-plane.log"), 20_000));
@@ -77,7 +96,13 @@ impl World {
         result
     }
 
-    fn start(dir: &Path, cp_dir: &Path, kubectl: PathBuf, autoscaler_binary: PathBuf, started: Instant) -> anyhow::Result<World> {
+    fn start(
+        dir: &Path,
+        cp_dir: &Path,
+        kubectl: PathBuf,
+        autoscaler_binary: PathBuf,
+        started: Instant,
+    ) -> anyhow::Result<World> {
         // The control plane (≈10 s) and moto start side by side.
         let start_log = std::fs::File::create(dir.join("start-control-plane.log"))?;
         let mut start_cp = Command::new(paths::testenv().join("start-control-plane.sh"))
@@ -90,18 +115,29 @@ impl World {
         let moto_url = start_moto(dir)?;
         let status = start_cp.wait()?;
         if !status.success() {
-            bail!("testenv/start-control-plane.sh failed ({status}); see {}", dir.join("start-control-plane.log").display());
+            bail!(
+                "testenv/start-control-plane.sh failed ({status}); see {}",
+                dir.join("start-control-plane.log").display()
+            );
         }
         let env_text = std::fs::read_to_string(cp_dir.join("env")).context("control plane env")?;
-        let env: BTreeMap<String, String> =
-            env_text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+        let env: BTreeMap<String, String> = env_text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
         let admin_kubeconfig = PathBuf::from(env.get("KUBECONFIG").context("KUBECONFIG in env")?);
-        say(&format!("e2e: control plane {} ready after {:.1}s", env.get("KUBE_API_URL").map(String::as_str).unwrap_or("?"), started.elapsed().as_secs_f64()));
+        say(&format!(
+            "e2e: control plane {} ready after {:.1}s",
+            env.get("KUBE_API_URL").map(String::as_str).unwrap_or("?"),
+            started.elapsed().as_secs_f64()
+        ));
 
         // The chart's ServiceAccount and roles, applied as a user would: the autoscaler
         // runs with exactly the permissions it ships with.
         let render_path = paths::rendered_manifests();
-        let render = std::fs::read_to_string(&render_path).with_context(|| format!("read {}", render_path.display()))?;
+        let render = std::fs::read_to_string(&render_path)
+            .with_context(|| format!("read {}", render_path.display()))?;
         let rbac_path = dir.join("rbac.yaml");
         std::fs::write(&rbac_path, manifests::rbac_of(&render))?;
         let mut attempt = 0;
@@ -119,7 +155,11 @@ impl World {
             // Right after /readyz the RBAC API may still refuse for a moment.
             attempt += 1;
             if attempt >= 20 {
-                bail!("kubectl apply of the chart's RBAC ({}) failed: {}", rbac_path.display(), String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "kubectl apply of the chart's RBAC ({}) failed: {}",
+                    rbac_path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -132,9 +172,15 @@ impl World {
             .output()
             .context("testenv/sa-kubeconfig.sh")?;
         if !out.status.success() {
-            bail!("testenv/sa-kubeconfig.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "testenv/sa-kubeconfig.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        say(&format!("e2e: environment ready after {:.1}s (moto at {moto_url})", started.elapsed().as_secs_f64()));
+        say(&format!(
+            "e2e: environment ready after {:.1}s (moto at {moto_url})",
+            started.elapsed().as_secs_f64()
+        ));
         Ok(World {
             dir: dir.to_path_buf(),
             control_plane_dir: cp_dir.to_path_buf(),
@@ -161,14 +207,22 @@ impl World {
     /// Restarts one control-plane component with `testenv/restart-component.sh`
     /// (waits for the apiserver's /readyz when it is the apiserver or etcd).
     pub async fn restart_component(&self, component: &str, kill: bool) -> anyhow::Result<()> {
-        let mut command = tokio::process::Command::new(paths::testenv().join("restart-component.sh"));
+        let mut command =
+            tokio::process::Command::new(paths::testenv().join("restart-component.sh"));
         command.arg(&self.control_plane_dir).arg(component);
         if kill {
             command.arg("--kill");
         }
-        let out = command.output().await.context("testenv/restart-component.sh")?;
+        let out = command
+            .output()
+            .await
+            .context("testenv/restart-component.sh")?;
         if !out.status.success() {
-            bail!("restart of {component} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "restart of {component} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -193,7 +247,10 @@ fn start_moto(dir: &Path) -> anyhow::Result<String> {
             return Ok(url.trim().to_owned());
         }
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("moto launcher printed no URL within 60s; see {}", dir.join("moto.log").display());
+            bail!(
+                "moto launcher printed no URL within 60s; see {}",
+                dir.join("moto.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -230,10 +287,19 @@ impl World {
             .stderr(Stdio::piped())
             .spawn()
             .context("run kubectl")?;
-        child.stdin.take().context("kubectl stdin")?.write_all(stdin.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(stdin.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("kubectl {} failed: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

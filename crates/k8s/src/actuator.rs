@@ -18,7 +18,9 @@ use std::time::Duration;
 /// `metav1.Time`: RFC 3339 in whole seconds.
 fn format_condition_time(t: Time) -> String {
     let secs = (t.as_millis() / 1000) as i64;
-    k8s_openapi::jiff::Timestamp::from_second(secs).map(|ts| ts.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// Typed errors of the Kubernetes client layer.
@@ -86,51 +88,92 @@ impl Actuator {
 
     /// Reads the node, lets `change` compute a patch body from it, and applies the
     /// patch with the read's resourceVersion; retries on 409 Conflict.
-    async fn update_node(&self, node: &NodeName, change: impl Fn(&Node) -> Option<serde_json::Value>) -> Result<(), K8sError> {
+    async fn update_node(
+        &self,
+        node: &NodeName,
+        change: impl Fn(&Node) -> Option<serde_json::Value>,
+    ) -> Result<(), K8sError> {
         let api = self.nodes();
         for _ in 0..CONFLICT_ATTEMPTS {
             let current = match api.get(node.as_str()).await {
                 Ok(n) => n,
-                Err(e) if status_code(&e) == Some(404) => return Err(K8sError::NotFound { object: format!("node {node}") }),
+                Err(e) if status_code(&e) == Some(404) => {
+                    return Err(K8sError::NotFound {
+                        object: format!("node {node}"),
+                    })
+                }
                 Err(e) => return Err(e.into()),
             };
-            let Some(mut body) = change(&current) else { return Ok(()) };
+            let Some(mut body) = change(&current) else {
+                return Ok(());
+            };
             body["metadata"]["resourceVersion"] = json!(current.metadata.resource_version);
-            match api.patch(node.as_str(), &PatchParams::default(), &Patch::Merge(&body)).await {
+            match api
+                .patch(node.as_str(), &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if status_code(&e) == Some(409) => continue,
-                Err(e) if status_code(&e) == Some(404) => return Err(K8sError::NotFound { object: format!("node {node}") }),
-                Err(e) if status_code(&e) == Some(403) => return Err(K8sError::Forbidden(e.to_string())),
+                Err(e) if status_code(&e) == Some(404) => {
+                    return Err(K8sError::NotFound {
+                        object: format!("node {node}"),
+                    })
+                }
+                Err(e) if status_code(&e) == Some(403) => {
+                    return Err(K8sError::Forbidden(e.to_string()))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(K8sError::Conflict { object: format!("node {node}"), attempts: CONFLICT_ATTEMPTS })
+        Err(K8sError::Conflict {
+            object: format!("node {node}"),
+            attempts: CONFLICT_ATTEMPTS,
+        })
     }
 
     /// Sets conditions in a ProvisioningRequest's status subresource, each replacing
     /// the condition of its type. The patch carries the resourceVersion it was
     /// computed from (a concurrent writer's conditions are never overwritten).
-    pub async fn update_provisioning_request(&self, request: &PodKey, conditions: &[model::RequestCondition]) -> Result<(), K8sError> {
-        let api: Api<ProvisioningRequest> = Api::namespaced(self.client.clone(), &request.namespace);
+    pub async fn update_provisioning_request(
+        &self,
+        request: &PodKey,
+        conditions: &[model::RequestCondition],
+    ) -> Result<(), K8sError> {
+        let api: Api<ProvisioningRequest> =
+            Api::namespaced(self.client.clone(), &request.namespace);
         let object = || format!("provisioningrequest {request}");
         for _ in 0..CONFLICT_ATTEMPTS {
             let current = match api.get_status(&request.name).await {
                 Ok(r) => r,
-                Err(e) if status_code(&e) == Some(404) => return Err(K8sError::NotFound { object: object() }),
-                Err(e) if status_code(&e) == Some(403) => return Err(K8sError::Forbidden(e.to_string())),
+                Err(e) if status_code(&e) == Some(404) => {
+                    return Err(K8sError::NotFound { object: object() })
+                }
+                Err(e) if status_code(&e) == Some(403) => {
+                    return Err(K8sError::Forbidden(e.to_string()))
+                }
                 Err(e) => return Err(e.into()),
             };
             let mut body = status_patch(&current.status, conditions, format_condition_time);
             body["metadata"] = json!({"resourceVersion": current.metadata.resource_version});
-            match api.patch_status(&request.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+            match api
+                .patch_status(&request.name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if status_code(&e) == Some(409) => continue,
-                Err(e) if status_code(&e) == Some(404) => return Err(K8sError::NotFound { object: object() }),
-                Err(e) if status_code(&e) == Some(403) => return Err(K8sError::Forbidden(e.to_string())),
+                Err(e) if status_code(&e) == Some(404) => {
+                    return Err(K8sError::NotFound { object: object() })
+                }
+                Err(e) if status_code(&e) == Some(403) => {
+                    return Err(K8sError::Forbidden(e.to_string()))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(K8sError::Conflict { object: object(), attempts: CONFLICT_ATTEMPTS })
+        Err(K8sError::Conflict {
+            object: object(),
+            attempts: CONFLICT_ATTEMPTS,
+        })
     }
 
     /// Taints the node `batch-autoscaler.io/retiring:NoSchedule` and records why and when.
@@ -169,7 +212,12 @@ impl Actuator {
     pub async fn mark_idle(&self, node: &NodeName, since: Option<Time>) -> Result<(), K8sError> {
         let value = since.map(format_annotation_time);
         self.update_node(node, |n| {
-            let current = n.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_IDLE_SINCE)).cloned();
+            let current = n
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_IDLE_SINCE))
+                .cloned();
             if current == value {
                 return None;
             }
@@ -182,7 +230,12 @@ impl Actuator {
     /// `uid` is a precondition: a later pod that took the same name is not evicted
     /// (the API answers 409, reported as gone: the pod meant is gone). `grace_period`
     /// is the pod's own `terminationGracePeriodSeconds` (none: the pod's default).
-    pub async fn evict(&self, pod: &PodKey, uid: Option<&PodUid>, grace_period: Option<Duration>) -> Result<EvictionResult, K8sError> {
+    pub async fn evict(
+        &self,
+        pod: &PodKey,
+        uid: Option<&PodUid>,
+        grace_period: Option<Duration>,
+    ) -> Result<EvictionResult, K8sError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let mut delete_options = serde_json::Map::new();
         if let Some(grace) = grace_period {
@@ -198,9 +251,19 @@ impl Actuator {
             "deleteOptions": if delete_options.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(delete_options) },
         }))
         .map_err(|e| K8sError::Invalid(e.to_string()))?;
-        match api.create_subresource::<Eviction, serde_json::Value>("eviction", &pod.name, &PostParams::default(), &eviction).await {
+        match api
+            .create_subresource::<Eviction, serde_json::Value>(
+                "eviction",
+                &pod.name,
+                &PostParams::default(),
+                &eviction,
+            )
+            .await
+        {
             Ok(_) => Ok(EvictionResult::Evicted),
-            Err(e) if status_code(&e) == Some(404) || status_code(&e) == Some(409) => Ok(EvictionResult::Gone),
+            Err(e) if status_code(&e) == Some(404) || status_code(&e) == Some(409) => {
+                Ok(EvictionResult::Gone)
+            }
             Err(e) if status_code(&e) == Some(429) => Ok(EvictionResult::Refused(e.to_string())),
             Err(e) if status_code(&e) == Some(403) => Err(K8sError::Forbidden(e.to_string())),
             Err(e) => Err(e.into()),
@@ -213,9 +276,19 @@ impl Actuator {
     /// wrote the fence, so they show every pod bound before the fence took effect.
     /// A pod that cannot be understood is an error: the removal does not go ahead on
     /// evidence it cannot read.
-    pub async fn removal_evidence(&self, instance: &InstanceId, node: Option<&NodeName>) -> Result<RemovalEvidence, K8sError> {
+    pub async fn removal_evidence(
+        &self,
+        instance: &InstanceId,
+        node: Option<&NodeName>,
+    ) -> Result<RemovalEvidence, K8sError> {
         let api = self.nodes();
-        let backs = |n: &Node| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(parse_provider_id).is_some_and(|(_, i)| &i == instance);
+        let backs = |n: &Node| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(parse_provider_id)
+                .is_some_and(|(_, i)| &i == instance)
+        };
         let mut found = match node {
             Some(name) => match api.get_opt(name.as_str()).await? {
                 Some(n) if backs(&n) => Some(n),
@@ -225,20 +298,48 @@ impl Actuator {
         };
         if found.is_none() {
             // Not under the expected name (or none expected): any node of the instance.
-            found = api.list(&ListParams::default()).await?.items.into_iter().find(|n| backs(n));
+            found = api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|n| backs(n));
         }
-        let Some(node) = found else { return Ok(RemovalEvidence { node: None, pods: Vec::new() }) };
+        let Some(node) = found else {
+            return Ok(RemovalEvidence {
+                node: None,
+                pods: Vec::new(),
+            });
+        };
         let (view, _) = node_view(&node, |_| None).map_err(|e| K8sError::Invalid(e.to_string()))?;
         let pods_api: Api<Pod> = Api::all(self.client.clone());
         let selector = format!("spec.nodeName={}", view.name);
-        let pods = pods_api.list(&ListParams::default().fields(&selector)).await?;
-        let pods = pods.items.iter().map(pod_view).collect::<Result<Vec<_>, _>>().map_err(|e| K8sError::Invalid(format!("pod on node {}: {e}", view.name)))?;
-        Ok(RemovalEvidence { node: Some(view), pods })
+        let pods = pods_api
+            .list(&ListParams::default().fields(&selector))
+            .await?;
+        let pods = pods
+            .items
+            .iter()
+            .map(pod_view)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| K8sError::Invalid(format!("pod on node {}: {e}", view.name)))?;
+        Ok(RemovalEvidence {
+            node: Some(view),
+            pods,
+        })
     }
 }
 
 fn taints_json(n: &Node) -> Vec<serde_json::Value> {
-    n.spec.as_ref().and_then(|s| s.taints.as_ref()).map(|ts| ts.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect()).unwrap_or_default()
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| serde_json::to_value(t).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Backoff for refused evictions: 1s doubling to 16s.

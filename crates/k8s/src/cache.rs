@@ -10,8 +10,8 @@
 
 use crate::convert::{daemonset_view, node_view, parse_priorities, pod_view, ConversionError};
 use crate::provreq::{
-    min_member, request_object, request_view, template_pod, workload_gang, CoschedulingPodGroup, GangApi, GangSize, ProvisioningRequest,
-    RequestObject, VolcanoPodGroup, WorkloadPodGroup,
+    min_member, request_object, request_view, template_pod, workload_gang, CoschedulingPodGroup,
+    GangApi, GangSize, ProvisioningRequest, RequestObject, VolcanoPodGroup, WorkloadPodGroup,
 };
 use crate::views::{Conversion, Converted, ObjectKey, ViewStore};
 use futures::StreamExt;
@@ -19,7 +19,10 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, PodTemplate};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
-use model::{ClusterSnapshot, DaemonSetView, GangSource, InstanceId, NodeGroupId, NodeGroupState, NodeView, PodView, ProvisioningRequestView};
+use model::{
+    ClusterSnapshot, DaemonSetView, GangSource, InstanceId, NodeGroupId, NodeGroupState, NodeView,
+    PodView, ProvisioningRequestView,
+};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,13 +58,21 @@ struct EndOfWatch(&'static str, Arc<WatchHealth>);
 impl Drop for EndOfWatch {
     fn drop(&mut self) {
         self.1.ended.store(true, Ordering::SeqCst);
-        tracing::error!(watch = self.0, panicked = std::thread::panicking(), "watch ended: the view is unsynced from now on");
+        tracing::error!(
+            watch = self.0,
+            panicked = std::thread::panicking(),
+            "watch ended: the view is unsynced from now on"
+        );
     }
 }
 
 impl WatchHealth {
     pub fn synced(&self) -> bool {
-        let recent_error = self.last_error.lock().map(|e| e.is_some_and(|t| t.elapsed() < WATCH_ERROR_QUIET_PERIOD)).unwrap_or(true);
+        let recent_error = self
+            .last_error
+            .lock()
+            .map(|e| e.is_some_and(|t| t.elapsed() < WATCH_ERROR_QUIET_PERIOD))
+            .unwrap_or(true);
         self.listed.load(Ordering::SeqCst) && !self.ended.load(Ordering::SeqCst) && !recent_error
     }
     /// The watch task is over and the view it fed is frozen.
@@ -131,7 +142,10 @@ type Priorities = Option<BTreeMap<i32, Vec<String>>>;
 
 fn object_key<K: Resource>(o: &K) -> ObjectKey {
     let meta = o.meta();
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 const PODS: Conversion<Pod, PodView> = Conversion {
@@ -153,10 +167,18 @@ const DAEMONSETS: Conversion<DaemonSet, DaemonSetView> = Conversion {
 
 const PRIORITIES: Conversion<ConfigMap, Priorities> = Conversion {
     key: object_key,
-    view: |c| match c.data.as_ref().and_then(|d| d.get("priorities")).map(|text| parse_priorities(text)) {
+    view: |c| match c
+        .data
+        .as_ref()
+        .and_then(|d| d.get("priorities"))
+        .map(|text| parse_priorities(text))
+    {
         None => Converted::View(Arc::new(None), Vec::new()),
         Some(Ok(table)) => Converted::View(Arc::new(Some(table)), Vec::new()),
-        Some(Err(e)) => Converted::View(Arc::new(None), vec![format!("ConfigMap {PRIORITY_CONFIGMAP}: {e}")]),
+        Some(Err(e)) => Converted::View(
+            Arc::new(None),
+            vec![format!("ConfigMap {PRIORITY_CONFIGMAP}: {e}")],
+        ),
     },
 };
 
@@ -171,22 +193,39 @@ type TemplateView = (ObjectKey, Result<PodView, String>);
 
 const TEMPLATES: Conversion<PodTemplate, TemplateView> = Conversion {
     key: object_key,
-    view: |t| Converted::View(Arc::new((object_key(t), template_pod(t).map_err(|e| e.to_string()))), Vec::new()),
+    view: |t| {
+        Converted::View(
+            Arc::new((object_key(t), template_pod(t).map_err(|e| e.to_string()))),
+            Vec::new(),
+        )
+    },
 };
 
 type GangView = (ObjectKey, GangSize);
 
 const COSCHEDULING: Conversion<CoschedulingPodGroup, GangView> = Conversion {
     key: object_key,
-    view: |g| Converted::new(min_member("PodGroup", &g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new()))),
+    view: |g| {
+        Converted::new(
+            min_member("PodGroup", &g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new())),
+        )
+    },
 };
 const VOLCANO: Conversion<VolcanoPodGroup, GangView> = Conversion {
     key: object_key,
-    view: |g| Converted::new(min_member("PodGroup", &g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new()))),
+    view: |g| {
+        Converted::new(
+            min_member("PodGroup", &g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new())),
+        )
+    },
 };
 const WORKLOAD: Conversion<WorkloadPodGroup, GangView> = Conversion {
     key: object_key,
-    view: |g| Converted::new(workload_gang(&g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new()))),
+    view: |g| {
+        Converted::new(
+            workload_gang(&g.metadata, &g.spec).map(|n| ((object_key(g), n), Vec::new())),
+        )
+    },
 };
 
 /// The converted views of every kind the planner reads.
@@ -205,8 +244,15 @@ struct Stores {
 
 impl Stores {
     /// Copies the views out into a snapshot's parts, in a deterministic order.
-    fn parts(&self, synced: bool, group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>) -> ClusterParts {
-        let mut parts = ClusterParts { synced, ..ClusterParts::default() };
+    fn parts(
+        &self,
+        synced: bool,
+        group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>,
+    ) -> ClusterParts {
+        let mut parts = ClusterParts {
+            synced,
+            ..ClusterParts::default()
+        };
         let nodes = self.nodes.collect();
         let pods = self.pods.collect();
         let daemonsets = self.daemonsets.collect();
@@ -221,12 +267,20 @@ impl Stores {
             })
             .collect();
         parts.pods = pods.views.iter().map(|p| PodView::clone(p)).collect();
-        parts.daemonsets = daemonsets.views.iter().map(|d| DaemonSetView::clone(d)).collect();
+        parts.daemonsets = daemonsets
+            .views
+            .iter()
+            .map(|d| DaemonSetView::clone(d))
+            .collect();
         parts.expander_priorities = priorities.views.first().and_then(|p| Option::clone(p));
         // Gang sizes that live in PodGroup objects.
         let mut skipped = Vec::new();
         let mut sizes: BTreeMap<(GangSource, String), GangSize> = BTreeMap::new();
-        for (source, store) in [(GangSource::Coscheduling, &self.coscheduling), (GangSource::Volcano, &self.volcano), (GangSource::WorkloadApi, &self.workload)] {
+        for (source, store) in [
+            (GangSource::Coscheduling, &self.coscheduling),
+            (GangSource::Volcano, &self.volcano),
+            (GangSource::WorkloadApi, &self.workload),
+        ] {
             let c = store.collect();
             for v in &c.views {
                 let ((ns, name), size) = &**v;
@@ -247,15 +301,29 @@ impl Stores {
         }
         let requests = self.requests.collect();
         if !requests.views.is_empty() {
-            let templates: BTreeMap<ObjectKey, Arc<Result<PodView, String>>> =
-                self.templates.collect().views.iter().map(|t| (t.0.clone(), Arc::new(t.1.clone()))).collect();
-            parts.provisioning_requests = requests.views.iter().map(|r| request_view(r, &templates)).collect();
+            let templates: BTreeMap<ObjectKey, Arc<Result<PodView, String>>> = self
+                .templates
+                .collect()
+                .views
+                .iter()
+                .map(|t| (t.0.clone(), Arc::new(t.1.clone())))
+                .collect();
+            parts.provisioning_requests = requests
+                .views
+                .iter()
+                .map(|r| request_view(r, &templates))
+                .collect();
         }
         parts.skipped.extend(skipped);
         for c in [nodes.skipped, pods.skipped, daemonsets.skipped] {
             parts.skipped.extend(c);
         }
-        for w in [nodes.warnings, pods.warnings, daemonsets.warnings, priorities.warnings] {
+        for w in [
+            nodes.warnings,
+            pods.warnings,
+            daemonsets.warnings,
+            priorities.warnings,
+        ] {
             parts.warnings.extend(w);
         }
         // The stores are in (namespace, name) order; these sorts keep the order the
@@ -280,7 +348,13 @@ fn pod_is_unschedulable(pod: &Pod) -> bool {
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")))
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
 }
 
 /// Watches one kind, applying every event to `store`. `on_apply` sees each changed
@@ -322,7 +396,9 @@ where
                     // A conversion that panics must not take the watch down silently:
                     // caught here, the object is left out and the watch goes on (the
                     // converters are property-tested never to panic; this is the net).
-                    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.apply(&event, conversion)));
+                    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.apply(&event, conversion)
+                    }));
                     if applied.is_err() {
                         h.error();
                         tracing::error!(watch = name, "converting an object panicked; the view is unsynced until the next event");
@@ -345,14 +421,34 @@ impl ClusterCache {
         let unschedulable = Arc::new(Notify::new());
         let notify = unschedulable.clone();
         let stores = Stores::default();
-        let (pods_health, t1) = spawn_watch("pods", Api::<Pod>::all(client.clone()), watcher::Config::default(), stores.pods.clone(), PODS, move |p: &Pod| {
-            if pod_is_unschedulable(p) {
-                notify.notify_one();
-            }
-        });
-        let (nodes_health, t2) = spawn_watch("nodes", Api::<Node>::all(client.clone()), watcher::Config::default(), stores.nodes.clone(), NODES, |_: &Node| {});
-        let (ds_health, t3) =
-            spawn_watch("daemonsets", Api::<DaemonSet>::all(client.clone()), watcher::Config::default(), stores.daemonsets.clone(), DAEMONSETS, |_: &DaemonSet| {});
+        let (pods_health, t1) = spawn_watch(
+            "pods",
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            stores.pods.clone(),
+            PODS,
+            move |p: &Pod| {
+                if pod_is_unschedulable(p) {
+                    notify.notify_one();
+                }
+            },
+        );
+        let (nodes_health, t2) = spawn_watch(
+            "nodes",
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            stores.nodes.clone(),
+            NODES,
+            |_: &Node| {},
+        );
+        let (ds_health, t3) = spawn_watch(
+            "daemonsets",
+            Api::<DaemonSet>::all(client.clone()),
+            watcher::Config::default(),
+            stores.daemonsets.clone(),
+            DAEMONSETS,
+            |_: &DaemonSet| {},
+        );
         let (cm_health, t4) = spawn_watch(
             "configmaps",
             Api::<ConfigMap>::namespaced(client.clone(), &config.priority_configmap_namespace),
@@ -361,7 +457,12 @@ impl ClusterCache {
             PRIORITIES,
             |_: &ConfigMap| {},
         );
-        let mut health = vec![("pods", pods_health), ("nodes", nodes_health), ("daemonsets", ds_health), ("configmaps", cm_health)];
+        let mut health = vec![
+            ("pods", pods_health),
+            ("nodes", nodes_health),
+            ("daemonsets", ds_health),
+            ("configmaps", cm_health),
+        ];
         let mut tasks = vec![t1, t2, t3, t4];
         let mut add = |(h, t): (Arc<WatchHealth>, JoinHandle<()>), name: &'static str| {
             health.push((name, h));
@@ -372,12 +473,29 @@ impl ClusterCache {
             // holds the workload until the request is answered.
             let wake = unschedulable.clone();
             add(
-                spawn_watch("provisioningrequests", Api::all(client.clone()), watcher::Config::default(), stores.requests.clone(), REQUESTS, move |_: &ProvisioningRequest| {
-                    wake.notify_one();
-                }),
+                spawn_watch(
+                    "provisioningrequests",
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    stores.requests.clone(),
+                    REQUESTS,
+                    move |_: &ProvisioningRequest| {
+                        wake.notify_one();
+                    },
+                ),
                 "provisioningrequests",
             );
-            add(spawn_watch("podtemplates", Api::all(client.clone()), watcher::Config::default(), stores.templates.clone(), TEMPLATES, |_: &PodTemplate| {}), "podtemplates");
+            add(
+                spawn_watch(
+                    "podtemplates",
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    stores.templates.clone(),
+                    TEMPLATES,
+                    |_: &PodTemplate| {},
+                ),
+                "podtemplates",
+            );
         }
         for api in &config.gang_apis {
             let name = match api {
@@ -386,13 +504,38 @@ impl ClusterCache {
                 GangApi::Workload => "podgroups.scheduling.k8s.io",
             };
             let watch = match api {
-                GangApi::Coscheduling => spawn_watch(name, Api::all(client.clone()), watcher::Config::default(), stores.coscheduling.clone(), COSCHEDULING, |_: &CoschedulingPodGroup| {}),
-                GangApi::Volcano => spawn_watch(name, Api::all(client.clone()), watcher::Config::default(), stores.volcano.clone(), VOLCANO, |_: &VolcanoPodGroup| {}),
-                GangApi::Workload => spawn_watch(name, Api::all(client.clone()), watcher::Config::default(), stores.workload.clone(), WORKLOAD, |_: &WorkloadPodGroup| {}),
+                GangApi::Coscheduling => spawn_watch(
+                    name,
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    stores.coscheduling.clone(),
+                    COSCHEDULING,
+                    |_: &CoschedulingPodGroup| {},
+                ),
+                GangApi::Volcano => spawn_watch(
+                    name,
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    stores.volcano.clone(),
+                    VOLCANO,
+                    |_: &VolcanoPodGroup| {},
+                ),
+                GangApi::Workload => spawn_watch(
+                    name,
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    stores.workload.clone(),
+                    WORKLOAD,
+                    |_: &WorkloadPodGroup| {},
+                ),
             };
             add(watch, name);
         }
-        let cache = Self { stores, health, unschedulable };
+        let cache = Self {
+            stores,
+            health,
+            unschedulable,
+        };
         (cache, tasks)
     }
 
@@ -404,12 +547,20 @@ impl ClusterCache {
     /// Watches whose task is over: the process cannot keep its view current and
     /// should exit (non-zero) so that Kubernetes restarts it.
     pub fn ended_watches(&self) -> Vec<&'static str> {
-        self.health.iter().filter(|(_, h)| h.ended()).map(|(n, _)| *n).collect()
+        self.health
+            .iter()
+            .filter(|(_, h)| h.ended())
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// Watches that are not synced, for logs and `/readyz`.
     pub fn unsynced_watches(&self) -> Vec<&'static str> {
-        self.health.iter().filter(|(_, h)| !h.synced()).map(|(n, _)| *n).collect()
+        self.health
+            .iter()
+            .filter(|(_, h)| !h.synced())
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// Woken whenever a pod is seen unschedulable.
@@ -421,9 +572,12 @@ impl ClusterCache {
     /// groups the autoscaler owns; nodes of other groups are left unmanaged.
     pub fn parts(&self, groups: &[NodeGroupState]) -> ClusterParts {
         let synced = self.synced();
-        let instance_group: BTreeMap<&InstanceId, &NodeGroupId> =
-            groups.iter().flat_map(|g| g.instances.iter().map(move |i| (&i.id, &g.spec.id))).collect();
-        self.stores.parts(synced, |i| instance_group.get(i).map(|g| (*g).clone()))
+        let instance_group: BTreeMap<&InstanceId, &NodeGroupId> = groups
+            .iter()
+            .flat_map(|g| g.instances.iter().map(move |i| (&i.id, &g.spec.id)))
+            .collect();
+        self.stores
+            .parts(synced, |i| instance_group.get(i).map(|g| (*g).clone()))
     }
 }
 
@@ -436,9 +590,17 @@ pub async fn discover_gang_apis(client: &Client) -> (Vec<GangApi>, Vec<String>) 
     for api in GangApi::ALL {
         match client.list_api_group_resources(api.api_version()).await {
             Ok(list) if list.resources.iter().any(|r| r.name == "podgroups") => served.push(api),
-            Ok(_) => notes.push(format!("{} does not serve podgroups: not watched", api.api_version())),
-            Err(kube::Error::Api(e)) if e.code == 404 => notes.push(format!("{} is not served: not watched", api.api_version())),
-            Err(e) => notes.push(format!("{}: could not ask whether it is served ({e}): not watched", api.api_version())),
+            Ok(_) => notes.push(format!(
+                "{} does not serve podgroups: not watched",
+                api.api_version()
+            )),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                notes.push(format!("{} is not served: not watched", api.api_version()))
+            }
+            Err(e) => notes.push(format!(
+                "{}: could not ask whether it is served ({e}): not watched",
+                api.api_version()
+            )),
         }
     }
     (served, notes)
@@ -456,7 +618,11 @@ pub fn build_parts(
     templates: &[PodTemplate],
     group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>,
 ) -> ClusterParts {
-    fn fill<K: Clone, V>(store: &ViewStore<V>, objects: impl IntoIterator<Item = K>, conversion: Conversion<K, V>) {
+    fn fill<K: Clone, V>(
+        store: &ViewStore<V>,
+        objects: impl IntoIterator<Item = K>,
+        conversion: Conversion<K, V>,
+    ) {
         for o in objects {
             store.apply(&watcher::Event::Apply(o), conversion);
         }
@@ -464,7 +630,11 @@ pub fn build_parts(
     let stores = Stores::default();
     fill(&stores.nodes, nodes.iter().map(|n| Node::clone(n)), NODES);
     fill(&stores.pods, pods.iter().map(|p| Pod::clone(p)), PODS);
-    fill(&stores.daemonsets, daemonsets.iter().map(|d| DaemonSet::clone(d)), DAEMONSETS);
+    fill(
+        &stores.daemonsets,
+        daemonsets.iter().map(|d| DaemonSet::clone(d)),
+        DAEMONSETS,
+    );
     fill(&stores.priorities, priorities.cloned(), PRIORITIES);
     fill(&stores.requests, requests.iter().cloned(), REQUESTS);
     fill(&stores.templates, templates.iter().cloned(), TEMPLATES);
@@ -482,8 +652,24 @@ mod tests {
         let good2: Pod = serde_json::from_value(json!({"metadata": {"name": "a", "namespace": "x"}, "spec": {"containers": [{"name": "c"}]}})).unwrap();
         let bad: Pod = serde_json::from_value(json!({"metadata": {"name": "bad", "namespace": "x"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"memory": "1Qi"}}}]}})).unwrap();
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": PRIORITY_CONFIGMAP}, "data": {"priorities": "not: [a map of ints"}})).unwrap();
-        let parts = build_parts(true, &[], &[Arc::new(good), Arc::new(bad), Arc::new(good2)], &[], Some(&cm), &[], &[], |_| None);
-        assert_eq!(parts.pods.iter().map(|p| p.key.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+        let parts = build_parts(
+            true,
+            &[],
+            &[Arc::new(good), Arc::new(bad), Arc::new(good2)],
+            &[],
+            Some(&cm),
+            &[],
+            &[],
+            |_| None,
+        );
+        assert_eq!(
+            parts
+                .pods
+                .iter()
+                .map(|p| p.key.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
         assert_eq!(parts.skipped.len(), 1);
         assert_eq!(parts.skipped[0].name, "x/bad");
         assert!(parts.expander_priorities.is_none());
@@ -493,38 +679,85 @@ mod tests {
     #[test]
     fn pod_group_objects_give_gang_sizes_and_requests_join_their_templates() {
         let stores = Stores::default();
-        let member = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| -> Pod {
+        let member = |name: &str,
+                      labels: serde_json::Value,
+                      annotations: serde_json::Value|
+         -> Pod {
             serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ml", "labels": labels, "annotations": annotations}, "spec": {"containers": [{"name": "c"}]}})).unwrap()
         };
         for p in [
-            member("a", json!({"scheduling.x-k8s.io/pod-group": "pg"}), json!({})),
-            member("b", json!({}), json!({"scheduling.k8s.io/group-name": "vg"})),
-            member("c", json!({"scheduling.x-k8s.io/pod-group": "absent"}), json!({})),
+            member(
+                "a",
+                json!({"scheduling.x-k8s.io/pod-group": "pg"}),
+                json!({}),
+            ),
+            member(
+                "b",
+                json!({}),
+                json!({"scheduling.k8s.io/group-name": "vg"}),
+            ),
+            member(
+                "c",
+                json!({"scheduling.x-k8s.io/pod-group": "absent"}),
+                json!({}),
+            ),
         ] {
             stores.pods.apply(&watcher::Event::Apply(p), PODS);
         }
         let group = |name: &str, spec: serde_json::Value| CoschedulingPodGroup {
-            metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some("ml".into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ml".into()),
+                ..Default::default()
+            },
             spec,
             status: json!(null),
         };
-        stores.coscheduling.apply(&watcher::Event::Apply(group("pg", json!({"minMember": 4}))), COSCHEDULING);
-        let v = VolcanoPodGroup { metadata: kube::api::ObjectMeta { name: Some("vg".into()), namespace: Some("ml".into()), ..Default::default() }, spec: json!({"minMember": 2}), status: json!(null) };
+        stores.coscheduling.apply(
+            &watcher::Event::Apply(group("pg", json!({"minMember": 4}))),
+            COSCHEDULING,
+        );
+        let v = VolcanoPodGroup {
+            metadata: kube::api::ObjectMeta {
+                name: Some("vg".into()),
+                namespace: Some("ml".into()),
+                ..Default::default()
+            },
+            spec: json!({"minMember": 2}),
+            status: json!(null),
+        };
         stores.volcano.apply(&watcher::Event::Apply(v), VOLCANO);
         let parts = stores.parts(true, |_| None);
-        let size = |name: &str| parts.pods.iter().find(|p| p.key.name == name).unwrap().gang.as_ref().map(|g| g.size);
+        let size = |name: &str| {
+            parts
+                .pods
+                .iter()
+                .find(|p| p.key.name == name)
+                .unwrap()
+                .gang
+                .as_ref()
+                .map(|g| g.size)
+        };
         assert_eq!(size("a"), Some(4));
         assert_eq!(size("b"), Some(2));
-        assert_eq!(size("c"), Some(0), "no PodGroup (yet): a gang of the pods present");
+        assert_eq!(
+            size("c"),
+            Some(0),
+            "no PodGroup (yet): a gang of the pods present"
+        );
 
         let request: ProvisioningRequest = serde_json::from_value(json!({
             "metadata": {"name": "r", "namespace": "ml"},
             "spec": {"provisioningClassName": model::provreq::CLASS_CHECK_CAPACITY, "podSets": [{"podTemplateRef": {"name": "t"}, "count": 2}]}
         }))
         .unwrap();
-        stores.requests.apply(&watcher::Event::Apply(request), REQUESTS);
+        stores
+            .requests
+            .apply(&watcher::Event::Apply(request), REQUESTS);
         let template: PodTemplate = serde_json::from_value(json!({"metadata": {"name": "t", "namespace": "ml"}, "template": {"spec": {"containers": [{"name": "c"}]}}})).unwrap();
-        stores.templates.apply(&watcher::Event::Apply(template), TEMPLATES);
+        stores
+            .templates
+            .apply(&watcher::Event::Apply(template), TEMPLATES);
         let parts = stores.parts(true, |_| None);
         assert_eq!(parts.provisioning_requests.len(), 1);
         assert_eq!(parts.provisioning_requests[0].pods.len(), 2);
@@ -557,7 +790,10 @@ mod tests {
             });
             let _ = task.await;
             assert!(health.ended(), "panics: {panics}");
-            assert!(!health.synced(), "an ended watch is not synced, however quiet (panics: {panics})");
+            assert!(
+                !health.synced(),
+                "an ended watch is not synced, however quiet (panics: {panics})"
+            );
             health.event_received();
             assert!(!health.synced());
         }
@@ -568,7 +804,10 @@ mod tests {
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []},
             "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}})).unwrap();
         assert!(pod_is_unschedulable(&p));
-        let bound: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "nodeName": "n"}})).unwrap();
+        let bound: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [], "nodeName": "n"}}),
+        )
+        .unwrap();
         assert!(!pod_is_unschedulable(&bound));
     }
 }

@@ -7,10 +7,13 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeSelectorRequirement as K8sReq, Pod, PodSpec, ResourceRequirements, Taint as K8sTaint, Toleration as K8sToleration,
+    Affinity, Node, NodeSelectorRequirement as K8sReq, Pod, PodSpec, ResourceRequirements,
+    Taint as K8sTaint, Toleration as K8sToleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as K8sSelector, ObjectMeta, Time as K8sTime};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as K8sSelector, ObjectMeta, Time as K8sTime,
+};
 use model::well_known::*;
 use model::*;
 use std::collections::BTreeMap;
@@ -49,7 +52,9 @@ pub fn parse_annotation_time(text: &str) -> Option<Time> {
 
 /// Formats a `Time` for an annotation (RFC 3339, UTC).
 pub fn format_annotation_time(t: Time) -> String {
-    k8s_openapi::jiff::Timestamp::from_millisecond(t.as_millis() as i64).map(|ts| ts.to_string()).unwrap_or_else(|_| t.as_millis().to_string())
+    k8s_openapi::jiff::Timestamp::from_millisecond(t.as_millis() as i64)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| t.as_millis().to_string())
 }
 
 /// Splits `aws:///us-west-2a/i-0123` into zone and instance id. Anything else (no
@@ -70,20 +75,36 @@ fn quantities(
     field: &str,
     map: Option<&BTreeMap<String, Quantity>>,
 ) -> Result<Resources, ConversionError> {
-    let Some(map) = map else { return Ok(Resources::zero()) };
-    Resources::from_quantities(map.iter().map(|(k, v)| (k.as_str(), v.0.as_str()))).map_err(|(resource, e)| ConversionError {
-        kind,
-        name: name.to_owned(),
-        field: format!("{field}.{resource}"),
-        message: e.to_string(),
-    })
+    let Some(map) = map else {
+        return Ok(Resources::zero());
+    };
+    Resources::from_quantities(map.iter().map(|(k, v)| (k.as_str(), v.0.as_str()))).map_err(
+        |(resource, e)| ConversionError {
+            kind,
+            name: name.to_owned(),
+            field: format!("{field}.{resource}"),
+            message: e.to_string(),
+        },
+    )
 }
 
-fn container_requests(kind: &'static str, name: &str, field: &str, r: Option<&ResourceRequirements>) -> Result<Resources, ConversionError> {
-    let Some(r) = r else { return Ok(Resources::zero()) };
+fn container_requests(
+    kind: &'static str,
+    name: &str,
+    field: &str,
+    r: Option<&ResourceRequirements>,
+) -> Result<Resources, ConversionError> {
+    let Some(r) = r else {
+        return Ok(Resources::zero());
+    };
     // The API server defaults requests to limits; a raw object may carry only limits.
     let mut out = quantities(kind, name, &format!("{field}.limits"), r.limits.as_ref())?;
-    let requests = quantities(kind, name, &format!("{field}.requests"), r.requests.as_ref())?;
+    let requests = quantities(
+        kind,
+        name,
+        &format!("{field}.requests"),
+        r.requests.as_ref(),
+    )?;
     if let Some(req) = &r.requests {
         // Requests override limits resource by resource.
         let mut merged = out.clone();
@@ -107,15 +128,29 @@ fn container_requests(kind: &'static str, name: &str, field: &str, r: Option<&Re
 /// The effective request of a pod spec, as the scheduler computes it: the larger of
 /// (app containers + restartable init "sidecars") and each regular init container
 /// (plus the sidecars started before it), plus the pod overhead, plus one pod slot.
-pub fn effective_requests(kind: &'static str, name: &str, spec: &PodSpec) -> Result<Resources, ConversionError> {
+pub fn effective_requests(
+    kind: &'static str,
+    name: &str,
+    spec: &PodSpec,
+) -> Result<Resources, ConversionError> {
     let mut sum = Resources::zero();
     for (i, c) in spec.containers.iter().enumerate() {
-        sum.add(&container_requests(kind, name, &format!("spec.containers[{i}].resources"), c.resources.as_ref())?);
+        sum.add(&container_requests(
+            kind,
+            name,
+            &format!("spec.containers[{i}].resources"),
+            c.resources.as_ref(),
+        )?);
     }
     let mut sidecars = Resources::zero();
     let mut init_peak = Resources::zero();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        let r = container_requests(kind, name, &format!("spec.initContainers[{i}].resources"), c.resources.as_ref())?;
+        let r = container_requests(
+            kind,
+            name,
+            &format!("spec.initContainers[{i}].resources"),
+            c.resources.as_ref(),
+        )?;
         if c.restart_policy.as_deref() == Some("Always") {
             sidecars.add(&r);
             init_peak.max_with(&sidecars);
@@ -127,12 +162,22 @@ pub fn effective_requests(kind: &'static str, name: &str, spec: &PodSpec) -> Res
     }
     sum.add(&sidecars);
     sum.max_with(&init_peak);
-    sum.add(&quantities(kind, name, "spec.overhead", spec.overhead.as_ref())?);
+    sum.add(&quantities(
+        kind,
+        name,
+        "spec.overhead",
+        spec.overhead.as_ref(),
+    )?);
     sum.pods = 1;
     Ok(sum)
 }
 
-fn operator(kind: &'static str, name: &str, field: &str, text: &str) -> Result<Operator, ConversionError> {
+fn operator(
+    kind: &'static str,
+    name: &str,
+    field: &str,
+    text: &str,
+) -> Result<Operator, ConversionError> {
     Ok(match text {
         "In" => Operator::In,
         "NotIn" => Operator::NotIn,
@@ -141,12 +186,22 @@ fn operator(kind: &'static str, name: &str, field: &str, text: &str) -> Result<O
         "Gt" => Operator::Gt,
         "Lt" => Operator::Lt,
         other => {
-            return Err(ConversionError { kind, name: name.to_owned(), field: field.to_owned(), message: format!("unknown operator {other:?}") })
+            return Err(ConversionError {
+                kind,
+                name: name.to_owned(),
+                field: field.to_owned(),
+                message: format!("unknown operator {other:?}"),
+            })
         }
     })
 }
 
-fn node_requirements(kind: &'static str, name: &str, field: &str, reqs: Option<&Vec<K8sReq>>) -> Result<Vec<NodeSelectorRequirement>, ConversionError> {
+fn node_requirements(
+    kind: &'static str,
+    name: &str,
+    field: &str,
+    reqs: Option<&Vec<K8sReq>>,
+) -> Result<Vec<NodeSelectorRequirement>, ConversionError> {
     reqs.into_iter()
         .flatten()
         .enumerate()
@@ -161,26 +216,50 @@ fn node_requirements(kind: &'static str, name: &str, field: &str, reqs: Option<&
 }
 
 /// Required node affinity (matchFields are not simulated: documented approximation).
-pub fn required_node_affinity(kind: &'static str, name: &str, affinity: Option<&Affinity>) -> Result<Option<NodeAffinity>, ConversionError> {
-    let Some(required) = affinity.and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref()) else {
+pub fn required_node_affinity(
+    kind: &'static str,
+    name: &str,
+    affinity: Option<&Affinity>,
+) -> Result<Option<NodeAffinity>, ConversionError> {
+    let Some(required) = affinity
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    else {
         return Ok(None);
     };
     let mut terms = Vec::new();
     for (i, t) in required.node_selector_terms.iter().enumerate() {
-        let field = format!("spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}].matchExpressions");
-        terms.push(NodeSelectorTerm { match_expressions: node_requirements(kind, name, &field, t.match_expressions.as_ref())? });
+        let field =
+            format!("spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}].matchExpressions");
+        terms.push(NodeSelectorTerm {
+            match_expressions: node_requirements(kind, name, &field, t.match_expressions.as_ref())?,
+        });
     }
     Ok(Some(NodeAffinity { terms }))
 }
 
 /// An API string map (labels, a node selector) as the planner's [`Labels`].
 fn labels_of(map: Option<&BTreeMap<String, String>>) -> Labels {
-    map.map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default()
+    map.map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .unwrap_or_default()
 }
 
-fn label_selector(kind: &'static str, name: &str, field: &str, s: Option<&K8sSelector>) -> Result<LabelSelector, ConversionError> {
-    let Some(s) = s else { return Ok(LabelSelector::default()) };
-    let mut out = LabelSelector { match_labels: labels_of(s.match_labels.as_ref()), match_expressions: vec![] };
+fn label_selector(
+    kind: &'static str,
+    name: &str,
+    field: &str,
+    s: Option<&K8sSelector>,
+) -> Result<LabelSelector, ConversionError> {
+    let Some(s) = s else {
+        return Ok(LabelSelector::default());
+    };
+    let mut out = LabelSelector {
+        match_labels: labels_of(s.match_labels.as_ref()),
+        match_expressions: vec![],
+    };
     for (i, e) in s.match_expressions.iter().flatten().enumerate() {
         let operator = match e.operator.as_str() {
             "In" => SelectorOperator::In,
@@ -196,13 +275,21 @@ fn label_selector(kind: &'static str, name: &str, field: &str, s: Option<&K8sSel
                 })
             }
         };
-        out.match_expressions.push(SelectorRequirement { key: e.key.clone(), operator, values: e.values.clone().unwrap_or_default() });
+        out.match_expressions.push(SelectorRequirement {
+            key: e.key.clone(),
+            operator,
+            values: e.values.clone().unwrap_or_default(),
+        });
     }
     Ok(out)
 }
 
 /// Tolerations; an unknown effect is a conversion error (the API server rejects it anyway).
-pub fn tolerations(kind: &'static str, name: &str, list: Option<&Vec<K8sToleration>>) -> Result<Vec<Toleration>, ConversionError> {
+pub fn tolerations(
+    kind: &'static str,
+    name: &str,
+    list: Option<&Vec<K8sToleration>>,
+) -> Result<Vec<Toleration>, ConversionError> {
     list.into_iter()
         .flatten()
         .enumerate()
@@ -218,7 +305,11 @@ pub fn tolerations(kind: &'static str, name: &str, list: Option<&Vec<K8sTolerati
             };
             Ok(Toleration {
                 key: t.key.clone().unwrap_or_default(),
-                operator: if t.operator.as_deref() == Some("Exists") { TolerationOperator::Exists } else { TolerationOperator::Equal },
+                operator: if t.operator.as_deref() == Some("Exists") {
+                    TolerationOperator::Exists
+                } else {
+                    TolerationOperator::Equal
+                },
                 value: t.value.clone().unwrap_or_default(),
                 effect,
             })
@@ -233,19 +324,35 @@ pub fn taints(list: Option<&Vec<K8sTaint>>) -> (Vec<Taint>, Vec<String>) {
     let mut unknown = Vec::new();
     for t in list.into_iter().flatten() {
         match TaintEffect::parse(&t.effect) {
-            Some(effect) => out.push(Taint::new(t.key.clone(), t.value.clone().unwrap_or_default(), effect)),
+            Some(effect) => out.push(Taint::new(
+                t.key.clone(),
+                t.value.clone().unwrap_or_default(),
+                effect,
+            )),
             None => unknown.push(format!("{}:{}", t.key, t.effect)),
         }
     }
     (out, unknown)
 }
 
-fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
-fn label<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.labels.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+fn label<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.labels
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
 /// Converts a Pod.
@@ -255,14 +362,24 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
     let name = meta.name.clone().unwrap_or_default();
     let full = format!("{namespace}/{name}");
     let kind = "Pod";
-    let spec = pod.spec.as_ref().ok_or_else(|| ConversionError { kind, name: full.clone(), field: "spec".into(), message: "missing".into() })?;
+    let spec = pod.spec.as_ref().ok_or_else(|| ConversionError {
+        kind,
+        name: full.clone(),
+        field: "spec".into(),
+        message: "missing".into(),
+    })?;
     let requests = effective_requests(kind, &full, spec)?;
     let owner = if annotation(meta, "kubernetes.io/config.mirror").is_some() {
         Owner::Mirror
     } else {
         // Group-qualified: a Volcano `batch.volcano.sh/Job` is not a `batch/Job`, and
         // only `apps/DaemonSet` pods are node infrastructure.
-        match meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)) {
+        match meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+        {
             None => Owner::Bare,
             Some(o) => Owner::of_controller(&o.api_version, &o.kind, &o.name),
         }
@@ -272,11 +389,19 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     {
         for (i, t) in terms.iter().enumerate() {
             anti_affinity.push(PodAntiAffinityTerm {
-                selector: label_selector(kind, &full, &format!("spec.affinity.podAntiAffinity.required[{i}].labelSelector"), t.label_selector.as_ref())?,
+                selector: label_selector(
+                    kind,
+                    &full,
+                    &format!("spec.affinity.podAntiAffinity.required[{i}].labelSelector"),
+                    t.label_selector.as_ref(),
+                )?,
                 namespaces: t.namespaces.clone().unwrap_or_default(),
                 topology_key: t.topology_key.clone(),
             });
@@ -291,38 +416,64 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
     };
     let unschedulable = status
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")));
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        });
     let safe_to_evict = match annotation(meta, ANNOTATION_SAFE_TO_EVICT) {
         Some("true") => Some(SafeToEvict::True),
         Some("false") => Some(SafeToEvict::False),
         Some("on-completion") => Some(SafeToEvict::OnCompletion),
         _ => None,
     };
-    let do_not_disrupt = annotation(meta, ANNOTATION_DO_NOT_DISRUPT) == Some("true") || label(meta, LABEL_DO_NOT_DRAIN) == Some("true");
+    let do_not_disrupt = annotation(meta, ANNOTATION_DO_NOT_DISRUPT) == Some("true")
+        || label(meta, LABEL_DO_NOT_DRAIN) == Some("true");
     let gang = gang_of(meta, spec, &namespace, &owner);
-    let expected_duration = annotation(meta, ANNOTATION_EXPECTED_DURATION).and_then(|d| parse_duration(d).ok());
-    let mut view = PodView::new(PodKey::new(namespace, name), requests, owner, meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO));
+    let expected_duration =
+        annotation(meta, ANNOTATION_EXPECTED_DURATION).and_then(|d| parse_duration(d).ok());
+    let mut view = PodView::new(
+        PodKey::new(namespace, name),
+        requests,
+        owner,
+        meta.creation_timestamp
+            .as_ref()
+            .map(time_of)
+            .unwrap_or(Time::ZERO),
+    );
     view.labels = labels_of(meta.labels.as_ref());
     view.node_selector = labels_of(spec.node_selector.as_ref());
     view.required_affinity = required_node_affinity(kind, &full, spec.affinity.as_ref())?;
     view.tolerations = tolerations(kind, &full, spec.tolerations.as_ref())?;
     view.anti_affinity = anti_affinity;
     view.phase = phase;
-    view.node = spec.node_name.clone().filter(|n| !n.is_empty()).map(NodeName::new);
+    view.node = spec
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .map(NodeName::new);
     view.unschedulable = unschedulable && view.node.is_none();
     view.priority = spec.priority.unwrap_or(0);
     view.safe_to_evict = safe_to_evict;
     view.do_not_disrupt = do_not_disrupt;
     view.gang = gang;
     view.started = status.and_then(|s| s.start_time.as_ref()).map(time_of);
-    view.active_deadline = spec.active_deadline_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
+    view.active_deadline = spec
+        .active_deadline_seconds
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
     view.expected_duration = expected_duration;
     view.uid = meta.uid.clone().filter(|u| !u.is_empty()).map(PodUid::new);
     view.consumes_request = annotation(meta, ANNOTATION_CONSUME_PROVISIONING_REQUEST)
         .or_else(|| annotation(meta, ANNOTATION_CA_CONSUME_PROVISIONING_REQUEST))
         .filter(|r| !r.is_empty())
         .map(str::to_owned);
-    view.termination_grace = spec.termination_grace_period_seconds.filter(|s| *s >= 0).map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
+    view.termination_grace = spec
+        .termination_grace_period_seconds
+        .filter(|s| *s >= 0)
+        .map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
     Ok(view)
 }
 
@@ -330,11 +481,24 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
 /// Kueue's pod groups, coscheduling, Volcano and the Workload API. Sizes that live in a
 /// `PodGroup` object (coscheduling, Volcano, Workload API) are 0 here and filled in
 /// from the watched PodGroups when the snapshot is built (`cache.rs`).
-fn gang_of(meta: &ObjectMeta, spec: &PodSpec, namespace: &str, owner: &Owner) -> Option<GangMembership> {
-    let member = |name: &str, size: u32, source: GangSource| Some(GangMembership { gang: GangId::new(format!("{namespace}/{name}")), size, source });
+fn gang_of(
+    meta: &ObjectMeta,
+    spec: &PodSpec,
+    namespace: &str,
+    owner: &Owner,
+) -> Option<GangMembership> {
+    let member = |name: &str, size: u32, source: GangSource| {
+        Some(GangMembership {
+            gang: GangId::new(format!("{namespace}/{name}")),
+            size,
+            source,
+        })
+    };
     let our_name = annotation(meta, ANNOTATION_GANG_NAME);
     if annotation(meta, ANNOTATION_GANG) == Some("true") || our_name.is_some() {
-        let size = annotation(meta, ANNOTATION_GANG_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let size = annotation(meta, ANNOTATION_GANG_SIZE)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let name = our_name.map(str::to_owned).or_else(|| match owner {
             Owner::Job(j) => Some(j.clone()),
             _ => None,
@@ -342,7 +506,9 @@ fn gang_of(meta: &ObjectMeta, spec: &PodSpec, namespace: &str, owner: &Owner) ->
         return member(&name, size, GangSource::Annotation);
     }
     if let Some(name) = label(meta, LABEL_KUEUE_POD_GROUP) {
-        let size = annotation(meta, ANNOTATION_KUEUE_POD_GROUP_TOTAL).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let size = annotation(meta, ANNOTATION_KUEUE_POD_GROUP_TOTAL)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         return member(name, size, GangSource::KueuePodGroup);
     }
     if let Some(name) = label(meta, LABEL_COSCHEDULING_POD_GROUP) {
@@ -351,61 +517,114 @@ fn gang_of(meta: &ObjectMeta, spec: &PodSpec, namespace: &str, owner: &Owner) ->
     if let Some(name) = annotation(meta, ANNOTATION_VOLCANO_GROUP_NAME) {
         return member(name, 0, GangSource::Volcano);
     }
-    if let Some(name) = spec.scheduling_group.as_ref().and_then(|g| g.pod_group_name.as_deref()).filter(|n| !n.is_empty()) {
+    if let Some(name) = spec
+        .scheduling_group
+        .as_ref()
+        .and_then(|g| g.pod_group_name.as_deref())
+        .filter(|n| !n.is_empty())
+    {
         return member(name, 0, GangSource::WorkloadApi);
     }
     None
 }
 
 /// Converts a Node. `group_of` maps an instance id to its (owned) node group.
-pub fn node_view(node: &Node, group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>) -> Result<(NodeView, Vec<String>), ConversionError> {
+pub fn node_view(
+    node: &Node,
+    group_of: impl Fn(&InstanceId) -> Option<NodeGroupId>,
+) -> Result<(NodeView, Vec<String>), ConversionError> {
     let meta = &node.metadata;
     let name = meta.name.clone().unwrap_or_default();
     let kind = "Node";
     let status = node.status.as_ref();
-    let allocatable = quantities(kind, &name, "status.allocatable", status.and_then(|s| s.allocatable.as_ref()))?;
-    let created = meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO);
+    let allocatable = quantities(
+        kind,
+        &name,
+        "status.allocatable",
+        status.and_then(|s| s.allocatable.as_ref()),
+    )?;
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map(time_of)
+        .unwrap_or(Time::ZERO);
     let mut view = NodeView::new(NodeName::new(name.clone()), allocatable, created);
     view.labels = labels_of(meta.labels.as_ref());
     let spec = node.spec.as_ref();
     let (node_taints, unknown) = taints(spec.and_then(|s| s.taints.as_ref()));
-    let warnings = unknown.into_iter().map(|t| format!("node {name}: taint {t} has an unknown effect and is ignored")).collect();
+    let warnings = unknown
+        .into_iter()
+        .map(|t| format!("node {name}: taint {t} has an unknown effect and is ignored"))
+        .collect();
     view.taints = node_taints;
     view.cordoned = spec.and_then(|s| s.unschedulable).unwrap_or(false);
-    view.instance = spec.and_then(|s| s.provider_id.as_deref()).and_then(parse_provider_id).map(|(_, i)| i);
+    view.instance = spec
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(parse_provider_id)
+        .map(|(_, i)| i);
     view.group = view.instance.as_ref().and_then(&group_of);
-    let ready = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     view.ready = ready.is_some_and(|c| c.status == "True");
-    view.ready_changed = ready.and_then(|c| c.last_transition_time.as_ref()).map(time_of).unwrap_or(created);
+    view.ready_changed = ready
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(time_of)
+        .unwrap_or(created);
     view.idle_since = annotation(meta, ANNOTATION_IDLE_SINCE).and_then(parse_annotation_time);
     if view.taints.iter().any(|t| t.key == TAINT_RETIRING) {
         view.retired = Some(RetireMark {
-            since: annotation(meta, ANNOTATION_RETIRED_AT).and_then(parse_annotation_time).unwrap_or(created),
-            reason: annotation(meta, ANNOTATION_RETIRE_REASON).unwrap_or("").to_owned(),
+            since: annotation(meta, ANNOTATION_RETIRED_AT)
+                .and_then(parse_annotation_time)
+                .unwrap_or(created),
+            reason: annotation(meta, ANNOTATION_RETIRE_REASON)
+                .unwrap_or("")
+                .to_owned(),
         });
     }
-    view.scale_down_disabled = annotation(meta, ANNOTATION_SCALE_DOWN_DISABLED) == Some("true") || label(meta, LABEL_DETACHED) == Some("true");
+    view.scale_down_disabled = annotation(meta, ANNOTATION_SCALE_DOWN_DISABLED) == Some("true")
+        || label(meta, LABEL_DETACHED) == Some("true");
     Ok((view, warnings))
 }
 
 /// Tolerations every DaemonSet pod gets from the DaemonSet controller.
 fn daemonset_default_tolerations() -> Vec<Toleration> {
-    ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "node.kubernetes.io/disk-pressure", "node.kubernetes.io/memory-pressure", "node.kubernetes.io/pid-pressure", "node.kubernetes.io/unschedulable"]
-        .into_iter()
-        .map(|key| Toleration { key: key.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None })
-        .collect()
+    [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/unschedulable",
+    ]
+    .into_iter()
+    .map(|key| Toleration {
+        key: key.into(),
+        operator: TolerationOperator::Exists,
+        value: String::new(),
+        effect: None,
+    })
+    .collect()
 }
 
 /// Converts a DaemonSet into the overhead it puts on every eligible node.
 pub fn daemonset_view(ds: &DaemonSet) -> Result<DaemonSetView, ConversionError> {
-    let name = format!("{}/{}", ds.metadata.namespace.as_deref().unwrap_or("default"), ds.metadata.name.as_deref().unwrap_or(""));
+    let name = format!(
+        "{}/{}",
+        ds.metadata.namespace.as_deref().unwrap_or("default"),
+        ds.metadata.name.as_deref().unwrap_or("")
+    );
     let kind = "DaemonSet";
-    let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).ok_or_else(|| ConversionError {
-        kind,
-        name: name.clone(),
-        field: "spec.template.spec".into(),
-        message: "missing".into(),
-    })?;
+    let spec = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or_else(|| ConversionError {
+            kind,
+            name: name.clone(),
+            field: "spec.template.spec".into(),
+            message: "missing".into(),
+        })?;
     let mut tols = tolerations(kind, &name, spec.tolerations.as_ref())?;
     tols.extend(daemonset_default_tolerations());
     Ok(DaemonSetView {
@@ -468,21 +687,59 @@ mod tests {
             for (k, v) in meta.as_object().unwrap() {
                 m[k] = v.clone();
             }
-            pod_view(&pod(json!({"metadata": m, "spec": spec}))).unwrap().gang
+            pod_view(&pod(json!({"metadata": m, "spec": spec})))
+                .unwrap()
+                .gang
         };
-        let g = |name: &str, size: u32, source: GangSource| Some(GangMembership { gang: GangId::new(format!("ml/{name}")), size, source });
+        let g = |name: &str, size: u32, source: GangSource| {
+            Some(GangMembership {
+                gang: GangId::new(format!("ml/{name}")),
+                size,
+                source,
+            })
+        };
         assert_eq!(
-            with(json!({"labels": {"kueue.x-k8s.io/pod-group-name": "grp"}, "annotations": {"kueue.x-k8s.io/pod-group-total-count": "6"}}), json!({})),
+            with(
+                json!({"labels": {"kueue.x-k8s.io/pod-group-name": "grp"}, "annotations": {"kueue.x-k8s.io/pod-group-total-count": "6"}}),
+                json!({})
+            ),
             g("grp", 6, GangSource::KueuePodGroup)
         );
-        assert_eq!(with(json!({"labels": {"scheduling.x-k8s.io/pod-group": "pg"}}), json!({})), g("pg", 0, GangSource::Coscheduling));
-        assert_eq!(with(json!({"annotations": {"scheduling.k8s.io/group-name": "vg"}}), json!({})), g("vg", 0, GangSource::Volcano));
-        assert_eq!(with(json!({}), json!({"schedulingGroup": {"podGroupName": "wg"}})), g("wg", 0, GangSource::WorkloadApi));
         assert_eq!(
-            with(json!({"annotations": {"batch-autoscaler.io/gang-name": "ours", "batch-autoscaler.io/gang-size": "3"}}), json!({})),
+            with(
+                json!({"labels": {"scheduling.x-k8s.io/pod-group": "pg"}}),
+                json!({})
+            ),
+            g("pg", 0, GangSource::Coscheduling)
+        );
+        assert_eq!(
+            with(
+                json!({"annotations": {"scheduling.k8s.io/group-name": "vg"}}),
+                json!({})
+            ),
+            g("vg", 0, GangSource::Volcano)
+        );
+        assert_eq!(
+            with(
+                json!({}),
+                json!({"schedulingGroup": {"podGroupName": "wg"}})
+            ),
+            g("wg", 0, GangSource::WorkloadApi)
+        );
+        assert_eq!(
+            with(
+                json!({"annotations": {"batch-autoscaler.io/gang-name": "ours", "batch-autoscaler.io/gang-size": "3"}}),
+                json!({})
+            ),
             g("ours", 3, GangSource::Annotation)
         );
-        assert_eq!(with(json!({"annotations": {"autoscaling.x-k8s.io/consume-provisioning-request": "r"}}), json!({})), None);
+        assert_eq!(
+            with(
+                json!({"annotations": {"autoscaling.x-k8s.io/consume-provisioning-request": "r"}}),
+                json!({})
+            ),
+            None
+        );
         let v = pod_view(&pod(json!({"metadata": {"name": "p", "namespace": "ml", "annotations": {"cluster-autoscaler.kubernetes.io/consume-provisioning-request": "old"}}, "spec": {"containers": [{"name": "c"}]}}))).unwrap();
         assert_eq!(v.consumes_request.as_deref(), Some("old"));
     }
@@ -521,19 +778,27 @@ mod tests {
         assert!(v.unschedulable);
         assert!(v.do_not_disrupt);
         assert_eq!(v.safe_to_evict, Some(SafeToEvict::OnCompletion));
-        assert_eq!(v.gang, Some(GangMembership::new(GangId::new("ml/train"), 8)));
+        assert_eq!(
+            v.gang,
+            Some(GangMembership::new(GangId::new("ml/train"), 8))
+        );
         assert_eq!(v.priority, 5);
         assert_eq!(v.expected_duration, Some(Duration::from_secs(45 * 60)));
         assert_eq!(v.active_deadline, Some(Duration::from_secs(3600)));
         assert_eq!(v.tolerations.len(), 2);
         assert_eq!(v.anti_affinity.len(), 1);
-        assert_eq!(v.required_affinity.unwrap().terms[0].match_expressions[0].operator, Operator::In);
+        assert_eq!(
+            v.required_affinity.unwrap().terms[0].match_expressions[0].operator,
+            Operator::In
+        );
         assert_eq!(v.created, Time::from_secs(1_795_428_000));
     }
 
     #[test]
     fn bad_quantity_names_the_pod_and_field() {
-        let p = pod(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}}));
+        let p = pod(
+            json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}}),
+        );
         let e = pod_view(&p).unwrap_err();
         assert_eq!(e.name, "ns/p");
         assert_eq!(e.field, "spec.containers[0].resources.requests.cpu");
@@ -551,8 +816,14 @@ mod tests {
         .unwrap();
         let (v, warnings) = node_view(&n, |_| Some(NodeGroupId::new("never"))).unwrap();
         assert_eq!(v.instance, None);
-        assert_eq!(v.group, None, "a node without an AWS instance belongs to no group");
-        assert_eq!(v.taints, vec![Taint::new("spot", "", TaintEffect::NoSchedule)]);
+        assert_eq!(
+            v.group, None,
+            "a node without an AWS instance belongs to no group"
+        );
+        assert_eq!(
+            v.taints,
+            vec![Taint::new("spot", "", TaintEffect::NoSchedule)]
+        );
         assert_eq!(warnings.len(), 1);
         assert_eq!(v.allocatable.extended("example.com/fpga"), 2);
         assert!(v.ready);
@@ -568,18 +839,39 @@ mod tests {
             "status": {"allocatable": {"cpu": "4"}}
         }))
         .unwrap();
-        let (v, _) = node_view(&n, |i| (i.as_str() == "i-0abc").then(|| NodeGroupId::new("workers"))).unwrap();
+        let (v, _) = node_view(&n, |i| {
+            (i.as_str() == "i-0abc").then(|| NodeGroupId::new("workers"))
+        })
+        .unwrap();
         assert_eq!(v.group, Some(NodeGroupId::new("workers")));
-        assert_eq!(v.retired, Some(RetireMark { since: Time::from_secs(1_795_428_000), reason: "idle".into() }));
+        assert_eq!(
+            v.retired,
+            Some(RetireMark {
+                since: Time::from_secs(1_795_428_000),
+                reason: "idle".into()
+            })
+        );
         assert!(v.scale_down_disabled);
         assert!(!v.ready);
     }
 
     #[test]
     fn provider_ids() {
-        assert_eq!(parse_provider_id("aws:///us-west-2a/i-0abc"), Some((Zone::new("us-west-2a"), InstanceId::new("i-0abc"))));
-        assert_eq!(parse_provider_id("aws://us-west-2a/i-0abc").map(|x| x.1), Some(InstanceId::new("i-0abc")));
-        for bad in ["", "gce://p/z/n", "aws:///us-west-2a/", "aws:///us-west-2a/vm-1", "aws:///a/b/c"] {
+        assert_eq!(
+            parse_provider_id("aws:///us-west-2a/i-0abc"),
+            Some((Zone::new("us-west-2a"), InstanceId::new("i-0abc")))
+        );
+        assert_eq!(
+            parse_provider_id("aws://us-west-2a/i-0abc").map(|x| x.1),
+            Some(InstanceId::new("i-0abc"))
+        );
+        for bad in [
+            "",
+            "gce://p/z/n",
+            "aws:///us-west-2a/",
+            "aws:///us-west-2a/vm-1",
+            "aws:///a/b/c",
+        ] {
             assert_eq!(parse_provider_id(bad), None, "{bad}");
         }
     }
@@ -593,7 +885,10 @@ mod tests {
         .unwrap();
         let v = daemonset_view(&ds).unwrap();
         assert_eq!(v.requests.cpu_millis, 100);
-        assert!(v.tolerations.iter().any(|t| t.key == "node.kubernetes.io/unschedulable"));
+        assert!(v
+            .tolerations
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unschedulable"));
         let p = parse_priorities("10:\n  - .*p2.*\n50:\n  - .*p3.*\n").unwrap();
         assert_eq!(p[&50], vec![".*p3.*".to_owned()]);
         assert!(parse_priorities("ten: [x]").is_err());

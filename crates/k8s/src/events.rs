@@ -41,9 +41,21 @@ const MAX_PODS_PER_SCALE_UP: usize = 50;
 pub fn explanations(event: &PlannerEvent) -> Vec<Explanation> {
     let reason = event.reason();
     let note = event.to_string();
-    let one = |subject, warning| vec![Explanation { subject, warning, reason, note: note.clone() }];
+    let one = |subject, warning| {
+        vec![Explanation {
+            subject,
+            warning,
+            reason,
+            note: note.clone(),
+        }]
+    };
     match event {
-        PlannerEvent::TriggeredScaleUp { group, from, to, pods } => pods
+        PlannerEvent::TriggeredScaleUp {
+            group,
+            from,
+            to,
+            pods,
+        } => pods
             .iter()
             .take(MAX_PODS_PER_SCALE_UP)
             .map(|p| Explanation {
@@ -58,32 +70,65 @@ pub fn explanations(event: &PlannerEvent) -> Vec<Explanation> {
         | PlannerEvent::NodeUnretired { node, .. }
         | PlannerEvent::ScaleDownCandidate { node, .. }
         | PlannerEvent::ScaleDownCancelled { node, .. } => one(Subject::Node(node.clone()), false),
-        PlannerEvent::ScaleDown { node: Some(node), .. } => one(Subject::Node(node.clone()), false),
-        PlannerEvent::ProvisioningRequestUpdated { request, condition, status, .. } => {
+        PlannerEvent::ScaleDown {
+            node: Some(node), ..
+        } => one(Subject::Node(node.clone()), false),
+        PlannerEvent::ProvisioningRequestUpdated {
+            request,
+            condition,
+            status,
+            ..
+        } => {
             // A failure or a refusal is a Warning; progress is Normal.
             let warning = *condition == model::ConditionType::Failed && *status;
             one(Subject::Request(request.clone()), warning)
         }
-        PlannerEvent::ProvisioningRequestScaleUp { request, .. } | PlannerEvent::ProvisioningRequestIgnored { request, .. } => {
+        PlannerEvent::ProvisioningRequestScaleUp { request, .. }
+        | PlannerEvent::ProvisioningRequestIgnored { request, .. } => {
             one(Subject::Request(request.clone()), false)
         }
-        PlannerEvent::InstanceInterrupted { node, pods, kind, response, .. } => {
+        PlannerEvent::InstanceInterrupted {
+            node,
+            pods,
+            kind,
+            response,
+            ..
+        } => {
             // On the node, and on every pod that is about to lose its place: a job
             // that checkpoints can watch its own Events for this.
-            let mut out: Vec<Explanation> = node.iter().map(|n| Explanation { subject: Subject::Node(n.clone()), warning: true, reason, note: note.clone() }).collect();
-            let doomed = matches!(kind, model::InterruptionKind::SpotInterruption | model::InterruptionKind::StateChange);
+            let mut out: Vec<Explanation> = node
+                .iter()
+                .map(|n| Explanation {
+                    subject: Subject::Node(n.clone()),
+                    warning: true,
+                    reason,
+                    note: note.clone(),
+                })
+                .collect();
+            let doomed = matches!(
+                kind,
+                model::InterruptionKind::SpotInterruption | model::InterruptionKind::StateChange
+            );
             let pod_note = if doomed {
-                format!("the node's instance is being taken back ({kind}): checkpoint now; {response}")
+                format!(
+                    "the node's instance is being taken back ({kind}): checkpoint now; {response}"
+                )
             } else {
                 format!("the node's instance got a {kind}: {response}")
             };
-            out.extend(pods.iter().map(|p| Explanation { subject: Subject::Pod(p.clone()), warning: true, reason, note: pod_note.clone() }));
+            out.extend(pods.iter().map(|p| Explanation {
+                subject: Subject::Pod(p.clone()),
+                warning: true,
+                reason,
+                note: pod_note.clone(),
+            }));
             out
         }
         PlannerEvent::WaitingForCapacity { .. } | PlannerEvent::SnapshotNotSynced => vec![],
-        PlannerEvent::Warning { .. } | PlannerEvent::ActionFailed { .. } | PlannerEvent::PoolBackedOff { .. } | PlannerEvent::LaunchTimedOut { .. } => {
-            one(Subject::Autoscaler, true)
-        }
+        PlannerEvent::Warning { .. }
+        | PlannerEvent::ActionFailed { .. }
+        | PlannerEvent::PoolBackedOff { .. }
+        | PlannerEvent::LaunchTimedOut { .. } => one(Subject::Autoscaler, true),
         _ => one(Subject::Autoscaler, false),
     }
 }
@@ -99,7 +144,11 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(interval: Duration, per_loop: usize) -> Self {
-        Self { interval, per_loop, last: BTreeMap::new() }
+        Self {
+            interval,
+            per_loop,
+            last: BTreeMap::new(),
+        }
     }
 
     /// The explanations worth posting now.
@@ -131,9 +180,22 @@ pub struct EventPoster {
 }
 
 impl EventPoster {
-    pub fn new(client: Client, instance: String, status_namespace: String, status_name: String) -> Self {
-        let reporter = Reporter { controller: "batch-autoscaler".into(), instance: Some(instance) };
-        Self { recorder: Recorder::new(client, reporter), status_namespace, status_name, limiter: RateLimiter::new(Duration::from_secs(300), 200) }
+    pub fn new(
+        client: Client,
+        instance: String,
+        status_namespace: String,
+        status_name: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "batch-autoscaler".into(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+            status_namespace,
+            status_name,
+            limiter: RateLimiter::new(Duration::from_secs(300), 200),
+        }
     }
 
     fn reference(&self, subject: &Subject) -> ObjectReference {
@@ -169,19 +231,32 @@ impl EventPoster {
     }
 
     /// Posts the explanations of `events`; returns how many failed to post.
-    pub async fn publish(&mut self, now: Time, events: &[(Time, PlannerEvent)]) -> Result<usize, kube::Error> {
-        let candidates: Vec<Explanation> = events.iter().flat_map(|(_, e)| explanations(e)).collect();
+    pub async fn publish(
+        &mut self,
+        now: Time,
+        events: &[(Time, PlannerEvent)],
+    ) -> Result<usize, kube::Error> {
+        let candidates: Vec<Explanation> =
+            events.iter().flat_map(|(_, e)| explanations(e)).collect();
         let mut failures = 0;
         let mut last_error = None;
         for e in self.limiter.admit(now, candidates) {
             let event = Event {
-                type_: if e.warning { EventType::Warning } else { EventType::Normal },
+                type_: if e.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
                 reason: e.reason.into(),
                 note: Some(truncate(&e.note, 1000)),
                 action: "Autoscale".into(),
                 secondary: None,
             };
-            if let Err(err) = self.recorder.publish(&event, &self.reference(&e.subject)).await {
+            if let Err(err) = self
+                .recorder
+                .publish(&event, &self.reference(&e.subject))
+                .await
+            {
                 failures += 1;
                 last_error = Some(err);
             }
@@ -215,11 +290,20 @@ mod tests {
 
     #[test]
     fn scale_up_explains_each_pod_up_to_a_cap() {
-        let pods: Vec<_> = (0..80).map(|i| PodKey::new("ns", format!("p{i}"))).collect();
-        let e = PlannerEvent::TriggeredScaleUp { group: NodeGroupId::new("g"), from: 0, to: 3, pods };
+        let pods: Vec<_> = (0..80)
+            .map(|i| PodKey::new("ns", format!("p{i}")))
+            .collect();
+        let e = PlannerEvent::TriggeredScaleUp {
+            group: NodeGroupId::new("g"),
+            from: 0,
+            to: 3,
+            pods,
+        };
         let out = explanations(&e);
         assert_eq!(out.len(), MAX_PODS_PER_SCALE_UP);
-        assert!(out.iter().all(|x| x.reason == "TriggeredScaleUp" && matches!(x.subject, Subject::Pod(_))));
+        assert!(out
+            .iter()
+            .all(|x| x.reason == "TriggeredScaleUp" && matches!(x.subject, Subject::Pod(_))));
     }
 
     #[test]
@@ -240,8 +324,17 @@ mod tests {
         };
         let x = explanations(&e);
         let subjects: Vec<_> = x.iter().map(|x| x.subject.clone()).collect();
-        assert_eq!(subjects, vec![Subject::Node(NodeName::new("n1")), Subject::Pod(PodKey::new("ml", "a")), Subject::Pod(PodKey::new("ml", "b"))]);
-        assert!(x.iter().all(|x| x.warning && x.reason == "SpotInterruption"));
+        assert_eq!(
+            subjects,
+            vec![
+                Subject::Node(NodeName::new("n1")),
+                Subject::Pod(PodKey::new("ml", "a")),
+                Subject::Pod(PodKey::new("ml", "b"))
+            ]
+        );
+        assert!(x
+            .iter()
+            .all(|x| x.warning && x.reason == "SpotInterruption"));
         assert!(x[1].note.contains("checkpoint"), "{}", x[1].note);
     }
 
@@ -259,17 +352,35 @@ mod tests {
         assert_eq!(x[0].subject, Subject::Request(PodKey::new("ml", "r")));
         assert!(x[0].warning);
         assert_eq!(x[0].reason, "ProvisioningFailed");
-        assert!(x[0].note.contains("no node group can hold all 8 pods"), "{}", x[0].note);
+        assert!(
+            x[0].note.contains("no node group can hold all 8 pods"),
+            "{}",
+            x[0].note
+        );
     }
 
     #[test]
     fn repeats_are_dropped_within_the_interval() {
         let mut l = RateLimiter::new(Duration::from_secs(300), 10);
-        let e = Explanation { subject: Subject::Autoscaler, warning: true, reason: "PoolBackedOff", note: "x".into() };
-        assert_eq!(l.admit(Time::from_secs(0), vec![e.clone(), e.clone()]).len(), 1);
+        let e = Explanation {
+            subject: Subject::Autoscaler,
+            warning: true,
+            reason: "PoolBackedOff",
+            note: "x".into(),
+        };
+        assert_eq!(
+            l.admit(Time::from_secs(0), vec![e.clone(), e.clone()])
+                .len(),
+            1
+        );
         assert_eq!(l.admit(Time::from_secs(100), vec![e.clone()]).len(), 0);
         assert_eq!(l.admit(Time::from_secs(301), vec![e.clone()]).len(), 1);
-        let many: Vec<_> = (0..20).map(|i| Explanation { note: i.to_string(), ..e.clone() }).collect();
+        let many: Vec<_> = (0..20)
+            .map(|i| Explanation {
+                note: i.to_string(),
+                ..e.clone()
+            })
+            .collect();
         assert_eq!(l.admit(Time::from_secs(400), many).len(), 10);
     }
 }

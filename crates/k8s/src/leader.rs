@@ -51,17 +51,27 @@ impl LeaderConfig {
         if self.renew_deadline >= self.lease_duration {
             return Err(LeaderConfigError {
                 field: "leader-elect-renew-deadline",
-                message: format!("must be shorter than leader-elect-lease-duration ({} >= {})", fmt(self.renew_deadline), fmt(self.lease_duration)),
+                message: format!(
+                    "must be shorter than leader-elect-lease-duration ({} >= {})",
+                    fmt(self.renew_deadline),
+                    fmt(self.lease_duration)
+                ),
             });
         }
         if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
             return Err(LeaderConfigError {
                 field: "leader-elect-retry-period",
-                message: format!("must be greater than zero and shorter than leader-elect-renew-deadline ({})", fmt(self.renew_deadline)),
+                message: format!(
+                    "must be greater than zero and shorter than leader-elect-renew-deadline ({})",
+                    fmt(self.renew_deadline)
+                ),
             });
         }
         if self.lease_duration.as_secs() < 1 {
-            return Err(LeaderConfigError { field: "leader-elect-lease-duration", message: "must be at least 1s".into() });
+            return Err(LeaderConfigError {
+                field: "leader-elect-lease-duration",
+                message: "must be at least 1s".into(),
+            });
         }
         Ok(())
     }
@@ -86,7 +96,10 @@ enum Attempt {
 }
 
 /// Starts competing for the lease. The receiver says until when this replica may act.
-pub async fn elect(client: Client, config: &LeaderConfig) -> Result<(watch::Receiver<Leadership>, JoinHandle<()>), LeaderConfigError> {
+pub async fn elect(
+    client: Client,
+    config: &LeaderConfig,
+) -> Result<(watch::Receiver<Leadership>, JoinHandle<()>), LeaderConfigError> {
     config.validate()?;
     let (tx, rx) = watch::channel(Leadership::Follower);
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
@@ -131,7 +144,12 @@ fn now_micro() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
 }
 
-async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaderConfig, observed: &mut Observed, started: Instant) -> Attempt {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    config: &LeaderConfig,
+    observed: &mut Observed,
+    started: Instant,
+) -> Attempt {
     let duration_secs = i32::try_from(config.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let current = match api.get_opt(&config.lease_name).await {
         Ok(current) => current,
@@ -139,7 +157,11 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaderConfig, observed:
     };
     let Some(mut lease) = current else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(config.lease_name.clone()), namespace: Some(config.namespace.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(config.lease_name.clone()),
+                namespace: Some(config.namespace.clone()),
+                ..ObjectMeta::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(config.identity.clone()),
                 lease_duration_seconds: Some(duration_secs),
@@ -151,7 +173,9 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaderConfig, observed:
         };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(_) => Attempt::Held,
-            Err(kube::Error::Api(s)) if s.code == 409 => Attempt::Other("a replica that created the lease first".into()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Attempt::Other("a replica that created the lease first".into())
+            }
             Err(e) => Attempt::Unknown(e.to_string()),
         };
     };
@@ -166,7 +190,11 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaderConfig, observed:
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone().unwrap_or_default();
     let held_by_us = holder == config.identity;
-    let their_duration = spec.lease_duration_seconds.map_or(config.lease_duration, |s| Duration::from_secs(s.max(0) as u64));
+    let their_duration = spec
+        .lease_duration_seconds
+        .map_or(config.lease_duration, |s| {
+            Duration::from_secs(s.max(0) as u64)
+        });
     let expired = holder.is_empty() || started >= first_seen + their_duration;
     if !held_by_us && !expired {
         return Attempt::Other(holder);
@@ -181,9 +209,18 @@ async fn try_acquire_or_renew(api: &Api<Lease>, config: &LeaderConfig, observed:
     // A patch carrying the resourceVersion read: if anyone wrote in between, 409 (the
     // chart grants get and patch on the lease, and create).
     let body = serde_json::json!({"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": lease.spec});
-    match api.patch(&config.lease_name, &PatchParams::default(), &Patch::Merge(&body)).await {
+    match api
+        .patch(
+            &config.lease_name,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+    {
         Ok(_) => Attempt::Held,
-        Err(kube::Error::Api(s)) if s.code == 409 => Attempt::Other("a replica that wrote the lease first".into()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Attempt::Other("a replica that wrote the lease first".into())
+        }
         Err(e) => Attempt::Unknown(e.to_string()),
     }
 }
@@ -214,9 +251,21 @@ mod tests {
     #[test]
     fn durations_must_nest_and_errors_name_the_flag() {
         assert!(config(15, 10, 2).validate().is_ok());
-        assert_eq!(config(15, 15, 2).validate().unwrap_err().field, "leader-elect-renew-deadline");
-        assert_eq!(config(15, 20, 2).validate().unwrap_err().field, "leader-elect-renew-deadline");
-        assert_eq!(config(15, 10, 10).validate().unwrap_err().field, "leader-elect-retry-period");
-        assert_eq!(config(15, 10, 0).validate().unwrap_err().field, "leader-elect-retry-period");
+        assert_eq!(
+            config(15, 15, 2).validate().unwrap_err().field,
+            "leader-elect-renew-deadline"
+        );
+        assert_eq!(
+            config(15, 20, 2).validate().unwrap_err().field,
+            "leader-elect-renew-deadline"
+        );
+        assert_eq!(
+            config(15, 10, 10).validate().unwrap_err().field,
+            "leader-elect-retry-period"
+        );
+        assert_eq!(
+            config(15, 10, 0).validate().unwrap_err().field,
+            "leader-elect-retry-period"
+        );
     }
 }

@@ -4,12 +4,12 @@
 //!
 //! It owns Kubernetes types; nothing outside this crate (and the binary) sees them.
 
-pub mod convert;
 pub mod actuator;
 pub mod cache;
+pub mod convert;
 pub mod events;
 pub mod leader;
-pub mod status;
 pub mod port;
 pub mod provreq;
+pub mod status;
 pub mod views;

@@ -44,7 +44,10 @@ impl Cluster for KubeCluster {
     }
 
     async fn retire(&mut self, node: &NodeName, reason: &str, now: Time) -> Result<(), PortError> {
-        self.actuator.retire(node, reason, now).await.map_err(port_error)
+        self.actuator
+            .retire(node, reason, now)
+            .await
+            .map_err(port_error)
     }
 
     async fn unretire(&mut self, node: &NodeName) -> Result<(), PortError> {
@@ -52,37 +55,74 @@ impl Cluster for KubeCluster {
     }
 
     async fn mark_idle(&mut self, node: &NodeName, since: Option<Time>) -> Result<(), PortError> {
-        self.actuator.mark_idle(node, since).await.map_err(port_error)
+        self.actuator
+            .mark_idle(node, since)
+            .await
+            .map_err(port_error)
     }
 
-    async fn evict(&mut self, pod: &PodKey, uid: Option<&PodUid>, grace_period: Option<std::time::Duration>) -> Result<Evicted, PortError> {
-        match self.actuator.evict(pod, uid, grace_period).await.map_err(port_error)? {
+    async fn evict(
+        &mut self,
+        pod: &PodKey,
+        uid: Option<&PodUid>,
+        grace_period: Option<std::time::Duration>,
+    ) -> Result<Evicted, PortError> {
+        match self
+            .actuator
+            .evict(pod, uid, grace_period)
+            .await
+            .map_err(port_error)?
+        {
             EvictionResult::Evicted => Ok(Evicted::Evicted),
             EvictionResult::Gone => Ok(Evicted::Gone),
             EvictionResult::Refused(m) => Ok(Evicted::Refused(m)),
         }
     }
 
-    async fn removal_evidence(&mut self, instance: &InstanceId, node: Option<&NodeName>) -> Result<RemovalEvidence, PortError> {
-        self.actuator.removal_evidence(instance, node).await.map_err(port_error)
+    async fn removal_evidence(
+        &mut self,
+        instance: &InstanceId,
+        node: Option<&NodeName>,
+    ) -> Result<RemovalEvidence, PortError> {
+        self.actuator
+            .removal_evidence(instance, node)
+            .await
+            .map_err(port_error)
     }
 
-    async fn publish(&mut self, now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError> {
+    async fn publish(
+        &mut self,
+        now: Time,
+        events: &[(Time, PlannerEvent)],
+    ) -> Result<(), PortError> {
         match self.events.publish(now, events).await {
             Ok(0) => Ok(()),
-            Ok(n) => Err(PortError::retryable("events", format!("{n} Events could not be posted"))),
+            Ok(n) => Err(PortError::retryable(
+                "events",
+                format!("{n} Events could not be posted"),
+            )),
             Err(e) => Err(PortError::retryable("events", e.to_string())),
         }
     }
 
-    async fn update_provisioning_request(&mut self, request: &PodKey, conditions: &[model::RequestCondition]) -> Result<(), PortError> {
-        self.actuator.update_provisioning_request(request, conditions).await.map_err(port_error)
+    async fn update_provisioning_request(
+        &mut self,
+        request: &PodKey,
+        conditions: &[model::RequestCondition],
+    ) -> Result<(), PortError> {
+        self.actuator
+            .update_provisioning_request(request, conditions)
+            .await
+            .map_err(port_error)
     }
 
     async fn write_status(&mut self, status: &StatusReport) -> Result<(), PortError> {
         let text = status.to_text();
         let updated = format_annotation_time(status_time(status));
-        self.status.write(&text, &updated).await.map_err(|e| PortError::retryable("status", e.to_string()))
+        self.status
+            .write(&text, &updated)
+            .await
+            .map_err(|e| PortError::retryable("status", e.to_string()))
     }
 }
 

@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time as K8sTime};
 use kube::core::NamespaceResourceScope;
 use model::{
-    ConditionType, GangSource, PodKey, PodView, ProvisioningClass, ProvisioningRequestView, RequestCondition, RequestProblem, Time,
+    ConditionType, GangSource, PodKey, PodView, ProvisioningClass, ProvisioningRequestView,
+    RequestCondition, RequestProblem, Time,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -110,21 +111,59 @@ impl GangApi {
 /// gang at all (a Workload API group with the basic policy).
 pub type GangSize = Option<u32>;
 
-fn bad(kind: &'static str, meta: &ObjectMeta, field: &str, message: impl Into<String>) -> ConversionError {
-    let name = format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""));
-    ConversionError { kind, name, field: field.into(), message: message.into() }
+fn bad(
+    kind: &'static str,
+    meta: &ObjectMeta,
+    field: &str,
+    message: impl Into<String>,
+) -> ConversionError {
+    let name = format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    );
+    ConversionError {
+        kind,
+        name,
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
-fn count_field(kind: &'static str, meta: &ObjectMeta, value: &Value, field: &str) -> Result<u32, ConversionError> {
+fn count_field(
+    kind: &'static str,
+    meta: &ObjectMeta,
+    value: &Value,
+    field: &str,
+) -> Result<u32, ConversionError> {
     match value {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad(kind, meta, field, format!("must be a whole number >= 0, got {n}"))),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                bad(
+                    kind,
+                    meta,
+                    field,
+                    format!("must be a whole number >= 0, got {n}"),
+                )
+            }),
         Value::Null => Ok(0),
-        other => Err(bad(kind, meta, field, format!("must be a number, got {other}"))),
+        other => Err(bad(
+            kind,
+            meta,
+            field,
+            format!("must be a number, got {other}"),
+        )),
     }
 }
 
 /// A coscheduling or Volcano `PodGroup`: `spec.minMember`.
-pub fn min_member(kind: &'static str, meta: &ObjectMeta, spec: &Value) -> Result<GangSize, ConversionError> {
+pub fn min_member(
+    kind: &'static str,
+    meta: &ObjectMeta,
+    spec: &Value,
+) -> Result<GangSize, ConversionError> {
     count_field(kind, meta, &spec["minMember"], "spec.minMember").map(Some)
 }
 
@@ -134,7 +173,13 @@ pub fn workload_gang(meta: &ObjectMeta, spec: &Value) -> Result<GangSize, Conver
     if gang.is_null() {
         return Ok(None);
     }
-    count_field("PodGroup", meta, &gang["minCount"], "spec.schedulingPolicy.gang.minCount").map(Some)
+    count_field(
+        "PodGroup",
+        meta,
+        &gang["minCount"],
+        "spec.schedulingPolicy.gang.minCount",
+    )
+    .map(Some)
 }
 
 /// A request as read, before its PodTemplates are joined in.
@@ -154,17 +199,34 @@ pub struct RequestObject {
 /// Reads a ProvisioningRequest. Never fails: what is wrong with it is its `problem`.
 pub fn request_object(pr: &ProvisioningRequest) -> RequestObject {
     let meta = &pr.metadata;
-    let key = PodKey::new(meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default());
+    let key = PodKey::new(
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    );
     let spec = &pr.spec;
     let class = ProvisioningClass::parse(spec["provisioningClassName"].as_str().unwrap_or(""));
-    let no_retry = spec["parameters"]["noRetry"].as_str().is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let created = meta.creation_timestamp.as_ref().map(time_of).unwrap_or(Time::ZERO);
+    let no_retry = spec["parameters"]["noRetry"]
+        .as_str()
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map(time_of)
+        .unwrap_or(Time::ZERO);
     let mut problem = None;
     let mut pod_sets = Vec::new();
     let mut total = 0i64;
     match spec["podSets"].as_array() {
-        None => problem = Some(RequestProblem::Invalid { message: "spec.podSets: missing or not a list".into() }),
-        Some(sets) if sets.is_empty() => problem = Some(RequestProblem::Invalid { message: "spec.podSets: empty".into() }),
+        None => {
+            problem = Some(RequestProblem::Invalid {
+                message: "spec.podSets: missing or not a list".into(),
+            })
+        }
+        Some(sets) if sets.is_empty() => {
+            problem = Some(RequestProblem::Invalid {
+                message: "spec.podSets: empty".into(),
+            })
+        }
         Some(sets) => {
             for (i, set) in sets.iter().enumerate() {
                 let name = set["podTemplateRef"]["name"].as_str().unwrap_or("");
@@ -173,8 +235,12 @@ pub fn request_object(pr: &ProvisioningRequest) -> RequestObject {
                     Some(format!("spec.podSets[{i}].podTemplateRef.name: missing"))
                 } else {
                     match count {
-                        None => Some(format!("spec.podSets[{i}].count: missing or not a whole number")),
-                        Some(c) if c < 1 => Some(format!("spec.podSets[{i}].count: must be at least 1, got {c}")),
+                        None => Some(format!(
+                            "spec.podSets[{i}].count: missing or not a whole number"
+                        )),
+                        Some(c) if c < 1 => Some(format!(
+                            "spec.podSets[{i}].count: must be at least 1, got {c}"
+                        )),
                         Some(_) => None,
                     }
                 };
@@ -191,8 +257,19 @@ pub fn request_object(pr: &ProvisioningRequest) -> RequestObject {
             }
         }
     }
-    let conditions = pr.status["conditions"].as_array().map(|cs| cs.iter().filter_map(condition_of).collect()).unwrap_or_default();
-    RequestObject { key, class, created, no_retry, pod_sets, conditions, problem }
+    let conditions = pr.status["conditions"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(condition_of).collect())
+        .unwrap_or_default();
+    RequestObject {
+        key,
+        class,
+        created,
+        no_retry,
+        pod_sets,
+        conditions,
+        problem,
+    }
 }
 
 fn condition_of(c: &Value) -> Option<RequestCondition> {
@@ -217,7 +294,11 @@ pub fn template_pod(t: &PodTemplate) -> Result<PodView, ConversionError> {
     let mut metadata = template.metadata.unwrap_or_default();
     metadata.namespace = t.metadata.namespace.clone();
     metadata.name = t.metadata.name.clone();
-    let pod = Pod { metadata, spec: template.spec, status: None };
+    let pod = Pod {
+        metadata,
+        spec: template.spec,
+        status: None,
+    };
     pod_view(&pod).map_err(|mut e| {
         e.kind = "PodTemplate";
         e
@@ -226,7 +307,10 @@ pub fn template_pod(t: &PodTemplate) -> Result<PodView, ConversionError> {
 
 /// Joins a request with its PodTemplates (`(namespace, name)` → the template's pod,
 /// or why it could not be read) into the planner's view.
-pub fn request_view(r: &RequestObject, templates: &BTreeMap<(String, String), Arc<Result<PodView, String>>>) -> ProvisioningRequestView {
+pub fn request_view(
+    r: &RequestObject,
+    templates: &BTreeMap<(String, String), Arc<Result<PodView, String>>>,
+) -> ProvisioningRequestView {
     let mut view = ProvisioningRequestView {
         key: r.key.clone(),
         class: r.class.clone(),
@@ -240,13 +324,18 @@ pub fn request_view(r: &RequestObject, templates: &BTreeMap<(String, String), Ar
         return view;
     }
     for (s, (name, count)) in r.pod_sets.iter().enumerate() {
-        match templates.get(&(r.key.namespace.clone(), name.clone())).map(|t| t.as_ref()) {
+        match templates
+            .get(&(r.key.namespace.clone(), name.clone()))
+            .map(|t| t.as_ref())
+        {
             None => {
                 view.problem = Some(RequestProblem::MissingPodTemplate { name: name.clone() });
                 break;
             }
             Some(Err(e)) => {
-                view.problem = Some(RequestProblem::Invalid { message: format!("PodTemplate {name}: {e}") });
+                view.problem = Some(RequestProblem::Invalid {
+                    message: format!("PodTemplate {name}: {e}"),
+                });
                 break;
             }
             Some(Ok(pod)) => {
@@ -265,8 +354,15 @@ pub fn request_view(r: &RequestObject, templates: &BTreeMap<(String, String), Ar
 }
 
 /// The status body that sets `conditions` (each replacing its type) over `current`.
-pub fn status_patch(current: &Value, conditions: &[RequestCondition], format_time: impl Fn(Time) -> String) -> Value {
-    let mut list: Vec<Value> = current["conditions"].as_array().cloned().unwrap_or_default();
+pub fn status_patch(
+    current: &Value,
+    conditions: &[RequestCondition],
+    format_time: impl Fn(Time) -> String,
+) -> Value {
+    let mut list: Vec<Value> = current["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for c in conditions {
         list.retain(|have| have["type"].as_str() != Some(c.kind.as_str()));
         list.push(serde_json::json!({
@@ -298,7 +394,11 @@ mod tests {
 
     fn pr(spec: Value) -> ProvisioningRequest {
         ProvisioningRequest {
-            metadata: ObjectMeta { name: Some("r".into()), namespace: Some("ml".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("r".into()),
+                namespace: Some("ml".into()),
+                ..Default::default()
+            },
             spec,
             status: json!({"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
         }
@@ -325,32 +425,64 @@ mod tests {
         assert_eq!(r.conditions[0].kind, ConditionType::Accepted);
         let mut templates = BTreeMap::new();
         for (name, cpu) in [("a", "2"), ("b", "500m")] {
-            templates.insert(("ml".to_owned(), name.to_owned()), Arc::new(template_pod(&template(name, cpu)).map_err(|e| e.to_string())));
+            templates.insert(
+                ("ml".to_owned(), name.to_owned()),
+                Arc::new(template_pod(&template(name, cpu)).map_err(|e| e.to_string())),
+            );
         }
         let v = request_view(&r, &templates);
         assert_eq!(v.problem, None);
         assert_eq!(v.pods.len(), 5);
-        assert_eq!(v.pods.iter().filter(|p| p.requests.cpu_millis == 2000).count(), 3);
-        assert_eq!(v.pods.iter().map(|p| p.key.name.as_str()).collect::<Vec<_>>(), vec!["0-0", "0-1", "0-2", "1-0", "1-1"]);
+        assert_eq!(
+            v.pods
+                .iter()
+                .filter(|p| p.requests.cpu_millis == 2000)
+                .count(),
+            3
+        );
+        assert_eq!(
+            v.pods
+                .iter()
+                .map(|p| p.key.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["0-0", "0-1", "0-2", "1-0", "1-1"]
+        );
         // Without template b, the request names the missing one.
         templates.remove(&("ml".to_owned(), "b".to_owned()));
         let v = request_view(&r, &templates);
-        assert_eq!(v.problem, Some(RequestProblem::MissingPodTemplate { name: "b".into() }));
+        assert_eq!(
+            v.problem,
+            Some(RequestProblem::MissingPodTemplate { name: "b".into() })
+        );
         assert!(v.pods.is_empty());
     }
 
     #[test]
     fn bad_requests_are_problems_that_name_the_field() {
         for (spec, field) in [
-            (json!({"podSets": [{"podTemplateRef": {"name": "a"}, "count": 0}]}), "spec.podSets[0].count"),
-            (json!({"podSets": [{"podTemplateRef": {"name": "a"}, "count": "many"}]}), "spec.podSets[0].count"),
-            (json!({"podSets": [{"podTemplateRef": {}, "count": 1}]}), "spec.podSets[0].podTemplateRef.name"),
+            (
+                json!({"podSets": [{"podTemplateRef": {"name": "a"}, "count": 0}]}),
+                "spec.podSets[0].count",
+            ),
+            (
+                json!({"podSets": [{"podTemplateRef": {"name": "a"}, "count": "many"}]}),
+                "spec.podSets[0].count",
+            ),
+            (
+                json!({"podSets": [{"podTemplateRef": {}, "count": 1}]}),
+                "spec.podSets[0].podTemplateRef.name",
+            ),
             (json!({}), "spec.podSets"),
-            (json!({"podSets": [{"podTemplateRef": {"name": "a"}, "count": 9_000_000_000i64}]}), "spec.podSets"),
+            (
+                json!({"podSets": [{"podTemplateRef": {"name": "a"}, "count": 9_000_000_000i64}]}),
+                "spec.podSets",
+            ),
         ] {
             let r = request_object(&pr(spec.clone()));
             match r.problem {
-                Some(RequestProblem::Invalid { message }) => assert!(message.starts_with(field), "{spec}: {message}"),
+                Some(RequestProblem::Invalid { message }) => {
+                    assert!(message.starts_with(field), "{spec}: {message}")
+                }
                 other => panic!("{spec}: {other:?}"),
             }
         }
@@ -359,10 +491,23 @@ mod tests {
     #[test]
     fn pod_group_sizes() {
         let meta = ObjectMeta::default();
-        assert_eq!(min_member("PodGroup", &meta, &json!({"minMember": 4})).unwrap(), Some(4));
+        assert_eq!(
+            min_member("PodGroup", &meta, &json!({"minMember": 4})).unwrap(),
+            Some(4)
+        );
         assert!(min_member("PodGroup", &meta, &json!({"minMember": -1})).is_err());
-        assert_eq!(workload_gang(&meta, &json!({"schedulingPolicy": {"gang": {"minCount": 8}}})).unwrap(), Some(8));
-        assert_eq!(workload_gang(&meta, &json!({"schedulingPolicy": {"basic": {}}})).unwrap(), None);
+        assert_eq!(
+            workload_gang(
+                &meta,
+                &json!({"schedulingPolicy": {"gang": {"minCount": 8}}})
+            )
+            .unwrap(),
+            Some(8)
+        );
+        assert_eq!(
+            workload_gang(&meta, &json!({"schedulingPolicy": {"basic": {}}})).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -371,7 +516,13 @@ mod tests {
             {"type": "Accepted", "status": "True", "reason": "Accepted"},
             {"type": "Provisioned", "status": "False", "reason": "CapacityIsNotFound"}
         ]});
-        let c = RequestCondition { kind: ConditionType::Provisioned, status: true, reason: "CapacityIsFound".into(), message: "ok".into(), since: Time::ZERO };
+        let c = RequestCondition {
+            kind: ConditionType::Provisioned,
+            status: true,
+            reason: "CapacityIsFound".into(),
+            message: "ok".into(),
+            since: Time::ZERO,
+        };
         let patch = status_patch(&current, &[c], |_| "2026-01-01T00:00:00Z".into());
         let list = patch["status"]["conditions"].as_array().unwrap();
         assert_eq!(list.len(), 2);

@@ -19,7 +19,10 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     pub fn new(client: Client, namespace: &str, name: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.to_owned() }
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+        }
     }
 
     /// Replaces the ConfigMap's `status` key with `text` (YAML) and `lastUpdate`.
@@ -30,7 +33,13 @@ impl StatusWriter {
             "metadata": {"name": self.name},
             "data": {"status": text, "lastUpdate": last_update}
         });
-        self.api.patch(&self.name, &PatchParams::apply("batch-autoscaler").force(), &Patch::Apply(&body)).await?;
+        self.api
+            .patch(
+                &self.name,
+                &PatchParams::apply("batch-autoscaler").force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -69,13 +69,20 @@ pub struct ViewStore<V> {
 
 impl<V> Clone for ViewStore<V> {
     fn clone(&self) -> Self {
-        Self { state: self.state.clone() }
+        Self {
+            state: self.state.clone(),
+        }
     }
 }
 
 impl<V> Default for ViewStore<V> {
     fn default() -> Self {
-        Self { state: Arc::new(Mutex::new(State { live: BTreeMap::new(), relisting: None })) }
+        Self {
+            state: Arc::new(Mutex::new(State {
+                live: BTreeMap::new(),
+                relisting: None,
+            })),
+        }
     }
 }
 
@@ -125,7 +132,11 @@ impl<V> ViewStore<V> {
     /// The current views in key order, with what was skipped and warned about.
     pub fn collect(&self) -> Collected<V> {
         let state = self.lock();
-        let mut out = Collected { views: Vec::with_capacity(state.live.len()), skipped: Vec::new(), warnings: Vec::new() };
+        let mut out = Collected {
+            views: Vec::with_capacity(state.live.len()),
+            skipped: Vec::new(),
+            warnings: Vec::new(),
+        };
         for converted in state.live.values() {
             match converted {
                 Converted::View(view, warnings) => {
@@ -148,13 +159,28 @@ mod tests {
 
     fn view(o: &Obj) -> Converted<i32> {
         if o.1 < 0 {
-            Converted::Skipped(ConversionError { kind: "Obj", name: o.0.to_owned(), field: "value".into(), message: "negative".into() })
+            Converted::Skipped(ConversionError {
+                kind: "Obj",
+                name: o.0.to_owned(),
+                field: "value".into(),
+                message: "negative".into(),
+            })
         } else {
-            Converted::View(Arc::new(o.1), if o.1 == 0 { vec![format!("{} is zero", o.0)] } else { vec![] })
+            Converted::View(
+                Arc::new(o.1),
+                if o.1 == 0 {
+                    vec![format!("{} is zero", o.0)]
+                } else {
+                    vec![]
+                },
+            )
         }
     }
 
-    const CONVERT: Conversion<Obj, i32> = Conversion { key: |o| (String::new(), o.0.to_owned()), view };
+    const CONVERT: Conversion<Obj, i32> = Conversion {
+        key: |o| (String::new(), o.0.to_owned()),
+        view,
+    };
 
     fn values(store: &ViewStore<i32>) -> Vec<i32> {
         store.collect().views.iter().map(|v| **v).collect()
@@ -178,9 +204,17 @@ mod tests {
         store.apply(&watcher::Event::Apply(("kept", 2)), CONVERT);
         store.apply(&watcher::Event::Init, CONVERT);
         store.apply(&watcher::Event::InitApply(("kept", 5)), CONVERT);
-        assert_eq!(values(&store), vec![1, 2], "the old view stays whole until the relist is done");
+        assert_eq!(
+            values(&store),
+            vec![1, 2],
+            "the old view stays whole until the relist is done"
+        );
         store.apply(&watcher::Event::InitDone, CONVERT);
-        assert_eq!(values(&store), vec![5], "an object deleted while the watch was down is gone");
+        assert_eq!(
+            values(&store),
+            vec![5],
+            "an object deleted while the watch was down is gone"
+        );
     }
 
     #[test]

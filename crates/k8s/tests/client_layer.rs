@@ -17,11 +17,17 @@ fn client() -> (kube::Client, MockHandle) {
 
 fn status(code: u16, reason: &str) -> Response<Body> {
     let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code});
-    Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
 }
 
 fn ok(body: Value) -> Response<Body> {
-    Response::builder().status(StatusCode::OK).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
+    Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
 }
 
 async fn body_json(req: Request<Body>) -> Value {
@@ -41,18 +47,40 @@ async fn eviction_posts_to_the_subresource_and_maps_429_and_404() {
     let server = tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("eviction 1");
         assert_eq!(req.method(), Method::POST);
-        assert_eq!(req.uri().path(), "/api/v1/namespaces/ns/pods/web-1/eviction");
+        assert_eq!(
+            req.uri().path(),
+            "/api/v1/namespaces/ns/pods/web-1/eviction"
+        );
         let body = body_json(req).await;
         assert_eq!(body["apiVersion"], "policy/v1");
         assert_eq!(body["kind"], "Eviction");
-        assert_eq!(body["deleteOptions"]["gracePeriodSeconds"], 45, "the pod's own grace period under camelCase deleteOptions");
-        assert_eq!(body["deleteOptions"]["preconditions"]["uid"], "uid-1", "the pod's uid as a precondition");
+        assert_eq!(
+            body["deleteOptions"]["gracePeriodSeconds"], 45,
+            "the pod's own grace period under camelCase deleteOptions"
+        );
+        assert_eq!(
+            body["deleteOptions"]["preconditions"]["uid"], "uid-1",
+            "the pod's uid as a precondition"
+        );
         send.send_response(status(429, "TooManyRequests"));
         let (_, send) = handle.next_request().await.expect("eviction 2");
         send.send_response(status(404, "NotFound"));
         let (req, send) = handle.next_request().await.expect("eviction 3");
-        assert!(body_json(req).await.get("deleteOptions").is_none_or(|o| o.is_null()), "no options: the pod's defaults apply");
-        send.send_response(Response::builder().status(201).body(Body::from(b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Success\"}".to_vec())).unwrap());
+        assert!(
+            body_json(req)
+                .await
+                .get("deleteOptions")
+                .is_none_or(|o| o.is_null()),
+            "no options: the pod's defaults apply"
+        );
+        send.send_response(
+            Response::builder()
+                .status(201)
+                .body(Body::from(
+                    b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Success\"}".to_vec(),
+                ))
+                .unwrap(),
+        );
         // A pod of the same name but another uid: the precondition fails (409).
         let (_, send) = handle.next_request().await.expect("eviction 4");
         send.send_response(status(409, "Conflict"));
@@ -60,10 +88,23 @@ async fn eviction_posts_to_the_subresource_and_maps_429_and_404() {
     let pod = PodKey::new("ns", "web-1");
     let uid = PodUid::new("uid-1");
     let grace = Some(std::time::Duration::from_secs(45));
-    assert!(matches!(actuator.evict(&pod, Some(&uid), grace).await.unwrap(), EvictionResult::Refused(_)));
-    assert_eq!(actuator.evict(&pod, Some(&uid), grace).await.unwrap(), EvictionResult::Gone);
-    assert_eq!(actuator.evict(&pod, None, None).await.unwrap(), EvictionResult::Evicted);
-    assert_eq!(actuator.evict(&pod, Some(&uid), grace).await.unwrap(), EvictionResult::Gone, "409: the pod meant is gone");
+    assert!(matches!(
+        actuator.evict(&pod, Some(&uid), grace).await.unwrap(),
+        EvictionResult::Refused(_)
+    ));
+    assert_eq!(
+        actuator.evict(&pod, Some(&uid), grace).await.unwrap(),
+        EvictionResult::Gone
+    );
+    assert_eq!(
+        actuator.evict(&pod, None, None).await.unwrap(),
+        EvictionResult::Evicted
+    );
+    assert_eq!(
+        actuator.evict(&pod, Some(&uid), grace).await.unwrap(),
+        EvictionResult::Gone,
+        "409: the pod meant is gone"
+    );
     server.await.unwrap();
 }
 
@@ -74,7 +115,10 @@ async fn retire_retries_on_conflict_with_a_fresh_read() {
     let server = tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("get 1");
         assert_eq!(req.method(), Method::GET);
-        send.send_response(ok(node("1", json!([{"key": "spot", "effect": "NoSchedule"}]))));
+        send.send_response(ok(node(
+            "1",
+            json!([{"key": "spot", "effect": "NoSchedule"}]),
+        )));
         let (req, send) = handle.next_request().await.expect("patch 1");
         assert_eq!(req.method(), Method::PATCH);
         let body = body_json(req).await;
@@ -86,12 +130,22 @@ async fn retire_retries_on_conflict_with_a_fresh_read() {
         let body = body_json(req).await;
         assert_eq!(body["metadata"]["resourceVersion"], "2");
         let taints = body["spec"]["taints"].as_array().unwrap();
-        assert_eq!(taints.len(), 3, "keeps the taints written concurrently: {taints:?}");
+        assert_eq!(
+            taints.len(),
+            3,
+            "keeps the taints written concurrently: {taints:?}"
+        );
         assert_eq!(taints[2]["key"], "batch-autoscaler.io/retiring");
-        assert_eq!(body["metadata"]["annotations"]["batch-autoscaler.io/retire-reason"], "idle");
+        assert_eq!(
+            body["metadata"]["annotations"]["batch-autoscaler.io/retire-reason"],
+            "idle"
+        );
         send.send_response(ok(node("3", json!([]))));
     });
-    actuator.retire(&NodeName::new("n1"), "idle", Time::from_secs(1_795_428_000)).await.unwrap();
+    actuator
+        .retire(&NodeName::new("n1"), "idle", Time::from_secs(1_795_428_000))
+        .await
+        .unwrap();
     server.await.unwrap();
 }
 
@@ -102,13 +156,19 @@ async fn conflicts_that_never_end_are_reported_not_looped_forever() {
     let server = tokio::spawn(async move {
         for i in 0..5 {
             let (_, send) = handle.next_request().await.expect("get");
-            send.send_response(ok(node(&i.to_string(), json!([{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]))));
+            send.send_response(ok(node(
+                &i.to_string(),
+                json!([{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]),
+            )));
             let (_, send) = handle.next_request().await.expect("patch");
             send.send_response(status(409, "Conflict"));
         }
     });
     let err = actuator.unretire(&NodeName::new("n1")).await.unwrap_err();
-    assert!(matches!(err, K8sError::Conflict { attempts: 5, .. }), "{err}");
+    assert!(
+        matches!(err, K8sError::Conflict { attempts: 5, .. }),
+        "{err}"
+    );
     server.await.unwrap();
 }
 
@@ -119,13 +179,27 @@ async fn unretire_of_a_node_without_our_taint_changes_nothing() {
     let server = tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("get");
         assert_eq!(req.method(), Method::GET);
-        send.send_response(ok(node("1", json!([{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]))));
+        send.send_response(ok(node(
+            "1",
+            json!([{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]),
+        )));
         handle
     });
     // A PATCH would go unanswered and hang: returning at all proves none was sent.
-    tokio::time::timeout(std::time::Duration::from_secs(10), actuator.unretire(&NodeName::new("n1"))).await.expect("no patch sent").unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        actuator.unretire(&NodeName::new("n1")),
+    )
+    .await
+    .expect("no patch sent")
+    .unwrap();
     let mut handle = server.await.unwrap();
-    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await.is_err(), "no further request");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request())
+            .await
+            .is_err(),
+        "no further request"
+    );
 }
 
 #[tokio::test]
@@ -133,11 +207,19 @@ async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
     use k8s::events::EventPoster;
     use planner::PlannerEvent;
     let (client, mut handle) = client();
-    let mut poster = EventPoster::new(client, "replica-1".into(), "kube-system".into(), "batch-autoscaler-status".into());
+    let mut poster = EventPoster::new(
+        client,
+        "replica-1".into(),
+        "kube-system".into(),
+        "batch-autoscaler-status".into(),
+    );
     let server = tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("event post");
         assert_eq!(req.method(), Method::POST);
-        assert_eq!(req.uri().path(), "/apis/events.k8s.io/v1/namespaces/ml/events");
+        assert_eq!(
+            req.uri().path(),
+            "/apis/events.k8s.io/v1/namespaces/ml/events"
+        );
         let body = body_json(req).await;
         assert_eq!(body["reason"], "NotTriggerScaleUp");
         assert_eq!(body["regarding"]["kind"], "Pod");
@@ -145,17 +227,41 @@ async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
         assert_eq!(body["reportingController"], "batch-autoscaler");
         let mut echo = body.clone();
         echo["metadata"]["name"] = json!("e1");
-        send.send_response(Response::builder().status(201).body(Body::from(serde_json::to_vec(&echo).unwrap())).unwrap());
+        send.send_response(
+            Response::builder()
+                .status(201)
+                .body(Body::from(serde_json::to_vec(&echo).unwrap()))
+                .unwrap(),
+        );
         handle
     });
-    let event = PlannerEvent::NotTriggerScaleUp { pod: PodKey::new("ml", "train-0"), reasons: Default::default() };
-    let failures = poster.publish(Time::from_secs(1_795_428_000), &[(Time::from_secs(1_795_428_000), event.clone())]).await.unwrap();
+    let event = PlannerEvent::NotTriggerScaleUp {
+        pod: PodKey::new("ml", "train-0"),
+        reasons: Default::default(),
+    };
+    let failures = poster
+        .publish(
+            Time::from_secs(1_795_428_000),
+            &[(Time::from_secs(1_795_428_000), event.clone())],
+        )
+        .await
+        .unwrap();
     assert_eq!(failures, 0);
     let mut handle = server.await.unwrap();
     // The same explanation a minute later is suppressed: no request at all.
-    let failures = poster.publish(Time::from_secs(1_795_428_060), &[(Time::from_secs(1_795_428_060), event)]).await.unwrap();
+    let failures = poster
+        .publish(
+            Time::from_secs(1_795_428_060),
+            &[(Time::from_secs(1_795_428_060), event)],
+        )
+        .await
+        .unwrap();
     assert_eq!(failures, 0);
-    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await.is_err());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -166,13 +272,19 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
         let (req, send) = handle.next_request().await.expect("get node");
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri().path(), "/api/v1/nodes/n1");
-        assert!(!req.uri().query().unwrap_or("").contains("resourceVersion"), "a quorum read, not a cached one");
+        assert!(
+            !req.uri().query().unwrap_or("").contains("resourceVersion"),
+            "a quorum read, not a cached one"
+        );
         send.send_response(ok(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": "7"},
             "spec": {"providerID": "aws:///us-west-2a/i-1", "taints": [{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]}})));
         let (req, send) = handle.next_request().await.expect("list pods");
         assert_eq!(req.uri().path(), "/api/v1/pods");
         let query = req.uri().query().unwrap_or("").to_owned();
-        assert!(query.contains("fieldSelector=spec.nodeName%3Dn1"), "{query}");
+        assert!(
+            query.contains("fieldSelector=spec.nodeName%3Dn1"),
+            "{query}"
+        );
         assert!(!query.contains("resourceVersion"), "a quorum read: {query}");
         send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": [
             {"metadata": {"name": "late", "namespace": "ns", "uid": "u1",
@@ -186,14 +298,26 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
         assert_eq!(req.uri().path(), "/api/v1/nodes");
         send.send_response(ok(json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "9"}, "items": []})));
     });
-    let evidence = actuator.removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1"))).await.unwrap();
+    let evidence = actuator
+        .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
+        .await
+        .unwrap();
     let node = evidence.node.expect("the node");
     assert_eq!(node.instance, Some(model::InstanceId::new("i-1")));
-    assert!(node.taints.iter().any(|t| t.key == "batch-autoscaler.io/retiring"));
+    assert!(node
+        .taints
+        .iter()
+        .any(|t| t.key == "batch-autoscaler.io/retiring"));
     assert_eq!(evidence.pods.len(), 1);
-    assert_eq!(evidence.pods[0].owner, model::Owner::controller("argoproj.io", "Workflow", "wf"));
+    assert_eq!(
+        evidence.pods[0].owner,
+        model::Owner::controller("argoproj.io", "Workflow", "wf")
+    );
     assert_eq!(evidence.pods[0].uid, Some(PodUid::new("u1")));
-    let gone = actuator.removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1"))).await.unwrap();
+    let gone = actuator
+        .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
+        .await
+        .unwrap();
     assert!(gone.node.is_none() && gone.pods.is_empty());
     server.await.unwrap();
 }

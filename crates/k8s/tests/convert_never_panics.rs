@@ -39,12 +39,35 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn map_of(keys: &'static [&'static str]) -> impl Strategy<Value = Map<String, Value>> {
-    prop::collection::vec((prop::sample::select(keys), text()), 0..6).prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect())
+    prop::collection::vec((prop::sample::select(keys), text()), 0..6).prop_map(|kv| {
+        kv.into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v)))
+            .collect()
+    })
 }
 
 fn quantities() -> impl Strategy<Value = Map<String, Value>> {
-    prop::collection::vec((prop::sample::select(&["cpu", "memory", "nvidia.com/gpu", "pods", "ephemeral-storage", "x/y"][..]), text()), 0..4)
-        .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect())
+    prop::collection::vec(
+        (
+            prop::sample::select(
+                &[
+                    "cpu",
+                    "memory",
+                    "nvidia.com/gpu",
+                    "pods",
+                    "ephemeral-storage",
+                    "x/y",
+                ][..],
+            ),
+            text(),
+        ),
+        0..4,
+    )
+    .prop_map(|kv| {
+        kv.into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v)))
+            .collect()
+    })
 }
 
 fn owner() -> impl Strategy<Value = Value> {
@@ -90,11 +113,27 @@ fn node() -> impl Strategy<Value = Value> {
     (
         map_of(ANNOTATION_KEYS),
         quantities(),
-        prop::option::of(prop_oneof![Just("aws:///us-west-2a/i-1".to_owned()), "aws://\\PC{0,10}/\\PC{0,10}", text()]),
-        prop::collection::vec((text(), text(), prop::sample::select(&["NoSchedule", "NoExecute", "PreferNoSchedule", "", "Bad"][..])), 0..3),
+        prop::option::of(prop_oneof![
+            Just("aws:///us-west-2a/i-1".to_owned()),
+            "aws://\\PC{0,10}/\\PC{0,10}",
+            text()
+        ]),
+        prop::collection::vec(
+            (
+                text(),
+                text(),
+                prop::sample::select(
+                    &["NoSchedule", "NoExecute", "PreferNoSchedule", "", "Bad"][..],
+                ),
+            ),
+            0..3,
+        ),
     )
         .prop_map(|(annotations, allocatable, provider_id, taints)| {
-            let taints: Vec<Value> = taints.into_iter().map(|(k, v, e)| json!({"key": k, "value": v, "effect": e})).collect();
+            let taints: Vec<Value> = taints
+                .into_iter()
+                .map(|(k, v, e)| json!({"key": k, "value": v, "effect": e}))
+                .collect();
             json!({
                 "metadata": {"name": "n", "annotations": annotations},
                 "spec": {"providerID": provider_id, "taints": taints},

@@ -47,7 +47,14 @@ impl NodeShape {
     /// core, 1% of the second, 0.5% of the next two, 0.25% of the rest; memory
     /// 255 MiB + 11 MiB per pod, plus the 100 MiB hard eviction threshold; 10% of the
     /// root volume.
-    pub fn for_instance(instance_type: InstanceTypeName, arch: &str, vcpus: u32, memory_mib: u64, gpus: u32, max_pods: u32) -> Self {
+    pub fn for_instance(
+        instance_type: InstanceTypeName,
+        arch: &str,
+        vcpus: u32,
+        memory_mib: u64,
+        gpus: u32,
+        max_pods: u32,
+    ) -> Self {
         let mut capacity = Resources::cpu_mem(i64::from(vcpus) * 1000, (memory_mib as i64) << 20);
         capacity.pods = i64::from(max_pods);
         capacity.ephemeral_storage_bytes = DEFAULT_EPHEMERAL_STORAGE_BYTES;
@@ -67,7 +74,12 @@ impl NodeShape {
         allocatable.cpu_millis = (allocatable.cpu_millis - reserved_cpu_millis).max(0);
         allocatable.memory_bytes = (allocatable.memory_bytes - reserved_memory).max(0);
         allocatable.ephemeral_storage_bytes -= DEFAULT_EPHEMERAL_STORAGE_BYTES / 10;
-        Self { instance_type, arch: arch.to_owned(), capacity, allocatable }
+        Self {
+            instance_type,
+            arch: arch.to_owned(),
+            capacity,
+            allocatable,
+        }
     }
 }
 
@@ -175,7 +187,11 @@ impl fmt::Display for PoolKey {
             PurchaseOption::OnDemand => "on-demand",
             PurchaseOption::Spot => "spot",
         };
-        write!(f, "{}/{}/{}/{}", self.region, self.zone, self.instance_type, purchase)
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.region, self.zone, self.instance_type, purchase
+        )
     }
 }
 

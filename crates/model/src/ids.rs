@@ -80,7 +80,10 @@ pub struct PodKey {
 impl PodKey {
     /// Builds a key from a namespace and a name.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// Parses `namespace/name`; a bare `name` means the `default` namespace.

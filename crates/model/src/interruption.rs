@@ -64,6 +64,13 @@ pub struct InterruptionNotice {
 impl InterruptionNotice {
     /// A notice with no detail, deadline or region.
     pub fn new(instance: InstanceId, kind: InterruptionKind, at: Time) -> Self {
-        Self { instance, kind, detail: String::new(), at, deadline: None, region: None }
+        Self {
+            instance,
+            kind,
+            detail: String::new(),
+            at,
+            deadline: None,
+            region: None,
+        }
     }
 }

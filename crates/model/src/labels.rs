@@ -30,7 +30,11 @@ impl Labels {
     }
 
     /// Sets `key` to `value`; returns the previous value.
-    pub fn insert(&mut self, key: impl Into<Box<str>>, value: impl Into<Box<str>>) -> Option<Box<str>> {
+    pub fn insert(
+        &mut self,
+        key: impl Into<Box<str>>,
+        value: impl Into<Box<str>>,
+    ) -> Option<Box<str>> {
         let key = key.into();
         let value = value.into();
         match self.position(&key) {
@@ -119,7 +123,10 @@ impl fmt::Debug for Labels {
 impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for Labels {
     /// Later pairs win over earlier ones with the same key, as with a map.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut pairs: Vec<(Box<str>, Box<str>)> = iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let mut pairs: Vec<(Box<str>, Box<str>)> = iter
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         // Stable sort keeps insertion order among equal keys; keep the last of each run.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(pairs.len());
@@ -145,7 +152,11 @@ impl<K: Into<Box<str>>, V: Into<Box<str>>> Extend<(K, V)> for Labels {
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Self {
         // Already sorted and unique.
-        Self(map.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect())
+        Self(
+            map.into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+        )
     }
 }
 

@@ -23,17 +23,24 @@ pub use group::{
     InstanceState, InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupSpec, NodeGroupState,
     NodeShape, PoolKey, PurchaseOption,
 };
+pub use ids::{
+    GangId, InstanceId, InstanceTypeName, NodeGroupId, NodeName, PodKey, PodUid, Region, Zone,
+};
 pub use interruption::{InterruptionKind, InterruptionNotice};
-pub use ids::{GangId, InstanceId, InstanceTypeName, NodeGroupId, NodeName, PodKey, PodUid, Region, Zone};
 pub use node::{NodeView, RetireMark};
-pub use pod::{GangMembership, GangSource, Owner, OwnerKind, OwnerKindParseError, PodPhase, PodView, SafeToEvict};
-pub use provreq::{ConditionType, ProvisioningClass, ProvisioningRequestView, RequestCondition, RequestProblem};
+pub use pod::{
+    GangMembership, GangSource, Owner, OwnerKind, OwnerKindParseError, PodPhase, PodView,
+    SafeToEvict,
+};
+pub use provreq::{
+    ConditionType, ProvisioningClass, ProvisioningRequestView, RequestCondition, RequestProblem,
+};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use resources::{ResourceName, Resources};
 pub use scheduling::{
     LabelSelector, Labels, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, Operator,
-    PodAntiAffinityTerm, SelectorOperator, SelectorRequirement, Taint, TaintEffect, TaintParseError,
-    Toleration, TolerationOperator,
+    PodAntiAffinityTerm, SelectorOperator, SelectorRequirement, Taint, TaintEffect,
+    TaintParseError, Toleration, TolerationOperator,
 };
 pub use snapshot::{ClusterSnapshot, DaemonSetView};
 pub use time::{format_duration, parse_duration, DurationParseError, Time};

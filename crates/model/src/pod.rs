@@ -46,20 +46,28 @@ impl std::error::Error for OwnerKindParseError {}
 impl OwnerKind {
     /// A kind of `group` (empty for the core group).
     pub fn new(group: impl Into<String>, kind: impl Into<String>) -> Self {
-        Self { group: group.into(), kind: kind.into() }
+        Self {
+            group: group.into(),
+            kind: kind.into(),
+        }
     }
 
     /// The kind named by an owner reference's `apiVersion` and `kind`: the group is
     /// what precedes the `/` of the apiVersion (`apps/v1` → `apps`; `v1` → core).
     pub fn of_reference(api_version: &str, kind: &str) -> Self {
-        let group = api_version.rsplit_once('/').map_or("", |(group, _version)| group);
+        let group = api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _version)| group);
         Self::new(group, kind)
     }
 
     /// Parses `group/Kind` (`apps/ReplicaSet`, `argoproj.io/Workflow`) or a bare
     /// `Kind` / `core/Kind` for the core group (`ReplicationController`).
     pub fn parse(text: &str) -> Result<Self, OwnerKindParseError> {
-        let err = |message| OwnerKindParseError { text: text.to_owned(), message };
+        let err = |message| OwnerKindParseError {
+            text: text.to_owned(),
+            message,
+        };
         let trimmed = text.trim();
         let (group, kind) = match trimmed.rsplit_once('/') {
             Some(("core", kind)) => ("", kind),
@@ -70,11 +78,18 @@ impl OwnerKind {
             return Err(err("expected group/Kind, e.g. apps/ReplicaSet"));
         }
         if group.contains('/') {
-            return Err(err("the group must not contain '/' (write group/Kind, without the version)"));
+            return Err(err(
+                "the group must not contain '/' (write group/Kind, without the version)",
+            ));
         }
-        let valid = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        let valid = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        };
         if !valid(group) || !valid(kind) || !kind.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            return Err(err("expected group/Kind with letters, digits, '.' and '-' only"));
+            return Err(err(
+                "expected group/Kind with letters, digits, '.' and '-' only",
+            ));
         }
         Ok(Self::new(group, kind))
     }
@@ -118,13 +133,19 @@ impl Owner {
             ("batch", "Job") => Self::Job(name.to_owned()),
             ("apps", "DaemonSet") => Self::DaemonSet(name.to_owned()),
             ("", "Node") => Self::Mirror,
-            _ => Self::Controller { kind, name: name.to_owned() },
+            _ => Self::Controller {
+                kind,
+                name: name.to_owned(),
+            },
         }
     }
 
     /// A controller of `group/Kind` (tests and synthetic workloads).
     pub fn controller(group: &str, kind: &str, name: &str) -> Self {
-        Self::Controller { kind: OwnerKind::new(group, kind), name: name.to_owned() }
+        Self::Controller {
+            kind: OwnerKind::new(group, kind),
+            name: name.to_owned(),
+        }
     }
 
     /// A ReplicaSet (a Deployment's pods), for tests and synthetic workloads.
@@ -167,13 +188,19 @@ pub struct GangMembership {
 impl GangMembership {
     /// Membership from our own annotations.
     pub fn new(gang: GangId, size: u32) -> Self {
-        Self { gang, size, source: GangSource::Annotation }
+        Self {
+            gang,
+            size,
+            source: GangSource::Annotation,
+        }
     }
 }
 
 /// The marker a gang comes from: the batch ecosystem has several, and users write
 /// the one their queue or scheduler understands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum GangSource {
     /// `batch-autoscaler.io/gang*` annotations.
     #[default]
@@ -299,23 +326,49 @@ mod tests {
 
     #[test]
     fn owner_kinds_are_group_qualified() {
-        assert_eq!(Owner::of_controller("batch/v1", "Job", "j"), Owner::Job("j".into()));
-        assert_eq!(Owner::of_controller("apps/v1", "DaemonSet", "d"), Owner::DaemonSet("d".into()));
+        assert_eq!(
+            Owner::of_controller("batch/v1", "Job", "j"),
+            Owner::Job("j".into())
+        );
+        assert_eq!(
+            Owner::of_controller("apps/v1", "DaemonSet", "d"),
+            Owner::DaemonSet("d".into())
+        );
         assert_eq!(Owner::of_controller("v1", "Node", "n"), Owner::Mirror);
-        assert_eq!(Owner::of_controller("apps/v1", "ReplicaSet", "r"), Owner::replica_set("r"));
+        assert_eq!(
+            Owner::of_controller("apps/v1", "ReplicaSet", "r"),
+            Owner::replica_set("r")
+        );
         // Same kind, another group: not a batch/v1 Job.
-        assert_eq!(Owner::of_controller("batch.volcano.sh/v1alpha1", "Job", "v"), Owner::controller("batch.volcano.sh", "Job", "v"));
+        assert_eq!(
+            Owner::of_controller("batch.volcano.sh/v1alpha1", "Job", "v"),
+            Owner::controller("batch.volcano.sh", "Job", "v")
+        );
         // A Spark executor's owner is its driver pod (core group).
-        assert_eq!(Owner::of_controller("v1", "Pod", "driver"), Owner::controller("", "Pod", "driver"));
-        assert_eq!(Owner::of_controller("", "Weird", "w"), Owner::controller("", "Weird", "w"));
+        assert_eq!(
+            Owner::of_controller("v1", "Pod", "driver"),
+            Owner::controller("", "Pod", "driver")
+        );
+        assert_eq!(
+            Owner::of_controller("", "Weird", "w"),
+            Owner::controller("", "Weird", "w")
+        );
     }
 
     #[test]
     fn owner_kind_parse_and_display_round_trip() {
-        for text in ["apps/ReplicaSet", "ReplicationController", "argoproj.io/Workflow", "kubeflow.org/PyTorchJob"] {
+        for text in [
+            "apps/ReplicaSet",
+            "ReplicationController",
+            "argoproj.io/Workflow",
+            "kubeflow.org/PyTorchJob",
+        ] {
             assert_eq!(OwnerKind::parse(text).unwrap().to_string(), text);
         }
-        assert_eq!(OwnerKind::parse("core/ReplicationController").unwrap(), OwnerKind::new("", "ReplicationController"));
+        assert_eq!(
+            OwnerKind::parse("core/ReplicationController").unwrap(),
+            OwnerKind::new("", "ReplicationController")
+        );
         for bad in ["", "apps/", "apps/v1/ReplicaSet", "apps/Replica Set", "/"] {
             assert!(OwnerKind::parse(bad).is_err(), "{bad:?}");
         }

@@ -49,7 +49,9 @@ impl ProvisioningClass {
     /// A class of our domain (so ours to answer, if only with a refusal).
     pub fn is_ours(&self) -> bool {
         match self {
-            Self::Other(name) => name.ends_with(&format!(".{CLASS_DOMAIN}")) || name == CLASS_DOMAIN,
+            Self::Other(name) => {
+                name.ends_with(&format!(".{CLASS_DOMAIN}")) || name == CLASS_DOMAIN
+            }
             _ => true,
         }
     }
@@ -66,7 +68,13 @@ pub enum ConditionType {
 }
 
 impl ConditionType {
-    pub const ALL: [Self; 5] = [Self::Accepted, Self::Provisioned, Self::Failed, Self::BookingExpired, Self::CapacityRevoked];
+    pub const ALL: [Self; 5] = [
+        Self::Accepted,
+        Self::Provisioned,
+        Self::Failed,
+        Self::BookingExpired,
+        Self::CapacityRevoked,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -33,7 +33,11 @@ pub struct QuantityError {
 
 impl fmt::Display for QuantityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid quantity {:?}: {} (expected e.g. 500m, 2, 1.5, 16Gi, 100M, 1e3)", self.text, self.reason)
+        write!(
+            f,
+            "invalid quantity {:?}: {} (expected e.g. 500m, 2, 1.5, 16Gi, 100M, 1e3)",
+            self.text, self.reason
+        )
     }
 }
 
@@ -41,7 +45,10 @@ impl std::error::Error for QuantityError {}
 
 /// Parses a Kubernetes quantity.
 pub fn parse_quantity(text: &str) -> Result<Quantity, QuantityError> {
-    let err = |reason| QuantityError { text: text.to_owned(), reason };
+    let err = |reason| QuantityError {
+        text: text.to_owned(),
+        reason,
+    };
     let s = text.trim();
     if s.is_empty() {
         return Err(err("empty"));
@@ -51,7 +58,9 @@ pub fn parse_quantity(text: &str) -> Result<Quantity, QuantityError> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let number_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let number_len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, suffix) = s.split_at(number_len);
     if number.is_empty() || number == "." {
         return Err(err("missing number"));
@@ -70,7 +79,11 @@ pub fn parse_quantity(text: &str) -> Result<Quantity, QuantityError> {
     if digits.len() > 30 {
         return Err(err("too many digits"));
     }
-    let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| err("bad number"))? };
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| err("bad number"))?
+    };
 
     // value = mantissa * 10^(pow10) * 2^(pow2), then times 1000 for milli-units.
     let mut pow10: i32 = 3 - frac_part.len() as i32;
@@ -99,18 +112,24 @@ pub fn parse_quantity(text: &str) -> Result<Quantity, QuantityError> {
             }
             pow10 += exponent;
         }
-        _ => return Err(err("unknown suffix (use n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent)")),
+        _ => return Err(err(
+            "unknown suffix (use n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent)",
+        )),
     }
     let overflow = || err("value out of range");
     let mut milli = mantissa.checked_mul(1i128 << pow2).ok_or_else(overflow)?;
     if pow10 >= 0 {
-        milli = milli.checked_mul(10i128.checked_pow(pow10 as u32).ok_or_else(overflow)?).ok_or_else(overflow)?;
+        milli = milli
+            .checked_mul(10i128.checked_pow(pow10 as u32).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
     } else {
         let divisor = 10i128.checked_pow((-pow10) as u32).ok_or_else(overflow)?;
         // Round up, as the API server does for MilliValue.
         milli = milli / divisor + i128::from(milli % divisor != 0);
     }
-    Ok(Quantity { milli: if negative { -milli } else { milli } })
+    Ok(Quantity {
+        milli: if negative { -milli } else { milli },
+    })
 }
 
 #[cfg(test)]
@@ -126,7 +145,10 @@ mod tests {
         assert_eq!(milli("500m"), 500);
         assert_eq!(milli("1.5"), 1500);
         assert_eq!(milli("2"), 2000);
-        assert_eq!(parse_quantity("16Gi").unwrap().value(), 16 * 1024 * 1024 * 1024);
+        assert_eq!(
+            parse_quantity("16Gi").unwrap().value(),
+            16 * 1024 * 1024 * 1024
+        );
         assert_eq!(parse_quantity("100M").unwrap().value(), 100_000_000);
         assert_eq!(parse_quantity("1e3").unwrap().value(), 1000);
         assert_eq!(parse_quantity("1E3").unwrap().value(), 1000);

@@ -32,7 +32,11 @@ pub struct Shortfall {
 
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "insufficient {} (requested {}, available {})", self.resource, self.requested, self.available)
+        write!(
+            f,
+            "insufficient {} (requested {}, available {})",
+            self.resource, self.requested, self.available
+        )
     }
 }
 
@@ -44,7 +48,11 @@ impl Resources {
 
     /// Cpu and memory only (a convenience for tests and templates).
     pub fn cpu_mem(cpu_millis: i64, memory_bytes: i64) -> Self {
-        Self { cpu_millis, memory_bytes, ..Self::default() }
+        Self {
+            cpu_millis,
+            memory_bytes,
+            ..Self::default()
+        }
     }
 
     /// Builds a vector from `name -> quantity` text, as found in a pod spec or scenario.
@@ -57,7 +65,10 @@ impl Resources {
             match name {
                 "cpu" => out.cpu_millis = out.cpu_millis.saturating_add(q.milli_value()),
                 "memory" => out.memory_bytes = out.memory_bytes.saturating_add(q.value()),
-                "ephemeral-storage" => out.ephemeral_storage_bytes = out.ephemeral_storage_bytes.saturating_add(q.value()),
+                "ephemeral-storage" => {
+                    out.ephemeral_storage_bytes =
+                        out.ephemeral_storage_bytes.saturating_add(q.value())
+                }
                 "pods" => out.pods = out.pods.saturating_add(q.value()),
                 other => out.add_extended(other, q.value()),
             }
@@ -67,12 +78,18 @@ impl Resources {
 
     /// The amount of one extended resource.
     pub fn extended(&self, name: &str) -> i64 {
-        self.extended.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+        self.extended
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
     }
 
     /// Adds `amount` of an extended resource.
     pub fn add_extended(&mut self, name: &str, amount: i64) {
-        match self.extended.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+        match self
+            .extended
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+        {
             Ok(i) => {
                 self.extended[i].1 = self.extended[i].1.saturating_add(amount);
                 if self.extended[i].1 == 0 {
@@ -101,7 +118,9 @@ impl Resources {
         // arithmetic panic (or wrap into a fit).
         self.cpu_millis = self.cpu_millis.saturating_add(other.cpu_millis);
         self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
-        self.ephemeral_storage_bytes = self.ephemeral_storage_bytes.saturating_add(other.ephemeral_storage_bytes);
+        self.ephemeral_storage_bytes = self
+            .ephemeral_storage_bytes
+            .saturating_add(other.ephemeral_storage_bytes);
         self.pods = self.pods.saturating_add(other.pods);
         for (name, v) in &other.extended {
             self.add_extended(name, *v);
@@ -112,7 +131,9 @@ impl Resources {
     pub fn sub(&mut self, other: &Resources) {
         self.cpu_millis = self.cpu_millis.saturating_sub(other.cpu_millis);
         self.memory_bytes = self.memory_bytes.saturating_sub(other.memory_bytes);
-        self.ephemeral_storage_bytes = self.ephemeral_storage_bytes.saturating_sub(other.ephemeral_storage_bytes);
+        self.ephemeral_storage_bytes = self
+            .ephemeral_storage_bytes
+            .saturating_sub(other.ephemeral_storage_bytes);
         self.pods = self.pods.saturating_sub(other.pods);
         for (name, v) in &other.extended {
             self.add_extended(name, v.saturating_neg());
@@ -123,7 +144,9 @@ impl Resources {
     pub fn max_with(&mut self, other: &Resources) {
         self.cpu_millis = self.cpu_millis.max(other.cpu_millis);
         self.memory_bytes = self.memory_bytes.max(other.memory_bytes);
-        self.ephemeral_storage_bytes = self.ephemeral_storage_bytes.max(other.ephemeral_storage_bytes);
+        self.ephemeral_storage_bytes = self
+            .ephemeral_storage_bytes
+            .max(other.ephemeral_storage_bytes);
         self.pods = self.pods.max(other.pods);
         for (name, v) in &other.extended {
             if *v > self.extended(name) {
@@ -137,14 +160,22 @@ impl Resources {
     pub fn fits_in(&self, available: &Resources) -> Result<(), Shortfall> {
         let check = |resource: &str, requested: i64, have: i64| {
             if requested > 0 && requested > have {
-                Err(Shortfall { resource: resource.to_owned(), requested, available: have })
+                Err(Shortfall {
+                    resource: resource.to_owned(),
+                    requested,
+                    available: have,
+                })
             } else {
                 Ok(())
             }
         };
         check("cpu", self.cpu_millis, available.cpu_millis)?;
         check("memory", self.memory_bytes, available.memory_bytes)?;
-        check("ephemeral-storage", self.ephemeral_storage_bytes, available.ephemeral_storage_bytes)?;
+        check(
+            "ephemeral-storage",
+            self.ephemeral_storage_bytes,
+            available.ephemeral_storage_bytes,
+        )?;
         check("pods", self.pods, available.pods)?;
         for (name, v) in &self.extended {
             check(name, *v, available.extended(name))?;
@@ -154,18 +185,41 @@ impl Resources {
 
     /// `self` fits within `allocatable - used`, without building the difference (the
     /// placement hot path calls this for every pod × node it tries).
-    pub fn fits_in_remaining(&self, allocatable: &Resources, used: &Resources) -> Result<(), Shortfall> {
+    pub fn fits_in_remaining(
+        &self,
+        allocatable: &Resources,
+        used: &Resources,
+    ) -> Result<(), Shortfall> {
         let check = |resource: &str, requested: i64, alloc: i64, taken: i64| {
             let have = alloc.saturating_sub(taken);
             if requested > 0 && requested > have {
-                Err(Shortfall { resource: resource.to_owned(), requested, available: have })
+                Err(Shortfall {
+                    resource: resource.to_owned(),
+                    requested,
+                    available: have,
+                })
             } else {
                 Ok(())
             }
         };
-        check("cpu", self.cpu_millis, allocatable.cpu_millis, used.cpu_millis)?;
-        check("memory", self.memory_bytes, allocatable.memory_bytes, used.memory_bytes)?;
-        check("ephemeral-storage", self.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes, used.ephemeral_storage_bytes)?;
+        check(
+            "cpu",
+            self.cpu_millis,
+            allocatable.cpu_millis,
+            used.cpu_millis,
+        )?;
+        check(
+            "memory",
+            self.memory_bytes,
+            allocatable.memory_bytes,
+            used.memory_bytes,
+        )?;
+        check(
+            "ephemeral-storage",
+            self.ephemeral_storage_bytes,
+            allocatable.ephemeral_storage_bytes,
+            used.ephemeral_storage_bytes,
+        )?;
         check("pods", self.pods, allocatable.pods, used.pods)?;
         for (name, v) in &self.extended {
             check(name, *v, allocatable.extended(name), used.extended(name))?;
@@ -186,7 +240,8 @@ impl Resources {
                 used as f64 / cap as f64
             }
         };
-        let mut share = ratio(self.cpu_millis, capacity.cpu_millis).max(ratio(self.memory_bytes, capacity.memory_bytes));
+        let mut share = ratio(self.cpu_millis, capacity.cpu_millis)
+            .max(ratio(self.memory_bytes, capacity.memory_bytes));
         for (name, v) in &self.extended {
             share = share.max(ratio(*v, capacity.extended(name)));
         }
@@ -205,7 +260,12 @@ impl Resources {
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cpu={}m memory={}Mi", self.cpu_millis, self.memory_bytes >> 20)?;
+        write!(
+            f,
+            "cpu={}m memory={}Mi",
+            self.cpu_millis,
+            self.memory_bytes >> 20
+        )?;
         for (name, v) in &self.extended {
             write!(f, " {name}={v}")?;
         }
@@ -219,7 +279,12 @@ mod tests {
 
     #[test]
     fn parses_requests_and_names_the_bad_field() {
-        let r = Resources::from_quantities([("cpu", "500m"), ("memory", "1Gi"), ("nvidia.com/gpu", "2")]).unwrap();
+        let r = Resources::from_quantities([
+            ("cpu", "500m"),
+            ("memory", "1Gi"),
+            ("nvidia.com/gpu", "2"),
+        ])
+        .unwrap();
         assert_eq!(r.cpu_millis, 500);
         assert_eq!(r.memory_bytes, 1 << 30);
         assert_eq!(r.gpus(), 2);
@@ -259,7 +324,10 @@ mod tests {
         let mut r = Resources::zero();
         r.add_extended("z/x", 1);
         r.add_extended("a/b", 2);
-        assert_eq!(r.extended, vec![("a/b".to_owned(), 2), ("z/x".to_owned(), 1)]);
+        assert_eq!(
+            r.extended,
+            vec![("a/b".to_owned(), 2), ("z/x".to_owned(), 1)]
+        );
         r.add_extended("a/b", -2);
         assert_eq!(r.extended, vec![("z/x".to_owned(), 1)]);
     }

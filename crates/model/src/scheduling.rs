@@ -71,12 +71,18 @@ impl std::error::Error for TaintParseError {}
 impl Taint {
     /// A taint with a value.
     pub fn new(key: impl Into<String>, value: impl Into<String>, effect: TaintEffect) -> Self {
-        Self { key: key.into(), value: value.into(), effect }
+        Self {
+            key: key.into(),
+            value: value.into(),
+            effect,
+        }
     }
 
     /// Parses `key=value:Effect` or `key:Effect` (kubectl's syntax).
     pub fn parse(text: &str) -> Result<Self, TaintParseError> {
-        let err = || TaintParseError { text: text.to_owned() };
+        let err = || TaintParseError {
+            text: text.to_owned(),
+        };
         let (kv, effect) = text.rsplit_once(':').ok_or_else(err)?;
         let effect = TaintEffect::parse(effect.trim()).ok_or_else(err)?;
         let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
@@ -98,7 +104,9 @@ impl fmt::Display for Taint {
 }
 
 /// How a toleration compares values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub enum TolerationOperator {
     #[default]
     Equal,
@@ -162,8 +170,12 @@ impl NodeSelectorRequirement {
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
             Operator::Gt | Operator::Lt => {
-                let (Some(v), Some(bound)) = (value, self.values.first()) else { return false };
-                let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else { return false };
+                let (Some(v), Some(bound)) = (value, self.values.first()) else {
+                    return false;
+                };
+                let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else {
+                    return false;
+                };
                 if self.operator == Operator::Gt {
                     v > bound
                 } else {
@@ -190,7 +202,9 @@ pub struct NodeAffinity {
 impl NodeAffinity {
     /// Whether a node with `labels` satisfies the affinity.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.terms.iter().any(|t| t.match_expressions.iter().all(|r| r.matches(labels)))
+        self.terms
+            .iter()
+            .any(|t| t.match_expressions.iter().all(|r| r.matches(labels)))
     }
 }
 
@@ -226,7 +240,9 @@ impl LabelSelector {
                 let value = labels.get(&r.key);
                 match r.operator {
                     SelectorOperator::In => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
-                    SelectorOperator::NotIn => value.is_none_or(|v| !r.values.iter().any(|x| x == v)),
+                    SelectorOperator::NotIn => {
+                        value.is_none_or(|v| !r.values.iter().any(|x| x == v))
+                    }
                     SelectorOperator::Exists => value.is_some(),
                     SelectorOperator::DoesNotExist => value.is_none(),
                 }
@@ -263,32 +279,70 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn taints_parse_with_and_without_value() {
-        assert_eq!(Taint::parse("dedicated=gpu:NoSchedule").unwrap(), Taint::new("dedicated", "gpu", TaintEffect::NoSchedule));
-        assert_eq!(Taint::parse("spot:PreferNoSchedule").unwrap(), Taint::new("spot", "", TaintEffect::PreferNoSchedule));
+        assert_eq!(
+            Taint::parse("dedicated=gpu:NoSchedule").unwrap(),
+            Taint::new("dedicated", "gpu", TaintEffect::NoSchedule)
+        );
+        assert_eq!(
+            Taint::parse("spot:PreferNoSchedule").unwrap(),
+            Taint::new("spot", "", TaintEffect::PreferNoSchedule)
+        );
         assert!(Taint::parse("nokind").is_err());
-        assert!(Taint::parse("a=b:Sometimes").unwrap_err().to_string().contains("a=b:Sometimes"));
+        assert!(Taint::parse("a=b:Sometimes")
+            .unwrap_err()
+            .to_string()
+            .contains("a=b:Sometimes"));
     }
 
     #[test]
     fn tolerations_follow_the_api_rules() {
         let taint = Taint::new("dedicated", "gpu", TaintEffect::NoSchedule);
-        let equal = Toleration { key: "dedicated".into(), operator: TolerationOperator::Equal, value: "gpu".into(), effect: Some(TaintEffect::NoSchedule) };
+        let equal = Toleration {
+            key: "dedicated".into(),
+            operator: TolerationOperator::Equal,
+            value: "gpu".into(),
+            effect: Some(TaintEffect::NoSchedule),
+        };
         assert!(equal.tolerates(&taint));
-        let wrong_value = Toleration { value: "cpu".into(), ..equal.clone() };
+        let wrong_value = Toleration {
+            value: "cpu".into(),
+            ..equal.clone()
+        };
         assert!(!wrong_value.tolerates(&taint));
-        let wrong_effect = Toleration { effect: Some(TaintEffect::NoExecute), ..equal.clone() };
+        let wrong_effect = Toleration {
+            effect: Some(TaintEffect::NoExecute),
+            ..equal.clone()
+        };
         assert!(!wrong_effect.tolerates(&taint));
-        let exists_any = Toleration { key: String::new(), operator: TolerationOperator::Exists, value: String::new(), effect: None };
+        let exists_any = Toleration {
+            key: String::new(),
+            operator: TolerationOperator::Exists,
+            value: String::new(),
+            effect: None,
+        };
         assert!(exists_any.tolerates(&taint));
-        let exists_key = Toleration { key: "dedicated".into(), operator: TolerationOperator::Exists, value: String::new(), effect: None };
+        let exists_key = Toleration {
+            key: "dedicated".into(),
+            operator: TolerationOperator::Exists,
+            value: String::new(),
+            effect: None,
+        };
         assert!(exists_key.tolerates(&taint));
         let valueless = Taint::new("spot", "", TaintEffect::NoSchedule);
-        let equal_empty = Toleration { key: "spot".into(), operator: TolerationOperator::Equal, value: String::new(), effect: None };
+        let equal_empty = Toleration {
+            key: "spot".into(),
+            operator: TolerationOperator::Equal,
+            value: String::new(),
+            effect: None,
+        };
         assert!(equal_empty.tolerates(&valueless));
     }
 
@@ -310,8 +364,12 @@ mod tests {
         assert!(!req("zone", Operator::Gt, &["8"]).matches(&node));
         let affinity = NodeAffinity {
             terms: vec![
-                NodeSelectorTerm { match_expressions: vec![req("zone", Operator::In, &["b"])] },
-                NodeSelectorTerm { match_expressions: vec![req("cores", Operator::Gt, &["8"])] },
+                NodeSelectorTerm {
+                    match_expressions: vec![req("zone", Operator::In, &["b"])],
+                },
+                NodeSelectorTerm {
+                    match_expressions: vec![req("cores", Operator::Gt, &["8"])],
+                },
             ],
         };
         assert!(affinity.matches(&node));
@@ -321,12 +379,19 @@ mod tests {
     #[test]
     fn label_selectors() {
         let pod = labels(&[("app", "trainer")]);
-        let sel = LabelSelector { match_labels: labels(&[("app", "trainer")]), match_expressions: vec![] };
+        let sel = LabelSelector {
+            match_labels: labels(&[("app", "trainer")]),
+            match_expressions: vec![],
+        };
         assert!(sel.matches(&pod));
         assert!(LabelSelector::default().matches(&pod));
         let not = LabelSelector {
             match_labels: Labels::new(),
-            match_expressions: vec![SelectorRequirement { key: "app".into(), operator: SelectorOperator::NotIn, values: vec!["trainer".into()] }],
+            match_expressions: vec![SelectorRequirement {
+                key: "app".into(),
+                operator: SelectorOperator::NotIn,
+                values: vec!["trainer".into()],
+            }],
         };
         assert!(!not.matches(&pod));
     }

@@ -8,7 +8,9 @@ use std::ops::{Add, Sub};
 use std::time::Duration;
 
 /// A point in time, in milliseconds since an origin the driver picks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Time(pub u64);
 
@@ -83,7 +85,11 @@ pub struct DurationParseError {
 
 impl fmt::Display for DurationParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid duration {:?}: {} (expected e.g. 90s, 10m, 1h30m, 500ms or plain seconds)", self.text, self.reason)
+        write!(
+            f,
+            "invalid duration {:?}: {} (expected e.g. 90s, 10m, 1h30m, 500ms or plain seconds)",
+            self.text, self.reason
+        )
     }
 }
 
@@ -97,7 +103,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// number of seconds (`3300`, the seed's flag style). Negative values and values
 /// above [`MAX_DURATION`] are rejected.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
-    let err = |reason| DurationParseError { text: text.to_owned(), reason };
+    let err = |reason| DurationParseError {
+        text: text.to_owned(),
+        reason,
+    };
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(err("empty"));
@@ -117,13 +126,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
     let mut total_ms: f64 = 0.0;
     let mut rest = trimmed;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if number_len == 0 {
             return Err(err("expected a number"));
         }
         let value: f64 = rest[..number_len].parse().map_err(|_| err("bad number"))?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit_ms = match &rest[..unit_len] {
             "ms" => 1.0,
             "s" => 1000.0,
@@ -191,16 +204,22 @@ pub mod serde_duration {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
                 if v < 0 {
-                    return Err(E::custom(format!("invalid duration {v}: negative durations are not allowed")));
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: negative durations are not allowed"
+                    )));
                 }
                 Ok(Duration::from_secs(v as u64))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
                 if !(v.is_finite() && v >= 0.0) {
-                    return Err(E::custom(format!("invalid duration {v}: negative durations are not allowed")));
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: negative durations are not allowed"
+                    )));
                 }
                 if v > super::MAX_DURATION.as_secs_f64() {
-                    return Err(E::custom(format!("invalid duration {v}: longer than 100 years")));
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: longer than 100 years"
+                    )));
                 }
                 Ok(Duration::from_secs_f64(v))
             }
@@ -215,10 +234,19 @@ mod tests {
 
     #[test]
     fn huge_durations_are_errors_not_panics() {
-        for text in ["1e20", "1e300", "99999999999999999999s", "1e15d", "18446744073709551616"] {
+        for text in [
+            "1e20",
+            "1e300",
+            "99999999999999999999s",
+            "1e15d",
+            "18446744073709551616",
+        ] {
             assert!(parse_duration(text).is_err(), "{text}");
         }
-        assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36500 * 86400));
+        assert_eq!(
+            parse_duration("36500d").unwrap(),
+            Duration::from_secs(36500 * 86400)
+        );
     }
 
     #[test]

@@ -45,14 +45,17 @@ pub const LABEL_COSCHEDULING_POD_GROUP: &str = "scheduling.x-k8s.io/pod-group";
 /// Volcano: the `PodGroup` (`scheduling.volcano.sh`) a pod belongs to.
 pub const ANNOTATION_VOLCANO_GROUP_NAME: &str = "scheduling.k8s.io/group-name";
 /// The ProvisioningRequest whose booking a pod consumes (and CA's older spelling).
-pub const ANNOTATION_CONSUME_PROVISIONING_REQUEST: &str = "autoscaling.x-k8s.io/consume-provisioning-request";
-pub const ANNOTATION_CA_CONSUME_PROVISIONING_REQUEST: &str = "cluster-autoscaler.kubernetes.io/consume-provisioning-request";
+pub const ANNOTATION_CONSUME_PROVISIONING_REQUEST: &str =
+    "autoscaling.x-k8s.io/consume-provisioning-request";
+pub const ANNOTATION_CA_CONSUME_PROVISIONING_REQUEST: &str =
+    "cluster-autoscaler.kubernetes.io/consume-provisioning-request";
 /// How long the pod is expected to run (`45m`), used to rank nodes to retire.
 pub const ANNOTATION_EXPECTED_DURATION: &str = "batch-autoscaler.io/expected-duration";
 
 // ---- Node annotations and taints ----
 /// Cluster Autoscaler: `true` keeps the node out of scale-down.
-pub const ANNOTATION_SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
+pub const ANNOTATION_SCALE_DOWN_DISABLED: &str =
+    "cluster-autoscaler.kubernetes.io/scale-down-disabled";
 /// The seed project: label `openai/detached=true` means hands off.
 pub const LABEL_DETACHED: &str = "openai/detached";
 /// Ours: since when (RFC 3339 / Unix seconds) the node has had nothing to do.

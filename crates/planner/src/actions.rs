@@ -1,6 +1,9 @@
 //! What the planner asks the driver to do, and what the driver reports back.
 
-use model::{InstanceId, LaunchFailureKind, NodeGroupId, NodeName, NodeView, PodKey, PodUid, PodView, PoolKey, RequestCondition, Time};
+use model::{
+    InstanceId, LaunchFailureKind, NodeGroupId, NodeName, NodeView, PodKey, PodUid, PodView,
+    PoolKey, RequestCondition, Time,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -64,7 +67,13 @@ pub struct BackoffRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// Set a group's desired capacity (never above its max).
-    SetTargetSize { id: ActionId, group: NodeGroupId, from: u32, to: u32, reason: TargetReason },
+    SetTargetSize {
+        id: ActionId,
+        group: NodeGroupId,
+        from: u32,
+        to: u32,
+        reason: TargetReason,
+    },
     /// Read, fresh from the source of truth, what runs on the node backing this
     /// instance, and report it as [`Outcome::Evidence`]. The planner asks for this
     /// after it fenced the node (its retiring taint) and before it terminates the
@@ -89,15 +98,29 @@ pub enum Action {
         reason: TerminateReason,
     },
     /// Taint the node NoSchedule and annotate it: nothing new lands, it goes when empty.
-    RetireNode { id: ActionId, node: NodeName, reason: String },
+    RetireNode {
+        id: ActionId,
+        node: NodeName,
+        reason: String,
+    },
     /// Remove the retirement taint and annotations.
     UnretireNode { id: ActionId, node: NodeName },
     /// Evict a pod through the Eviction API (respecting PodDisruptionBudgets). `uid`
     /// is a precondition (a later pod of the same name is not evicted);
     /// `grace_period` is the pod's own `terminationGracePeriodSeconds`.
-    EvictPod { id: ActionId, pod: PodKey, uid: Option<PodUid>, node: NodeName, grace_period: Option<std::time::Duration> },
+    EvictPod {
+        id: ActionId,
+        pod: PodKey,
+        uid: Option<PodUid>,
+        node: NodeName,
+        grace_period: Option<std::time::Duration>,
+    },
     /// Persist (or clear, with `None`) the node's idle-since annotation.
-    MarkIdle { id: ActionId, node: NodeName, since: Option<Time> },
+    MarkIdle {
+        id: ActionId,
+        node: NodeName,
+        since: Option<Time>,
+    },
     /// Persist a pool backoff (or its end, when `until` has passed).
     PersistBackoff { id: ActionId, record: BackoffRecord },
     /// Take an instance that is being interrupted out of its group and decrement the
@@ -105,10 +128,19 @@ pub enum Action {
     /// on until EC2 takes it, its pods with it, and the group does not replace it a
     /// second time; the replacement is bought by an ordinary scale-up, in the pool the
     /// planner chooses.
-    DetachInstance { id: ActionId, group: NodeGroupId, instance: InstanceId, node: Option<NodeName> },
+    DetachInstance {
+        id: ActionId,
+        group: NodeGroupId,
+        instance: InstanceId,
+        node: Option<NodeName>,
+    },
     /// Set these conditions in a ProvisioningRequest's status (each replaces the
     /// condition of its type; the others are left as they are).
-    UpdateProvisioningRequest { id: ActionId, request: PodKey, conditions: Vec<RequestCondition> },
+    UpdateProvisioningRequest {
+        id: ActionId,
+        request: PodKey,
+        conditions: Vec<RequestCondition>,
+    },
 }
 
 impl Action {
@@ -138,19 +170,50 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::SetTargetSize { group, from, to, reason, .. } => match reason {
-                TargetReason::ScaleUp { pods } => write!(f, "scale up {group} {from} -> {to} for {pods} pending pods"),
+            Self::SetTargetSize {
+                group,
+                from,
+                to,
+                reason,
+                ..
+            } => match reason {
+                TargetReason::ScaleUp { pods } => {
+                    write!(f, "scale up {group} {from} -> {to} for {pods} pending pods")
+                }
                 TargetReason::GiveBack { undelivered } => {
-                    write!(f, "give back {undelivered} undelivered nodes of {group}: {from} -> {to}")
+                    write!(
+                        f,
+                        "give back {undelivered} undelivered nodes of {group}: {from} -> {to}"
+                    )
                 }
             },
-            Self::TerminateInstance { group, instance, node, reason, .. } => {
+            Self::TerminateInstance {
+                group,
+                instance,
+                node,
+                reason,
+                ..
+            } => {
                 let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
-                write!(f, "terminate {instance} (node {node}) of {group}: {}", reason.as_str())
+                write!(
+                    f,
+                    "terminate {instance} (node {node}) of {group}: {}",
+                    reason.as_str()
+                )
             }
-            Self::VerifyRemoval { group, instance, node, reason, .. } => {
+            Self::VerifyRemoval {
+                group,
+                instance,
+                node,
+                reason,
+                ..
+            } => {
                 let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
-                write!(f, "verify {instance} (node {node}) of {group} can go: {}", reason.as_str())
+                write!(
+                    f,
+                    "verify {instance} (node {node}) of {group} can go: {}",
+                    reason.as_str()
+                )
             }
             Self::RetireNode { node, reason, .. } => write!(f, "retire node {node}: {reason}"),
             Self::UnretireNode { node, .. } => write!(f, "un-retire node {node}"),
@@ -159,15 +222,37 @@ impl fmt::Display for Action {
                 Some(t) => write!(f, "mark {node} idle since {t}"),
                 None => write!(f, "clear idle mark of {node}"),
             },
-            Self::PersistBackoff { record, .. } => write!(f, "persist backoff of {} until {}", record.pool, record.until),
-            Self::DetachInstance { group, instance, node, .. } => {
+            Self::PersistBackoff { record, .. } => write!(
+                f,
+                "persist backoff of {} until {}",
+                record.pool, record.until
+            ),
+            Self::DetachInstance {
+                group,
+                instance,
+                node,
+                ..
+            } => {
                 let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
-                write!(f, "detach interrupted {instance} (node {node}) from {group}")
+                write!(
+                    f,
+                    "detach interrupted {instance} (node {node}) from {group}"
+                )
             }
-            Self::UpdateProvisioningRequest { request, conditions, .. } => {
+            Self::UpdateProvisioningRequest {
+                request,
+                conditions,
+                ..
+            } => {
                 write!(f, "update provisioning request {request}:")?;
                 for c in conditions {
-                    write!(f, " {}={} ({})", c.kind, if c.status { "True" } else { "False" }, c.reason)?;
+                    write!(
+                        f,
+                        " {}={} ({})",
+                        c.kind,
+                        if c.status { "True" } else { "False" },
+                        c.reason
+                    )?;
                 }
                 Ok(())
             }
@@ -196,7 +281,11 @@ pub enum Outcome {
     /// The target no longer exists (pod or node gone): treated as done.
     Gone,
     /// Refused for now (PDB 429, conflict, throttling): the planner may try again.
-    Retry { message: String },
+    Retry {
+        message: String,
+    },
     /// Failed for good.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }

@@ -1,9 +1,8 @@
 //! Equivalence classes of pending pods: pods that ask for the same thing in the same
 //! way are checked against a node template once, not once each.
 
-use model::{GangId, Labels, NodeAffinity, PodAntiAffinityTerm, PodView, Resources, Toleration};
 use crate::hash::FxHashMap;
-
+use model::{GangId, Labels, NodeAffinity, PodAntiAffinityTerm, PodView, Resources, Toleration};
 
 /// Pods with identical scheduling requirements.
 #[derive(Debug, Clone)]
@@ -65,7 +64,14 @@ mod tests {
 
     #[test]
     fn same_requests_share_a_class_different_selectors_do_not() {
-        let mk = |name: &str, cpu: i64| PodView::new(PodKey::new("d", name), Resources::cpu_mem(cpu, 1), Owner::Job("j".into()), Time::ZERO);
+        let mk = |name: &str, cpu: i64| {
+            PodView::new(
+                PodKey::new("d", name),
+                Resources::cpu_mem(cpu, 1),
+                Owner::Job("j".into()),
+                Time::ZERO,
+            )
+        };
         let mut pods = vec![mk("a", 100), mk("b", 100), mk("c", 200), mk("d", 100)];
         pods[3].node_selector.insert("pool", "gpu");
         let classes = group_into_classes(&pods, &[0, 1, 2, 3]);

@@ -2,7 +2,10 @@
 //! that adapters turn into logs, Kubernetes Events, metrics and simulator timelines.
 
 use crate::actions::TerminateReason;
-use model::{ConditionType, InstanceId, InterruptionKind, LaunchFailureKind, NodeGroupId, NodeName, PodKey, PoolKey, Time};
+use model::{
+    ConditionType, InstanceId, InterruptionKind, LaunchFailureKind, NodeGroupId, NodeName, PodKey,
+    PoolKey, Time,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +24,10 @@ pub enum NoScaleUpReason {
     /// The group is at its maximum size.
     GroupAtMax { max: u32 },
     /// Every pool of the group is backed off after launch failures.
-    PoolBackedOff { until: Time, kind: LaunchFailureKind },
+    PoolBackedOff {
+        until: Time,
+        kind: LaunchFailureKind,
+    },
     /// A cluster-wide limit (nodes, cores, memory) is reached.
     ClusterLimit { limit: String },
     /// The per-pass cap on new nodes is reached.
@@ -43,18 +49,31 @@ pub enum NoScaleUpReason {
 impl fmt::Display for NoScaleUpReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ExceedsNodeShape { shortfall } => write!(f, "does not fit an empty node: {shortfall}"),
-            Self::LabelsDoNotMatch => f.write_str("node selector/affinity does not match the group's labels"),
+            Self::ExceedsNodeShape { shortfall } => {
+                write!(f, "does not fit an empty node: {shortfall}")
+            }
+            Self::LabelsDoNotMatch => {
+                f.write_str("node selector/affinity does not match the group's labels")
+            }
             Self::TaintNotTolerated { taint } => write!(f, "taint {taint} not tolerated"),
             Self::GroupAtMax { max } => write!(f, "group at max size {max}"),
-            Self::PoolBackedOff { until, kind } => write!(f, "pool backed off until {until} after {}", kind.as_str()),
+            Self::PoolBackedOff { until, kind } => {
+                write!(f, "pool backed off until {until} after {}", kind.as_str())
+            }
             Self::ClusterLimit { limit } => write!(f, "cluster limit reached: {limit}"),
             Self::LoopCapReached => f.write_str("per-pass new-node cap reached"),
-            Self::GangDoesNotFit { needed_pods } => write!(f, "gang of {needed_pods} pods does not fit in the group's remaining room"),
+            Self::GangDoesNotFit { needed_pods } => write!(
+                f,
+                "gang of {needed_pods} pods does not fit in the group's remaining room"
+            ),
             Self::NotChosen => f.write_str("another group was chosen by the expander"),
             Self::NoPriority => f.write_str("no priority in the priority expander's table"),
-            Self::GangLaunchInFlight { gang } => write!(f, "the group is launching nodes for gang {gang}"),
-            Self::GroupStillLaunching => f.write_str("a gang waits for the group's launch under way to be delivered"),
+            Self::GangLaunchInFlight { gang } => {
+                write!(f, "the group is launching nodes for gang {gang}")
+            }
+            Self::GroupStillLaunching => {
+                f.write_str("a gang waits for the group's launch under way to be delivered")
+            }
         }
     }
 }
@@ -117,42 +136,86 @@ pub enum PlannerEvent {
     /// The snapshot was not synced: nothing was decided.
     SnapshotNotSynced,
     /// A group is scaled up for these pods.
-    TriggeredScaleUp { group: NodeGroupId, from: u32, to: u32, pods: Vec<PodKey> },
+    TriggeredScaleUp {
+        group: NodeGroupId,
+        from: u32,
+        to: u32,
+        pods: Vec<PodKey>,
+    },
     /// A pending pod will be served by capacity that exists or is on its way.
-    WaitingForCapacity { pod: PodKey, group: Option<NodeGroupId> },
+    WaitingForCapacity {
+        pod: PodKey,
+        group: Option<NodeGroupId>,
+    },
     /// A pending pod triggered no scale-up; the reason per group. Reported once per
     /// pod until the set of groups or the reasons change.
     NotTriggerScaleUp { pod: PodKey, reasons: GroupReasons },
     /// A pool was backed off after a launch failure.
-    PoolBackedOff { pool: PoolKey, kind: LaunchFailureKind, until: Time, message: String },
+    PoolBackedOff {
+        pool: PoolKey,
+        kind: LaunchFailureKind,
+        until: Time,
+        message: String,
+    },
     /// A pool's backoff ended.
     PoolBackoffExpired { pool: PoolKey },
     /// Desired capacity that will not be delivered was given back.
     CapacityGivenBack { group: NodeGroupId, count: u32 },
     /// A gang's partial launch was rolled back.
-    GangRolledBack { gang: String, group: NodeGroupId, launched: u32, needed: u32 },
+    GangRolledBack {
+        gang: String,
+        group: NodeGroupId,
+        launched: u32,
+        needed: u32,
+    },
     /// A node is being retired: tainted NoSchedule, removed when its batch pods finish.
     NodeRetired { node: NodeName, reason: String },
     /// A retired node is taken back into service for pending pods.
     NodeUnretired { node: NodeName, pods: u32 },
     /// A node became a scale-down candidate (decision taken, awaiting re-validation).
-    ScaleDownCandidate { node: NodeName, reason: TerminateReason },
+    ScaleDownCandidate {
+        node: NodeName,
+        reason: TerminateReason,
+    },
     /// A decision did not survive re-validation on a newer snapshot.
     ScaleDownCancelled { node: NodeName, why: String },
     /// A node's instance is being terminated.
-    ScaleDown { node: Option<NodeName>, instance: InstanceId, group: NodeGroupId, reason: TerminateReason },
+    ScaleDown {
+        node: Option<NodeName>,
+        instance: InstanceId,
+        group: NodeGroupId,
+        reason: TerminateReason,
+    },
     /// An instance never registered within the provision time.
-    LaunchTimedOut { instance: InstanceId, group: NodeGroupId },
+    LaunchTimedOut {
+        instance: InstanceId,
+        group: NodeGroupId,
+    },
     /// An action failed.
     ActionFailed { action: String, message: String },
     /// A configuration or data problem that was worked around.
     Warning { message: String },
     /// A gang has fewer pods than its marker's minimum: nothing is bought for it yet.
-    GangIncomplete { gang: String, present: u32, size: u32 },
+    GangIncomplete {
+        gang: String,
+        present: u32,
+        size: u32,
+    },
     /// A ProvisioningRequest's condition changes.
-    ProvisioningRequestUpdated { request: PodKey, condition: ConditionType, status: bool, reason: String, message: String },
+    ProvisioningRequestUpdated {
+        request: PodKey,
+        condition: ConditionType,
+        status: bool,
+        reason: String,
+        message: String,
+    },
     /// A group is scaled up for a ProvisioningRequest (all its pods, one group).
-    ProvisioningRequestScaleUp { request: PodKey, group: NodeGroupId, from: u32, to: u32 },
+    ProvisioningRequestScaleUp {
+        request: PodKey,
+        group: NodeGroupId,
+        from: u32,
+        to: u32,
+    },
     /// A ProvisioningRequest of another provisioner's class: left alone.
     ProvisioningRequestIgnored { request: PodKey, class: String },
     /// An instance of a managed group got an interruption notice; what was done.
@@ -168,7 +231,11 @@ pub enum PlannerEvent {
     },
     /// An interruption notice about an instance the autoscaler does not manage (or
     /// with handling off): nothing done.
-    InterruptionIgnored { instance: InstanceId, kind: InterruptionKind, why: String },
+    InterruptionIgnored {
+        instance: InstanceId,
+        kind: InterruptionKind,
+        why: String,
+    },
 }
 
 /// What the planner does about an interruption notice.
@@ -227,7 +294,9 @@ impl PlannerEvent {
             Self::LaunchTimedOut { .. } => "LaunchTimedOut",
             Self::ActionFailed { .. } => "ActionFailed",
             Self::Warning { .. } => "Warning",
-            Self::ProvisioningRequestUpdated { condition, status, .. } => match (condition, status) {
+            Self::ProvisioningRequestUpdated {
+                condition, status, ..
+            } => match (condition, status) {
                 (ConditionType::Provisioned, true) => "Provisioned",
                 (ConditionType::Provisioned, false) => "NotProvisioned",
                 (ConditionType::Failed, _) => "ProvisioningFailed",
@@ -253,8 +322,17 @@ impl fmt::Display for PlannerEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::SnapshotNotSynced => f.write_str("snapshot not synced: no decision taken"),
-            Self::TriggeredScaleUp { group, from, to, pods } => {
-                write!(f, "scale-up of {group} {from} -> {to} for {} pods", pods.len())
+            Self::TriggeredScaleUp {
+                group,
+                from,
+                to,
+                pods,
+            } => {
+                write!(
+                    f,
+                    "scale-up of {group} {from} -> {to} for {} pods",
+                    pods.len()
+                )
             }
             Self::WaitingForCapacity { pod, group } => match group {
                 Some(g) => write!(f, "{pod} waits for upcoming capacity in {g}"),
@@ -270,42 +348,115 @@ impl fmt::Display for PlannerEvent {
                 }
                 Ok(())
             }
-            Self::PoolBackedOff { pool, kind, until, message } => {
-                write!(f, "pool {pool} backed off until {until} ({}): {message}", kind.as_str())
+            Self::PoolBackedOff {
+                pool,
+                kind,
+                until,
+                message,
+            } => {
+                write!(
+                    f,
+                    "pool {pool} backed off until {until} ({}): {message}",
+                    kind.as_str()
+                )
             }
             Self::PoolBackoffExpired { pool } => write!(f, "pool {pool} backoff expired"),
-            Self::CapacityGivenBack { group, count } => write!(f, "gave back {count} undelivered nodes of {group}"),
-            Self::GangRolledBack { gang, group, launched, needed } => {
-                write!(f, "gang {gang}: {group} delivered {launched} of {needed} nodes, rolled back")
+            Self::CapacityGivenBack { group, count } => {
+                write!(f, "gave back {count} undelivered nodes of {group}")
+            }
+            Self::GangRolledBack {
+                gang,
+                group,
+                launched,
+                needed,
+            } => {
+                write!(
+                    f,
+                    "gang {gang}: {group} delivered {launched} of {needed} nodes, rolled back"
+                )
             }
             Self::NodeRetired { node, reason } => write!(f, "retiring {node}: {reason}"),
-            Self::NodeUnretired { node, pods } => write!(f, "un-retired {node} for {pods} pending pods"),
-            Self::ScaleDownCandidate { node, reason } => write!(f, "{node} is a scale-down candidate ({})", reason.as_str()),
-            Self::ScaleDownCancelled { node, why } => write!(f, "scale-down of {node} cancelled: {why}"),
-            Self::ScaleDown { node, instance, group, reason } => {
-                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
-                write!(f, "removing {node} ({instance}) from {group}: {}", reason.as_str())
+            Self::NodeUnretired { node, pods } => {
+                write!(f, "un-retired {node} for {pods} pending pods")
             }
-            Self::LaunchTimedOut { instance, group } => write!(f, "{instance} of {group} never became a node"),
+            Self::ScaleDownCandidate { node, reason } => {
+                write!(f, "{node} is a scale-down candidate ({})", reason.as_str())
+            }
+            Self::ScaleDownCancelled { node, why } => {
+                write!(f, "scale-down of {node} cancelled: {why}")
+            }
+            Self::ScaleDown {
+                node,
+                instance,
+                group,
+                reason,
+            } => {
+                let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
+                write!(
+                    f,
+                    "removing {node} ({instance}) from {group}: {}",
+                    reason.as_str()
+                )
+            }
+            Self::LaunchTimedOut { instance, group } => {
+                write!(f, "{instance} of {group} never became a node")
+            }
             Self::ActionFailed { action, message } => write!(f, "{action} failed: {message}"),
             Self::Warning { message } => write!(f, "warning: {message}"),
-            Self::ProvisioningRequestUpdated { request, condition, status, reason, message } => {
-                write!(f, "provisioning request {request}: {condition}={} ({reason}): {message}", if *status { "True" } else { "False" })
+            Self::ProvisioningRequestUpdated {
+                request,
+                condition,
+                status,
+                reason,
+                message,
+            } => {
+                write!(
+                    f,
+                    "provisioning request {request}: {condition}={} ({reason}): {message}",
+                    if *status { "True" } else { "False" }
+                )
             }
-            Self::ProvisioningRequestScaleUp { request, group, from, to } => {
-                write!(f, "scale-up of {group} {from} -> {to} for provisioning request {request}")
+            Self::ProvisioningRequestScaleUp {
+                request,
+                group,
+                from,
+                to,
+            } => {
+                write!(
+                    f,
+                    "scale-up of {group} {from} -> {to} for provisioning request {request}"
+                )
             }
-            Self::GangIncomplete { gang, present, size } => {
-                write!(f, "gang {gang} has {present} of its {size} pods: no scale-up until all are there")
+            Self::GangIncomplete {
+                gang,
+                present,
+                size,
+            } => {
+                write!(
+                    f,
+                    "gang {gang} has {present} of its {size} pods: no scale-up until all are there"
+                )
             }
             Self::ProvisioningRequestIgnored { request, class } => {
                 write!(f, "provisioning request {request} has class {class}, served by another provisioner: left alone")
             }
-            Self::InstanceInterrupted { instance, group, node, kind, pool, pods, response } => {
+            Self::InstanceInterrupted {
+                instance,
+                group,
+                node,
+                kind,
+                pool,
+                pods,
+                response,
+            } => {
                 let node = node.as_ref().map_or("-".to_owned(), |n| n.to_string());
                 write!(f, "{kind} for {instance} (node {node}) of {group} in pool {pool}, {} pods on it: {response}", pods.len())
             }
-            Self::InterruptionIgnored { instance, kind, why } => write!(f, "{kind} for {instance} ignored: {why}"),
+            Self::InterruptionIgnored {
+                instance,
+                kind,
+                why,
+            } => write!(f, "{kind} for {instance} ignored: {why}"),
         }
     }
 }

@@ -42,14 +42,19 @@ pub struct ExpanderChain {
 pub(crate) type CompiledPriorities = Vec<(i32, Vec<Regex>)>;
 
 /// Compiles a priority table (priority → regexes over group names).
-pub(crate) fn compile_priorities(table: &BTreeMap<i32, Vec<String>>) -> Result<CompiledPriorities, String> {
+pub(crate) fn compile_priorities(
+    table: &BTreeMap<i32, Vec<String>>,
+) -> Result<CompiledPriorities, String> {
     let mut out = Vec::new();
     for (priority, patterns) in table.iter().rev() {
         let mut regexes = Vec::new();
         for p in patterns {
             // CA matches the whole name.
             let anchored = format!("^(?:{p})$");
-            regexes.push(Regex::new(&anchored).map_err(|e| format!("priority {priority}: bad regex {p:?}: {e}"))?);
+            regexes.push(
+                Regex::new(&anchored)
+                    .map_err(|e| format!("priority {priority}: bad regex {p:?}: {e}"))?,
+            );
         }
         out.push((*priority, regexes));
     }
@@ -59,7 +64,11 @@ pub(crate) fn compile_priorities(table: &BTreeMap<i32, Vec<String>>) -> Result<C
 impl ExpanderChain {
     /// Parses `least-waste`, `most-pods`, `priority`, `price`, `random` and
     /// comma-separated chains of them.
-    pub fn parse(text: &str, priorities: Option<&BTreeMap<i32, Vec<String>>>, seed: u64) -> Result<Self, SettingsError> {
+    pub fn parse(
+        text: &str,
+        priorities: Option<&BTreeMap<i32, Vec<String>>>,
+        seed: u64,
+    ) -> Result<Self, SettingsError> {
         let mut steps = Vec::new();
         for name in text.split(',').map(str::trim) {
             steps.push(match name {
@@ -76,11 +85,19 @@ impl ExpanderChain {
                 }
             });
         }
-        let configured_priorities = priorities
-            .map(compile_priorities)
-            .transpose()
-            .map_err(|message| SettingsError { field: "expander-priorities", message })?;
-        Ok(Self { steps, configured_priorities, rng_state: seed ^ 0x9E37_79B9_7F4A_7C15 })
+        let configured_priorities =
+            priorities
+                .map(compile_priorities)
+                .transpose()
+                .map_err(|message| SettingsError {
+                    field: "expander-priorities",
+                    message,
+                })?;
+        Ok(Self {
+            steps,
+            configured_priorities,
+            rng_state: seed ^ 0x9E37_79B9_7F4A_7C15,
+        })
     }
 
     /// Whether the chain uses the priority expander.
@@ -89,13 +106,24 @@ impl ExpanderChain {
     }
 
     /// The priority of a group under the table in force (`None`: not a candidate).
-    pub(crate) fn priority_of(&self, group: &NodeGroupId, cluster_table: Option<&CompiledPriorities>) -> Option<i32> {
+    pub(crate) fn priority_of(
+        &self,
+        group: &NodeGroupId,
+        cluster_table: Option<&CompiledPriorities>,
+    ) -> Option<i32> {
         let table = cluster_table.or(self.configured_priorities.as_ref())?;
-        table.iter().find(|(_, regexes)| regexes.iter().any(|r| r.is_match(group.as_str()))).map(|(p, _)| *p)
+        table
+            .iter()
+            .find(|(_, regexes)| regexes.iter().any(|r| r.is_match(group.as_str())))
+            .map(|(p, _)| *p)
     }
 
     /// Picks the best option's index. `options` must not be empty.
-    pub(crate) fn choose(&mut self, options: &[OptionSummary], cluster_table: Option<&CompiledPriorities>) -> usize {
+    pub(crate) fn choose(
+        &mut self,
+        options: &[OptionSummary],
+        cluster_table: Option<&CompiledPriorities>,
+    ) -> usize {
         let mut alive: Vec<usize> = (0..options.len()).collect();
         // The primary region first: overflow to other regions only when it cannot help.
         keep_best(&mut alive, |i| -(options[i].region_rank as f64));
@@ -108,12 +136,15 @@ impl ExpanderChain {
                 Expander::MostPods => keep_best(&mut alive, |i| f64::from(options[i].pods)),
                 Expander::Price => keep_best(&mut alive, |i| {
                     let o = &options[i];
-                    o.price_per_hour.map_or(f64::NEG_INFINITY, |p| -(p * f64::from(o.new_nodes)) / f64::from(o.pods.max(1)))
+                    o.price_per_hour.map_or(f64::NEG_INFINITY, |p| {
+                        -(p * f64::from(o.new_nodes)) / f64::from(o.pods.max(1))
+                    })
                 }),
                 Expander::Priority => {
                     if cluster_table.is_some() || self.configured_priorities.is_some() {
                         keep_best(&mut alive, |i| {
-                            self.priority_of(&options[i].group, cluster_table).map_or(f64::NEG_INFINITY, f64::from)
+                            self.priority_of(&options[i].group, cluster_table)
+                                .map_or(f64::NEG_INFINITY, f64::from)
                         });
                     }
                 }
@@ -123,7 +154,10 @@ impl ExpanderChain {
                 }
             }
         }
-        *alive.iter().min_by(|&&a, &&b| options[a].group.cmp(&options[b].group)).expect("options not empty")
+        *alive
+            .iter()
+            .min_by(|&&a, &&b| options[a].group.cmp(&options[b].group))
+            .expect("options not empty")
     }
 
     /// SplitMix64: deterministic for a seed, no dependency.
@@ -138,7 +172,10 @@ impl ExpanderChain {
 
 /// Keeps the indices with the highest score (within a small epsilon).
 fn keep_best(alive: &mut Vec<usize>, score: impl Fn(usize) -> f64) {
-    let best = alive.iter().map(|&i| score(i)).fold(f64::NEG_INFINITY, f64::max);
+    let best = alive
+        .iter()
+        .map(|&i| score(i))
+        .fold(f64::NEG_INFINITY, f64::max);
     alive.retain(|&i| {
         let s = score(i);
         s == best || (s - best).abs() <= 1e-9
@@ -150,23 +187,58 @@ mod tests {
     use super::*;
 
     fn opt(group: &str, nodes: u32, pods: u32, waste: f64, price: Option<f64>) -> OptionSummary {
-        OptionSummary { group: NodeGroupId::new(group), new_nodes: nodes, pods, waste, price_per_hour: price, region_rank: 0 }
+        OptionSummary {
+            group: NodeGroupId::new(group),
+            new_nodes: nodes,
+            pods,
+            waste,
+            price_per_hour: price,
+            region_rank: 0,
+        }
     }
 
     #[test]
     fn least_waste_most_pods_and_price() {
-        let options = vec![opt("a", 2, 10, 0.5, Some(1.0)), opt("b", 1, 12, 0.1, Some(3.0)), opt("c", 4, 10, 0.3, Some(0.2))];
-        assert_eq!(ExpanderChain::parse("least-waste", None, 0).unwrap().choose(&options, None), 1);
-        assert_eq!(ExpanderChain::parse("most-pods", None, 0).unwrap().choose(&options, None), 1);
+        let options = vec![
+            opt("a", 2, 10, 0.5, Some(1.0)),
+            opt("b", 1, 12, 0.1, Some(3.0)),
+            opt("c", 4, 10, 0.3, Some(0.2)),
+        ];
+        assert_eq!(
+            ExpanderChain::parse("least-waste", None, 0)
+                .unwrap()
+                .choose(&options, None),
+            1
+        );
+        assert_eq!(
+            ExpanderChain::parse("most-pods", None, 0)
+                .unwrap()
+                .choose(&options, None),
+            1
+        );
         // price per pod: a 0.2, b 0.25, c 0.08
-        assert_eq!(ExpanderChain::parse("price", None, 0).unwrap().choose(&options, None), 2);
+        assert_eq!(
+            ExpanderChain::parse("price", None, 0)
+                .unwrap()
+                .choose(&options, None),
+            2
+        );
     }
 
     #[test]
     fn priority_chain_falls_through_and_excludes_unmatched() {
-        let table: BTreeMap<i32, Vec<String>> = [(10, vec![".*p2.*".to_owned()]), (50, vec![".*p3.*".to_owned()])].into();
+        let table: BTreeMap<i32, Vec<String>> = [
+            (10, vec![".*p2.*".to_owned()]),
+            (50, vec![".*p3.*".to_owned()]),
+        ]
+        .into();
         let mut chain = ExpanderChain::parse("priority,least-waste", Some(&table), 0).unwrap();
-        let options = vec![opt("gpu-p2", 1, 1, 0.0, None), opt("gpu-p3-a", 1, 1, 0.5, None), opt("gpu-p3-b", 1, 1, 0.2, None), opt("cpu", 1, 1, 0.0, None)];
+        let options = vec![
+            opt("gpu-p2", 1, 1, 0.0, None),
+            opt("gpu-p3-a", 1, 1, 0.5, None),
+            opt("gpu-p3-b", 1, 1, 0.2, None),
+            opt("cpu", 1, 1, 0.0, None),
+        ];
         assert_eq!(chain.choose(&options, None), 2);
         assert_eq!(chain.priority_of(&NodeGroupId::new("cpu"), None), None);
     }
@@ -177,15 +249,24 @@ mod tests {
         a.region_rank = 0;
         let mut b = opt("b", 1, 1, 0.0, None);
         b.region_rank = 1;
-        assert_eq!(ExpanderChain::parse("least-waste", None, 0).unwrap().choose(&[b, a], None), 1);
+        assert_eq!(
+            ExpanderChain::parse("least-waste", None, 0)
+                .unwrap()
+                .choose(&[b, a], None),
+            1
+        );
     }
 
     #[test]
     fn random_is_seeded() {
-        let options: Vec<_> = (0..10).map(|i| opt(&format!("g{i}"), 1, 1, 0.0, None)).collect();
+        let options: Vec<_> = (0..10)
+            .map(|i| opt(&format!("g{i}"), 1, 1, 0.0, None))
+            .collect();
         let picks = |seed| {
             let mut c = ExpanderChain::parse("random", None, seed).unwrap();
-            (0..20).map(|_| c.choose(&options, None)).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| c.choose(&options, None))
+                .collect::<Vec<_>>()
         };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));

@@ -19,12 +19,12 @@
 //! This module owns no decision: it must never answer differently from the plain
 //! first-fit (`tests/fit.rs` checks that on random worlds).
 
+use crate::hash::FxHashMap;
 use crate::placement::{NodeIdx, NodeOrigin, PlacementSim};
 use crate::predicates::{check_anti_affinity, check_labels_and_taints};
 use model::well_known::LABEL_HOSTNAME;
-use model::{NodeAffinity, NodeGroupId, PodView, Resources, Taint, Toleration};
 use model::Labels;
-use crate::hash::FxHashMap;
+use model::{NodeAffinity, NodeGroupId, PodView, Resources, Taint, Toleration};
 
 /// The amounts the tree prunes on: cpu millis, memory bytes, pod slots, GPUs.
 pub(crate) type Key = [i64; 4];
@@ -49,10 +49,21 @@ pub(crate) fn free_key(allocatable: &Resources, used: &Resources) -> Key {
 pub(crate) fn fits(request: &Resources, allocatable: &Resources, used: &Resources) -> bool {
     let ok = |requested: i64, alloc: i64, taken: i64| requested <= 0 || requested <= alloc - taken;
     ok(request.cpu_millis, allocatable.cpu_millis, used.cpu_millis)
-        && ok(request.memory_bytes, allocatable.memory_bytes, used.memory_bytes)
-        && ok(request.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes, used.ephemeral_storage_bytes)
+        && ok(
+            request.memory_bytes,
+            allocatable.memory_bytes,
+            used.memory_bytes,
+        )
+        && ok(
+            request.ephemeral_storage_bytes,
+            allocatable.ephemeral_storage_bytes,
+            used.ephemeral_storage_bytes,
+        )
         && ok(request.pods, allocatable.pods, used.pods)
-        && request.extended.iter().all(|(name, v)| ok(*v, allocatable.extended(name), used.extended(name)))
+        && request
+            .extended
+            .iter()
+            .all(|(name, v)| ok(*v, allocatable.extended(name), used.extended(name)))
 }
 
 /// Why a node did not take a pod, as far as the cursor cares.
@@ -73,7 +84,9 @@ fn dynamic(sim: &PlacementSim<'_>, pod: usize, slot: NodeIdx) -> Dynamic {
     if !fits(&p.requests, &n.allocatable, &n.used) {
         return Dynamic::NoRoom;
     }
-    if sim.anti_affinity_in_play() && check_anti_affinity(p, n.residents.iter().map(|&i| &sim.pods()[i])).is_err() {
+    if sim.anti_affinity_in_play()
+        && check_anti_affinity(p, n.residents.iter().map(|&i| &sim.pods()[i])).is_err()
+    {
         return Dynamic::AntiAffinity;
     }
     Dynamic::Fits
@@ -97,7 +110,10 @@ impl FreeTree {
     /// A tree of `n` leaves, all "full" (nothing fits) until set.
     pub(crate) fn new(n: usize) -> Self {
         let leaves = n.max(1).next_power_of_two();
-        Self { leaves, max: vec![EMPTY; 2 * leaves] }
+        Self {
+            leaves,
+            max: vec![EMPTY; 2 * leaves],
+        }
     }
 
     /// Sets leaf `i` to `free`.
@@ -107,7 +123,12 @@ impl FreeTree {
         while at > 1 {
             at /= 2;
             let (l, r) = (self.max[2 * at], self.max[2 * at + 1]);
-            self.max[at] = [l[0].max(r[0]), l[1].max(r[1]), l[2].max(r[2]), l[3].max(r[3])];
+            self.max[at] = [
+                l[0].max(r[0]),
+                l[1].max(r[1]),
+                l[2].max(r[2]),
+                l[3].max(r[3]),
+            ];
         }
     }
 
@@ -127,7 +148,8 @@ impl FreeTree {
             return Some(start);
         }
         let half = len / 2;
-        self.descend(2 * at, start, half, lo, want).or_else(|| self.descend(2 * at + 1, start + half, half, lo, want))
+        self.descend(2 * at, start, half, lo, want)
+            .or_else(|| self.descend(2 * at + 1, start + half, half, lo, want))
     }
 }
 
@@ -201,7 +223,12 @@ pub(crate) struct CapacityIndex {
 
 /// What the label and taint predicates see of a node: origin, group, labels but the
 /// hostname, taints.
-type BucketKey<'a> = (u8, Option<&'a NodeGroupId>, Vec<(&'a str, &'a str)>, &'a [Taint]);
+type BucketKey<'a> = (
+    u8,
+    Option<&'a NodeGroupId>,
+    Vec<(&'a str, &'a str)>,
+    &'a [Taint],
+);
 
 /// What the label and taint predicates read of a pod: node selector, required node
 /// affinity, tolerations.
@@ -211,7 +238,11 @@ type SignatureKey<'a> = (&'a Labels, &'a Option<NodeAffinity>, &'a [Toleration])
 /// that differ only by hostname are not interchangeable for it).
 fn reads_hostname(pod: &PodView) -> bool {
     pod.node_selector.contains_key(LABEL_HOSTNAME)
-        || pod.required_affinity.as_ref().is_some_and(|a| a.terms.iter().any(|t| t.match_expressions.iter().any(|r| r.key == LABEL_HOSTNAME)))
+        || pod.required_affinity.as_ref().is_some_and(|a| {
+            a.terms
+                .iter()
+                .any(|t| t.match_expressions.iter().any(|r| r.key == LABEL_HOSTNAME))
+        })
 }
 
 impl CapacityIndex {
@@ -232,11 +263,25 @@ impl CapacityIndex {
                 NodeOrigin::Upcoming => 1,
                 NodeOrigin::Template => 2,
             };
-            let labels: Vec<(&str, &str)> =
-                node.labels.iter().filter(|(k, _)| *k != LABEL_HOSTNAME).collect();
-            let key = (origin_tag, node.group.as_ref(), labels, node.taints.as_slice());
+            let labels: Vec<(&str, &str)> = node
+                .labels
+                .iter()
+                .filter(|(k, _)| *k != LABEL_HOSTNAME)
+                .collect();
+            let key = (
+                origin_tag,
+                node.group.as_ref(),
+                labels,
+                node.taints.as_slice(),
+            );
             let b = *by_key.entry(key).or_insert_with(|| {
-                buckets.push(Bucket { slots: Vec::new(), tree: FreeTree::new(0), origin: node.origin.clone(), group: node.group.clone(), sample: slot });
+                buckets.push(Bucket {
+                    slots: Vec::new(),
+                    tree: FreeTree::new(0),
+                    origin: node.origin.clone(),
+                    group: node.group.clone(),
+                    sample: slot,
+                });
                 buckets.len() - 1
             });
             place_of[slot] = Some((b, buckets[b].slots.len()));
@@ -256,7 +301,13 @@ impl CapacityIndex {
             .map(|&r| {
                 let p = &pods[r];
                 let next = signature_ids.len() as u32;
-                *signature_ids.entry((&p.node_selector, &p.required_affinity, p.tolerations.as_slice())).or_insert(next)
+                *signature_ids
+                    .entry((
+                        &p.node_selector,
+                        &p.required_affinity,
+                        p.tolerations.as_slice(),
+                    ))
+                    .or_insert(next)
             })
             .collect();
         let n_signatures = signature_ids.len();
@@ -271,8 +322,14 @@ impl CapacityIndex {
             buckets,
             place_of,
             cursor: vec![0; class_reps.len()],
-            per_node: class_reps.iter().map(|&p| reads_hostname(&pods[p])).collect(),
-            has_terms: class_reps.iter().map(|&p| !pods[p].anti_affinity.is_empty()).collect(),
+            per_node: class_reps
+                .iter()
+                .map(|&p| reads_hostname(&pods[p]))
+                .collect(),
+            has_terms: class_reps
+                .iter()
+                .map(|&p| !pods[p].anti_affinity.is_empty())
+                .collect(),
         }
     }
 
@@ -325,7 +382,9 @@ impl CapacityIndex {
     fn allowed(bucket: &Bucket, targets: Targets<'_>) -> bool {
         match targets {
             Targets::All => true,
-            Targets::ExistingAnd(group) => bucket.origin == NodeOrigin::Existing || bucket.group.as_ref() == Some(group),
+            Targets::ExistingAnd(group) => {
+                bucket.origin == NodeOrigin::Existing || bucket.group.as_ref() == Some(group)
+            }
         }
     }
 
@@ -333,7 +392,14 @@ impl CapacityIndex {
     /// of the class is remembered in `uncertain` (the lowest such slot): residents only
     /// come, so an anti-affinity refusal holds for every later member of a class that
     /// shares the pod's labels (classes with terms); otherwise it may not.
-    fn try_slot(&self, sim: &PlacementSim<'_>, pod: usize, class: usize, slot: NodeIdx, uncertain: &mut Option<NodeIdx>) -> bool {
+    fn try_slot(
+        &self,
+        sim: &PlacementSim<'_>,
+        pod: usize,
+        class: usize,
+        slot: NodeIdx,
+        uncertain: &mut Option<NodeIdx>,
+    ) -> bool {
         match dynamic(sim, pod, slot) {
             Dynamic::Fits => true,
             Dynamic::NoRoom => false,
@@ -347,17 +413,30 @@ impl CapacityIndex {
 
     /// The first node (lowest slot) among `targets` that takes `pod` of class `class`:
     /// the same answer as `sim.first_fit(pod, <those slots ascending>)`.
-    pub(crate) fn first_fit(&mut self, sim: &PlacementSim<'_>, pod: usize, class: usize, targets: Targets<'_>) -> Option<NodeIdx> {
+    pub(crate) fn first_fit(
+        &mut self,
+        sim: &PlacementSim<'_>,
+        pod: usize,
+        class: usize,
+        targets: Targets<'_>,
+    ) -> Option<NodeIdx> {
         let p = &sim.pods()[pod];
         // The cursor is a statement about every node, so it is kept only by searches over every node.
-        let lo = if matches!(targets, Targets::All) { self.cursor[class] } else { 0 };
+        let lo = if matches!(targets, Targets::All) {
+            self.cursor[class]
+        } else {
+            0
+        };
         if lo >= self.place_of.len() {
             // An earlier member of the class found no node at all: neither will this one.
             return None;
         }
         if let Some(Some((b, _))) = self.place_of.get(lo) {
             let b = *b;
-            if Self::allowed(&self.buckets[b], targets) && self.compatible(sim, p, class, b, lo) && dynamic(sim, pod, lo) == Dynamic::Fits {
+            if Self::allowed(&self.buckets[b], targets)
+                && self.compatible(sim, p, class, b, lo)
+                && dynamic(sim, pod, lo) == Dynamic::Fits
+            {
                 return Some(lo);
             }
         }
@@ -365,7 +444,11 @@ impl CapacityIndex {
         let mut best: Option<NodeIdx> = None;
         // The first node refused for a reason that may not hold for the next member.
         let mut uncertain: Option<NodeIdx> = None;
-        let reach = if matches!(targets, Targets::All) && !self.per_node[class] { self.reach(sim, p, class) } else { None };
+        let reach = if matches!(targets, Targets::All) && !self.per_node[class] {
+            self.reach(sim, p, class)
+        } else {
+            None
+        };
         if let Some(r) = reach {
             // The nodes of every compatible bucket in slot order: the first with room is the answer.
             let reach = &self.reaches[r];
@@ -416,7 +499,14 @@ impl CapacityIndex {
         best
     }
 
-    fn compatible(&mut self, sim: &PlacementSim<'_>, p: &PodView, class: usize, bucket: usize, slot: NodeIdx) -> bool {
+    fn compatible(
+        &mut self,
+        sim: &PlacementSim<'_>,
+        p: &PodView,
+        class: usize,
+        bucket: usize,
+        slot: NodeIdx,
+    ) -> bool {
         if self.per_node[class] {
             let n = sim.node(slot);
             return check_labels_and_taints(p, &n.labels, &n.taints).is_ok();
@@ -424,11 +514,21 @@ impl CapacityIndex {
         self.compatible_bucket(sim, p, class, bucket)
     }
 
-    fn compatible_bucket(&mut self, sim: &PlacementSim<'_>, p: &PodView, class: usize, bucket: usize) -> bool {
+    fn compatible_bucket(
+        &mut self,
+        sim: &PlacementSim<'_>,
+        p: &PodView,
+        class: usize,
+        bucket: usize,
+    ) -> bool {
         let at = self.signature[class] as usize * self.buckets.len() + bucket;
         if self.compat[at] == 0 {
             let n = sim.node(self.buckets[bucket].sample);
-            self.compat[at] = if check_labels_and_taints(p, &n.labels, &n.taints).is_ok() { 1 } else { 2 };
+            self.compat[at] = if check_labels_and_taints(p, &n.labels, &n.taints).is_ok() {
+                1
+            } else {
+                2
+            };
         }
         self.compat[at] == 1
     }
@@ -442,7 +542,12 @@ impl CapacityIndex {
 /// Exists so that `tests/fit.rs` can hold the index to the plain
 /// `PlacementSim::first_fit` on random worlds; not part of the planner's API.
 #[doc(hidden)]
-pub fn place_in_order_indexed(sim: &mut PlacementSim<'_>, slots: &[NodeIdx], order: &[usize], nominated_to: Option<&NodeGroupId>) -> Vec<Option<NodeIdx>> {
+pub fn place_in_order_indexed(
+    sim: &mut PlacementSim<'_>,
+    slots: &[NodeIdx],
+    order: &[usize],
+    nominated_to: Option<&NodeGroupId>,
+) -> Vec<Option<NodeIdx>> {
     let pods = sim.pods();
     let classes = crate::classes::group_into_classes(pods, order);
     let mut class_of = vec![usize::MAX; pods.len()];
@@ -479,7 +584,11 @@ mod tests {
         assert_eq!(tree.first_at_or_after(2, &[400, 1, 1, 0]), Some(3));
         assert_eq!(tree.first_at_or_after(4, &[400, 1, 1, 0]), Some(4));
         assert_eq!(tree.first_at_or_after(0, &[900, 1, 1, 0]), None);
-        assert_eq!(tree.first_at_or_after(0, &[1, 1, 1, 1]), None, "no GPUs anywhere");
+        assert_eq!(
+            tree.first_at_or_after(0, &[1, 1, 1, 1]),
+            None,
+            "no GPUs anywhere"
+        );
         tree.set(1, [0, 1000, 10, 0]);
         assert_eq!(tree.first_at_or_after(0, &[400, 1, 1, 0]), Some(3));
     }

@@ -41,7 +41,10 @@ impl GangTracker {
     /// The gang whose launch is under way in `group`, if any (at most one: a gang
     /// launches only into a quiet group, and nothing else launches there meanwhile).
     pub(crate) fn in_flight(&self, group: &NodeGroupId) -> Option<&GangId> {
-        self.launches.values().find(|l| &l.group == group).map(|l| &l.gang)
+        self.launches
+            .values()
+            .find(|l| &l.group == group)
+            .map(|l| &l.gang)
     }
 
     /// A launch failure in `group`: its gangs will be rolled back on the next pass.
@@ -57,7 +60,11 @@ impl Planner {
     /// node is bought for them until the rest arrive (a queue or a controller creates
     /// a gang's pods one by one; buying for the first few would buy for a gang that
     /// cannot start). Each is reported once per member count.
-    pub(crate) fn incomplete_gangs(&mut self, now: Time, snapshot: &ClusterSnapshot) -> BTreeSet<GangId> {
+    pub(crate) fn incomplete_gangs(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+    ) -> BTreeSet<GangId> {
         let mut members: BTreeMap<&GangId, (u32, u32)> = BTreeMap::new();
         for p in &snapshot.pods {
             if let Some(g) = p.gang.as_ref().filter(|g| g.size > 0) {
@@ -75,7 +82,11 @@ impl Planner {
                 out.insert(gang.clone());
                 if self.gangs.incomplete.get(gang) != Some(&present) {
                     self.gangs.incomplete.insert(gang.clone(), present);
-                    reports.push(PlannerEvent::GangIncomplete { gang: gang.to_string(), present, size });
+                    reports.push(PlannerEvent::GangIncomplete {
+                        gang: gang.to_string(),
+                        present,
+                        size,
+                    });
                 }
             }
         }
@@ -108,7 +119,8 @@ impl Planner {
                 continue;
             }
             let failed = self.gangs.failed.contains(&launch.gang);
-            let timed_out = now.saturating_since(launch.started) >= self.settings.gang_provision_timeout;
+            let timed_out =
+                now.saturating_since(launch.started) >= self.settings.gang_provision_timeout;
             if failed || timed_out {
                 self.roll_back_gang(now, snapshot, &launch, timed_out && !failed);
                 self.gangs.launches.remove(&launch.gang);
@@ -117,8 +129,16 @@ impl Planner {
         }
     }
 
-    fn roll_back_gang(&mut self, now: Time, snapshot: &ClusterSnapshot, launch: &GangLaunch, back_off_pool: bool) {
-        let Some(group) = snapshot.groups.iter().find(|g| g.spec.id == launch.group) else { return };
+    fn roll_back_gang(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        launch: &GangLaunch,
+        back_off_pool: bool,
+    ) {
+        let Some(group) = snapshot.groups.iter().find(|g| g.spec.id == launch.group) else {
+            return;
+        };
         let mut occupied: BTreeSet<&str> = BTreeSet::new();
         for p in &snapshot.pods {
             if p.occupies_node() && !p.is_node_infrastructure() {
@@ -127,17 +147,27 @@ impl Planner {
                 }
             }
         }
-        let node_of = |id: &InstanceId| snapshot.nodes.iter().find(|n| n.instance.as_ref() == Some(id));
+        let node_of = |id: &InstanceId| {
+            snapshot
+                .nodes
+                .iter()
+                .find(|n| n.instance.as_ref() == Some(id))
+        };
         let launched: Vec<_> = group
             .instances
             .iter()
-            .filter(|i| !launch.instances_before.contains(&i.id) && !self.terminating.contains_key(&i.id))
+            .filter(|i| {
+                !launch.instances_before.contains(&i.id) && !self.terminating.contains_key(&i.id)
+            })
             .take(launch.nodes as usize)
             .collect();
         // Nodes requested but never launched: give the desired capacity back first,
         // from the target before any rollback (never below the live instances, so the
         // ASG picks none to terminate itself).
-        let target = self.requested_targets.get(&launch.group).map_or(group.target, |r| r.target);
+        let target = self
+            .requested_targets
+            .get(&launch.group)
+            .map_or(group.target, |r| r.target);
         let never_launched = launch.nodes.saturating_sub(launched.len() as u32);
         let live = group.instances.len() as u32;
         let undelivered = never_launched.min(target.saturating_sub(live));
@@ -150,11 +180,22 @@ impl Planner {
             }
             // Fenced and verified like every removal (a gang scheduler binds the whole
             // gang at once, possibly just now); each lowers the target by one.
-            self.begin_removal(now, &launch.group, &instance.id, node, TerminateReason::GangRollback);
+            self.begin_removal(
+                now,
+                &launch.group,
+                &instance.id,
+                node,
+                TerminateReason::GangRollback,
+            );
         }
         if back_off_pool {
             for zone in &group.spec.zones {
-                let record = self.pools.record_failure(now, group.spec.pool(zone), LaunchFailureKind::LaunchTimeout, "gang could not be provisioned in time");
+                let record = self.pools.record_failure(
+                    now,
+                    group.spec.pool(zone),
+                    LaunchFailureKind::LaunchTimeout,
+                    "gang could not be provisioned in time",
+                );
                 self.announce_backoff(now, record);
             }
         }
@@ -169,10 +210,19 @@ impl Planner {
         );
         // A ProvisioningRequest's launch is tried once: the request fails and its queue
         // retries with a new request (served by another pool, this one backed off).
-        let why = if back_off_pool { "the nodes did not all arrive within the gang provision time" } else { "the launch failed" };
+        let why = if back_off_pool {
+            "the nodes did not all arrive within the gang provision time"
+        } else {
+            "the launch failed"
+        };
         self.requests.gang_rolled_back(
             &launch.gang,
-            format!("{} delivered {} of {} nodes and was rolled back: {why}", launch.group, launched.len(), launch.nodes),
+            format!(
+                "{} delivered {} of {} nodes and was rolled back: {why}",
+                launch.group,
+                launched.len(),
+                launch.nodes
+            ),
         );
     }
 }

@@ -25,10 +25,11 @@ use crate::events::{InterruptionResponse, PlannerEvent};
 use crate::placement::{PlacementSim, SimNode};
 use crate::scaledown::{disposition, is_retired, PodDisposition};
 use crate::Planner;
-use model::{
-    ClusterSnapshot, InstanceId, InterruptionKind, InterruptionNotice, PodPhase, PoolKey, Taint, TaintEffect, Time,
-};
 use model::well_known::TAINT_RETIRING;
+use model::{
+    ClusterSnapshot, InstanceId, InterruptionKind, InterruptionNotice, PodPhase, PoolKey, Taint,
+    TaintEffect, Time,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,7 +84,14 @@ impl Planner {
     /// An interruption notice from the cloud (see the module docs for what follows).
     pub fn handle_interruption(&mut self, now: Time, notice: InterruptionNotice) {
         if !self.settings.interruption_handling {
-            self.emit(now, PlannerEvent::InterruptionIgnored { instance: notice.instance, kind: notice.kind, why: "interruption handling is off".into() });
+            self.emit(
+                now,
+                PlannerEvent::InterruptionIgnored {
+                    instance: notice.instance,
+                    kind: notice.kind,
+                    why: "interruption handling is off".into(),
+                },
+            );
             return;
         }
         match self.interruptions.tracked.get_mut(&notice.instance) {
@@ -95,7 +103,15 @@ impl Planner {
             Some(_) => {}
             None => {
                 let id = notice.instance.clone();
-                self.interruptions.tracked.insert(id, Tracked { notice, response: None, fenced: None, detach: Detach::NotWanted });
+                self.interruptions.tracked.insert(
+                    id,
+                    Tracked {
+                        notice,
+                        response: None,
+                        fenced: None,
+                        detach: Detach::NotWanted,
+                    },
+                );
             }
         }
         self.wake(now);
@@ -110,7 +126,11 @@ impl Planner {
             .map(|(pool, &(total, last))| PoolInterruptions {
                 pool: pool.clone(),
                 total,
-                recent: self.interruptions.recent.get(pool).map_or(0, |v| v.iter().filter(|t| now.saturating_since(**t) < window).count() as u32),
+                recent: self.interruptions.recent.get(pool).map_or(0, |v| {
+                    v.iter()
+                        .filter(|t| now.saturating_since(**t) < window)
+                        .count() as u32
+                }),
                 last,
             })
             .collect()
@@ -118,7 +138,11 @@ impl Planner {
 
     /// Decides and carries out the response to new notices, and returns the snapshot
     /// the rest of the pass plans on (the module docs say what changes in it).
-    pub(crate) fn prepare_interruptions(&mut self, now: Time, snapshot: &ClusterSnapshot) -> Option<ClusterSnapshot> {
+    pub(crate) fn prepare_interruptions(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+    ) -> Option<ClusterSnapshot> {
         if self.interruptions.tracked.is_empty() {
             return None;
         }
@@ -127,16 +151,27 @@ impl Planner {
         let mut moving: Vec<usize> = Vec::new();
         let ids: Vec<InstanceId> = self.interruptions.tracked.keys().cloned().collect();
         for id in ids {
-            let node_index = snapshot.nodes.iter().position(|n| n.instance.as_ref() == Some(&id));
-            let in_group = snapshot
-                .groups
+            let node_index = snapshot
+                .nodes
                 .iter()
-                .enumerate()
-                .find_map(|(gi, g)| g.instances.iter().position(|i| i.id == id).map(|ii| (gi, ii)));
+                .position(|n| n.instance.as_ref() == Some(&id));
+            let in_group = snapshot.groups.iter().enumerate().find_map(|(gi, g)| {
+                g.instances
+                    .iter()
+                    .position(|i| i.id == id)
+                    .map(|ii| (gi, ii))
+            });
             let tracked = self.interruptions.tracked[&id].clone();
             if node_index.is_none() && in_group.is_none() {
                 if tracked.response.is_none() {
-                    self.emit(now, PlannerEvent::InterruptionIgnored { instance: id.clone(), kind: tracked.notice.kind, why: "no managed group has this instance".into() });
+                    self.emit(
+                        now,
+                        PlannerEvent::InterruptionIgnored {
+                            instance: id.clone(),
+                            kind: tracked.notice.kind,
+                            why: "no managed group has this instance".into(),
+                        },
+                    );
                 }
                 self.interruptions.tracked.remove(&id);
                 continue;
@@ -145,14 +180,30 @@ impl Planner {
                 Some(r) => r,
                 None => {
                     let Some((gi, ii)) = in_group else {
-                        self.emit(now, PlannerEvent::InterruptionIgnored { instance: id.clone(), kind: tracked.notice.kind, why: "its node is not in a group the autoscaler manages".into() });
+                        self.emit(
+                            now,
+                            PlannerEvent::InterruptionIgnored {
+                                instance: id.clone(),
+                                kind: tracked.notice.kind,
+                                why: "its node is not in a group the autoscaler manages".into(),
+                            },
+                        );
                         self.interruptions.tracked.remove(&id);
                         continue;
                     };
-                    let r = self.decide_interruption(now, snapshot, &tracked.notice, gi, ii, node_index);
+                    let r = self.decide_interruption(
+                        now,
+                        snapshot,
+                        &tracked.notice,
+                        gi,
+                        ii,
+                        node_index,
+                    );
                     let t = self.interruptions.tracked.get_mut(&id).expect("tracked");
                     t.response = Some(r.clone());
-                    if matches!(r, InterruptionResponse::Replace { detach: true }) && t.detach == Detach::NotWanted {
+                    if matches!(r, InterruptionResponse::Replace { detach: true })
+                        && t.detach == Detach::NotWanted
+                    {
                         t.detach = Detach::Wanted;
                     }
                     r
@@ -174,12 +225,20 @@ impl Planner {
                             detail => format!("{kind}: {detail}"),
                         };
                         let action_id = self.next_id();
-                        self.actions.push_back(Action::RetireNode { id: action_id, node: node.name.clone(), reason });
+                        self.actions.push_back(Action::RetireNode {
+                            id: action_id,
+                            node: node.name.clone(),
+                            reason,
+                        });
                     }
                 }
                 let fenced = &mut out.nodes[ni];
                 if !fenced.taints.iter().any(|t| t.key == TAINT_RETIRING) {
-                    fenced.taints.push(Taint { key: TAINT_RETIRING.into(), value: String::new(), effect: TaintEffect::NoSchedule });
+                    fenced.taints.push(Taint {
+                        key: TAINT_RETIRING.into(),
+                        value: String::new(),
+                        effect: TaintEffect::NoSchedule,
+                    });
                 }
                 // A node with a scheduled retirement goes the ordinary way once its pods
                 // are done; any other is going anyway: hands off.
@@ -193,20 +252,35 @@ impl Planner {
                             .pods
                             .iter()
                             .enumerate()
-                            .filter(|(_, p)| p.node.as_ref() == Some(&node.name) && p.occupies_node() && !p.is_node_infrastructure())
+                            .filter(|(_, p)| {
+                                p.node.as_ref() == Some(&node.name)
+                                    && p.occupies_node()
+                                    && !p.is_node_infrastructure()
+                            })
                             .map(|(pi, _)| pi),
                     );
                 }
             }
-            if let (InterruptionResponse::Replace { detach: true }, Some((gi, _))) = (&response, in_group) {
+            if let (InterruptionResponse::Replace { detach: true }, Some((gi, _))) =
+                (&response, in_group)
+            {
                 let group = snapshot.groups[gi].spec.id.clone();
                 let mut detach = self.interruptions.tracked[&id].detach;
                 if detach == Detach::Wanted {
                     let action_id = self.next_id();
                     detach = Detach::InFlight(action_id);
-                    self.interruptions.tracked.get_mut(&id).expect("tracked").detach = detach;
+                    self.interruptions
+                        .tracked
+                        .get_mut(&id)
+                        .expect("tracked")
+                        .detach = detach;
                     let node = node_index.map(|ni| snapshot.nodes[ni].name.clone());
-                    self.actions.push_back(Action::DetachInstance { id: action_id, group, instance: id.clone(), node });
+                    self.actions.push_back(Action::DetachInstance {
+                        id: action_id,
+                        group,
+                        instance: id.clone(),
+                        node,
+                    });
                 }
                 if detach != Detach::NotWanted {
                     // Plan on the group as it is once the instance has left it.
@@ -240,29 +314,47 @@ impl Planner {
         let pool = spec.pool(&group.instances[ii].zone);
         let node = node_index.map(|ni| &snapshot.nodes[ni]);
         let pods: Vec<&model::PodView> = node.map_or_else(Vec::new, |n| {
-            snapshot.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name) && p.occupies_node() && !p.is_node_infrastructure()).collect()
+            snapshot
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.node.as_ref() == Some(&n.name)
+                        && p.occupies_node()
+                        && !p.is_node_infrastructure()
+                })
+                .collect()
         });
         let rebalancing = "the group's Capacity Rebalancing launches the replacement".to_owned();
         let launching = group.instances[ii].state == model::InstanceState::Pending;
         let response = match notice.kind {
-            InterruptionKind::SpotInterruption if spec.capacity_rebalance => InterruptionResponse::Fence { why: rebalancing },
+            InterruptionKind::SpotInterruption if spec.capacity_rebalance => {
+                InterruptionResponse::Fence { why: rebalancing }
+            }
             // EC2 Auto Scaling detaches only InService instances; one still launching
             // carries no work yet, and its group replaces it.
-            InterruptionKind::SpotInterruption if launching => {
-                InterruptionResponse::Fence { why: "the instance is still launching: its group replaces it".into() }
-            }
+            InterruptionKind::SpotInterruption if launching => InterruptionResponse::Fence {
+                why: "the instance is still launching: its group replaces it".into(),
+            },
             InterruptionKind::SpotInterruption => InterruptionResponse::Replace { detach: true },
             InterruptionKind::RebalanceRecommendation => {
                 let going = node.is_some_and(|n| {
-                    is_retired(n) || self.draining_since.contains_key(&n.name) || self.terminating.contains_key(&notice.instance)
+                    is_retired(n)
+                        || self.draining_since.contains_key(&n.name)
+                        || self.terminating.contains_key(&notice.instance)
                 });
-                let must_finish = pods.iter().any(|p| disposition(p, &self.settings) == PodDisposition::MustFinish);
+                let must_finish = pods
+                    .iter()
+                    .any(|p| disposition(p, &self.settings) == PodDisposition::MustFinish);
                 if spec.capacity_rebalance {
                     InterruptionResponse::Fence { why: rebalancing }
                 } else if node.is_none() {
-                    InterruptionResponse::Nothing { why: "no node has registered for the instance yet".into() }
+                    InterruptionResponse::Nothing {
+                        why: "no node has registered for the instance yet".into(),
+                    }
                 } else if going {
-                    InterruptionResponse::Nothing { why: "the node is already on its way out".into() }
+                    InterruptionResponse::Nothing {
+                        why: "the node is already on its way out".into(),
+                    }
                 } else if !must_finish {
                     InterruptionResponse::Nothing {
                         why: "no must-finish pod on the node: its work can move if the instance is interrupted".into(),
@@ -271,11 +363,17 @@ impl Planner {
                     InterruptionResponse::Replace { detach: false }
                 }
             }
-            InterruptionKind::StateChange => {
-                InterruptionResponse::Fence { why: format!("the instance is {}: its group replaces it", detail_or(&notice.detail, "going")) }
-            }
+            InterruptionKind::StateChange => InterruptionResponse::Fence {
+                why: format!(
+                    "the instance is {}: its group replaces it",
+                    detail_or(&notice.detail, "going")
+                ),
+            },
             InterruptionKind::ScheduledChange => InterruptionResponse::Fence {
-                why: format!("{} scheduled: the node takes no new work and goes once its pods are done", detail_or(&notice.detail, "an event")),
+                why: format!(
+                    "{} scheduled: the node takes no new work and goes once its pods are done",
+                    detail_or(&notice.detail, "an event")
+                ),
             },
         };
         if notice.kind == InterruptionKind::SpotInterruption {
@@ -299,15 +397,32 @@ impl Planner {
     /// Puts the pods of doomed nodes, in the copy, where they will run once they are
     /// killed: on room that exists (booked: that node stays out of scale-down), else
     /// pending, for scale-up to buy.
-    fn move_doomed_pods(&mut self, now: Time, snapshot: &ClusterSnapshot, out: &mut ClusterSnapshot, doomed: &BTreeSet<usize>, moving: &[usize]) {
+    fn move_doomed_pods(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        out: &mut ClusterSnapshot,
+        doomed: &BTreeSet<usize>,
+        moving: &[usize],
+    ) {
         let moving_set: BTreeSet<usize> = moving.iter().copied().collect();
-        let node_index: crate::hash::FxHashMap<&model::NodeName, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (&n.name, i)).collect();
+        let node_index: crate::hash::FxHashMap<&model::NodeName, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (&n.name, i))
+            .collect();
         let mut occupants: Vec<Vec<usize>> = vec![Vec::new(); snapshot.nodes.len()];
         for (pi, p) in snapshot.pods.iter().enumerate() {
             if moving_set.contains(&pi) {
                 continue;
             }
-            if let Some(&ni) = p.node.as_ref().filter(|_| p.occupies_node()).and_then(|n| node_index.get(n)) {
+            if let Some(&ni) = p
+                .node
+                .as_ref()
+                .filter(|_| p.occupies_node())
+                .and_then(|n| node_index.get(n))
+            {
                 occupants[ni].push(pi);
             }
         }
@@ -318,8 +433,12 @@ impl Planner {
         let mut slot_node = BTreeMap::new();
         for (ni, n) in snapshot.nodes.iter().enumerate() {
             let young = now.saturating_since(n.created) < provision;
-            let leaving = n.instance.as_ref().is_some_and(|i| self.terminating.contains_key(i));
-            if doomed.contains(&ni) || n.cordoned || is_retired(n) || leaving || !(n.ready || young) {
+            let leaving = n
+                .instance
+                .as_ref()
+                .is_some_and(|i| self.terminating.contains_key(i));
+            if doomed.contains(&ni) || n.cordoned || is_retired(n) || leaving || !(n.ready || young)
+            {
                 continue;
             }
             let mut sim_node = SimNode::existing(n, &snapshot.pods, &occupants[ni]);
@@ -327,7 +446,13 @@ impl Planner {
             if young {
                 // A replacement that has just registered still carries the startup
                 // taints: they mean "not yet", not "never" (as in scale-up).
-                sim_node.taints = std::sync::Arc::new(n.taints.iter().filter(|t| !crate::scaleup::STARTUP_TAINTS.contains(&t.key.as_str())).cloned().collect());
+                sim_node.taints = std::sync::Arc::new(
+                    n.taints
+                        .iter()
+                        .filter(|t| !crate::scaleup::STARTUP_TAINTS.contains(&t.key.as_str()))
+                        .cloned()
+                        .collect(),
+                );
             }
             let slot = sim.add_node(sim_node);
             slot_node.insert(slot, ni);
@@ -365,7 +490,11 @@ impl Planner {
             self.unneeded_since.remove(&node.name);
             if node.idle_since.take().is_some() {
                 let id = self.next_id();
-                self.actions.push_back(Action::MarkIdle { id, node: node.name.clone(), since: None });
+                self.actions.push_back(Action::MarkIdle {
+                    id,
+                    node: node.name.clone(),
+                    since: None,
+                });
             }
         }
     }
@@ -375,15 +504,24 @@ impl Planner {
         let s = &self.settings;
         let (window, threshold) = (s.spot_interruption_window, s.spot_interruption_threshold);
         let (initial, max) = (s.spot_interruption_backoff, s.max_spot_interruption_backoff);
-        let total = self.interruptions.totals.entry(pool.clone()).or_insert((0, now));
+        let total = self
+            .interruptions
+            .totals
+            .entry(pool.clone())
+            .or_insert((0, now));
         *total = (total.0 + 1, now);
         let recent = self.interruptions.recent.entry(pool.clone()).or_default();
         recent.retain(|t| now.saturating_since(*t) < window);
         recent.push(now);
         let count = recent.len() as u32;
         if threshold > 0 && count >= threshold {
-            let message = format!("{count} spot interruptions within {}", model::format_duration(window));
-            let record: BackoffRecord = self.pools.record_interruptions(now, pool, initial, max, &message);
+            let message = format!(
+                "{count} spot interruptions within {}",
+                model::format_duration(window)
+            );
+            let record: BackoffRecord = self
+                .pools
+                .record_interruptions(now, pool, initial, max, &message);
             self.announce_backoff(now, record);
         }
     }
@@ -393,7 +531,12 @@ impl Planner {
         let failed = matches!(outcome, Outcome::Retry { .. } | Outcome::Failed { .. });
         match action {
             Action::DetachInstance { id, instance, .. } => {
-                if let Some(t) = self.interruptions.tracked.get_mut(instance).filter(|t| t.detach == Detach::InFlight(*id)) {
+                if let Some(t) = self
+                    .interruptions
+                    .tracked
+                    .get_mut(instance)
+                    .filter(|t| t.detach == Detach::InFlight(*id))
+                {
                     t.detach = match outcome {
                         Outcome::Retry { .. } => Detach::Wanted,
                         // Failed for good (or the instance already gone): the group
@@ -407,7 +550,12 @@ impl Planner {
             }
             Action::RetireNode { node, .. } if failed => {
                 // The fence is written again on the next pass.
-                match self.interruptions.tracked.values_mut().find(|t| t.fenced.as_ref() == Some(node)) {
+                match self
+                    .interruptions
+                    .tracked
+                    .values_mut()
+                    .find(|t| t.fenced.as_ref() == Some(node))
+                {
                     Some(t) => {
                         t.fenced = None;
                         true
@@ -427,4 +575,3 @@ fn detail_or<'a>(detail: &'a str, default: &'a str) -> &'a str {
         detail
     }
 }
-

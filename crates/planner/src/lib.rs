@@ -18,30 +18,32 @@
 pub mod actions;
 mod classes;
 pub mod events;
+mod expander;
 pub mod explain;
 mod fit;
-mod expander;
 mod gang;
 mod hash;
 mod interruption;
 mod lifecycle;
 pub mod placement;
 mod pools;
+pub mod predicates;
 pub mod provreq;
 mod removal;
-pub mod predicates;
 pub mod scaledown;
 mod scaleup;
 pub mod settings;
 mod template;
 
-pub use actions::{Action, ActionId, BackoffRecord, Outcome, RemovalEvidence, TargetReason, TerminateReason};
+pub use actions::{
+    Action, ActionId, BackoffRecord, Outcome, RemovalEvidence, TargetReason, TerminateReason,
+};
 pub use events::{GroupReasons, InterruptionResponse, NoScaleUpReason, PlannerEvent};
 pub use expander::ExpanderChain;
-pub use interruption::PoolInterruptions;
 pub use explain::{explain, explain_request, PodExplanation, RequestExplanation};
 #[doc(hidden)]
 pub use fit::place_in_order_indexed;
+pub use interruption::PoolInterruptions;
 pub use scaledown::{disposition, PodDisposition};
 pub use settings::{OwnerKinds, PlannerSettings};
 pub use template::{daemonset_runs_on, node_template, TemplateNode};
@@ -142,7 +144,11 @@ pub struct Planner {
 impl Planner {
     /// A planner with validated settings.
     pub fn new(settings: PlannerSettings) -> Result<Self, SettingsError> {
-        let expander = ExpanderChain::parse(&settings.expander, settings.expander_priorities.as_ref(), settings.seed)?;
+        let expander = ExpanderChain::parse(
+            &settings.expander,
+            settings.expander_priorities.as_ref(),
+            settings.seed,
+        )?;
         validate(&settings)?;
         Ok(Self {
             pools: pools::PoolBackoffs::new(&settings),
@@ -207,12 +213,28 @@ impl Planner {
             return;
         }
         self.last_revision = Some(snapshot.revision);
-        self.last_targets = snapshot.groups.iter().map(|g| (g.spec.id.clone(), g.target)).collect();
-        self.last_specs = snapshot.groups.iter().map(|g| (g.spec.id.clone(), g.spec.clone())).collect();
+        self.last_targets = snapshot
+            .groups
+            .iter()
+            .map(|g| (g.spec.id.clone(), g.target))
+            .collect();
+        self.last_specs = snapshot
+            .groups
+            .iter()
+            .map(|g| (g.spec.id.clone(), g.spec.clone()))
+            .collect();
         self.last_instance_counts = snapshot
             .groups
             .iter()
-            .map(|g| (g.spec.id.clone(), g.instances.iter().filter(|i| i.state != model::InstanceState::Terminating).count() as u32))
+            .map(|g| {
+                (
+                    g.spec.id.clone(),
+                    g.instances
+                        .iter()
+                        .filter(|i| i.state != model::InstanceState::Terminating)
+                        .count() as u32,
+                )
+            })
             .collect();
         self.wake_at = self.wake_at.split_off(&Time(now.0 + 1));
         self.expire_backoffs(now);
@@ -290,8 +312,14 @@ impl Planner {
 fn validate(s: &PlannerSettings) -> Result<(), SettingsError> {
     let bad = |field, message: String| Err(SettingsError { field, message });
     for (field, v) in [
-        ("scale-down-utilization-threshold", s.scale_down_utilization_threshold),
-        ("scale-down-gpu-utilization-threshold", s.scale_down_gpu_utilization_threshold),
+        (
+            "scale-down-utilization-threshold",
+            s.scale_down_utilization_threshold,
+        ),
+        (
+            "scale-down-gpu-utilization-threshold",
+            s.scale_down_gpu_utilization_threshold,
+        ),
         ("max-scale-in-fraction", s.max_scale_in_fraction),
     ] {
         if !(0.0..=1.0).contains(&v) {
@@ -304,21 +332,36 @@ fn validate(s: &PlannerSettings) -> Result<(), SettingsError> {
         return bad("scan-interval", "must be greater than zero".into());
     }
     if s.spot_interruption_backoff > s.max_spot_interruption_backoff {
-        return bad("spot-interruption-backoff", "must not exceed max-spot-interruption-backoff".into());
+        return bad(
+            "spot-interruption-backoff",
+            "must not exceed max-spot-interruption-backoff".into(),
+        );
     }
     if s.initial_node_group_backoff_duration > s.max_node_group_backoff_duration {
-        return bad("initial-node-group-backoff-duration", "must not exceed max-node-group-backoff-duration".into());
+        return bad(
+            "initial-node-group-backoff-duration",
+            "must not exceed max-node-group-backoff-duration".into(),
+        );
     }
     Ok(())
 }
 
 /// Parses CA's `min:max` syntax.
 pub(crate) fn parse_min_max(field: &'static str, text: &str) -> Result<(u64, u64), SettingsError> {
-    let err = || SettingsError { field, message: format!("expected min:max with whole numbers, got {text:?}") };
+    let err = || SettingsError {
+        field,
+        message: format!("expected min:max with whole numbers, got {text:?}"),
+    };
     let (min, max) = text.split_once(':').ok_or_else(err)?;
-    let (min, max): (u64, u64) = (min.trim().parse().map_err(|_| err())?, max.trim().parse().map_err(|_| err())?);
+    let (min, max): (u64, u64) = (
+        min.trim().parse().map_err(|_| err())?,
+        max.trim().parse().map_err(|_| err())?,
+    );
     if min > max {
-        return Err(SettingsError { field, message: format!("min {min} is greater than max {max}") });
+        return Err(SettingsError {
+            field,
+            message: format!("min {min} is greater than max {max}"),
+        });
     }
     Ok((min, max))
 }

@@ -17,10 +17,16 @@ impl Planner {
         self.wake(record.until);
         self.emit(
             now,
-            PlannerEvent::PoolBackedOff { pool: record.pool.clone(), kind: record.kind, until: record.until, message: record.message.clone() },
+            PlannerEvent::PoolBackedOff {
+                pool: record.pool.clone(),
+                kind: record.kind,
+                until: record.until,
+                message: record.message.clone(),
+            },
         );
         let id = self.next_id();
-        self.actions.push_back(Action::PersistBackoff { id, record });
+        self.actions
+            .push_back(Action::PersistBackoff { id, record });
     }
 
     pub(crate) fn expire_backoffs(&mut self, now: Time) {
@@ -34,18 +40,28 @@ impl Planner {
 
     /// Forgets target requests the snapshot now shows (or that are too old to trust).
     pub(crate) fn reconcile_requests(&mut self, now: Time, snapshot: &ClusterSnapshot) {
-        self.requested_targets.retain(|group, TargetRequest { target, at }| {
-            let seen = snapshot.groups.iter().find(|g| &g.spec.id == group).map(|g| g.target);
-            match seen {
-                None => false,
-                Some(t) => t != *target && now.saturating_since(*at) < TARGET_REQUEST_TRUST,
-            }
-        });
+        self.requested_targets
+            .retain(|group, TargetRequest { target, at }| {
+                let seen = snapshot
+                    .groups
+                    .iter()
+                    .find(|g| &g.spec.id == group)
+                    .map(|g| g.target);
+                match seen {
+                    None => false,
+                    Some(t) => t != *target && now.saturating_since(*at) < TARGET_REQUEST_TRUST,
+                }
+            });
         // Instances we asked to terminate and that are gone need no more tracking.
         let live: BTreeSet<_> = snapshot
             .groups
             .iter()
-            .flat_map(|g| g.instances.iter().filter(|i| i.state != InstanceState::Terminating).map(|i| &i.id))
+            .flat_map(|g| {
+                g.instances
+                    .iter()
+                    .filter(|i| i.state != InstanceState::Terminating)
+                    .map(|i| &i.id)
+            })
             .collect();
         self.terminating.retain(|id, _| live.contains(id));
         let names: BTreeSet<_> = snapshot.nodes.iter().map(|n| &n.name).collect();
@@ -54,7 +70,8 @@ impl Planner {
         self.pending_removals.retain(|n, _| names.contains(n));
         self.draining_since.retain(|n, _| names.contains(n));
         let draining = &self.draining_since;
-        self.drains_awaiting_taint.retain(|n| draining.contains_key(n));
+        self.drains_awaiting_taint
+            .retain(|n| draining.contains_key(n));
     }
 
     /// A cloud adapter reported failed launches: back the pool off and give back the
@@ -65,7 +82,15 @@ impl Planner {
                 // Reported before the first snapshot: handle it once groups are known.
                 self.early_failures.push(failure);
             } else {
-                self.emit(now, PlannerEvent::Warning { message: format!("launch failure for unknown group {}: {}", failure.group, failure.message) });
+                self.emit(
+                    now,
+                    PlannerEvent::Warning {
+                        message: format!(
+                            "launch failure for unknown group {}: {}",
+                            failure.group, failure.message
+                        ),
+                    },
+                );
             }
             return;
         };
@@ -74,14 +99,25 @@ impl Planner {
             None => spec.zones.clone(),
         };
         for zone in zones {
-            let record = self.pools.record_failure(now, spec.pool(&zone), failure.kind, &failure.message);
+            let record =
+                self.pools
+                    .record_failure(now, spec.pool(&zone), failure.kind, &failure.message);
             self.announce_backoff(now, record);
         }
         self.gangs.group_failed(&failure.group);
         // Pods waiting for this group's nodes must be planned again.
-        self.nominated.retain(|_, (group, _)| *group != failure.group);
-        let target = self.requested_targets.get(&failure.group).map(|r| r.target).or(self.last_targets.get(&failure.group).copied());
-        let live = self.last_instance_counts.get(&failure.group).copied().unwrap_or(0);
+        self.nominated
+            .retain(|_, (group, _)| *group != failure.group);
+        let target = self
+            .requested_targets
+            .get(&failure.group)
+            .map(|r| r.target)
+            .or(self.last_targets.get(&failure.group).copied());
+        let live = self
+            .last_instance_counts
+            .get(&failure.group)
+            .copied()
+            .unwrap_or(0);
         if let Some(target) = target {
             let undelivered = failure.count.min(target.saturating_sub(live));
             if undelivered > 0 {
@@ -94,26 +130,60 @@ impl Planner {
     /// deliver, and remembers the new target until a snapshot shows it.
     /// Never below the group's live instances: lowering the desired capacity under
     /// them would let AWS pick instances to terminate, running pods and all.
-    pub(crate) fn give_back(&mut self, now: Time, group: &model::NodeGroupId, from: u32, undelivered: u32) {
+    pub(crate) fn give_back(
+        &mut self,
+        now: Time,
+        group: &model::NodeGroupId,
+        from: u32,
+        undelivered: u32,
+    ) {
         let live = self.last_instance_counts.get(group).copied().unwrap_or(0);
         let to = from.saturating_sub(undelivered).max(live.min(from));
         let undelivered = from - to;
         if undelivered > 0 {
             let id = self.next_id();
-            self.actions.push_back(Action::SetTargetSize { id, group: group.clone(), from, to, reason: TargetReason::GiveBack { undelivered } });
-            self.emit(now, PlannerEvent::CapacityGivenBack { group: group.clone(), count: undelivered });
+            self.actions.push_back(Action::SetTargetSize {
+                id,
+                group: group.clone(),
+                from,
+                to,
+                reason: TargetReason::GiveBack { undelivered },
+            });
+            self.emit(
+                now,
+                PlannerEvent::CapacityGivenBack {
+                    group: group.clone(),
+                    count: undelivered,
+                },
+            );
         }
-        self.requested_targets.insert(group.clone(), TargetRequest { target: to, at: now });
+        self.requested_targets.insert(
+            group.clone(),
+            TargetRequest {
+                target: to,
+                at: now,
+            },
+        );
     }
 
     /// Instances that never became nodes within the provision time are terminated and
     /// their pool backed off.
     pub(crate) fn handle_launch_timeouts(&mut self, now: Time, snapshot: &ClusterSnapshot) {
-        let registered: BTreeSet<_> = snapshot.nodes.iter().filter_map(|n| n.instance.as_ref()).collect();
+        let registered: BTreeSet<_> = snapshot
+            .nodes
+            .iter()
+            .filter_map(|n| n.instance.as_ref())
+            .collect();
         let limit = self.settings.max_node_provision_time;
         // A node registers before the cloud controller sets its providerID: while a
         // young node cannot be told apart, any overdue instance may be that node.
-        if let Some(young) = snapshot.nodes.iter().filter(|n| n.instance.is_none() && now.saturating_since(n.created) < limit).map(|n| n.created).min() {
+        if let Some(young) = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.instance.is_none() && now.saturating_since(n.created) < limit)
+            .map(|n| n.created)
+            .min()
+        {
             self.wake(young + limit);
             return;
         }
@@ -130,13 +200,29 @@ impl Planner {
                     self.wake(deadline);
                     continue;
                 }
-                self.begin_removal(now, &group.spec.id, &instance.id, None, TerminateReason::LaunchTimeout);
-                self.emit(now, PlannerEvent::LaunchTimedOut { instance: instance.id.clone(), group: group.spec.id.clone() });
+                self.begin_removal(
+                    now,
+                    &group.spec.id,
+                    &instance.id,
+                    None,
+                    TerminateReason::LaunchTimeout,
+                );
+                self.emit(
+                    now,
+                    PlannerEvent::LaunchTimedOut {
+                        instance: instance.id.clone(),
+                        group: group.spec.id.clone(),
+                    },
+                );
                 let record = self.pools.record_failure(
                     now,
                     group.spec.pool(&instance.zone),
                     LaunchFailureKind::LaunchTimeout,
-                    &format!("instance {} did not become a node within {}", instance.id, model::format_duration(limit)),
+                    &format!(
+                        "instance {} did not become a node within {}",
+                        instance.id,
+                        model::format_duration(limit)
+                    ),
                 );
                 self.announce_backoff(now, record);
             }
@@ -144,20 +230,34 @@ impl Planner {
     }
 
     pub(crate) fn on_outcome(&mut self, now: Time, id: ActionId, outcome: Outcome) {
-        let Some(action) = self.in_flight.remove(&id) else { return };
+        let Some(action) = self.in_flight.remove(&id) else {
+            return;
+        };
         if self.removal_outcome(now, &action, &outcome) {
             return;
         }
         if self.interruption_outcome(&action, &outcome) {
             if let Outcome::Retry { message } | Outcome::Failed { message } = outcome {
-                self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message });
+                self.emit(
+                    now,
+                    PlannerEvent::ActionFailed {
+                        action: action.to_string(),
+                        message,
+                    },
+                );
             }
             return;
         }
         match outcome {
             Outcome::Done | Outcome::Gone | Outcome::Evidence(_) => {}
             Outcome::Retry { message } | Outcome::Failed { message } => {
-                self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message });
+                self.emit(
+                    now,
+                    PlannerEvent::ActionFailed {
+                        action: action.to_string(),
+                        message,
+                    },
+                );
                 match action {
                     Action::SetTargetSize { group, .. } => {
                         self.requested_targets.remove(&group);
@@ -179,7 +279,9 @@ impl Planner {
                         self.draining_since.remove(&node);
                         self.last_scale_down_failure = Some(now);
                     }
-                    Action::UpdateProvisioningRequest { request, .. } => self.requests.update_failed(&request),
+                    Action::UpdateProvisioningRequest { request, .. } => {
+                        self.requests.update_failed(&request)
+                    }
                     _ => {}
                 }
             }

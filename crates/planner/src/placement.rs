@@ -81,7 +81,11 @@ impl<'p> PlacementSim<'p> {
     /// An empty simulation over `pods` (pods are referred to by index).
     pub fn new(pods: &'p [PodView]) -> Self {
         let anti_affinity_in_play = pods.iter().any(|p| !p.anti_affinity.is_empty());
-        Self { pods, nodes: Vec::new(), anti_affinity_in_play }
+        Self {
+            pods,
+            nodes: Vec::new(),
+            anti_affinity_in_play,
+        }
     }
 
     /// The pods this simulation indexes into.
@@ -163,8 +167,14 @@ impl<'p> PlacementSim<'p> {
     }
 
     /// The first node among `candidates` that takes the pod.
-    pub fn first_fit(&self, pod: usize, candidates: impl IntoIterator<Item = NodeIdx>) -> Option<NodeIdx> {
-        candidates.into_iter().find(|&n| self.can_place(pod, n).is_ok())
+    pub fn first_fit(
+        &self,
+        pod: usize,
+        candidates: impl IntoIterator<Item = NodeIdx>,
+    ) -> Option<NodeIdx> {
+        candidates
+            .into_iter()
+            .find(|&n| self.can_place(pod, n).is_ok())
     }
 }
 
@@ -180,7 +190,10 @@ mod tests {
             group: None,
             labels: Arc::new(Labels::new()),
             taints: Arc::new(Vec::new()),
-            allocatable: Resources { pods: 110, ..Resources::cpu_mem(cpu, 1 << 34) },
+            allocatable: Resources {
+                pods: 110,
+                ..Resources::cpu_mem(cpu, 1 << 34)
+            },
             used: Resources::zero(),
             ready: true,
             cordoned: false,
@@ -190,22 +203,41 @@ mod tests {
 
     #[test]
     fn place_consumes_and_unplace_restores() {
-        let pods = vec![PodView::new(PodKey::new("d", "a"), Resources::cpu_mem(600, 1), Owner::Bare, Time::ZERO)];
+        let pods = vec![PodView::new(
+            PodKey::new("d", "a"),
+            Resources::cpu_mem(600, 1),
+            Owner::Bare,
+            Time::ZERO,
+        )];
         let mut sim = PlacementSim::new(&pods);
         let n = sim.add_node(node(1000));
         assert!(sim.can_place(0, n).is_ok());
         sim.place(0, n);
-        assert!(matches!(sim.can_place(0, n), Err(Unfit::Insufficient { .. })));
+        assert!(matches!(
+            sim.can_place(0, n),
+            Err(Unfit::Insufficient { .. })
+        ));
         sim.unplace(0, n);
         assert!(sim.can_place(0, n).is_ok());
     }
 
     #[test]
     fn not_ready_and_cordoned_nodes_take_nothing() {
-        let pods = vec![PodView::new(PodKey::new("d", "a"), Resources::cpu_mem(1, 1), Owner::Bare, Time::ZERO)];
+        let pods = vec![PodView::new(
+            PodKey::new("d", "a"),
+            Resources::cpu_mem(1, 1),
+            Owner::Bare,
+            Time::ZERO,
+        )];
         let mut sim = PlacementSim::new(&pods);
-        let a = sim.add_node(SimNode { ready: false, ..node(1000) });
-        let b = sim.add_node(SimNode { cordoned: true, ..node(1000) });
+        let a = sim.add_node(SimNode {
+            ready: false,
+            ..node(1000)
+        });
+        let b = sim.add_node(SimNode {
+            cordoned: true,
+            ..node(1000)
+        });
         assert_eq!(sim.can_place(0, a), Err(Unfit::NodeNotReady));
         assert_eq!(sim.can_place(0, b), Err(Unfit::NodeCordoned));
         let c = sim.add_node(node(1000));

@@ -28,7 +28,13 @@ impl PoolBackoffs {
     }
 
     /// Records a failure; returns the new backoff.
-    pub(crate) fn record_failure(&mut self, now: Time, pool: PoolKey, kind: LaunchFailureKind, message: &str) -> BackoffRecord {
+    pub(crate) fn record_failure(
+        &mut self,
+        now: Time,
+        pool: PoolKey,
+        kind: LaunchFailureKind,
+        message: &str,
+    ) -> BackoffRecord {
         let previous = self.entries.get(&pool);
         let duration = match previous {
             // A failure while still backed off (several activities of one launch) does
@@ -40,12 +46,23 @@ impl PoolBackoffs {
             _ => self.initial,
         };
         // A broken launch template will not heal by itself: back off as long as allowed.
-        let duration = if kind == LaunchFailureKind::InvalidConfiguration { self.max } else { duration };
+        let duration = if kind == LaunchFailureKind::InvalidConfiguration {
+            self.max
+        } else {
+            duration
+        };
         self.put(now, pool, kind, duration, message)
     }
 
     /// Records a backoff of `duration` from `now`.
-    fn put(&mut self, now: Time, pool: PoolKey, kind: LaunchFailureKind, duration: Duration, message: &str) -> BackoffRecord {
+    fn put(
+        &mut self,
+        now: Time,
+        pool: PoolKey,
+        kind: LaunchFailureKind,
+        duration: Duration,
+        message: &str,
+    ) -> BackoffRecord {
         let record = BackoffRecord {
             pool: pool.clone(),
             kind,
@@ -61,18 +78,36 @@ impl PoolBackoffs {
     /// Records that `pool` was interrupted often enough to be avoided: `initial`
     /// first, doubling (up to `max`) while interruptions go on within the reset period.
     /// A longer backoff already in force (a capacity error) is kept.
-    pub(crate) fn record_interruptions(&mut self, now: Time, pool: PoolKey, initial: Duration, max: Duration, message: &str) -> BackoffRecord {
+    pub(crate) fn record_interruptions(
+        &mut self,
+        now: Time,
+        pool: PoolKey,
+        initial: Duration,
+        max: Duration,
+        message: &str,
+    ) -> BackoffRecord {
         let previous = self.entries.get(&pool);
         let duration = match previous {
-            Some(p) if p.kind == LaunchFailureKind::SpotInterruptions && now.saturating_since(p.last_failure) < self.reset_after => {
+            Some(p)
+                if p.kind == LaunchFailureKind::SpotInterruptions
+                    && now.saturating_since(p.last_failure) < self.reset_after =>
+            {
                 (Duration::from_millis(p.duration_ms) * 2).clamp(initial, max)
             }
             _ => initial,
         };
-        if let Some(p) = previous.filter(|p| p.kind != LaunchFailureKind::SpotInterruptions && p.until > now + duration) {
+        if let Some(p) = previous
+            .filter(|p| p.kind != LaunchFailureKind::SpotInterruptions && p.until > now + duration)
+        {
             return p.clone();
         }
-        self.put(now, pool, LaunchFailureKind::SpotInterruptions, duration, message)
+        self.put(
+            now,
+            pool,
+            LaunchFailureKind::SpotInterruptions,
+            duration,
+            message,
+        )
     }
 
     /// The backoff in force for `pool` at `now`.
@@ -103,12 +138,20 @@ impl PoolBackoffs {
     }
 
     pub(crate) fn active(&self, now: Time) -> Vec<BackoffRecord> {
-        self.entries.values().filter(|r| now < r.until).cloned().collect()
+        self.entries
+            .values()
+            .filter(|r| now < r.until)
+            .cloned()
+            .collect()
     }
 
     /// Earliest end of a backoff still in force.
     pub(crate) fn next_expiry(&self, now: Time) -> Option<Time> {
-        self.entries.values().map(|r| r.until).filter(|&u| u > now).min()
+        self.entries
+            .values()
+            .map(|r| r.until)
+            .filter(|&u| u > now)
+            .min()
     }
 }
 
@@ -122,7 +165,12 @@ mod tests {
     use model::{InstanceTypeName, PurchaseOption, Region, Zone};
 
     fn pool() -> PoolKey {
-        PoolKey { region: Region::new("r"), zone: Zone::new("z"), instance_type: InstanceTypeName::new("m5.large"), purchase: PurchaseOption::OnDemand }
+        PoolKey {
+            region: Region::new("r"),
+            zone: Zone::new("z"),
+            instance_type: InstanceTypeName::new("m5.large"),
+            purchase: PurchaseOption::OnDemand,
+        }
     }
 
     #[test]
@@ -132,10 +180,21 @@ mod tests {
         let t0 = Time::from_secs(1000);
         let r = b.record_failure(t0, pool(), LaunchFailureKind::InsufficientCapacity, "x");
         assert_eq!(r.until, t0 + Duration::from_secs(300));
-        assert!(b.backed_off(&pool(), t0 + Duration::from_secs(299)).is_some());
-        assert!(b.backed_off(&pool(), t0 + Duration::from_secs(300)).is_none(), "lasts until it expires, not longer");
+        assert!(b
+            .backed_off(&pool(), t0 + Duration::from_secs(299))
+            .is_some());
+        assert!(
+            b.backed_off(&pool(), t0 + Duration::from_secs(300))
+                .is_none(),
+            "lasts until it expires, not longer"
+        );
         // A repeat failure while backed off keeps the duration.
-        let r = b.record_failure(t0 + Duration::from_secs(10), pool(), LaunchFailureKind::InsufficientCapacity, "x");
+        let r = b.record_failure(
+            t0 + Duration::from_secs(10),
+            pool(),
+            LaunchFailureKind::InsufficientCapacity,
+            "x",
+        );
         assert_eq!(r.duration_ms, 300_000);
         let mut t = t0 + Duration::from_secs(400);
         let mut durations = vec![];

@@ -19,10 +19,16 @@ use std::fmt;
 pub enum Unfit {
     NodeNotReady,
     NodeCordoned,
-    TaintNotTolerated { taint: String },
+    TaintNotTolerated {
+        taint: String,
+    },
     NodeSelectorMismatch,
     NodeAffinityMismatch,
-    Insufficient { resource: String, requested: i64, available: i64 },
+    Insufficient {
+        resource: String,
+        requested: i64,
+        available: i64,
+    },
     PodAntiAffinity,
 }
 
@@ -34,8 +40,15 @@ impl fmt::Display for Unfit {
             Self::TaintNotTolerated { taint } => write!(f, "taint {taint} not tolerated"),
             Self::NodeSelectorMismatch => f.write_str("node selector does not match"),
             Self::NodeAffinityMismatch => f.write_str("required node affinity does not match"),
-            Self::Insufficient { resource, requested, available } => {
-                write!(f, "insufficient {resource} (requested {requested}, available {available})")
+            Self::Insufficient {
+                resource,
+                requested,
+                available,
+            } => {
+                write!(
+                    f,
+                    "insufficient {resource} (requested {requested}, available {available})"
+                )
             }
             Self::PodAntiAffinity => f.write_str("pod anti-affinity"),
         }
@@ -44,12 +57,19 @@ impl fmt::Display for Unfit {
 
 impl From<Shortfall> for Unfit {
     fn from(s: Shortfall) -> Self {
-        Self::Insufficient { resource: s.resource, requested: s.requested, available: s.available }
+        Self::Insufficient {
+            resource: s.resource,
+            requested: s.requested,
+            available: s.available,
+        }
     }
 }
 
 /// The first taint among `taints` that blocks scheduling and that `pod` does not tolerate.
-pub fn untolerated_taint<'t>(pod_tolerations: &[model::Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
+pub fn untolerated_taint<'t>(
+    pod_tolerations: &[model::Toleration],
+    taints: &'t [Taint],
+) -> Option<&'t Taint> {
     taints
         .iter()
         .filter(|t| t.effect.blocks_scheduling())
@@ -58,7 +78,11 @@ pub fn untolerated_taint<'t>(pod_tolerations: &[model::Toleration], taints: &'t 
 
 /// Label and taint predicates: everything that depends only on the node's labels and
 /// taints, so it can be evaluated once per (pod class, node signature).
-pub fn check_labels_and_taints(pod: &PodView, labels: &Labels, taints: &[Taint]) -> Result<(), Unfit> {
+pub fn check_labels_and_taints(
+    pod: &PodView,
+    labels: &Labels,
+    taints: &[Taint],
+) -> Result<(), Unfit> {
     if !labels.contains_all(&pod.node_selector) {
         return Err(Unfit::NodeSelectorMismatch);
     }
@@ -68,23 +92,42 @@ pub fn check_labels_and_taints(pod: &PodView, labels: &Labels, taints: &[Taint])
         }
     }
     if let Some(taint) = untolerated_taint(&pod.tolerations, taints) {
-        return Err(Unfit::TaintNotTolerated { taint: taint.to_string() });
+        return Err(Unfit::TaintNotTolerated {
+            taint: taint.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Resource fit of the pod's effective request against what is left on a node.
-pub fn check_resources(pod: &PodView, allocatable: &Resources, used: &Resources) -> Result<(), Unfit> {
-    pod.requests.fits_in_remaining(allocatable, used).map_err(Unfit::from)
+pub fn check_resources(
+    pod: &PodView,
+    allocatable: &Resources,
+    used: &Resources,
+) -> Result<(), Unfit> {
+    pod.requests
+        .fits_in_remaining(allocatable, used)
+        .map_err(Unfit::from)
 }
 
 /// Required pod anti-affinity between `pod` and the pods already on the node, both
 /// directions.
-pub fn check_anti_affinity<'p>(pod: &PodView, residents: impl IntoIterator<Item = &'p PodView>) -> Result<(), Unfit> {
+pub fn check_anti_affinity<'p>(
+    pod: &PodView,
+    residents: impl IntoIterator<Item = &'p PodView>,
+) -> Result<(), Unfit> {
     for resident in residents {
-        let pod_rejects = pod.anti_affinity.iter().any(|t| t.selects(&pod.key.namespace, &resident.key.namespace, &resident.labels));
-        let resident_rejects =
-            resident.anti_affinity.iter().any(|t| t.selects(&resident.key.namespace, &pod.key.namespace, &pod.labels));
+        let pod_rejects = pod.anti_affinity.iter().any(|t| {
+            t.selects(
+                &pod.key.namespace,
+                &resident.key.namespace,
+                &resident.labels,
+            )
+        });
+        let resident_rejects = resident
+            .anti_affinity
+            .iter()
+            .any(|t| t.selects(&resident.key.namespace, &pod.key.namespace, &pod.labels));
         if pod_rejects || resident_rejects {
             return Err(Unfit::PodAntiAffinity);
         }

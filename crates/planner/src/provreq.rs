@@ -23,8 +23,8 @@ use crate::placement::{PlacementSim, SimNode};
 use crate::scaledown::is_retired;
 use crate::Planner;
 use model::{
-    ClusterSnapshot, ConditionType, GangId, GangMembership, GangSource, Owner, PodKey, PodPhase, PodView, ProvisioningClass,
-    ProvisioningRequestView, RequestCondition, RequestProblem, Time,
+    ClusterSnapshot, ConditionType, GangId, GangMembership, GangSource, Owner, PodKey, PodPhase,
+    PodView, ProvisioningClass, ProvisioningRequestView, RequestCondition, RequestProblem, Time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -92,7 +92,9 @@ impl RequestBook {
     /// (its queue retries with a new one), so nothing more is bought for it, not even
     /// in the pass that rolled it back.
     pub(crate) fn gang_failed(&self, gang: &GangId) -> bool {
-        self.gangs.get(gang).is_some_and(|r| self.rolled_back.contains_key(r))
+        self.gangs
+            .get(gang)
+            .is_some_and(|r| self.rolled_back.contains_key(r))
     }
 
     /// A status update failed: send it again on the next pass.
@@ -120,7 +122,11 @@ enum Verdict {
 impl Planner {
     /// Before a pass: answers what can be answered from the snapshot alone and returns
     /// the snapshot the rest of the pass plans on (`None`: the snapshot as it is).
-    pub(crate) fn prepare_requests(&mut self, now: Time, snapshot: &ClusterSnapshot) -> Option<ClusterSnapshot> {
+    pub(crate) fn prepare_requests(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+    ) -> Option<ClusterSnapshot> {
         let book = &mut self.requests;
         book.synthetic.clear();
         book.gangs.clear();
@@ -132,14 +138,21 @@ impl Planner {
             book.rolled_back.clear();
             return None;
         }
-        let live: BTreeSet<&PodKey> = snapshot.provisioning_requests.iter().map(|r| &r.key).collect();
+        let live: BTreeSet<&PodKey> = snapshot
+            .provisioning_requests
+            .iter()
+            .map(|r| &r.key)
+            .collect();
         book.sent.retain(|k, sent| {
             live.contains(k)
                 && !snapshot
                     .provisioning_requests
                     .iter()
                     .find(|r| &r.key == k)
-                    .is_some_and(|r| sent.iter().all(|c| r.condition(c.kind).is_some_and(|have| have.same_verdict(c))))
+                    .is_some_and(|r| {
+                        sent.iter()
+                            .all(|c| r.condition(c.kind).is_some_and(|have| have.same_verdict(c)))
+                    })
         });
         book.rolled_back.retain(|k, _| live.contains(k));
         book.foreign.retain(|k| live.contains(k));
@@ -150,7 +163,9 @@ impl Planner {
         for p in &snapshot.pods {
             if let Some(r) = &p.consumes_request {
                 if p.node.is_some() || matches!(p.phase, PodPhase::Running | PodPhase::Succeeded) {
-                    *consumed.entry(PodKey::new(p.key.namespace.clone(), r.clone())).or_default() += 1;
+                    *consumed
+                        .entry(PodKey::new(p.key.namespace.clone(), r.clone()))
+                        .or_default() += 1;
                 }
             }
         }
@@ -162,17 +177,26 @@ impl Planner {
             .iter()
             .enumerate()
             .filter(|(_, n)| {
-                n.ready && !n.cordoned && !is_retired(n) && n.instance.as_ref().is_none_or(|i| !self.terminating.contains_key(i))
+                n.ready
+                    && !n.cordoned
+                    && !is_retired(n)
+                    && n.instance
+                        .as_ref()
+                        .is_none_or(|i| !self.terminating.contains_key(i))
             })
             .map(|(i, _)| i)
             .collect();
 
         // Requests in creation order, provisioned ones first: an existing booking holds
         // its room before a newer request looks for some.
-        let mut order: Vec<&ProvisioningRequestView> = snapshot.provisioning_requests.iter().collect();
+        let mut order: Vec<&ProvisioningRequestView> =
+            snapshot.provisioning_requests.iter().collect();
         order.sort_by(|a, b| {
             let unprovisioned = |r: &ProvisioningRequestView| !r.is(ConditionType::Provisioned);
-            unprovisioned(a).cmp(&unprovisioned(b)).then(a.created.cmp(&b.created)).then(a.key.cmp(&b.key))
+            unprovisioned(a)
+                .cmp(&unprovisioned(b))
+                .then(a.created.cmp(&b.created))
+                .then(a.key.cmp(&b.key))
         });
 
         // The in-memory pods of every request, after the snapshot's pods.
@@ -186,15 +210,29 @@ impl Planner {
         let mut sim = PlacementSim::new(&pods);
         let mut slot_of_node = BTreeMap::new();
         // Residents per node, through a name index (not a scan of the nodes per pod).
-        let node_index: crate::hash::FxHashMap<&model::NodeName, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (&n.name, i)).collect();
+        let node_index: crate::hash::FxHashMap<&model::NodeName, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (&n.name, i))
+            .collect();
         let mut occupants: Vec<Vec<usize>> = vec![Vec::new(); snapshot.nodes.len()];
         for (pi, p) in snapshot.pods.iter().enumerate() {
-            if let Some(&ni) = p.node.as_ref().filter(|_| p.occupies_node()).and_then(|n| node_index.get(n)) {
+            if let Some(&ni) = p
+                .node
+                .as_ref()
+                .filter(|_| p.occupies_node())
+                .and_then(|n| node_index.get(n))
+            {
                 occupants[ni].push(pi);
             }
         }
         for &ni in &eligible {
-            let slot = sim.add_node(SimNode::existing(&snapshot.nodes[ni], &snapshot.pods, &occupants[ni]));
+            let slot = sim.add_node(SimNode::existing(
+                &snapshot.nodes[ni],
+                &snapshot.pods,
+                &occupants[ni],
+            ));
             slot_of_node.insert(slot, ni);
         }
         let slots: Vec<usize> = slot_of_node.keys().copied().collect();
@@ -203,7 +241,8 @@ impl Planner {
         let mut bookings: Vec<(usize, usize)> = Vec::new(); // (pod index, node index)
         let mut pending_gangs: Vec<usize> = Vec::new(); // pod indices
         let mut served: BTreeSet<PodKey> = BTreeSet::new();
-        let mut updates: Vec<(PodKey, Vec<(ConditionType, bool, &'static str, String)>)> = Vec::new();
+        let mut updates: Vec<(PodKey, Vec<(ConditionType, bool, &'static str, String)>)> =
+            Vec::new();
         for r in &order {
             let start = first_pod[&r.key];
             let count = r.pods.len();
@@ -213,30 +252,64 @@ impl Planner {
                 if self.requests.foreign.insert(r.key.clone()) {
                     self.events.push_back((
                         now,
-                        PlannerEvent::ProvisioningRequestIgnored { request: r.key.clone(), class: r.class.as_str().to_owned() },
+                        PlannerEvent::ProvisioningRequestIgnored {
+                            request: r.key.clone(),
+                            class: r.class.as_str().to_owned(),
+                        },
                     ));
                 }
                 Verdict::Leave
             } else if let ProvisioningClass::Other(name) = &r.class {
-                Verdict::Set(vec![(ConditionType::Failed, true, reason::UNSUPPORTED_CLASS, format!("provisioning class {name} is not supported; supported: {}, {}", model::provreq::CLASS_CHECK_CAPACITY, model::provreq::CLASS_BEST_EFFORT_ATOMIC))])
+                Verdict::Set(vec![(
+                    ConditionType::Failed,
+                    true,
+                    reason::UNSUPPORTED_CLASS,
+                    format!(
+                        "provisioning class {name} is not supported; supported: {}, {}",
+                        model::provreq::CLASS_CHECK_CAPACITY,
+                        model::provreq::CLASS_BEST_EFFORT_ATOMIC
+                    ),
+                )])
             } else if let Some(problem) = &r.problem {
                 match problem {
-                    RequestProblem::MissingPodTemplate { .. } if now.saturating_since(r.created) < MISSING_TEMPLATE_GRACE => {
+                    RequestProblem::MissingPodTemplate { .. }
+                        if now.saturating_since(r.created) < MISSING_TEMPLATE_GRACE =>
+                    {
                         self.wake(r.created + MISSING_TEMPLATE_GRACE);
                         Verdict::Leave
                     }
-                    RequestProblem::MissingPodTemplate { .. } => {
-                        Verdict::Set(vec![(ConditionType::Failed, true, reason::POD_TEMPLATE_NOT_FOUND, problem.to_string())])
-                    }
-                    RequestProblem::Invalid { .. } => Verdict::Set(vec![(ConditionType::Failed, true, reason::INVALID, problem.to_string())]),
+                    RequestProblem::MissingPodTemplate { .. } => Verdict::Set(vec![(
+                        ConditionType::Failed,
+                        true,
+                        reason::POD_TEMPLATE_NOT_FOUND,
+                        problem.to_string(),
+                    )]),
+                    RequestProblem::Invalid { .. } => Verdict::Set(vec![(
+                        ConditionType::Failed,
+                        true,
+                        reason::INVALID,
+                        problem.to_string(),
+                    )]),
                 }
-            } else if let Some(provisioned) = r.condition(ConditionType::Provisioned).filter(|c| c.status) {
+            } else if let Some(provisioned) =
+                r.condition(ConditionType::Provisioned).filter(|c| c.status)
+            {
                 let used = consumed.get(&r.key).copied().unwrap_or(0);
                 let ends = provisioned.since + booking;
                 if now >= ends {
-                    Verdict::Set(vec![(ConditionType::BookingExpired, true, reason::BOOKING_TIME_EXPIRED, "capacity reservation time is expired".into())])
+                    Verdict::Set(vec![(
+                        ConditionType::BookingExpired,
+                        true,
+                        reason::BOOKING_TIME_EXPIRED,
+                        "capacity reservation time is expired".into(),
+                    )])
                 } else if used >= count {
-                    Verdict::Set(vec![(ConditionType::BookingExpired, true, reason::BOOKING_CONSUMED, format!("all {count} pods of the request are scheduled"))])
+                    Verdict::Set(vec![(
+                        ConditionType::BookingExpired,
+                        true,
+                        reason::BOOKING_CONSUMED,
+                        format!("all {count} pods of the request are scheduled"),
+                    )])
                 } else {
                     // The booking holds room for the pods still to come.
                     self.wake(ends);
@@ -253,7 +326,12 @@ impl Planner {
                 served.insert(r.key.clone());
                 let mut set = Vec::new();
                 if !r.is(ConditionType::Accepted) {
-                    set.push((ConditionType::Accepted, true, reason::ACCEPTED, "ProvisioningRequest is accepted by batch-autoscaler".into()));
+                    set.push((
+                        ConditionType::Accepted,
+                        true,
+                        reason::ACCEPTED,
+                        "ProvisioningRequest is accepted by batch-autoscaler".into(),
+                    ));
                 }
                 let placed = place_all(&mut sim, start..start + count, &slots);
                 let check = r.class == ProvisioningClass::CheckCapacity;
@@ -263,20 +341,37 @@ impl Planner {
                             bookings.push((pod, slot_of_node[&slot]));
                         }
                         let (why, message) = if check {
-                            (reason::CAPACITY_IS_FOUND, "capacity is found in the cluster".to_owned())
+                            (
+                                reason::CAPACITY_IS_FOUND,
+                                "capacity is found in the cluster".to_owned(),
+                            )
                         } else {
-                            (reason::CAPACITY_IS_PROVISIONED, format!("capacity for {count} pods is registered and booked"))
+                            (
+                                reason::CAPACITY_IS_PROVISIONED,
+                                format!("capacity for {count} pods is registered and booked"),
+                            )
                         };
                         set.push((ConditionType::Provisioned, true, why, message));
                     }
-                    None if check && r.no_retry => {
-                        set.push((ConditionType::Failed, true, reason::CAPACITY_IS_NOT_FOUND, "capacity is not found and the request asks for no retry".into()))
-                    }
-                    None if check => {
-                        set.push((ConditionType::Provisioned, false, reason::CAPACITY_IS_NOT_FOUND, "capacity is not found; checked again on every pass".into()))
-                    }
+                    None if check && r.no_retry => set.push((
+                        ConditionType::Failed,
+                        true,
+                        reason::CAPACITY_IS_NOT_FOUND,
+                        "capacity is not found and the request asks for no retry".into(),
+                    )),
+                    None if check => set.push((
+                        ConditionType::Provisioned,
+                        false,
+                        reason::CAPACITY_IS_NOT_FOUND,
+                        "capacity is not found; checked again on every pass".into(),
+                    )),
                     None => match self.requests.rolled_back.get(&r.key) {
-                        Some(why) => set.push((ConditionType::Failed, true, reason::SCALE_UP_FAILED, why.clone())),
+                        Some(why) => set.push((
+                            ConditionType::Failed,
+                            true,
+                            reason::SCALE_UP_FAILED,
+                            why.clone(),
+                        )),
                         None => pending_gangs.extend(start..start + count),
                     },
                 }
@@ -298,15 +393,23 @@ impl Planner {
         for &(pod, ni) in &bookings {
             let mut p = pods[pod].clone();
             p.node = Some(snapshot.nodes[ni].name.clone());
-            self.requests.synthetic.insert(p.key.clone(), request_of(&p));
+            self.requests
+                .synthetic
+                .insert(p.key.clone(), request_of(&p));
             out.pods.push(p);
         }
         for &pod in &pending_gangs {
             let mut p = pods[pod].clone();
             let request = request_of(&p);
             p.unschedulable = true;
-            p.gang = Some(GangMembership { gang: request_gang(&request), size: 0, source: GangSource::ProvisioningRequest });
-            self.requests.gangs.insert(request_gang(&request), request.clone());
+            p.gang = Some(GangMembership {
+                gang: request_gang(&request),
+                size: 0,
+                source: GangSource::ProvisioningRequest,
+            });
+            self.requests
+                .gangs
+                .insert(request_gang(&request), request.clone());
             self.requests.synthetic.insert(p.key.clone(), request);
             out.pods.push(p);
         }
@@ -315,7 +418,10 @@ impl Planner {
             out.nodes[ni].scale_down_disabled = true;
         }
         for p in out.pods[..base].iter_mut() {
-            if p.consumes_request.as_ref().is_some_and(|r| served.contains(&PodKey::new(p.key.namespace.clone(), r.clone()))) {
+            if p.consumes_request
+                .as_ref()
+                .is_some_and(|r| served.contains(&PodKey::new(p.key.namespace.clone(), r.clone())))
+            {
                 p.unschedulable = false;
             }
         }
@@ -334,23 +440,54 @@ impl Planner {
         let tail: Vec<(Time, PlannerEvent)> = self.events.drain(from..).collect();
         for (at, event) in tail {
             match event {
-                PlannerEvent::NotTriggerScaleUp { pod, reasons } if self.requests.is_synthetic(&pod) => {
+                PlannerEvent::NotTriggerScaleUp { pod, reasons }
+                    if self.requests.is_synthetic(&pod) =>
+                {
                     let request = self.requests.synthetic[&pod].clone();
-                    self.requests.unhelped.entry(request).or_insert_with(|| reasons.iter().map(|(g, r)| (g.to_string(), r.clone())).collect());
+                    self.requests.unhelped.entry(request).or_insert_with(|| {
+                        reasons
+                            .iter()
+                            .map(|(g, r)| (g.to_string(), r.clone()))
+                            .collect()
+                    });
                 }
-                PlannerEvent::WaitingForCapacity { pod, .. } if self.requests.is_synthetic(&pod) => {}
-                PlannerEvent::TriggeredScaleUp { group, from, to, pods } => {
-                    let (ours, theirs): (Vec<PodKey>, Vec<PodKey>) = pods.into_iter().partition(|p| self.requests.is_synthetic(p));
+                PlannerEvent::WaitingForCapacity { pod, .. }
+                    if self.requests.is_synthetic(&pod) => {}
+                PlannerEvent::TriggeredScaleUp {
+                    group,
+                    from,
+                    to,
+                    pods,
+                } => {
+                    let (ours, theirs): (Vec<PodKey>, Vec<PodKey>) = pods
+                        .into_iter()
+                        .partition(|p| self.requests.is_synthetic(p));
                     let mut requests: BTreeSet<PodKey> = BTreeSet::new();
                     for p in &ours {
                         requests.insert(self.requests.synthetic[p].clone());
                     }
                     for request in requests {
-                        self.events.push_back((at, PlannerEvent::ProvisioningRequestScaleUp { request: request.clone(), group: group.clone(), from, to }));
+                        self.events.push_back((
+                            at,
+                            PlannerEvent::ProvisioningRequestScaleUp {
+                                request: request.clone(),
+                                group: group.clone(),
+                                from,
+                                to,
+                            },
+                        ));
                         self.requests.launched.insert(request);
                     }
                     if !theirs.is_empty() {
-                        self.events.push_back((at, PlannerEvent::TriggeredScaleUp { group, from, to, pods: theirs }));
+                        self.events.push_back((
+                            at,
+                            PlannerEvent::TriggeredScaleUp {
+                                group,
+                                from,
+                                to,
+                                pods: theirs,
+                            },
+                        ));
                     }
                 }
                 other => self.events.push_back((at, other)),
@@ -359,34 +496,64 @@ impl Planner {
         // Atomic requests still waiting: a launch under way, a rollback, or no group at all.
         let waiting: BTreeSet<PodKey> = self.requests.gangs.values().cloned().collect();
         for request in waiting {
-            let Some(r) = snapshot.provisioning_requests.iter().find(|r| r.key == request) else { continue };
+            let Some(r) = snapshot
+                .provisioning_requests
+                .iter()
+                .find(|r| r.key == request)
+            else {
+                continue;
+            };
             let count = r.pods.len();
             if let Some(why) = self.requests.rolled_back.get(&request).cloned() {
-                self.update_request(now, snapshot, &request, vec![(ConditionType::Failed, true, reason::SCALE_UP_FAILED, why)]);
+                self.update_request(
+                    now,
+                    snapshot,
+                    &request,
+                    vec![(ConditionType::Failed, true, reason::SCALE_UP_FAILED, why)],
+                );
             } else if self.requests.launched.contains(&request) {
                 self.update_request(
                     now,
                     snapshot,
                     &request,
-                    vec![(ConditionType::Provisioned, false, reason::SCALE_UP_IN_PROGRESS, format!("nodes for {count} pods are being launched"))],
+                    vec![(
+                        ConditionType::Provisioned,
+                        false,
+                        reason::SCALE_UP_IN_PROGRESS,
+                        format!("nodes for {count} pods are being launched"),
+                    )],
                 );
             } else if let Some(reasons) = self.requests.unhelped.get(&request).cloned() {
                 let text: Vec<String> = reasons.iter().map(|(g, r)| format!("{g}: {r}")).collect();
-                let text = if text.is_empty() { "no node groups".to_owned() } else { text.join("; ") };
+                let text = if text.is_empty() {
+                    "no node groups".to_owned()
+                } else {
+                    text.join("; ")
+                };
                 let permanent = reasons.iter().all(|(_, r)| is_permanent(r));
                 if permanent {
                     self.update_request(
                         now,
                         snapshot,
                         &request,
-                        vec![(ConditionType::Failed, true, reason::NOT_PROVISIONABLE, format!("no node group can hold all {count} pods: {text}"))],
+                        vec![(
+                            ConditionType::Failed,
+                            true,
+                            reason::NOT_PROVISIONABLE,
+                            format!("no node group can hold all {count} pods: {text}"),
+                        )],
                     );
                 } else {
                     self.update_request(
                         now,
                         snapshot,
                         &request,
-                        vec![(ConditionType::Provisioned, false, reason::CAPACITY_IS_NOT_FOUND, format!("capacity for {count} pods is not found yet: {text}"))],
+                        vec![(
+                            ConditionType::Provisioned,
+                            false,
+                            reason::CAPACITY_IS_NOT_FOUND,
+                            format!("capacity for {count} pods is not found yet: {text}"),
+                        )],
                     );
                 }
             }
@@ -395,8 +562,20 @@ impl Planner {
 
     /// Sends the conditions that differ from the request's status (and from what was
     /// sent and not yet seen), with an event per change.
-    fn update_request(&mut self, now: Time, snapshot: &ClusterSnapshot, request: &PodKey, set: Vec<(ConditionType, bool, &'static str, String)>) {
-        let Some(r) = snapshot.provisioning_requests.iter().find(|r| &r.key == request) else { return };
+    fn update_request(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        request: &PodKey,
+        set: Vec<(ConditionType, bool, &'static str, String)>,
+    ) {
+        let Some(r) = snapshot
+            .provisioning_requests
+            .iter()
+            .find(|r| &r.key == request)
+        else {
+            return;
+        };
         let sent = self.requests.sent.get(request);
         let mut changed = Vec::new();
         for (kind, status, why, message) in set {
@@ -404,8 +583,16 @@ impl Planner {
                 Some(have) if have.status == status => have.since,
                 _ => now,
             };
-            let wanted = RequestCondition { kind, status, reason: why.to_owned(), message, since };
-            let shown = r.condition(kind).is_some_and(|have| have.same_verdict(&wanted));
+            let wanted = RequestCondition {
+                kind,
+                status,
+                reason: why.to_owned(),
+                message,
+                since,
+            };
+            let shown = r
+                .condition(kind)
+                .is_some_and(|have| have.same_verdict(&wanted));
             let pending = sent.is_some_and(|s| s.iter().any(|c| c.same_verdict(&wanted)));
             if !shown && !pending {
                 changed.push(wanted);
@@ -431,7 +618,11 @@ impl Planner {
         memo.extend(changed.iter().cloned());
         self.requests.sent.insert(request.clone(), memo);
         let id = self.next_id();
-        self.actions.push_back(Action::UpdateProvisioningRequest { id, request: request.clone(), conditions: changed });
+        self.actions.push_back(Action::UpdateProvisioningRequest {
+            id,
+            request: request.clone(),
+            conditions: changed,
+        });
     }
 }
 
@@ -451,7 +642,10 @@ fn is_permanent(reason: &NoScaleUpReason) -> bool {
 /// One of a request's pods as the planner handles it.
 fn in_memory_pod(request: &ProvisioningRequestView, template: &PodView) -> PodView {
     let mut p = template.clone();
-    p.key = PodKey::new(request.key.namespace.clone(), format!("{}{}", synthetic_prefix(&request.key), template.key.name));
+    p.key = PodKey::new(
+        request.key.namespace.clone(),
+        format!("{}{}", synthetic_prefix(&request.key), template.key.name),
+    );
     p.owner = Owner::controller(REQUEST_OWNER_GROUP, REQUEST_OWNER_KIND, &request.key.name);
     p.node = None;
     p.phase = PodPhase::Pending;
@@ -474,7 +668,11 @@ fn request_of(pod: &PodView) -> PodKey {
 }
 
 /// Places every pod of `pods` first-fit, or none (the simulation is left as it was).
-fn place_all(sim: &mut PlacementSim<'_>, pods: std::ops::Range<usize>, slots: &[usize]) -> Option<Vec<(usize, usize)>> {
+fn place_all(
+    sim: &mut PlacementSim<'_>,
+    pods: std::ops::Range<usize>,
+    slots: &[usize],
+) -> Option<Vec<(usize, usize)>> {
     let mut placed = Vec::new();
     for pod in pods {
         match sim.first_fit(pod, slots.iter().copied()) {

@@ -56,7 +56,10 @@ pub(crate) enum Verdict {
 pub(crate) fn judge(evidence: &RemovalEvidence, expected_node: Option<&NodeName>) -> Verdict {
     if let Some(node) = &evidence.node {
         if expected_node.is_some_and(|n| n != &node.name) {
-            return Verdict::Abort(format!("the instance is now node {}, not the node decided on", node.name));
+            return Verdict::Abort(format!(
+                "the instance is now node {}, not the node decided on",
+                node.name
+            ));
         }
         if !is_retired(node) {
             return Verdict::Abort("the node no longer carries the retiring taint".into());
@@ -65,13 +68,21 @@ pub(crate) fn judge(evidence: &RemovalEvidence, expected_node: Option<&NodeName>
         // The node object is gone but the instance is not: nothing can be bound to a
         // node that does not exist, so the instance may go.
     }
-    let workload: Vec<&PodView> = evidence.pods.iter().filter(|p| p.occupies_node() && !p.is_node_infrastructure()).collect();
+    let workload: Vec<&PodView> = evidence
+        .pods
+        .iter()
+        .filter(|p| p.occupies_node() && !p.is_node_infrastructure())
+        .collect();
     match workload.as_slice() {
         [] => Verdict::Clear,
         [first, rest @ ..] => Verdict::Abort(format!(
             "pod {}{} is on the node (read after the fence)",
             first.key,
-            if rest.is_empty() { String::new() } else { format!(" and {} more", rest.len()) }
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} more", rest.len())
+            }
         )),
     }
 }
@@ -80,7 +91,14 @@ impl Planner {
     /// Starts removing `instance` (of `group`), backed by `node` when it registered.
     /// The instance counts as terminating from here on (no second decision, no
     /// un-retiring); nothing is terminated until the evidence is in.
-    pub(crate) fn begin_removal(&mut self, now: Time, group: &NodeGroupId, instance: &InstanceId, node: Option<&NodeView>, reason: TerminateReason) {
+    pub(crate) fn begin_removal(
+        &mut self,
+        now: Time,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+        node: Option<&NodeView>,
+        reason: TerminateReason,
+    ) {
         if self.terminating.contains_key(instance) {
             return;
         }
@@ -93,19 +111,33 @@ impl Planner {
         match node {
             Some(n) if !is_retired(n) => {
                 let id = self.next_id();
-                self.actions.push_back(Action::RetireNode { id, node: n.name.clone(), reason: format!("fenced before removal ({})", reason.as_str()) });
+                self.actions.push_back(Action::RetireNode {
+                    id,
+                    node: n.name.clone(),
+                    reason: format!("fenced before removal ({})", reason.as_str()),
+                });
                 fenced_here = true;
                 step = Step::Fencing(id);
             }
             // Already fenced: the snapshot that shows the taint was read after it was
             // written, so evidence read from now on is newer than the fence; the
             // settle time still lets every scheduler see it.
-            Some(_) => step = Step::Settling { due: now + self.settings.fence_settle_time },
+            Some(_) => {
+                step = Step::Settling {
+                    due: now + self.settings.fence_settle_time,
+                }
+            }
             // No node: nothing to fence, nothing to settle; the evidence says whether
             // a node registered for the instance since.
             None => step = Step::Settling { due: now },
         }
-        let removal = Removal { group: group.clone(), node: node.map(|n| n.name.clone()), reason, fenced_here, step };
+        let removal = Removal {
+            group: group.clone(),
+            node: node.map(|n| n.name.clone()),
+            reason,
+            fenced_here,
+            step,
+        };
         self.removals.insert(instance.clone(), removal);
         self.advance_removals(now);
     }
@@ -114,7 +146,8 @@ impl Planner {
     pub(crate) fn advance_removals(&mut self, now: Time) {
         // A removal whose instance left `terminating` (gone, or failed) is over.
         let terminating = &self.terminating;
-        self.removals.retain(|instance, _| terminating.contains_key(instance));
+        self.removals
+            .retain(|instance, _| terminating.contains_key(instance));
         let due: Vec<InstanceId> = self
             .removals
             .iter()
@@ -131,16 +164,32 @@ impl Planner {
             let id = self.next_id();
             let r = self.removals.get_mut(&instance).expect("due removal");
             r.step = Step::Verifying(id);
-            let action = Action::VerifyRemoval { id, group: r.group.clone(), instance: instance.clone(), node: r.node.clone(), reason: r.reason.clone() };
+            let action = Action::VerifyRemoval {
+                id,
+                group: r.group.clone(),
+                instance: instance.clone(),
+                node: r.node.clone(),
+                reason: r.reason.clone(),
+            };
             self.actions.push_back(action);
         }
     }
 
     /// The outcome of a fence or a verification that belongs to a removal. Returns
     /// false when `action` is not part of one.
-    pub(crate) fn removal_outcome(&mut self, now: Time, action: &Action, outcome: &Outcome) -> bool {
+    pub(crate) fn removal_outcome(
+        &mut self,
+        now: Time,
+        action: &Action,
+        outcome: &Outcome,
+    ) -> bool {
         let id = action.id();
-        let Some(instance) = self.removals.iter().find(|(_, r)| matches!(r.step, Step::Fencing(a) | Step::Verifying(a) if a == id)).map(|(i, _)| i.clone()) else {
+        let Some(instance) = self
+            .removals
+            .iter()
+            .find(|(_, r)| matches!(r.step, Step::Fencing(a) | Step::Verifying(a) if a == id))
+            .map(|(i, _)| i.clone())
+        else {
             return false;
         };
         let r = self.removals.get(&instance).expect("found").clone();
@@ -155,17 +204,30 @@ impl Planner {
                 self.removals.get_mut(&instance).expect("found").step = Step::Settling { due: now };
                 self.advance_removals(now);
             }
-            (Step::Verifying(_), Outcome::Evidence(evidence)) => match judge(evidence, r.node.as_ref()) {
-                Verdict::Clear => self.terminate_verified(now, &instance, &r),
-                Verdict::Abort(why) => self.abort_removal(now, &instance, &r, why),
-            },
+            (Step::Verifying(_), Outcome::Evidence(evidence)) => {
+                match judge(evidence, r.node.as_ref()) {
+                    Verdict::Clear => self.terminate_verified(now, &instance, &r),
+                    Verdict::Abort(why) => self.abort_removal(now, &instance, &r, why),
+                }
+            }
             (Step::Verifying(_), Outcome::Gone) => {
                 // The instance is gone already: nothing left to terminate.
                 self.removals.remove(&instance);
             }
             (_, Outcome::Retry { message } | Outcome::Failed { message }) => {
-                self.emit(now, PlannerEvent::ActionFailed { action: action.to_string(), message: message.clone() });
-                self.abort_removal(now, &instance, &r, "the fence or the evidence could not be obtained".into());
+                self.emit(
+                    now,
+                    PlannerEvent::ActionFailed {
+                        action: action.to_string(),
+                        message: message.clone(),
+                    },
+                );
+                self.abort_removal(
+                    now,
+                    &instance,
+                    &r,
+                    "the fence or the evidence could not be obtained".into(),
+                );
             }
             (_, other) => {
                 // A verification answered without evidence is no proof of anything.
@@ -184,8 +246,22 @@ impl Planner {
             self.draining_since.remove(node);
         }
         let id = self.next_id();
-        self.actions.push_back(Action::TerminateInstance { id, group: r.group.clone(), instance: instance.clone(), node: r.node.clone(), reason: r.reason.clone() });
-        self.emit(now, PlannerEvent::ScaleDown { node: r.node.clone(), instance: instance.clone(), group: r.group.clone(), reason: r.reason.clone() });
+        self.actions.push_back(Action::TerminateInstance {
+            id,
+            group: r.group.clone(),
+            instance: instance.clone(),
+            node: r.node.clone(),
+            reason: r.reason.clone(),
+        });
+        self.emit(
+            now,
+            PlannerEvent::ScaleDown {
+                node: r.node.clone(),
+                instance: instance.clone(),
+                group: r.group.clone(),
+                reason: r.reason.clone(),
+            },
+        );
         if r.reason != TerminateReason::LaunchTimeout {
             self.last_scale_down = Some(now);
         }
@@ -194,10 +270,15 @@ impl Planner {
     /// Moves the group's remembered target by `delta` (TerminateInstance lowers the
     /// desired capacity by one with the instance).
     fn adjust_requested_target(&mut self, now: Time, group: &NodeGroupId, delta: i64) {
-        let current = self.requested_targets.get(group).map(|t| t.target).or_else(|| self.last_targets.get(group).copied());
+        let current = self
+            .requested_targets
+            .get(group)
+            .map(|t| t.target)
+            .or_else(|| self.last_targets.get(group).copied());
         if let Some(current) = current {
             let target = u32::try_from((i64::from(current) + delta).max(0)).unwrap_or(u32::MAX);
-            self.requested_targets.insert(group.clone(), TargetRequest { target, at: now });
+            self.requested_targets
+                .insert(group.clone(), TargetRequest { target, at: now });
         }
     }
 
@@ -211,11 +292,28 @@ impl Planner {
             self.pending_removals.remove(node);
             if r.fenced_here {
                 let id = self.next_id();
-                self.actions.push_back(Action::UnretireNode { id, node: node.clone() });
+                self.actions.push_back(Action::UnretireNode {
+                    id,
+                    node: node.clone(),
+                });
             }
-            self.emit(now, PlannerEvent::ScaleDownCancelled { node: node.clone(), why });
+            self.emit(
+                now,
+                PlannerEvent::ScaleDownCancelled {
+                    node: node.clone(),
+                    why,
+                },
+            );
         } else {
-            self.emit(now, PlannerEvent::Warning { message: format!("removal of instance {instance} of {} cancelled: {why}", r.group) });
+            self.emit(
+                now,
+                PlannerEvent::Warning {
+                    message: format!(
+                        "removal of instance {instance} of {} cancelled: {why}",
+                        r.group
+                    ),
+                },
+            );
         }
     }
 }
@@ -229,13 +327,22 @@ mod tests {
     fn node(fenced: bool) -> NodeView {
         let mut n = NodeView::new(NodeName::new("n1"), Resources::cpu_mem(4, 16), Time::ZERO);
         if fenced {
-            n.taints.push(Taint { key: TAINT_RETIRING.into(), value: String::new(), effect: TaintEffect::NoSchedule });
+            n.taints.push(Taint {
+                key: TAINT_RETIRING.into(),
+                value: String::new(),
+                effect: TaintEffect::NoSchedule,
+            });
         }
         n
     }
 
     fn pod(owner: Owner, phase: PodPhase) -> PodView {
-        let mut p = PodView::new(PodKey::new("d", "p"), Resources::cpu_mem(1, 1), owner, Time::ZERO);
+        let mut p = PodView::new(
+            PodKey::new("d", "p"),
+            Resources::cpu_mem(1, 1),
+            owner,
+            Time::ZERO,
+        );
         p.node = Some(NodeName::new("n1"));
         p.phase = phase;
         p
@@ -245,28 +352,73 @@ mod tests {
     fn evidence_with_only_node_infrastructure_or_finished_pods_is_clear() {
         let e = RemovalEvidence {
             node: Some(node(true)),
-            pods: vec![pod(Owner::DaemonSet("ds".into()), PodPhase::Running), pod(Owner::Mirror, PodPhase::Running), pod(Owner::Job("j".into()), PodPhase::Succeeded)],
+            pods: vec![
+                pod(Owner::DaemonSet("ds".into()), PodPhase::Running),
+                pod(Owner::Mirror, PodPhase::Running),
+                pod(Owner::Job("j".into()), PodPhase::Succeeded),
+            ],
         };
         assert_eq!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Clear);
     }
 
     #[test]
     fn a_pod_bound_after_the_fence_aborts_whatever_its_owner() {
-        for owner in [Owner::Job("j".into()), Owner::replica_set("r"), Owner::Bare, Owner::controller("argoproj.io", "Workflow", "w")] {
-            let e = RemovalEvidence { node: Some(node(true)), pods: vec![pod(owner.clone(), PodPhase::Pending)] };
-            assert!(matches!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Abort(_)), "{owner:?}");
+        for owner in [
+            Owner::Job("j".into()),
+            Owner::replica_set("r"),
+            Owner::Bare,
+            Owner::controller("argoproj.io", "Workflow", "w"),
+        ] {
+            let e = RemovalEvidence {
+                node: Some(node(true)),
+                pods: vec![pod(owner.clone(), PodPhase::Pending)],
+            };
+            assert!(
+                matches!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Abort(_)),
+                "{owner:?}"
+            );
         }
     }
 
     #[test]
     fn a_node_whose_fence_was_lifted_or_that_changed_identity_aborts() {
-        let e = RemovalEvidence { node: Some(node(false)), pods: vec![] };
-        assert!(matches!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Abort(_)));
-        let e = RemovalEvidence { node: Some(node(true)), pods: vec![] };
-        assert!(matches!(judge(&e, Some(&NodeName::new("other"))), Verdict::Abort(_)));
+        let e = RemovalEvidence {
+            node: Some(node(false)),
+            pods: vec![],
+        };
+        assert!(matches!(
+            judge(&e, Some(&NodeName::new("n1"))),
+            Verdict::Abort(_)
+        ));
+        let e = RemovalEvidence {
+            node: Some(node(true)),
+            pods: vec![],
+        };
+        assert!(matches!(
+            judge(&e, Some(&NodeName::new("other"))),
+            Verdict::Abort(_)
+        ));
         // An instance that registered a node since the decision (decided with none):
         // the fence is not there, so it is not removed.
-        assert!(matches!(judge(&RemovalEvidence { node: Some(node(false)), pods: vec![] }, None), Verdict::Abort(_)));
-        assert_eq!(judge(&RemovalEvidence { node: None, pods: vec![] }, None), Verdict::Clear);
+        assert!(matches!(
+            judge(
+                &RemovalEvidence {
+                    node: Some(node(false)),
+                    pods: vec![]
+                },
+                None
+            ),
+            Verdict::Abort(_)
+        ));
+        assert_eq!(
+            judge(
+                &RemovalEvidence {
+                    node: None,
+                    pods: vec![]
+                },
+                None
+            ),
+            Verdict::Clear
+        );
     }
 }

@@ -11,7 +11,9 @@ use crate::events::PlannerEvent;
 use crate::placement::{PlacementSim, SimNode};
 use crate::scaleup::ClusterView;
 use crate::{PendingRemoval, Planner};
-use model::well_known::{LABEL_CONTROL_PLANE, LABEL_MASTER, TAINT_CA_TO_BE_DELETED, TAINT_RETIRING};
+use model::well_known::{
+    LABEL_CONTROL_PLANE, LABEL_MASTER, TAINT_CA_TO_BE_DELETED, TAINT_RETIRING,
+};
 use model::{ClusterSnapshot, NodeName, NodeView, Owner, PodView, Resources, SafeToEvict, Time};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -53,7 +55,10 @@ pub fn disposition(pod: &PodView, settings: &crate::PlannerSettings) -> PodDispo
             None => owner_is_evictable(&pod.owner, settings),
         }
     };
-    match (evictable, pod.priority < settings.expendable_pods_priority_cutoff) {
+    match (
+        evictable,
+        pod.priority < settings.expendable_pods_priority_cutoff,
+    ) {
         (false, _) => PodDisposition::MustFinish,
         (true, false) => PodDisposition::Evictable,
         (true, true) => PodDisposition::Expendable,
@@ -65,7 +70,10 @@ fn owner_is_evictable(owner: &Owner, settings: &crate::PlannerSettings) -> bool 
     match owner {
         Owner::Controller { kind, .. } => kinds.contains(kind),
         // A user may list batch/Job too (their Jobs checkpoint): honoured.
-        Owner::Job(_) => kinds.0.iter().any(|k| k.group == "batch" && k.kind == "Job"),
+        Owner::Job(_) => kinds
+            .0
+            .iter()
+            .any(|k| k.group == "batch" && k.kind == "Job"),
         Owner::Bare | Owner::DaemonSet(_) | Owner::Mirror => false,
     }
 }
@@ -75,7 +83,10 @@ fn owner_is_evictable(owner: &Owner, settings: &crate::PlannerSettings) -> bool 
 /// a control-plane node.
 pub(crate) fn is_managed(node: &NodeView, view: &ClusterView) -> bool {
     node.instance.is_some()
-        && node.group.as_ref().is_some_and(|g| view.group_index.contains_key(g))
+        && node
+            .group
+            .as_ref()
+            .is_some_and(|g| view.group_index.contains_key(g))
         && !node.scale_down_disabled
         && !node.labels.contains_key(LABEL_CONTROL_PLANE)
         && !node.labels.contains_key(LABEL_MASTER)
@@ -83,7 +94,11 @@ pub(crate) fn is_managed(node: &NodeView, view: &ClusterView) -> bool {
 
 /// Retired by us, or being deleted by Cluster Autoscaler (recognised for migrations).
 pub fn is_retired(node: &NodeView) -> bool {
-    node.retired.is_some() || node.taints.iter().any(|t| t.key == TAINT_RETIRING || t.key == TAINT_CA_TO_BE_DELETED)
+    node.retired.is_some()
+        || node
+            .taints
+            .iter()
+            .any(|t| t.key == TAINT_RETIRING || t.key == TAINT_CA_TO_BE_DELETED)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,10 +142,21 @@ impl NodeFacts {
 }
 
 impl Planner {
-    pub(crate) fn scale_down(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, scaled_up: bool) {
+    pub(crate) fn scale_down(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        view: &ClusterView,
+        scaled_up: bool,
+    ) {
         let s = self.settings.clone();
         let pods = &snapshot.pods;
-        let facts: Vec<NodeFacts> = snapshot.nodes.iter().enumerate().map(|(ni, n)| self.node_facts(snapshot, view, ni, n)).collect();
+        let facts: Vec<NodeFacts> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(ni, n)| self.node_facts(snapshot, view, ni, n))
+            .collect();
 
         // Idle tracking (persisted as an annotation so a restart resumes the count).
         for (ni, node) in snapshot.nodes.iter().enumerate() {
@@ -149,18 +175,29 @@ impl Planner {
                 self.idle_since.insert(node.name.clone(), since);
                 if node.idle_since != Some(since) {
                     let id = self.next_id();
-                    self.actions.push_back(Action::MarkIdle { id, node: node.name.clone(), since: Some(since) });
+                    self.actions.push_back(Action::MarkIdle {
+                        id,
+                        node: node.name.clone(),
+                        since: Some(since),
+                    });
                 }
                 self.wake(since + s.scale_down_unneeded_time);
             } else {
                 self.idle_since.remove(&node.name);
                 if node.idle_since.is_some() {
                     let id = self.next_id();
-                    self.actions.push_back(Action::MarkIdle { id, node: node.name.clone(), since: None });
+                    self.actions.push_back(Action::MarkIdle {
+                        id,
+                        node: node.name.clone(),
+                        since: None,
+                    });
                 }
             }
             if facts[ni].utilization < self.threshold(&facts[ni]) && !empty {
-                let entry = self.unneeded_since.entry(node.name.clone()).or_insert((node.created, now));
+                let entry = self
+                    .unneeded_since
+                    .entry(node.name.clone())
+                    .or_insert((node.created, now));
                 if entry.0 != node.created {
                     *entry = (node.created, now);
                 }
@@ -173,22 +210,35 @@ impl Planner {
             return;
         }
         let paused = scaled_up
-            || self.last_scale_up.is_some_and(|t| now < t + s.scale_down_delay_after_add)
-            || self.last_scale_down.is_some_and(|t| now < t + s.scale_down_delay_after_delete)
-            || self.last_scale_down_failure.is_some_and(|t| now < t + s.scale_down_delay_after_failure);
+            || self
+                .last_scale_up
+                .is_some_and(|t| now < t + s.scale_down_delay_after_add)
+            || self
+                .last_scale_down
+                .is_some_and(|t| now < t + s.scale_down_delay_after_delete)
+            || self
+                .last_scale_down_failure
+                .is_some_and(|t| now < t + s.scale_down_delay_after_failure);
 
         // Drains in progress: keep evicting, give up after max-pod-eviction-time.
         self.continue_drains(now, snapshot, view, &facts);
 
         let candidates = self.candidates(now, snapshot, view, &facts);
-        let candidate_map: BTreeMap<usize, (Method, Plan)> = candidates.iter().map(|(ni, m, p)| (*ni, (*m, p.clone()))).collect();
+        let candidate_map: BTreeMap<usize, (Method, Plan)> = candidates
+            .iter()
+            .map(|(ni, m, p)| (*ni, (*m, p.clone())))
+            .collect();
 
         // Re-validate decisions on this (newer) snapshot; act on those that hold.
         let mut acted = 0u32;
         let in_progress = (self.terminating.len() + self.draining_since.len()) as u32;
         let mut budget = s.max_scale_down_parallelism.saturating_sub(in_progress);
         let mut empty_budget = s.max_empty_bulk_delete;
-        let pending: Vec<_> = self.pending_removals.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+        let pending: Vec<_> = self
+            .pending_removals
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
         for (name, decision) in pending {
             let Some(&ni) = view.node_index.get(&name) else {
                 self.pending_removals.remove(&name);
@@ -197,10 +247,17 @@ impl Planner {
             match candidate_map.get(&ni) {
                 None => {
                     self.pending_removals.remove(&name);
-                    self.emit(now, PlannerEvent::ScaleDownCancelled { node: name, why: "no longer a candidate on a newer snapshot".into() });
+                    self.emit(
+                        now,
+                        PlannerEvent::ScaleDownCancelled {
+                            node: name,
+                            why: "no longer a candidate on a newer snapshot".into(),
+                        },
+                    );
                 }
                 Some((_, plan)) => {
-                    let confirmed = snapshot.revision > decision.decided_revision && now >= decision.decided_at + s.scale_down_confirm_delay;
+                    let confirmed = snapshot.revision > decision.decided_revision
+                        && now >= decision.decided_at + s.scale_down_confirm_delay;
                     if !confirmed {
                         self.wake(decision.decided_at + s.scale_down_confirm_delay);
                         continue;
@@ -232,14 +289,19 @@ impl Planner {
         }
 
         // New decisions: only the first method with candidates decides this pass.
-        let Some(first_method) = candidates.iter().map(|(_, m, _)| *m).min() else { return };
+        let Some(first_method) = candidates.iter().map(|(_, m, _)| *m).min() else {
+            return;
+        };
         for (ni, method, plan) in candidates {
             if method != first_method {
                 continue;
             }
             let name = snapshot.nodes[ni].name.clone();
             // Already being removed (its removal began earlier in this pass).
-            let removing = snapshot.nodes[ni].instance.as_ref().is_some_and(|i| self.terminating.contains_key(i));
+            let removing = snapshot.nodes[ni]
+                .instance
+                .as_ref()
+                .is_some_and(|i| self.terminating.contains_key(i));
             if self.pending_removals.contains_key(&name) || removing {
                 continue;
             }
@@ -248,7 +310,13 @@ impl Planner {
                 Plan::Drain => TerminateReason::Underutilized,
                 Plan::Retire => TerminateReason::RetiredAndDrained,
             };
-            self.pending_removals.insert(name.clone(), PendingRemoval { decided_at: now, decided_revision: snapshot.revision });
+            self.pending_removals.insert(
+                name.clone(),
+                PendingRemoval {
+                    decided_at: now,
+                    decided_revision: snapshot.revision,
+                },
+            );
             self.emit(now, PlannerEvent::ScaleDownCandidate { node: name, reason });
             self.wake(now + s.scale_down_confirm_delay);
         }
@@ -262,7 +330,13 @@ impl Planner {
         }
     }
 
-    fn node_facts(&self, snapshot: &ClusterSnapshot, view: &ClusterView, ni: usize, node: &NodeView) -> NodeFacts {
+    fn node_facts(
+        &self,
+        snapshot: &ClusterSnapshot,
+        view: &ClusterView,
+        ni: usize,
+        node: &NodeView,
+    ) -> NodeFacts {
         let managed = is_managed(node, view) && !view.terminating_nodes.contains(&ni);
         let mut must_finish = Vec::new();
         let mut evictable = Vec::new();
@@ -287,13 +361,27 @@ impl Planner {
         let utilization = if gpu_node {
             ratio(used.gpus(), alloc.gpus())
         } else {
-            ratio(used.cpu_millis, alloc.cpu_millis).max(ratio(used.memory_bytes, alloc.memory_bytes))
+            ratio(used.cpu_millis, alloc.cpu_millis)
+                .max(ratio(used.memory_bytes, alloc.memory_bytes))
         };
-        NodeFacts { managed, must_finish, evictable, expendable, utilization, gpu_node }
+        NodeFacts {
+            managed,
+            must_finish,
+            evictable,
+            expendable,
+            utilization,
+            gpu_node,
+        }
     }
 
     /// Nodes that could be removed now, with the method and the plan.
-    fn candidates(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, facts: &[NodeFacts]) -> Vec<(usize, Method, Plan)> {
+    fn candidates(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        view: &ClusterView,
+        facts: &[NodeFacts],
+    ) -> Vec<(usize, Method, Plan)> {
         let s = &self.settings;
         let mut out = Vec::new();
         // Room per group above its min size, counting nodes already on their way out.
@@ -303,11 +391,25 @@ impl Planner {
                 .nodes
                 .iter()
                 .enumerate()
-                .filter(|(ni, n)| is_retired(n) && !view.terminating_nodes.contains(ni) && n.group.as_ref() == Some(&g.spec.id))
+                .filter(|(ni, n)| {
+                    is_retired(n)
+                        && !view.terminating_nodes.contains(ni)
+                        && n.group.as_ref() == Some(&g.spec.id)
+                })
                 .count() as u32;
-            room.insert(gi, view.effective_target[gi].saturating_sub(g.spec.min_size).saturating_sub(retired));
+            room.insert(
+                gi,
+                view.effective_target[gi]
+                    .saturating_sub(g.spec.min_size)
+                    .saturating_sub(retired),
+            );
         }
-        let group_of = |n: &NodeView| n.group.as_ref().and_then(|g| view.group_index.get(g)).copied();
+        let group_of = |n: &NodeView| {
+            n.group
+                .as_ref()
+                .and_then(|g| view.group_index.get(g))
+                .copied()
+        };
         let take_room = |room: &mut BTreeMap<usize, u32>, gi: usize| -> bool {
             match room.get_mut(&gi) {
                 Some(r) if *r > 0 => {
@@ -321,8 +423,16 @@ impl Planner {
         // Retired nodes whose must-finish pods are done: their room was reserved when retired.
         for (ni, node) in snapshot.nodes.iter().enumerate() {
             let f = &facts[ni];
-            if f.managed && is_retired(node) && f.must_finish.is_empty() && !self.draining_since.contains_key(&node.name) {
-                let plan = if f.nothing_to_evict() { Plan::Terminate(TerminateReason::RetiredAndDrained) } else { Plan::Drain };
+            if f.managed
+                && is_retired(node)
+                && f.must_finish.is_empty()
+                && !self.draining_since.contains_key(&node.name)
+            {
+                let plan = if f.nothing_to_evict() {
+                    Plan::Terminate(TerminateReason::RetiredAndDrained)
+                } else {
+                    Plan::Drain
+                };
                 out.push((ni, Method::RetiredDone, plan));
             }
         }
@@ -331,8 +441,18 @@ impl Planner {
             if !f.managed || is_retired(node) || node.ready || !f.must_finish.is_empty() {
                 continue;
             }
-            if now.saturating_since(node.ready_changed) >= s.scale_down_unready_time && take_room(&mut room, group_of(node).expect("managed")) {
-                out.push((ni, Method::Unready, if f.nothing_to_evict() { Plan::Terminate(TerminateReason::Unready) } else { Plan::Drain }));
+            if now.saturating_since(node.ready_changed) >= s.scale_down_unready_time
+                && take_room(&mut room, group_of(node).expect("managed"))
+            {
+                out.push((
+                    ni,
+                    Method::Unready,
+                    if f.nothing_to_evict() {
+                        Plan::Terminate(TerminateReason::Unready)
+                    } else {
+                        Plan::Drain
+                    },
+                ));
             }
         }
         // Empty nodes, longest idle first; each group may keep one warm spare.
@@ -342,7 +462,11 @@ impl Planner {
             .enumerate()
             .filter(|(ni, n)| {
                 let f = &facts[*ni];
-                f.managed && n.ready && !is_retired(n) && f.must_finish.is_empty() && f.evictable.is_empty()
+                f.managed
+                    && n.ready
+                    && !is_retired(n)
+                    && f.must_finish.is_empty()
+                    && f.evictable.is_empty()
             })
             .filter_map(|(ni, n)| self.idle_since.get(&n.name).map(|t| (*t, ni)))
             .collect();
@@ -352,7 +476,8 @@ impl Planner {
             // The most recently idle node of each group is the spare.
             for &(since, ni) in empties.iter().rev() {
                 let gi = group_of(&snapshot.nodes[ni]).expect("managed");
-                if !spare_taken.contains(&gi) && now.saturating_since(since) < s.type_idle_threshold {
+                if !spare_taken.contains(&gi) && now.saturating_since(since) < s.type_idle_threshold
+                {
                     spare_taken.insert(gi);
                     self.spares.insert(ni);
                 }
@@ -362,8 +487,14 @@ impl Planner {
             if self.spares.remove(&ni) {
                 continue;
             }
-            if now.saturating_since(since) >= s.scale_down_unneeded_time && take_room(&mut room, group_of(&snapshot.nodes[ni]).expect("managed")) {
-                let plan = if facts[ni].expendable.is_empty() { Plan::Terminate(TerminateReason::Empty) } else { Plan::Drain };
+            if now.saturating_since(since) >= s.scale_down_unneeded_time
+                && take_room(&mut room, group_of(&snapshot.nodes[ni]).expect("managed"))
+            {
+                let plan = if facts[ni].expendable.is_empty() {
+                    Plan::Terminate(TerminateReason::Empty)
+                } else {
+                    Plan::Drain
+                };
                 out.push((ni, Method::Empty, plan));
             }
         }
@@ -380,7 +511,13 @@ impl Planner {
                     && n.ready
                     && !is_retired(n)
                     && !(f.must_finish.is_empty() && f.evictable.is_empty())
-                    && self.unneeded_since.get(&n.name).is_some_and(|(created, t)| *created == n.created && now.saturating_since(*t) >= s.scale_down_unneeded_time)
+                    && self
+                        .unneeded_since
+                        .get(&n.name)
+                        .is_some_and(|(created, t)| {
+                            *created == n.created
+                                && now.saturating_since(*t) >= s.scale_down_unneeded_time
+                        })
             })
             .map(|(ni, _)| ni)
             .collect();
@@ -391,11 +528,16 @@ impl Planner {
             .pods
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.is_unbound_pending() && p.priority >= s.expendable_pods_priority_cutoff)
+            .filter(|(_, p)| {
+                p.is_unbound_pending() && p.priority >= s.expendable_pods_priority_cutoff
+            })
             .map(|(i, _)| i)
             .collect();
         // Pods of one equivalence class fit the same nodes: one member speaks for all.
-        let pending: Vec<usize> = group_into_classes(&snapshot.pods, &pending).iter().map(|c| c.representative()).collect();
+        let pending: Vec<usize> = group_into_classes(&snapshot.pods, &pending)
+            .iter()
+            .map(|c| c.representative())
+            .collect();
         // Where could evicted pods go? Every other ready, schedulable, non-retired node.
         let pods = &snapshot.pods;
         let mut sim = PlacementSim::new(pods);
@@ -412,12 +554,17 @@ impl Planner {
         let retire_cap = ((s.max_scale_in_fraction * managed_nodes as f64).ceil() as usize).max(1);
         let mut retire_budget = retire_cap.saturating_sub(retired_now);
         let mut receivers: BTreeSet<usize> = BTreeSet::new();
-        let mut ranked: Vec<(Duration, usize)> = under.iter().map(|&ni| (self.expected_time_to_empty(now, pods, &facts[ni]), ni)).collect();
+        let mut ranked: Vec<(Duration, usize)> = under
+            .iter()
+            .map(|&ni| (self.expected_time_to_empty(now, pods, &facts[ni]), ni))
+            .collect();
         ranked.sort();
         for ni in self.bounded_rotation(snapshot, ranked.into_iter().map(|(_, ni)| ni).collect()) {
             let f = &facts[ni];
             let node = &snapshot.nodes[ni];
-            let Some(&slot) = slot_of.get(&ni) else { continue };
+            let Some(&slot) = slot_of.get(&ni) else {
+                continue;
+            };
             // Pending pods that could use this node keep it.
             // A node that takes another candidate's pods in this simulation stays.
             if receivers.contains(&slot) {
@@ -431,7 +578,11 @@ impl Planner {
             let gi = group_of(node).expect("managed");
             if f.must_finish.is_empty() {
                 // Everything evictable: only if it all fits elsewhere.
-                let others: Vec<usize> = slot_of.iter().filter(|(n, _)| **n != ni).map(|(_, s)| *s).collect();
+                let others: Vec<usize> = slot_of
+                    .iter()
+                    .filter(|(n, _)| **n != ni)
+                    .map(|(_, s)| *s)
+                    .collect();
                 let mut placed = Vec::new();
                 let mut ok = true;
                 for &p in &f.evictable {
@@ -482,8 +633,12 @@ impl Planner {
         // Nodes that left the list (removed, busy again) leave the rotation too.
         let under: BTreeSet<&NodeName> = ranked.iter().map(|&ni| name(ni)).collect();
         self.checked_for_scale_down.retain(|n| under.contains(n));
-        let (awaiting, rest): (Vec<usize>, Vec<usize>) = ranked.into_iter().partition(|&ni| self.pending_removals.contains_key(name(ni)));
-        let (checked, unchecked): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&ni| self.checked_for_scale_down.contains(name(ni)));
+        let (awaiting, rest): (Vec<usize>, Vec<usize>) = ranked
+            .into_iter()
+            .partition(|&ni| self.pending_removals.contains_key(name(ni)));
+        let (checked, unchecked): (Vec<usize>, Vec<usize>) = rest
+            .into_iter()
+            .partition(|&ni| self.checked_for_scale_down.contains(name(ni)));
         let mut turn = awaiting;
         let room = cap.saturating_sub(turn.len());
         if unchecked.len() <= room {
@@ -522,15 +677,36 @@ impl Planner {
 
     /// Carries out a confirmed plan. Returns whether a termination or drain started.
     #[allow(clippy::too_many_arguments)]
-    fn act(&mut self, now: Time, snapshot: &ClusterSnapshot, facts: &[NodeFacts], ni: usize, plan: Plan, pods: &[PodView]) -> bool {
+    fn act(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        facts: &[NodeFacts],
+        ni: usize,
+        plan: Plan,
+        pods: &[PodView],
+    ) -> bool {
         let node = &snapshot.nodes[ni];
         let f = &facts[ni];
         match plan {
-            Plan::Terminate(_) | Plan::Drain if node.instance.as_ref().is_some_and(|i| self.terminating.contains_key(i)) => false,
+            Plan::Terminate(_) | Plan::Drain
+                if node
+                    .instance
+                    .as_ref()
+                    .is_some_and(|i| self.terminating.contains_key(i)) =>
+            {
+                false
+            }
             Plan::Terminate(reason) => {
                 // The invariant, checked at the last moment on this fresh snapshot.
                 if !f.must_finish.is_empty() || !f.nothing_to_evict() {
-                    self.emit(now, PlannerEvent::ScaleDownCancelled { node: node.name.clone(), why: "pods appeared on the node".into() });
+                    self.emit(
+                        now,
+                        PlannerEvent::ScaleDownCancelled {
+                            node: node.name.clone(),
+                            why: "pods appeared on the node".into(),
+                        },
+                    );
                     return false;
                 }
                 self.terminate_node(now, snapshot, ni, reason);
@@ -545,14 +721,24 @@ impl Planner {
                     // Evictions wait for the taint: an evicted pod must not come back
                     // to this node, and a failed retirement must stop the drain.
                     let id = self.next_id();
-                    self.actions.push_back(Action::RetireNode { id, node: node.name.clone(), reason: "draining: under-utilised, pods fit elsewhere".into() });
+                    self.actions.push_back(Action::RetireNode {
+                        id,
+                        node: node.name.clone(),
+                        reason: "draining: under-utilised, pods fit elsewhere".into(),
+                    });
                     self.drains_awaiting_taint.insert(node.name.clone());
                     self.wake(now + Duration::from_secs(1));
                     return true;
                 }
                 for p in f.to_evict() {
                     let id = self.next_id();
-                    self.actions.push_back(Action::EvictPod { id, pod: pods[p].key.clone(), uid: pods[p].uid.clone(), node: node.name.clone(), grace_period: pods[p].termination_grace });
+                    self.actions.push_back(Action::EvictPod {
+                        id,
+                        pod: pods[p].key.clone(),
+                        uid: pods[p].uid.clone(),
+                        node: node.name.clone(),
+                        grace_period: pods[p].termination_grace,
+                    });
                 }
                 true
             }
@@ -563,25 +749,55 @@ impl Planner {
                     f.must_finish.len()
                 );
                 let id = self.next_id();
-                self.actions.push_back(Action::RetireNode { id, node: node.name.clone(), reason: reason.clone() });
-                self.emit(now, PlannerEvent::NodeRetired { node: node.name.clone(), reason });
+                self.actions.push_back(Action::RetireNode {
+                    id,
+                    node: node.name.clone(),
+                    reason: reason.clone(),
+                });
+                self.emit(
+                    now,
+                    PlannerEvent::NodeRetired {
+                        node: node.name.clone(),
+                        reason,
+                    },
+                );
                 false
             }
         }
     }
 
-    fn terminate_node(&mut self, now: Time, snapshot: &ClusterSnapshot, ni: usize, reason: TerminateReason) {
+    fn terminate_node(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        ni: usize,
+        reason: TerminateReason,
+    ) {
         let node = &snapshot.nodes[ni];
-        let (Some(instance), Some(group)) = (node.instance.clone(), node.group.clone()) else { return };
+        let (Some(instance), Some(group)) = (node.instance.clone(), node.group.clone()) else {
+            return;
+        };
         self.begin_removal(now, &group, &instance, Some(node), reason);
     }
 
     /// Drains under way: re-issue evictions refused so far, terminate when empty (on
     /// this fresh snapshot), give up after max-pod-eviction-time.
-    fn continue_drains(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView, facts: &[NodeFacts]) {
-        let draining: Vec<_> = self.draining_since.iter().map(|(n, t)| (n.clone(), *t)).collect();
+    fn continue_drains(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        view: &ClusterView,
+        facts: &[NodeFacts],
+    ) {
+        let draining: Vec<_> = self
+            .draining_since
+            .iter()
+            .map(|(n, t)| (n.clone(), *t))
+            .collect();
         for (name, since) in draining {
-            let Some(&ni) = view.node_index.get(&name) else { continue };
+            let Some(&ni) = view.node_index.get(&name) else {
+                continue;
+            };
             let f = &facts[ni];
             if !f.must_finish.is_empty() {
                 // Something that must finish landed here (a race with the scheduler):
@@ -608,15 +824,30 @@ impl Planner {
             if now.saturating_since(since) >= self.settings.max_pod_eviction_time {
                 self.draining_since.remove(&name);
                 let id = self.next_id();
-                self.actions.push_back(Action::UnretireNode { id, node: name.clone() });
-                self.emit(now, PlannerEvent::ScaleDownCancelled { node: name, why: "evictions refused for longer than max-pod-eviction-time".into() });
+                self.actions.push_back(Action::UnretireNode {
+                    id,
+                    node: name.clone(),
+                });
+                self.emit(
+                    now,
+                    PlannerEvent::ScaleDownCancelled {
+                        node: name,
+                        why: "evictions refused for longer than max-pod-eviction-time".into(),
+                    },
+                );
                 self.last_scale_down_failure = Some(now);
                 continue;
             }
             for p in f.to_evict() {
                 let id = self.next_id();
                 let pod = &snapshot.pods[p];
-                self.actions.push_back(Action::EvictPod { id, pod: pod.key.clone(), uid: pod.uid.clone(), node: name.clone(), grace_period: pod.termination_grace });
+                self.actions.push_back(Action::EvictPod {
+                    id,
+                    pod: pod.key.clone(),
+                    uid: pod.uid.clone(),
+                    node: name.clone(),
+                    grace_period: pod.termination_grace,
+                });
             }
             self.wake(now + Duration::from_secs(5));
         }
@@ -631,11 +862,30 @@ mod tests {
     #[test]
     fn dispositions() {
         let s = crate::PlannerSettings::default();
-        let mk = |owner| PodView::new(PodKey::new("d", "p"), Resources::cpu_mem(1, 1), owner, Time::ZERO);
-        assert_eq!(disposition(&mk(Owner::Job("j".into())), &s), PodDisposition::MustFinish);
-        assert_eq!(disposition(&mk(Owner::Bare), &s), PodDisposition::MustFinish);
-        assert_eq!(disposition(&mk(Owner::replica_set("r")), &s), PodDisposition::Evictable);
-        assert_eq!(disposition(&mk(Owner::DaemonSet("ds".into())), &s), PodDisposition::Ignored);
+        let mk = |owner| {
+            PodView::new(
+                PodKey::new("d", "p"),
+                Resources::cpu_mem(1, 1),
+                owner,
+                Time::ZERO,
+            )
+        };
+        assert_eq!(
+            disposition(&mk(Owner::Job("j".into())), &s),
+            PodDisposition::MustFinish
+        );
+        assert_eq!(
+            disposition(&mk(Owner::Bare), &s),
+            PodDisposition::MustFinish
+        );
+        assert_eq!(
+            disposition(&mk(Owner::replica_set("r")), &s),
+            PodDisposition::Evictable
+        );
+        assert_eq!(
+            disposition(&mk(Owner::DaemonSet("ds".into())), &s),
+            PodDisposition::Ignored
+        );
         let mut marked = mk(Owner::Job("j".into()));
         marked.safe_to_evict = Some(SafeToEvict::True);
         assert_eq!(disposition(&marked, &s), PodDisposition::Evictable);
@@ -653,12 +903,30 @@ mod tests {
         filler.priority = -20;
         assert_eq!(disposition(&filler, &s), PodDisposition::Expendable);
         // Issue 12: an owner we do not know recreates nothing we know of.
-        for owner in [Owner::controller("argoproj.io", "Workflow", "w"), Owner::of_controller("v1", "Pod", "driver"), Owner::controller("batch.volcano.sh", "Job", "v")] {
-            assert_eq!(disposition(&mk(owner.clone()), &s), PodDisposition::MustFinish, "{owner:?}");
+        for owner in [
+            Owner::controller("argoproj.io", "Workflow", "w"),
+            Owner::of_controller("v1", "Pod", "driver"),
+            Owner::controller("batch.volcano.sh", "Job", "v"),
+        ] {
+            assert_eq!(
+                disposition(&mk(owner.clone()), &s),
+                PodDisposition::MustFinish,
+                "{owner:?}"
+            );
         }
         let mut with_argo = s.clone();
         with_argo.evictable_owner_kinds = crate::OwnerKinds::parse("argoproj.io/Workflow").unwrap();
-        assert_eq!(disposition(&mk(Owner::controller("argoproj.io", "Workflow", "w")), &with_argo), PodDisposition::Evictable);
-        assert_eq!(disposition(&mk(Owner::replica_set("r")), &with_argo), PodDisposition::MustFinish, "the list replaces the default");
+        assert_eq!(
+            disposition(
+                &mk(Owner::controller("argoproj.io", "Workflow", "w")),
+                &with_argo
+            ),
+            PodDisposition::Evictable
+        );
+        assert_eq!(
+            disposition(&mk(Owner::replica_set("r")), &with_argo),
+            PodDisposition::MustFinish,
+            "the list replaces the default"
+        );
     }
 }

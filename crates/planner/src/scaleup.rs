@@ -6,19 +6,18 @@
 use crate::classes::group_into_classes;
 use crate::events::{GroupReasons, NoScaleUpReason, PlannerEvent};
 use crate::expander::{compile_priorities, CompiledPriorities, OptionSummary};
-use crate::gang::GangLaunch;
 use crate::fit::{self, CapacityIndex, FreeTree, Targets};
+use crate::gang::GangLaunch;
+use crate::hash::{FxHashMap, FxHashSet};
 use crate::placement::{NodeOrigin, PlacementSim, SimNode};
 use crate::predicates::{check_anti_affinity, check_labels_and_taints};
 use crate::template::{node_template, TemplateNode};
 use crate::{Action, Planner, TargetReason};
+use model::resources::NVIDIA_GPU;
 use model::well_known::{LABEL_ACCELERATOR, TAINT_RETIRING};
 use model::{ClusterSnapshot, NodeGroupId, NodeName, PodKey, PodView, Resources, Time};
-use model::resources::NVIDIA_GPU;
-use crate::hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
 
 /// Per-pass indexes over a snapshot, shared by scale-up and scale-down.
 pub(crate) struct ClusterView {
@@ -40,7 +39,12 @@ pub(crate) struct ClusterView {
 
 impl ClusterView {
     pub(crate) fn new(planner: &mut Planner, now: Time, snapshot: &ClusterSnapshot) -> Self {
-        let node_index: FxHashMap<NodeName, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let node_index: FxHashMap<NodeName, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         let mut occupants = vec![Vec::new(); snapshot.nodes.len()];
         for (pi, pod) in snapshot.pods.iter().enumerate() {
             if !pod.occupies_node() {
@@ -50,12 +54,21 @@ impl ClusterView {
                 occupants[ni].push(pi);
             }
         }
-        let group_index: BTreeMap<NodeGroupId, usize> = snapshot.groups.iter().enumerate().map(|(i, g)| (g.spec.id.clone(), i)).collect();
+        let group_index: BTreeMap<NodeGroupId, usize> = snapshot
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.spec.id.clone(), i))
+            .collect();
         let terminating_nodes: BTreeSet<usize> = snapshot
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.instance.as_ref().is_some_and(|i| planner.terminating.contains_key(i)))
+            .filter(|(_, n)| {
+                n.instance
+                    .as_ref()
+                    .is_some_and(|i| planner.terminating.contains_key(i))
+            })
             .map(|(i, _)| i)
             .collect();
         let mut registered = vec![0u32; snapshot.groups.len()];
@@ -70,17 +83,39 @@ impl ClusterView {
         let effective_target = snapshot
             .groups
             .iter()
-            .map(|g| planner.requested_targets.get(&g.spec.id).map_or(g.target, |r| r.target))
+            .map(|g| {
+                planner
+                    .requested_targets
+                    .get(&g.spec.id)
+                    .map_or(g.target, |r| r.target)
+            })
             .collect();
-        let cluster_priorities = match snapshot.expander_priorities.as_ref().map(compile_priorities) {
+        let cluster_priorities = match snapshot
+            .expander_priorities
+            .as_ref()
+            .map(compile_priorities)
+        {
             Some(Ok(table)) => Some(table),
             Some(Err(message)) => {
-                planner.emit(now, PlannerEvent::Warning { message: format!("priority expander ConfigMap ignored: {message}") });
+                planner.emit(
+                    now,
+                    PlannerEvent::Warning {
+                        message: format!("priority expander ConfigMap ignored: {message}"),
+                    },
+                );
                 None
             }
             None => None,
         };
-        Self { occupants, group_index, registered, effective_target, node_index, terminating_nodes, cluster_priorities }
+        Self {
+            occupants,
+            group_index,
+            registered,
+            effective_target,
+            node_index,
+            terminating_nodes,
+            cluster_priorities,
+        }
     }
 
     /// Nodes the cloud still owes a group: target minus registered nodes.
@@ -113,7 +148,13 @@ fn placement_units(pods: &[PodView], candidates: &[usize]) -> Vec<Vec<usize>> {
 }
 
 /// Places every pod of `unit` first-fit on the indexed nodes among `targets`, or none of them.
-fn place_unit_indexed(sim: &mut PlacementSim<'_>, index: &mut CapacityIndex, class_of: &[usize], unit: &[usize], targets: Targets<'_>) -> bool {
+fn place_unit_indexed(
+    sim: &mut PlacementSim<'_>,
+    index: &mut CapacityIndex,
+    class_of: &[usize],
+    unit: &[usize],
+    targets: Targets<'_>,
+) -> bool {
     let mut placed = Vec::new();
     for &pod in unit {
         match index.first_fit(sim, pod, class_of[pod], targets) {
@@ -135,7 +176,10 @@ fn place_unit_indexed(sim: &mut PlacementSim<'_>, index: &mut CapacityIndex, cla
 }
 
 /// Taints that only say a node has not finished starting (see `scale_up`).
-pub(crate) const STARTUP_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized"];
+pub(crate) const STARTUP_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+];
 
 /// One group's answer to the remaining pods.
 struct GroupOption {
@@ -176,16 +220,35 @@ struct TemplateVerdicts {
 
 impl TemplateVerdicts {
     fn new(n_classes: usize, n_groups: usize) -> Self {
-        Self { n_classes, verdict: vec![0; n_classes * n_groups], misses: Vec::new(), miss_ids: FxHashMap::default() }
+        Self {
+            n_classes,
+            verdict: vec![0; n_classes * n_groups],
+            misses: Vec::new(),
+            miss_ids: FxHashMap::default(),
+        }
     }
 
-    fn check(&mut self, class: usize, group: usize, rep: &PodView, template: &TemplateNode) -> bool {
+    fn check(
+        &mut self,
+        class: usize,
+        group: usize,
+        rep: &PodView,
+        template: &TemplateNode,
+    ) -> bool {
         let at = group * self.n_classes + class;
         if self.verdict[at] == 0 {
             let miss = match check_labels_and_taints(rep, &template.labels, &template.taints) {
-                Err(crate::predicates::Unfit::TaintNotTolerated { taint }) => Some(NoScaleUpReason::TaintNotTolerated { taint }),
+                Err(crate::predicates::Unfit::TaintNotTolerated { taint }) => {
+                    Some(NoScaleUpReason::TaintNotTolerated { taint })
+                }
                 Err(_) => Some(NoScaleUpReason::LabelsDoNotMatch),
-                Ok(()) => rep.requests.fits_in(&template.allocatable).err().map(|short| NoScaleUpReason::ExceedsNodeShape { shortfall: short.to_string() }),
+                Ok(()) => rep
+                    .requests
+                    .fits_in(&template.allocatable)
+                    .err()
+                    .map(|short| NoScaleUpReason::ExceedsNodeShape {
+                        shortfall: short.to_string(),
+                    }),
             };
             self.verdict[at] = match miss {
                 None => 1,
@@ -226,15 +289,20 @@ impl Planner {
                 p.is_unbound_pending()
                     && p.unschedulable
                     && p.priority >= s.expendable_pods_priority_cutoff
-                    && s.pod_namespace.as_ref().is_none_or(|ns| *ns == p.key.namespace)
-                    && p.gang.as_ref().is_none_or(|g| !incomplete.contains(&g.gang) && !self.requests.gang_failed(&g.gang))
+                    && s.pod_namespace
+                        .as_ref()
+                        .is_none_or(|ns| *ns == p.key.namespace)
+                    && p.gang.as_ref().is_none_or(|g| {
+                        !incomplete.contains(&g.gang) && !self.requests.gang_failed(&g.gang)
+                    })
             })
             .map(|(i, _)| i)
             .collect();
         let pods = &snapshot.pods;
         // `serving_order`, with its numeric part read once per pod rather than once per
         // comparison (`gpus()` is a map lookup): the same order.
-        let mut keyed: Vec<(ServingKey, usize)> = out.iter().map(|&i| (serving_key(&pods[i]), i)).collect();
+        let mut keyed: Vec<(ServingKey, usize)> =
+            out.iter().map(|&i| (serving_key(&pods[i]), i)).collect();
         keyed.sort_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| pods[*a].key.cmp(&pods[*b].key)));
         keyed.into_iter().map(|(_, i)| i).collect()
     }
@@ -245,21 +313,33 @@ impl Planner {
             .groups
             .iter()
             .map(|g| {
-                let zone = g.spec.zones.iter().find(|z| self.pools.backed_off(&g.spec.pool(z), now).is_none()).or(g.spec.zones.first())?;
+                let zone = g
+                    .spec
+                    .zones
+                    .iter()
+                    .find(|z| self.pools.backed_off(&g.spec.pool(z), now).is_none())
+                    .or(g.spec.zones.first())?;
                 Some(node_template(&g.spec, zone, &snapshot.daemonsets))
             })
             .collect()
     }
 
     /// Runs the scale-up pass; returns whether any group was scaled up.
-    pub(crate) fn scale_up(&mut self, now: Time, snapshot: &ClusterSnapshot, view: &ClusterView) -> bool {
+    pub(crate) fn scale_up(
+        &mut self,
+        now: Time,
+        snapshot: &ClusterSnapshot,
+        view: &ClusterView,
+    ) -> bool {
         let candidates = self.scale_up_candidates(now, snapshot);
-        let candidate_keys: FxHashSet<&PodKey> = if self.reported_unhelpable.is_empty() && self.nominated.is_empty() {
-            FxHashSet::default()
-        } else {
-            candidates.iter().map(|&i| &snapshot.pods[i].key).collect()
-        };
-        self.reported_unhelpable.retain(|k, _| candidate_keys.contains(k));
+        let candidate_keys: FxHashSet<&PodKey> =
+            if self.reported_unhelpable.is_empty() && self.nominated.is_empty() {
+                FxHashSet::default()
+            } else {
+                candidates.iter().map(|&i| &snapshot.pods[i].key).collect()
+            };
+        self.reported_unhelpable
+            .retain(|k, _| candidate_keys.contains(k));
         if candidates.is_empty() {
             return false;
         }
@@ -279,12 +359,20 @@ impl Planner {
             // cloud provider's uninitialized. On a young node they mean "not yet": kept,
             // they made the pass buy a second node for pods the new one will take.
             let taints = if young {
-                node.taints.iter().filter(|t| !STARTUP_TAINTS.contains(&t.key.as_str())).cloned().collect()
+                node.taints
+                    .iter()
+                    .filter(|t| !STARTUP_TAINTS.contains(&t.key.as_str()))
+                    .cloned()
+                    .collect()
             } else {
                 node.taints.clone()
             };
             let mut allocatable = node.allocatable.clone();
-            let group = node.group.as_ref().and_then(|g| view.group_index.get(g)).copied();
+            let group = node
+                .group
+                .as_ref()
+                .and_then(|g| view.group_index.get(g))
+                .copied();
             if node.labels.contains_key(LABEL_ACCELERATOR) && allocatable.gpus() == 0 {
                 // The device plugin has not advertised the GPUs yet: they are coming.
                 if let Some(t) = group.and_then(|gi| templates[gi].as_ref()) {
@@ -311,7 +399,12 @@ impl Planner {
         for (gi, g) in snapshot.groups.iter().enumerate() {
             let Some(t) = &templates[gi] else { continue };
             for k in 0..view.upcoming(gi) {
-                node_slots.push(sim.add_node(template_sim_node(&g.spec.id, t, k, NodeOrigin::Upcoming)));
+                node_slots.push(sim.add_node(template_sim_node(
+                    &g.spec.id,
+                    t,
+                    k,
+                    NodeOrigin::Upcoming,
+                )));
             }
         }
 
@@ -322,12 +415,21 @@ impl Planner {
             .iter()
             .filter(|&&n| sim.node(n).origin == NodeOrigin::Upcoming)
             .fold(BTreeMap::new(), |mut m, &n| {
-                m.entry(sim.node(n).group.clone().expect("template nodes have a group")).or_insert_with(Vec::new).push(n);
+                m.entry(
+                    sim.node(n)
+                        .group
+                        .clone()
+                        .expect("template nodes have a group"),
+                )
+                .or_insert_with(Vec::new)
+                .push(n);
                 m
             });
         let provision_time = self.settings.max_node_provision_time;
         self.nominated.retain(|key, (group, at)| {
-            candidate_keys.contains(key) && now.saturating_since(*at) < provision_time && upcoming_by_group.contains_key(group)
+            candidate_keys.contains(key)
+                && now.saturating_since(*at) < provision_time
+                && upcoming_by_group.contains_key(group)
         });
 
         // Equivalence classes, once per pass: label/taint verdicts, first-fit cursors
@@ -344,12 +446,21 @@ impl Planner {
         let mut remaining: Vec<Vec<usize>> = Vec::new();
         let mut fresh = Vec::new();
         for unit in placement_units(pods, &candidates) {
-            let nominated_to = self.nominated.get(&pods[unit[0]].key).map(|(g, _)| g.clone());
+            let nominated_to = self
+                .nominated
+                .get(&pods[unit[0]].key)
+                .map(|(g, _)| g.clone());
             match nominated_to {
                 Some(group) => {
                     // Served by the nodes bought for it, even if first-fit would now
                     // pack it differently.
-                    let _ = place_unit_indexed(&mut sim, &mut index, &class_of, &unit, Targets::ExistingAnd(&group));
+                    let _ = place_unit_indexed(
+                        &mut sim,
+                        &mut index,
+                        &class_of,
+                        &unit,
+                        Targets::ExistingAnd(&group),
+                    );
                 }
                 None => fresh.push(unit),
             }
@@ -363,15 +474,19 @@ impl Planner {
 
         // Nodes we retired are taken back before anything new is bought.
         if !remaining.is_empty() {
-            remaining = self.unretire_for(now, snapshot, view, &mut sim, remaining, &class_of, &reps);
+            remaining =
+                self.unretire_for(now, snapshot, view, &mut sim, remaining, &class_of, &reps);
         }
 
         let mut scaled = false;
         let mut new_nodes_this_pass = 0u32;
         let mut effective_target = view.effective_target.clone();
-        let (mut cores_now, mut memory_gib_now, mut nodes_now) = cluster_totals(snapshot, &effective_target);
-        let (_, cores_max) = crate::parse_min_max("cores-total", &self.settings.cores_total).unwrap_or((0, u64::MAX));
-        let (_, memory_max) = crate::parse_min_max("memory-total", &self.settings.memory_total).unwrap_or((0, u64::MAX));
+        let (mut cores_now, mut memory_gib_now, mut nodes_now) =
+            cluster_totals(snapshot, &effective_target);
+        let (_, cores_max) = crate::parse_min_max("cores-total", &self.settings.cores_total)
+            .unwrap_or((0, u64::MAX));
+        let (_, memory_max) = crate::parse_min_max("memory-total", &self.settings.memory_total)
+            .unwrap_or((0, u64::MAX));
         // Pods still to serve, in serving order (a gang's pods together, where its first
         // pod stands); `done` marks those a chosen option took.
         let flat: Vec<usize> = remaining.iter().flatten().copied().collect();
@@ -424,47 +539,98 @@ impl Planner {
                     rounds.push(GroupRound::Rejected(NoScaleUpReason::LabelsDoNotMatch));
                     continue;
                 };
-                if let Some(b) = spec.zones.iter().filter_map(|z| self.pools.backed_off(&spec.pool(z), now)).min_by_key(|b| b.until) {
-                    if spec.zones.iter().all(|z| self.pools.backed_off(&spec.pool(z), now).is_some()) {
-                        rounds.push(GroupRound::Rejected(NoScaleUpReason::PoolBackedOff { until: b.until, kind: b.kind }));
+                if let Some(b) = spec
+                    .zones
+                    .iter()
+                    .filter_map(|z| self.pools.backed_off(&spec.pool(z), now))
+                    .min_by_key(|b| b.until)
+                {
+                    if spec
+                        .zones
+                        .iter()
+                        .all(|z| self.pools.backed_off(&spec.pool(z), now).is_some())
+                    {
+                        rounds.push(GroupRound::Rejected(NoScaleUpReason::PoolBackedOff {
+                            until: b.until,
+                            kind: b.kind,
+                        }));
                         continue;
                     }
                 }
                 if self.expander.uses_priority()
-                    && (view.cluster_priorities.is_some() || self.settings.expander_priorities.is_some())
-                    && self.expander.priority_of(&spec.id, view.cluster_priorities.as_ref()).is_none()
+                    && (view.cluster_priorities.is_some()
+                        || self.settings.expander_priorities.is_some())
+                    && self
+                        .expander
+                        .priority_of(&spec.id, view.cluster_priorities.as_ref())
+                        .is_none()
                 {
                     rounds.push(GroupRound::Rejected(NoScaleUpReason::NoPriority));
                     continue;
                 }
                 if let Some(gang) = self.gangs.in_flight(&spec.id) {
-                    rounds.push(GroupRound::Rejected(NoScaleUpReason::GangLaunchInFlight { gang: gang.to_string() }));
+                    rounds.push(GroupRound::Rejected(NoScaleUpReason::GangLaunchInFlight {
+                        gang: gang.to_string(),
+                    }));
                     continue;
                 }
                 let room_in_group = spec.max_size.saturating_sub(effective_target[gi]);
                 let per_node_cores = (spec.shape.capacity.cpu_millis / 1000).max(1) as u64;
                 let per_node_gib = ((spec.shape.capacity.memory_bytes >> 30).max(1)) as u64;
                 let mut limits = vec![
-                    (room_in_group, NoScaleUpReason::GroupAtMax { max: spec.max_size }),
-                    (self.settings.max_nodes_per_scaleup.saturating_sub(new_nodes_this_pass), NoScaleUpReason::LoopCapReached),
                     (
-                        (cores_max.saturating_sub(cores_now) / per_node_cores).min(u64::from(u32::MAX)) as u32,
-                        NoScaleUpReason::ClusterLimit { limit: format!("cores-total max {cores_max}") },
+                        room_in_group,
+                        NoScaleUpReason::GroupAtMax { max: spec.max_size },
                     ),
                     (
-                        (memory_max.saturating_sub(memory_gib_now) / per_node_gib).min(u64::from(u32::MAX)) as u32,
-                        NoScaleUpReason::ClusterLimit { limit: format!("memory-total max {memory_max} GiB") },
+                        self.settings
+                            .max_nodes_per_scaleup
+                            .saturating_sub(new_nodes_this_pass),
+                        NoScaleUpReason::LoopCapReached,
+                    ),
+                    (
+                        (cores_max.saturating_sub(cores_now) / per_node_cores)
+                            .min(u64::from(u32::MAX)) as u32,
+                        NoScaleUpReason::ClusterLimit {
+                            limit: format!("cores-total max {cores_max}"),
+                        },
+                    ),
+                    (
+                        (memory_max.saturating_sub(memory_gib_now) / per_node_gib)
+                            .min(u64::from(u32::MAX)) as u32,
+                        NoScaleUpReason::ClusterLimit {
+                            limit: format!("memory-total max {memory_max} GiB"),
+                        },
                     ),
                 ];
                 if self.settings.max_nodes_total > 0 {
                     limits.push((
                         self.settings.max_nodes_total.saturating_sub(nodes_now),
-                        NoScaleUpReason::ClusterLimit { limit: format!("max-nodes-total {}", self.settings.max_nodes_total) },
+                        NoScaleUpReason::ClusterLimit {
+                            limit: format!("max-nodes-total {}", self.settings.max_nodes_total),
+                        },
                     ));
                 }
-                let (headroom, limit_reason) = limits.iter().min_by_key(|(n, _)| *n).cloned().expect("limits");
-                let option = pack_onto_template(pods, anti_affinity_in_play, &live_info, n_live, gi, template, headroom, &mut verdicts);
-                let live_instances = g.instances.iter().filter(|i| i.state != model::InstanceState::Terminating).count() as u32;
+                let (headroom, limit_reason) = limits
+                    .iter()
+                    .min_by_key(|(n, _)| *n)
+                    .cloned()
+                    .expect("limits");
+                let option = pack_onto_template(
+                    pods,
+                    anti_affinity_in_play,
+                    &live_info,
+                    n_live,
+                    gi,
+                    template,
+                    headroom,
+                    &mut verdicts,
+                );
+                let live_instances = g
+                    .instances
+                    .iter()
+                    .filter(|i| i.state != model::InstanceState::Terminating)
+                    .count() as u32;
                 if !option.gangs.is_empty() && effective_target[gi] > live_instances {
                     // Instances of an earlier launch are still to come: they could not
                     // be told from the gang's. The gang waits (seconds) for them.
@@ -495,9 +661,18 @@ impl Planner {
                     }
                 })
                 .collect();
-            let chosen = self.expander.choose(&summaries, view.cluster_priorities.as_ref());
+            let chosen = self
+                .expander
+                .choose(&summaries, view.cluster_priorities.as_ref());
             let option = &options[chosen];
-            let split = self.balance(now, snapshot, option.group, option.new_nodes, &effective_target, &templates);
+            let split = self.balance(
+                now,
+                snapshot,
+                option.group,
+                option.new_nodes,
+                &effective_target,
+                &templates,
+            );
             let helped: Vec<_> = option.pods.iter().map(|&p| pods[p].key.clone()).collect();
             for (gi, n) in split {
                 let spec = &snapshot.groups[gi].spec;
@@ -509,17 +684,37 @@ impl Planner {
                     group: spec.id.clone(),
                     from,
                     to,
-                    reason: TargetReason::ScaleUp { pods: option.pods.len() as u32 },
+                    reason: TargetReason::ScaleUp {
+                        pods: option.pods.len() as u32,
+                    },
                 });
-                self.requested_targets.insert(spec.id.clone(), crate::TargetRequest { target: to, at: now });
-                self.emit(now, PlannerEvent::TriggeredScaleUp { group: spec.id.clone(), from, to, pods: helped.clone() });
+                self.requested_targets.insert(
+                    spec.id.clone(),
+                    crate::TargetRequest {
+                        target: to,
+                        at: now,
+                    },
+                );
+                self.emit(
+                    now,
+                    PlannerEvent::TriggeredScaleUp {
+                        group: spec.id.clone(),
+                        from,
+                        to,
+                        pods: helped.clone(),
+                    },
+                );
                 effective_target[gi] = to;
                 new_nodes_this_pass += n;
                 nodes_now += n;
                 cores_now += u64::from(n) * (spec.shape.capacity.cpu_millis / 1000) as u64;
                 memory_gib_now += u64::from(n) * (spec.shape.capacity.memory_bytes >> 30) as u64;
                 if !option.gangs.is_empty() && gi == option.group {
-                    let before: BTreeSet<model::InstanceId> = snapshot.groups[gi].instances.iter().map(|i| i.id.clone()).collect();
+                    let before: BTreeSet<model::InstanceId> = snapshot.groups[gi]
+                        .instances
+                        .iter()
+                        .map(|i| i.id.clone())
+                        .collect();
                     for gang in &option.gangs {
                         self.gangs.start(GangLaunch {
                             gang: gang.clone(),
@@ -535,7 +730,10 @@ impl Planner {
             scaled = true;
             self.last_scale_up = Some(now);
             for &p in &option.pods {
-                self.nominated.insert(pods[p].key.clone(), (snapshot.groups[option.group].spec.id.clone(), now));
+                self.nominated.insert(
+                    pods[p].key.clone(),
+                    (snapshot.groups[option.group].spec.id.clone(), now),
+                );
             }
             for &p in &option.pods {
                 done[p] = true;
@@ -547,10 +745,12 @@ impl Planner {
             // One set of reasons per class, shared by its pods, and by every class whose
             // verdicts and gang size are the same (the reasons are a function of those).
             let mut per_class: Vec<Option<SharedReasons>> = vec![None; classes.len()];
-            let mut by_verdicts: FxHashMap<(Vec<u32>, Option<usize>), SharedReasons> = FxHashMap::default();
+            let mut by_verdicts: FxHashMap<(Vec<u32>, Option<usize>), SharedReasons> =
+                FxHashMap::default();
             for &c in &live_classes {
                 let rep = &pods[live[c][0]];
-                let verdict_row: Vec<u32> = (0..rounds.len()).map(|gi| verdicts.code(c, gi)).collect();
+                let verdict_row: Vec<u32> =
+                    (0..rounds.len()).map(|gi| verdicts.code(c, gi)).collect();
                 let key = (verdict_row, rep.gang.as_ref().map(|_| live[c].len()));
                 if let Some(shared) = by_verdicts.get(&key) {
                     per_class[c] = Some(shared.clone());
@@ -562,13 +762,18 @@ impl Planner {
                         GroupRound::Rejected(reason) => reason.clone(),
                         GroupRound::Packed { limit_reason } => match verdicts.miss(c, gi) {
                             Some(miss) => miss.clone(),
-                            None if rep.gang.is_some() => NoScaleUpReason::GangDoesNotFit { needed_pods: live[c].len() as u32 },
+                            None if rep.gang.is_some() => NoScaleUpReason::GangDoesNotFit {
+                                needed_pods: live[c].len() as u32,
+                            },
                             None => limit_reason.clone(),
                         },
                     };
                     pod_reasons.insert(snapshot.groups[gi].spec.id.clone(), reason);
                 }
-                let summary: String = pod_reasons.iter().map(|(g, r)| format!("{g}:{r};")).collect();
+                let summary: String = pod_reasons
+                    .iter()
+                    .map(|(g, r)| format!("{g}:{r};"))
+                    .collect();
                 let shared = (GroupReasons::from(pod_reasons), Arc::<str>::from(summary));
                 per_class[c] = Some(shared.clone());
                 by_verdicts.insert(key, shared);
@@ -577,8 +782,15 @@ impl Planner {
                 let (pod_reasons, summary) = per_class[class_of[p]].as_ref().expect("live class");
                 let key = &pods[p].key;
                 if self.reported_unhelpable.get(key) != Some(summary) {
-                    self.reported_unhelpable.insert(key.clone(), summary.clone());
-                    self.emit(now, PlannerEvent::NotTriggerScaleUp { pod: key.clone(), reasons: pod_reasons.clone() });
+                    self.reported_unhelpable
+                        .insert(key.clone(), summary.clone());
+                    self.emit(
+                        now,
+                        PlannerEvent::NotTriggerScaleUp {
+                            pod: key.clone(),
+                            reasons: pod_reasons.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -610,7 +822,12 @@ impl Planner {
             {
                 continue;
             }
-            let taints: Vec<_> = node.taints.iter().filter(|t| t.key != TAINT_RETIRING).cloned().collect();
+            let taints: Vec<_> = node
+                .taints
+                .iter()
+                .filter(|t| t.key != TAINT_RETIRING)
+                .cloned()
+                .collect();
             let mut used = Resources::zero();
             for &p in &view.occupants[ni] {
                 used.add(&snapshot.pods[p].requests);
@@ -647,12 +864,21 @@ impl Planner {
                 let name = node.name.clone();
                 let id = self.next_id();
                 self.pending_removals.remove(&name);
-                self.actions.push_back(Action::UnretireNode { id, node: name.clone() });
+                self.actions.push_back(Action::UnretireNode {
+                    id,
+                    node: name.clone(),
+                });
                 // Taken back for work: its idle time starts again now (the pods bound
                 // to it may take a while to show up).
                 self.idle_since.insert(name.clone(), now);
                 self.unneeded_since.remove(&name);
-                self.emit(now, PlannerEvent::NodeUnretired { node: name, pods: taken as u32 });
+                self.emit(
+                    now,
+                    PlannerEvent::NodeUnretired {
+                        node: name,
+                        pods: taken as u32,
+                    },
+                );
             }
         }
         still
@@ -684,11 +910,16 @@ impl Planner {
                     && s.purchase == base.purchase
                     && s.region == base.region
                     && templates[*gi].is_some()
-                    && s.zones.iter().any(|z| self.pools.backed_off(&s.pool(z), now).is_none())
+                    && s.zones
+                        .iter()
+                        .any(|z| self.pools.backed_off(&s.pool(z), now).is_none())
             })
             .map(|(gi, _)| gi)
             .collect();
-        let mut targets: BTreeMap<usize, u32> = similar.iter().map(|&gi| (gi, effective_target[gi])).collect();
+        let mut targets: BTreeMap<usize, u32> = similar
+            .iter()
+            .map(|&gi| (gi, effective_target[gi]))
+            .collect();
         let mut added: BTreeMap<usize, u32> = BTreeMap::new();
         for _ in 0..new_nodes {
             // Give the next node to the smallest group that still has room.
@@ -719,11 +950,23 @@ pub(crate) fn serving_order(a: &PodView, b: &PodView) -> std::cmp::Ordering {
 }
 
 /// The part of `serving_order` before the pod key, as one comparable value.
-type ServingKey = (std::cmp::Reverse<i32>, std::cmp::Reverse<i64>, std::cmp::Reverse<i64>, std::cmp::Reverse<i64>, Time);
+type ServingKey = (
+    std::cmp::Reverse<i32>,
+    std::cmp::Reverse<i64>,
+    std::cmp::Reverse<i64>,
+    std::cmp::Reverse<i64>,
+    Time,
+);
 
 fn serving_key(p: &PodView) -> ServingKey {
     use std::cmp::Reverse;
-    (Reverse(p.priority), Reverse(p.requests.gpus()), Reverse(p.requests.cpu_millis), Reverse(p.requests.memory_bytes), p.created)
+    (
+        Reverse(p.priority),
+        Reverse(p.requests.gpus()),
+        Reverse(p.requests.cpu_millis),
+        Reverse(p.requests.memory_bytes),
+        p.created,
+    )
 }
 
 /// Totals the cluster would have at the given targets: (cores, GiB, nodes).
@@ -742,8 +985,17 @@ fn cluster_totals(snapshot: &ClusterSnapshot, targets: &[u32]) -> (u64, u64, u32
     (cores, gib, nodes)
 }
 
-pub(crate) fn template_sim_node(group: &NodeGroupId, t: &TemplateNode, k: u32, origin: NodeOrigin) -> SimNode {
-    let label = if origin == NodeOrigin::Upcoming { "upcoming" } else { "new" };
+pub(crate) fn template_sim_node(
+    group: &NodeGroupId,
+    t: &TemplateNode,
+    k: u32,
+    origin: NodeOrigin,
+) -> SimNode {
+    let label = if origin == NodeOrigin::Upcoming {
+        "upcoming"
+    } else {
+        "new"
+    };
     SimNode {
         name: NodeName::new(format!("{group}-{label}-{k}")),
         origin,
@@ -785,28 +1037,55 @@ struct Bin {
 }
 
 /// How many pods asking for `request` fit in what `used` leaves of `allocatable`.
-fn how_many_fit(request: &Resources, allocatable: &Resources, used: &Resources, at_most: usize) -> usize {
+fn how_many_fit(
+    request: &Resources,
+    allocatable: &Resources,
+    used: &Resources,
+    at_most: usize,
+) -> usize {
     let mut n = at_most as i64;
     let mut limit = |requested: i64, have: i64| {
         if requested > 0 {
             n = n.min((have / requested).max(0));
         }
     };
-    limit(request.cpu_millis, allocatable.cpu_millis.saturating_sub(used.cpu_millis));
-    limit(request.memory_bytes, allocatable.memory_bytes.saturating_sub(used.memory_bytes));
-    limit(request.ephemeral_storage_bytes, allocatable.ephemeral_storage_bytes.saturating_sub(used.ephemeral_storage_bytes));
+    limit(
+        request.cpu_millis,
+        allocatable.cpu_millis.saturating_sub(used.cpu_millis),
+    );
+    limit(
+        request.memory_bytes,
+        allocatable.memory_bytes.saturating_sub(used.memory_bytes),
+    );
+    limit(
+        request.ephemeral_storage_bytes,
+        allocatable
+            .ephemeral_storage_bytes
+            .saturating_sub(used.ephemeral_storage_bytes),
+    );
     limit(request.pods, allocatable.pods.saturating_sub(used.pods));
     for (name, v) in &request.extended {
-        limit(*v, allocatable.extended(name).saturating_sub(used.extended(name)));
+        limit(
+            *v,
+            allocatable
+                .extended(name)
+                .saturating_sub(used.extended(name)),
+        );
     }
     n as usize
 }
 
 /// Saturating, like all arithmetic on amounts read from the cluster.
 fn add_times(used: &mut Resources, request: &Resources, times: i64) {
-    used.cpu_millis = used.cpu_millis.saturating_add(request.cpu_millis.saturating_mul(times));
-    used.memory_bytes = used.memory_bytes.saturating_add(request.memory_bytes.saturating_mul(times));
-    used.ephemeral_storage_bytes = used.ephemeral_storage_bytes.saturating_add(request.ephemeral_storage_bytes.saturating_mul(times));
+    used.cpu_millis = used
+        .cpu_millis
+        .saturating_add(request.cpu_millis.saturating_mul(times));
+    used.memory_bytes = used
+        .memory_bytes
+        .saturating_add(request.memory_bytes.saturating_mul(times));
+    used.ephemeral_storage_bytes = used
+        .ephemeral_storage_bytes
+        .saturating_add(request.ephemeral_storage_bytes.saturating_mul(times));
     used.pods = used.pods.saturating_add(request.pods.saturating_mul(times));
     for (name, v) in &request.extended {
         used.add_extended(name, v.saturating_mul(times));
@@ -865,7 +1144,8 @@ fn pack_onto_template(
                 let bin = &bins[b];
                 if fit::fits(requests, alloc, &bin.used) {
                     let blocked = anti_affinity_in_play
-                        && check_anti_affinity(&pods[pod], bin.residents.iter().map(|&r| &pods[r])).is_err();
+                        && check_anti_affinity(&pods[pod], bin.residents.iter().map(|&r| &pods[r]))
+                            .is_err();
                     if !blocked {
                         found = Some(b);
                         break;
@@ -881,7 +1161,12 @@ fn pack_onto_template(
             let b = match found {
                 Some(b) => b,
                 None if bins.len() < max_bins => {
-                    bins.push(Bin { used: Resources::zero(), pods: 0, residents: Vec::new(), anti_affinity_resident: false });
+                    bins.push(Bin {
+                        used: Resources::zero(),
+                        pods: 0,
+                        residents: Vec::new(),
+                        anti_affinity_resident: false,
+                    });
                     bins.len() - 1
                 }
                 None if class.gang.is_none() && uncertain.is_some() => {
@@ -920,7 +1205,10 @@ fn pack_onto_template(
                 bin.pods -= take as u32;
                 if anti_affinity_in_play {
                     bin.residents.truncate(bin.residents.len() - take);
-                    bin.anti_affinity_resident = bin.residents.iter().any(|&r| !pods[r].anti_affinity.is_empty());
+                    bin.anti_affinity_resident = bin
+                        .residents
+                        .iter()
+                        .any(|&r| !pods[r].anti_affinity.is_empty());
                 }
                 tree.set(b, fit::free_key(alloc, &bin.used));
             }
@@ -938,7 +1226,22 @@ fn pack_onto_template(
         used_cpu += bin.used.cpu_millis;
         used_mem += bin.used.memory_bytes;
     }
-    let (alloc_cpu, alloc_mem) = (alloc.cpu_millis * i64::from(new_nodes), alloc.memory_bytes * i64::from(new_nodes));
-    let frac = |used: i64, alloc: i64| if alloc > 0 { 1.0 - used as f64 / alloc as f64 } else { 0.0 };
-    GroupOption { group: group_index, new_nodes, pods: placed, waste: frac(used_cpu, alloc_cpu) + frac(used_mem, alloc_mem), gangs }
+    let (alloc_cpu, alloc_mem) = (
+        alloc.cpu_millis * i64::from(new_nodes),
+        alloc.memory_bytes * i64::from(new_nodes),
+    );
+    let frac = |used: i64, alloc: i64| {
+        if alloc > 0 {
+            1.0 - used as f64 / alloc as f64
+        } else {
+            0.0
+        }
+    };
+    GroupOption {
+        group: group_index,
+        new_nodes,
+        pods: placed,
+        waste: frac(used_cpu, alloc_cpu) + frac(used_mem, alloc_mem),
+        gangs,
+    }
 }

@@ -196,7 +196,12 @@ pub struct OwnerKinds(pub Vec<OwnerKind>);
 impl OwnerKinds {
     /// Parses a comma-separated list; an empty text is an empty list.
     pub fn parse(text: &str) -> Result<Self, model::OwnerKindParseError> {
-        text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(OwnerKind::parse).collect::<Result<Vec<_>, _>>().map(Self)
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(OwnerKind::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
     }
 
     /// Whether `kind` is on the list.
@@ -209,7 +214,11 @@ impl Default for OwnerKinds {
     /// The controllers that put an evicted pod back with nothing lost: ReplicaSet
     /// (Deployments), StatefulSet and ReplicationController.
     fn default() -> Self {
-        Self(vec![OwnerKind::new("apps", "ReplicaSet"), OwnerKind::new("apps", "StatefulSet"), OwnerKind::new("", "ReplicationController")])
+        Self(vec![
+            OwnerKind::new("apps", "ReplicaSet"),
+            OwnerKind::new("apps", "StatefulSet"),
+            OwnerKind::new("", "ReplicationController"),
+        ])
     }
 }
 
@@ -248,12 +257,28 @@ mod tests {
 
     #[test]
     fn owner_kinds_read_as_text_or_list_and_name_the_bad_entry() {
-        let from_text: PlannerSettings = serde_yaml::from_str("evictable-owner-kinds: apps/ReplicaSet, argoproj.io/Workflow").unwrap();
-        let from_list: PlannerSettings = serde_yaml::from_str("evictable-owner-kinds: [apps/ReplicaSet, argoproj.io/Workflow]").unwrap();
-        assert_eq!(from_text.evictable_owner_kinds, from_list.evictable_owner_kinds);
-        assert_eq!(from_text.evictable_owner_kinds.to_string(), "apps/ReplicaSet,argoproj.io/Workflow");
-        let err = serde_yaml::from_str::<PlannerSettings>("evictable-owner-kinds: apps/v1/ReplicaSet").unwrap_err().to_string();
+        let from_text: PlannerSettings =
+            serde_yaml::from_str("evictable-owner-kinds: apps/ReplicaSet, argoproj.io/Workflow")
+                .unwrap();
+        let from_list: PlannerSettings =
+            serde_yaml::from_str("evictable-owner-kinds: [apps/ReplicaSet, argoproj.io/Workflow]")
+                .unwrap();
+        assert_eq!(
+            from_text.evictable_owner_kinds,
+            from_list.evictable_owner_kinds
+        );
+        assert_eq!(
+            from_text.evictable_owner_kinds.to_string(),
+            "apps/ReplicaSet,argoproj.io/Workflow"
+        );
+        let err =
+            serde_yaml::from_str::<PlannerSettings>("evictable-owner-kinds: apps/v1/ReplicaSet")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("apps/v1/ReplicaSet"), "{err}");
-        assert_eq!(OwnerKinds::default().to_string(), "apps/ReplicaSet,apps/StatefulSet,ReplicationController");
+        assert_eq!(
+            OwnerKinds::default().to_string(),
+            "apps/ReplicaSet,apps/StatefulSet,ReplicationController"
+        );
     }
 }

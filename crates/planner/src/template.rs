@@ -22,19 +22,35 @@ pub struct TemplateNode {
 /// Whether a DaemonSet would run a pod on a node with these labels and taints.
 pub fn daemonset_runs_on(ds: &DaemonSetView, labels: &Labels, taints: &[Taint]) -> bool {
     labels.contains_all(&ds.node_selector)
-        && ds.required_affinity.as_ref().is_none_or(|a| a.matches(labels))
+        && ds
+            .required_affinity
+            .as_ref()
+            .is_none_or(|a| a.matches(labels))
         && untolerated_taint(&ds.tolerations, taints).is_none()
 }
 
 /// The template of `spec` in `zone`, given the cluster's DaemonSets.
-pub fn node_template(spec: &NodeGroupSpec, zone: &Zone, daemonsets: &[DaemonSetView]) -> TemplateNode {
+pub fn node_template(
+    spec: &NodeGroupSpec,
+    zone: &Zone,
+    daemonsets: &[DaemonSetView],
+) -> TemplateNode {
     let labels = spec.template_labels(zone);
     let mut overhead = Resources::zero();
-    for ds in daemonsets.iter().filter(|ds| daemonset_runs_on(ds, &labels, &spec.taints)) {
+    for ds in daemonsets
+        .iter()
+        .filter(|ds| daemonset_runs_on(ds, &labels, &spec.taints))
+    {
         overhead.add(&ds.requests);
         overhead.pods += i64::from(ds.requests.pods == 0);
     }
     let mut allocatable = spec.shape.allocatable.clone();
     allocatable.sub(&overhead);
-    TemplateNode { zone: zone.clone(), labels: Arc::new(labels), taints: Arc::new(spec.taints.clone()), allocatable, daemonset_overhead: overhead }
+    TemplateNode {
+        zone: zone.clone(),
+        labels: Arc::new(labels),
+        taints: Arc::new(spec.taints.clone()),
+        allocatable,
+        daemonset_overhead: overhead,
+    }
 }

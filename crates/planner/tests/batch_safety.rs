@@ -59,9 +59,18 @@ fn pods_of_batch_controllers_are_never_evicted_or_killed() {
         pod.unschedulable = true;
         let (mut w, mut p) = world_with_running(vec![pod], &settings());
         let acts = runs_for(&mut w, &mut p, 40);
-        assert!(!acts.iter().any(|a| matches!(a, Action::EvictPod { .. })), "{owner:?}: evicted");
-        assert!(World::terminations(&acts).is_empty(), "{owner:?}: terminated its node");
-        assert!(acts.iter().any(|a| matches!(a, Action::RetireNode { .. })), "{owner:?}: an idle-ish node with must-finish work is retired, not drained");
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::EvictPod { .. })),
+            "{owner:?}: evicted"
+        );
+        assert!(
+            World::terminations(&acts).is_empty(),
+            "{owner:?}: terminated its node"
+        );
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::RetireNode { .. })),
+            "{owner:?}: an idle-ish node with must-finish work is retired, not drained"
+        );
     }
 }
 
@@ -90,7 +99,11 @@ fn replica_sets_stay_evictable_and_users_can_add_their_own_kinds() {
             pod.requests.cpu_millis = 1000;
         }
         let acts = runs_for(&mut w, &mut p, 40);
-        assert!(acts.iter().any(|a| matches!(a, Action::EvictPod { .. })), "{owner:?}: not drained: {:?}", w.events);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::EvictPod { .. })),
+            "{owner:?}: not drained: {:?}",
+            w.events
+        );
     }
 }
 
@@ -107,7 +120,11 @@ fn a_low_priority_job_pod_keeps_its_node_and_is_never_killed() {
     assert!(w.pods[0].node.is_some());
     let mut p = Planner::new(settings()).unwrap();
     let acts = runs_for(&mut w, &mut p, 60);
-    assert!(World::terminations(&acts).is_empty(), "killed a running low-priority Job pod: {:?}", w.events);
+    assert!(
+        World::terminations(&acts).is_empty(),
+        "killed a running low-priority Job pod: {:?}",
+        w.events
+    );
     assert!(!acts.iter().any(|a| matches!(a, Action::EvictPod { .. })));
 }
 
@@ -121,8 +138,14 @@ fn an_expendable_evictable_pod_is_evicted_before_its_node_goes() {
     w.schedule();
     let mut p = Planner::new(settings()).unwrap();
     let acts = runs_for(&mut w, &mut p, 30);
-    let evicted = acts.iter().position(|a| matches!(a, Action::EvictPod { .. })).expect("evicted");
-    let terminated = acts.iter().position(|a| matches!(a, Action::TerminateInstance { .. })).expect("the node counts as idle and goes");
+    let evicted = acts
+        .iter()
+        .position(|a| matches!(a, Action::EvictPod { .. }))
+        .expect("evicted");
+    let terminated = acts
+        .iter()
+        .position(|a| matches!(a, Action::TerminateInstance { .. }))
+        .expect("the node counts as idle and goes");
     assert!(evicted < terminated);
 }
 
@@ -130,9 +153,14 @@ fn an_expendable_evictable_pod_is_evicted_before_its_node_goes() {
 fn until_fenced(w: &mut World, p: &mut Planner) -> NodeName {
     for _ in 0..30 {
         let acts = w.step(p, 60);
-        assert!(World::terminations(&acts).is_empty(), "terminated before fencing: {acts:?}");
+        assert!(
+            World::terminations(&acts).is_empty(),
+            "terminated before fencing: {acts:?}"
+        );
         if let Some(node) = acts.iter().find_map(|a| match a {
-            Action::RetireNode { node, reason, .. } if reason.contains("fenced") => Some(node.clone()),
+            Action::RetireNode { node, reason, .. } if reason.contains("fenced") => {
+                Some(node.clone())
+            }
             _ => None,
         }) {
             return node;
@@ -158,8 +186,22 @@ fn an_empty_node_is_fenced_then_verified_then_terminated() {
     let (mut w, mut p) = idle_node_world();
     let node = until_fenced(&mut w, &mut p);
     let acts = w.step(&mut p, 10);
-    let verify = acts.iter().position(|a| matches!(a, Action::VerifyRemoval { node: Some(n), .. } if *n == node)).expect("verified after the fence settled");
-    let terminate = acts.iter().position(|a| matches!(a, Action::TerminateInstance { reason: TerminateReason::Empty, .. })).expect("terminated on clear evidence");
+    let verify = acts
+        .iter()
+        .position(|a| matches!(a, Action::VerifyRemoval { node: Some(n), .. } if *n == node))
+        .expect("verified after the fence settled");
+    let terminate = acts
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::TerminateInstance {
+                    reason: TerminateReason::Empty,
+                    ..
+                }
+            )
+        })
+        .expect("terminated on clear evidence");
     assert!(verify < terminate);
 }
 
@@ -175,10 +217,25 @@ fn a_pod_bound_after_the_decision_aborts_the_removal_and_lifts_the_fence() {
     late.unschedulable = false;
     w.pods.push(late);
     let acts = w.step(&mut p, 10);
-    assert!(acts.iter().any(|a| matches!(a, Action::VerifyRemoval { .. })));
-    assert!(World::terminations(&acts).is_empty(), "killed the pod bound after the decision");
-    assert!(acts.iter().any(|a| matches!(a, Action::UnretireNode { node: n, .. } if *n == node)), "the fence this removal put up is lifted");
-    assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::ScaleDownCancelled { why, .. } if why.contains("late"))), "{:?}", w.events);
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::VerifyRemoval { .. })));
+    assert!(
+        World::terminations(&acts).is_empty(),
+        "killed the pod bound after the decision"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::UnretireNode { node: n, .. } if *n == node)),
+        "the fence this removal put up is lifted"
+    );
+    assert!(
+        w.events.iter().any(
+            |e| matches!(e, PlannerEvent::ScaleDownCancelled { why, .. } if why.contains("late"))
+        ),
+        "{:?}",
+        w.events
+    );
     // And later passes do not kill it either.
     let acts = runs_for(&mut w, &mut p, 20);
     assert!(World::terminations(&acts).is_empty());
@@ -206,21 +263,39 @@ fn nothing_is_terminated_before_the_fence_has_settled() {
     std::mem::swap(&mut p, &mut p2);
     let node = until_fenced(&mut w, &mut p);
     let acts = w.step(&mut p, 60);
-    assert!(World::terminations(&acts).is_empty(), "terminated {node} 60s after fencing with a 120s settle time");
-    assert!(!acts.iter().any(|a| matches!(a, Action::VerifyRemoval { .. })));
+    assert!(
+        World::terminations(&acts).is_empty(),
+        "terminated {node} 60s after fencing with a 120s settle time"
+    );
+    assert!(!acts
+        .iter()
+        .any(|a| matches!(a, Action::VerifyRemoval { .. })));
     let acts = w.step(&mut p, 61);
-    assert!(acts.iter().any(|a| matches!(a, Action::VerifyRemoval { .. })));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::VerifyRemoval { .. })));
     assert_eq!(World::terminations(&acts).len(), 1);
 }
 
 #[test]
 fn a_gang_rollback_fences_and_verifies_and_spares_a_node_the_gang_landed_on() {
-    let mut w = World::new(vec![group("gpu", "us-west-2", "us-west-2a", 8, 64, 8, 10), group("gpu-b", "us-west-2", "us-west-2b", 8, 64, 8, 10)]);
-    let s = PlannerSettings { gang_provision_timeout: Duration::from_secs(300), ..settings() };
+    let mut w = World::new(vec![
+        group("gpu", "us-west-2", "us-west-2a", 8, 64, 8, 10),
+        group("gpu-b", "us-west-2", "us-west-2b", 8, 64, 8, 10),
+    ]);
+    let s = PlannerSettings {
+        gang_provision_timeout: Duration::from_secs(300),
+        ..settings()
+    };
     w.settings = s.clone();
     let mut p = Planner::new(s).unwrap();
     for i in 0..3 {
-        let mut pod = pod(&format!("g{i}"), 1000, 8, Owner::controller("kubeflow.org", "PyTorchJob", "train"));
+        let mut pod = pod(
+            &format!("g{i}"),
+            1000,
+            8,
+            Owner::controller("kubeflow.org", "PyTorchJob", "train"),
+        );
         pod.requests.extended = vec![(model::resources::NVIDIA_GPU.into(), 8)];
         pod.gang = Some(GangMembership::new(GangId::new("batch/train"), 3));
         w.pods.push(pod);
@@ -242,7 +317,16 @@ fn a_gang_rollback_fences_and_verifies_and_spares_a_node_the_gang_landed_on() {
     for _ in 0..12 {
         all.extend(w.step(&mut p, 30));
     }
-    assert!(all.iter().any(|a| matches!(a, Action::VerifyRemoval { reason: TerminateReason::GangRollback, .. })), "{all:?}");
+    assert!(
+        all.iter().any(|a| matches!(
+            a,
+            Action::VerifyRemoval {
+                reason: TerminateReason::GangRollback,
+                ..
+            }
+        )),
+        "{all:?}"
+    );
     for a in &all {
         if let Action::TerminateInstance { node: Some(n), .. } = a {
             assert_ne!(*n, first, "rolled back the node a gang member runs on");
@@ -253,9 +337,22 @@ fn a_gang_rollback_fences_and_verifies_and_spares_a_node_the_gang_landed_on() {
 // ---- Issue 12, item 7: the rest found in the same read ----
 
 fn one_node_world(vcpus: u32) -> World {
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", vcpus, 64, 0, 10)]);
+    let mut w = World::new(vec![group(
+        "cpu",
+        "us-west-2",
+        "us-west-2a",
+        vcpus,
+        64,
+        0,
+        10,
+    )]);
     let now = w.now;
-    w.group_mut("cpu").instances.push(InstanceView { id: InstanceId::new("i-0001"), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: now });
+    w.group_mut("cpu").instances.push(InstanceView {
+        id: InstanceId::new("i-0001"),
+        zone: Zone::new("us-west-2a"),
+        state: InstanceState::InService,
+        launched_at: now,
+    });
     w.group_mut("cpu").target = 1;
     w.register_all();
     w
@@ -267,8 +364,15 @@ fn only_managed_nodes_are_taken_back_from_retirement() {
     for variant in ["ours", "scale-down-disabled", "other group"] {
         let mut w = one_node_world(16);
         let n = &mut w.nodes[0];
-        n.retired = Some(RetireMark { since: w.now, reason: "someone else's".into() });
-        n.taints.push(Taint::new(model::well_known::TAINT_RETIRING, "", TaintEffect::NoSchedule));
+        n.retired = Some(RetireMark {
+            since: w.now,
+            reason: "someone else's".into(),
+        });
+        n.taints.push(Taint::new(
+            model::well_known::TAINT_RETIRING,
+            "",
+            TaintEffect::NoSchedule,
+        ));
         match variant {
             "ours" => {}
             "scale-down-disabled" => n.scale_down_disabled = true,
@@ -277,7 +381,9 @@ fn only_managed_nodes_are_taken_back_from_retirement() {
         w.pods.push(job_pod("p", 1000, 1));
         let mut p = Planner::new(settings()).unwrap();
         let acts = w.step(&mut p, 10);
-        let unretired = acts.iter().any(|a| matches!(a, Action::UnretireNode { .. }));
+        let unretired = acts
+            .iter()
+            .any(|a| matches!(a, Action::UnretireNode { .. }));
         assert_eq!(unretired, variant == "ours", "{variant}: {acts:?}");
     }
 }
@@ -287,17 +393,34 @@ fn a_node_taken_back_from_retirement_is_not_re_decided_as_empty_at_once() {
     let mut w = one_node_world(16);
     let long_ago = Time::from_secs(1);
     let n = &mut w.nodes[0];
-    n.retired = Some(RetireMark { since: long_ago, reason: "under-utilised".into() });
-    n.taints.push(Taint::new(model::well_known::TAINT_RETIRING, "", TaintEffect::NoSchedule));
+    n.retired = Some(RetireMark {
+        since: long_ago,
+        reason: "under-utilised".into(),
+    });
+    n.taints.push(Taint::new(
+        model::well_known::TAINT_RETIRING,
+        "",
+        TaintEffect::NoSchedule,
+    ));
     n.idle_since = Some(long_ago);
     w.pods.push(job_pod("p", 1000, 1));
     let mut p = Planner::new(settings()).unwrap();
     let acts = w.step(&mut p, 10);
-    assert!(acts.iter().any(|a| matches!(a, Action::UnretireNode { .. })), "taken back: {acts:?}");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::UnretireNode { .. })),
+        "taken back: {acts:?}"
+    );
     // The pod takes a while to be bound; meanwhile the node is empty again.
     for _ in 0..6 {
         let acts = w.step(&mut p, 10);
-        assert!(!acts.iter().any(|a| matches!(a, Action::RetireNode { .. } | Action::TerminateInstance { .. })), "re-decided at once: {acts:?}");
+        assert!(
+            !acts.iter().any(|a| matches!(
+                a,
+                Action::RetireNode { .. } | Action::TerminateInstance { .. }
+            )),
+            "re-decided at once: {acts:?}"
+        );
     }
 }
 
@@ -306,7 +429,8 @@ fn no_eviction_while_the_drain_taint_is_not_written() {
     // Two nodes of ReplicaSet pods that fit on one: one is drained.
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 8, 32, 0, 10)]);
     for i in 0..2 {
-        w.pods.push(pod(&format!("web{i}"), 6000, 1, Owner::replica_set("web")));
+        w.pods
+            .push(pod(&format!("web{i}"), 6000, 1, Owner::replica_set("web")));
     }
     let mut p = Planner::new(settings()).unwrap();
     w.step(&mut p, 10);
@@ -322,18 +446,26 @@ fn no_eviction_while_the_drain_taint_is_not_written() {
         let snap = w.snapshot();
         p.handle_snapshot(w.now, &snap);
         while let Some(a) = p.poll_action() {
-            assert!(!matches!(a, Action::EvictPod { .. }), "evicted without the taint: {a:?}");
+            assert!(
+                !matches!(a, Action::EvictPod { .. }),
+                "evicted without the taint: {a:?}"
+            );
             let outcome = match &a {
                 Action::RetireNode { .. } => {
                     drains_tried += 1;
-                    planner::Outcome::Failed { message: "forbidden".into() }
+                    planner::Outcome::Failed {
+                        message: "forbidden".into(),
+                    }
                 }
                 other => w.apply(other),
             };
             p.handle_outcome(w.now, a.id(), outcome);
         }
     }
-    assert!(drains_tried > 0, "no drain was attempted: the test proved nothing");
+    assert!(
+        drains_tried > 0,
+        "no drain was attempted: the test proved nothing"
+    );
 }
 
 #[test]
@@ -341,7 +473,12 @@ fn a_launch_failure_never_lowers_the_target_below_the_live_instances() {
     let mut w = one_node_world(16);
     let now = w.now;
     for i in 2..=3 {
-        w.group_mut("cpu").instances.push(InstanceView { id: InstanceId::new(format!("i-000{i}")), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: now });
+        w.group_mut("cpu").instances.push(InstanceView {
+            id: InstanceId::new(format!("i-000{i}")),
+            zone: Zone::new("us-west-2a"),
+            state: InstanceState::InService,
+            launched_at: now,
+        });
     }
     w.group_mut("cpu").target = 3;
     let mut p = Planner::new(settings()).unwrap();
@@ -349,12 +486,22 @@ fn a_launch_failure_never_lowers_the_target_below_the_live_instances() {
     // A late report of failures for capacity that was delivered after all.
     p.handle_launch_failure(
         w.now,
-        LaunchFailure { group: NodeGroupId::new("cpu"), zone: None, kind: LaunchFailureKind::InsufficientCapacity, count: 2, message: "ICE".into(), at: w.now },
+        LaunchFailure {
+            group: NodeGroupId::new("cpu"),
+            zone: None,
+            kind: LaunchFailureKind::InsufficientCapacity,
+            count: 2,
+            message: "ICE".into(),
+            at: w.now,
+        },
     );
     let acts = w.step(&mut p, 10);
     for a in &acts {
         if let Action::SetTargetSize { to, .. } = a {
-            assert!(*to >= 3, "desired lowered below the 3 live instances: {a:?}");
+            assert!(
+                *to >= 3,
+                "desired lowered below the 3 live instances: {a:?}"
+            );
         }
     }
 }
@@ -369,7 +516,11 @@ fn an_instance_is_not_timed_out_while_a_young_node_without_provider_id_may_be_it
     for _ in 0..14 {
         w.step(&mut p, 60);
     }
-    let mut node = NodeView::new(NodeName::new("ip-10-0-0-1"), Resources::cpu_mem(4000, 16 << 30), w.now);
+    let mut node = NodeView::new(
+        NodeName::new("ip-10-0-0-1"),
+        Resources::cpu_mem(4000, 16 << 30),
+        w.now,
+    );
     node.ready = true;
     w.nodes.push(node);
     for _ in 0..5 {
@@ -377,7 +528,13 @@ fn an_instance_is_not_timed_out_while_a_young_node_without_provider_id_may_be_it
         assert!(
             !acts.iter().any(|a| matches!(
                 a,
-                Action::VerifyRemoval { reason: TerminateReason::LaunchTimeout, .. } | Action::TerminateInstance { reason: TerminateReason::LaunchTimeout, .. }
+                Action::VerifyRemoval {
+                    reason: TerminateReason::LaunchTimeout,
+                    ..
+                } | Action::TerminateInstance {
+                    reason: TerminateReason::LaunchTimeout,
+                    ..
+                }
             )),
             "timed out an instance that may be the young node"
         );
@@ -401,7 +558,10 @@ fn a_node_that_reuses_a_name_waits_the_whole_unneeded_time() {
     w.nodes[0].created = w.now;
     for _ in 0..5 {
         let acts = w.step(&mut p, 60);
-        assert!(!acts.iter().any(|a| matches!(a, Action::RetireNode { .. })), "the new node inherited the old one's under-utilised time");
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::RetireNode { .. })),
+            "the new node inherited the old one's under-utilised time"
+        );
     }
 }
 
@@ -421,13 +581,19 @@ fn a_gang_does_not_launch_into_a_group_whose_earlier_launch_is_still_arriving() 
     w.pods.push(job_pod("plain-1", 15_000, 1));
     w.pods.push(job_pod("plain-2", 15_000, 1));
     let mut p = Planner::new(settings()).unwrap();
-    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("big".to_owned(), 0, 2)]);
+    assert_eq!(
+        World::scale_ups(&w.step(&mut p, 10)),
+        vec![("big".to_owned(), 0, 2)]
+    );
     let delivered = std::mem::take(&mut w.group_mut("big").instances);
     // A gang of two arrives while those two are still to come.
     w.pods.push(gang_pod("g-0", "train", 2));
     w.pods.push(gang_pod("g-1", "train", 2));
     let acts = w.step(&mut p, 10);
-    assert!(World::scale_ups(&acts).is_empty(), "the gang launched while another launch was arriving: {acts:?}");
+    assert!(
+        World::scale_ups(&acts).is_empty(),
+        "the gang launched while another launch was arriving: {acts:?}"
+    );
     // Once the group's launch is delivered, the gang launches, and its instances are
     // exactly the ones that come after.
     w.group_mut("big").instances = delivered.clone();
@@ -442,13 +608,24 @@ fn a_gang_does_not_launch_into_a_group_whose_earlier_launch_is_still_arriving() 
     for _ in 0..30 {
         let acts = w.step(&mut p, 60);
         removed.extend(acts.iter().filter_map(|a| match a {
-            Action::TerminateInstance { instance, reason: TerminateReason::GangRollback, .. } => Some(instance.clone()),
+            Action::TerminateInstance {
+                instance,
+                reason: TerminateReason::GangRollback,
+                ..
+            } => Some(instance.clone()),
             _ => None,
         }));
     }
     let earlier: Vec<InstanceId> = delivered.iter().map(|i| i.id.clone()).collect();
-    assert!(!removed.is_empty(), "the partial gang launch was rolled back: {:?}", w.events);
-    assert!(removed.iter().all(|i| !earlier.contains(i)), "rolled back an instance of the earlier launch: {removed:?} (earlier: {earlier:?})");
+    assert!(
+        !removed.is_empty(),
+        "the partial gang launch was rolled back: {:?}",
+        w.events
+    );
+    assert!(
+        removed.iter().all(|i| !earlier.contains(i)),
+        "rolled back an instance of the earlier launch: {removed:?} (earlier: {earlier:?})"
+    );
 }
 
 #[test]
@@ -457,16 +634,27 @@ fn nothing_else_launches_into_a_group_while_a_gang_launch_is_in_flight() {
     w.pods.push(gang_pod("g-0", "train", 2));
     w.pods.push(gang_pod("g-1", "train", 2));
     let mut p = Planner::new(settings()).unwrap();
-    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("big".to_owned(), 0, 2)]);
+    assert_eq!(
+        World::scale_ups(&w.step(&mut p, 10)),
+        vec![("big".to_owned(), 0, 2)]
+    );
     // An ordinary pod that only a new node of this group can take (it cannot share a
     // node with a gang pod) arrives while the gang's nodes boot.
     w.pods.push(job_pod("plain", 8_000, 1));
     let acts = w.step(&mut p, 10);
-    assert!(World::scale_ups(&acts).is_empty(), "launched into a group while a gang launch was in flight: {acts:?}");
+    assert!(
+        World::scale_ups(&acts).is_empty(),
+        "launched into a group while a gang launch was in flight: {acts:?}"
+    );
     assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::NotTriggerScaleUp { reasons, .. } if reasons.values().any(|r| matches!(r, planner::NoScaleUpReason::GangLaunchInFlight { .. })))), "{:?}", w.events);
     // The gang's nodes come and the gang runs: the group is open again.
     w.register_all();
     w.schedule();
     let acts = w.step(&mut p, 10);
-    assert_eq!(World::scale_ups(&acts), vec![("big".to_owned(), 2, 3)], "{:?}", w.events);
+    assert_eq!(
+        World::scale_ups(&acts),
+        vec![("big".to_owned(), 2, 3)],
+        "{:?}",
+        w.events
+    );
 }

@@ -36,18 +36,30 @@ struct PodSpec {
 }
 
 fn node_strategy() -> impl Strategy<Value = NodeSpec> {
-    (any::<bool>(), 0u8..2, 0u8..2, prop::bool::weighted(0.2), prop::bool::weighted(0.9), prop::bool::weighted(0.1), 1i64..5, 0i64..4, 2i64..8)
-        .prop_map(|(upcoming, group, zone, tainted, ready, cordoned, cpu, used, pods)| NodeSpec {
-            upcoming,
-            group,
-            zone,
-            tainted,
-            ready,
-            cordoned,
-            cpu: cpu * 1000,
-            used_cpu: (used * 500).min(cpu * 1000),
-            pods,
-        })
+    (
+        any::<bool>(),
+        0u8..2,
+        0u8..2,
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.9),
+        prop::bool::weighted(0.1),
+        1i64..5,
+        0i64..4,
+        2i64..8,
+    )
+        .prop_map(
+            |(upcoming, group, zone, tainted, ready, cordoned, cpu, used, pods)| NodeSpec {
+                upcoming,
+                group,
+                zone,
+                tainted,
+                ready,
+                cordoned,
+                cpu: cpu * 1000,
+                used_cpu: (used * 500).min(cpu * 1000),
+                pods,
+            },
+        )
 }
 
 fn pod_strategy() -> impl Strategy<Value = PodSpec> {
@@ -59,14 +71,16 @@ fn pod_strategy() -> impl Strategy<Value = PodSpec> {
         0u8..2,
         prop::bool::weighted(0.25),
     )
-        .prop_map(|(shape, zone_selector, host_selector, tolerates, app, anti_affinity)| PodSpec {
-            shape,
-            zone_selector,
-            host_selector,
-            tolerates,
-            app,
-            anti_affinity,
-        })
+        .prop_map(
+            |(shape, zone_selector, host_selector, tolerates, app, anti_affinity)| PodSpec {
+                shape,
+                zone_selector,
+                host_selector,
+                tolerates,
+                app,
+                anti_affinity,
+            },
+        )
 }
 
 fn host(i: usize) -> String {
@@ -77,14 +91,25 @@ fn sim_node(i: usize, spec: &NodeSpec) -> SimNode {
     let mut labels = Labels::new();
     labels.insert(LABEL_HOSTNAME.to_owned(), host(i));
     labels.insert("zone".to_owned(), format!("z{}", spec.zone));
-    let taints = if spec.tainted { vec![Taint::new("dedicated", "x", TaintEffect::NoSchedule)] } else { Vec::new() };
+    let taints = if spec.tainted {
+        vec![Taint::new("dedicated", "x", TaintEffect::NoSchedule)]
+    } else {
+        Vec::new()
+    };
     SimNode {
         name: NodeName::new(host(i)),
-        origin: if spec.upcoming { NodeOrigin::Upcoming } else { NodeOrigin::Existing },
+        origin: if spec.upcoming {
+            NodeOrigin::Upcoming
+        } else {
+            NodeOrigin::Existing
+        },
         group: Some(NodeGroupId::new(format!("g{}", spec.group))),
         labels: Arc::new(labels),
         taints: Arc::new(taints),
-        allocatable: Resources { pods: spec.pods, ..Resources::cpu_mem(spec.cpu, 16 << 30) },
+        allocatable: Resources {
+            pods: spec.pods,
+            ..Resources::cpu_mem(spec.cpu, 16 << 30)
+        },
         used: Resources::cpu_mem(spec.used_cpu, 0),
         ready: spec.ready,
         cordoned: spec.cordoned,
@@ -94,20 +119,34 @@ fn sim_node(i: usize, spec: &NodeSpec) -> SimNode {
 
 fn pod(i: usize, spec: &PodSpec) -> PodView {
     let cpu = [500, 1000, 1500][spec.shape as usize];
-    let mut p = PodView::new(PodKey::new("batch", format!("p{i}")), Resources::cpu_mem(cpu, 1 << 30), Owner::Job("j".into()), Time::ZERO);
+    let mut p = PodView::new(
+        PodKey::new("batch", format!("p{i}")),
+        Resources::cpu_mem(cpu, 1 << 30),
+        Owner::Job("j".into()),
+        Time::ZERO,
+    );
     p.labels.insert("app".to_owned(), format!("a{}", spec.app));
     if let Some(z) = spec.zone_selector {
         p.node_selector.insert("zone".to_owned(), format!("z{z}"));
     }
     if let Some(h) = spec.host_selector {
-        p.node_selector.insert(LABEL_HOSTNAME.to_owned(), host(h as usize));
+        p.node_selector
+            .insert(LABEL_HOSTNAME.to_owned(), host(h as usize));
     }
     if spec.tolerates {
-        p.tolerations.push(Toleration { key: "dedicated".into(), operator: TolerationOperator::Exists, value: String::new(), effect: None });
+        p.tolerations.push(Toleration {
+            key: "dedicated".into(),
+            operator: TolerationOperator::Exists,
+            value: String::new(),
+            effect: None,
+        });
     }
     if spec.anti_affinity {
         p.anti_affinity.push(PodAntiAffinityTerm {
-            selector: LabelSelector { match_labels: Labels::from_iter([("app", format!("a{}", spec.app))]), match_expressions: Vec::new() },
+            selector: LabelSelector {
+                match_labels: Labels::from_iter([("app", format!("a{}", spec.app))]),
+                match_expressions: Vec::new(),
+            },
             namespaces: Vec::new(),
             topology_key: LABEL_HOSTNAME.to_owned(),
         });
@@ -116,9 +155,17 @@ fn pod(i: usize, spec: &PodSpec) -> PodView {
 }
 
 /// Both first-fits on copies of one world; returns (indexed, plain) placements.
-fn both(nodes: &[NodeSpec], pods: &[PodView], nominated_to: Option<&NodeGroupId>) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+fn both(
+    nodes: &[NodeSpec],
+    pods: &[PodView],
+    nominated_to: Option<&NodeGroupId>,
+) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
     let mut sim = PlacementSim::new(pods);
-    let slots: Vec<usize> = nodes.iter().enumerate().map(|(i, n)| sim.add_node(sim_node(i, n))).collect();
+    let slots: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| sim.add_node(sim_node(i, n)))
+        .collect();
     let order: Vec<usize> = (0..pods.len()).collect();
     let mut plain = sim.clone();
     let indexed = planner::place_in_order_indexed(&mut sim, &slots, &order, nominated_to);
@@ -127,7 +174,8 @@ fn both(nodes: &[NodeSpec], pods: &[PodView], nominated_to: Option<&NodeGroupId>
         .copied()
         .filter(|&s| {
             let n = plain.node(s);
-            nominated_to.is_none_or(|g| n.origin == NodeOrigin::Existing || n.group.as_ref() == Some(g))
+            nominated_to
+                .is_none_or(|g| n.origin == NodeOrigin::Existing || n.group.as_ref() == Some(g))
         })
         .collect();
     let expected = order

@@ -10,13 +10,24 @@ use planner::{Action, InterruptionResponse, Planner, PlannerEvent, PlannerSettin
 use std::time::Duration;
 
 fn spot(name: &str, vcpus: u32, max: u32) -> NodeGroupState {
-    let mut g = group(name, "us-west-2", "us-west-2a", vcpus, vcpus as u64 * 4, 0, max);
+    let mut g = group(
+        name,
+        "us-west-2",
+        "us-west-2a",
+        vcpus,
+        vcpus as u64 * 4,
+        0,
+        max,
+    );
     g.spec.purchase = PurchaseOption::Spot;
     g
 }
 
 fn quick_scale_down() -> PlannerSettings {
-    PlannerSettings { scale_down_unneeded_time: Duration::from_secs(60), ..settings() }
+    PlannerSettings {
+        scale_down_unneeded_time: Duration::from_secs(60),
+        ..settings()
+    }
 }
 
 /// A world with one node of `g` running a Job pod of 3 vCPU, the planner having seen it.
@@ -44,11 +55,17 @@ fn notice(w: &World, kind: InterruptionKind) -> InterruptionNotice {
 }
 
 fn detaches(actions: &[Action]) -> usize {
-    actions.iter().filter(|a| matches!(a, Action::DetachInstance { .. })).count()
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::DetachInstance { .. }))
+        .count()
 }
 
 fn fences(actions: &[Action]) -> usize {
-    actions.iter().filter(|a| matches!(a, Action::RetireNode { .. })).count()
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::RetireNode { .. }))
+        .count()
 }
 
 fn responses(w: &World) -> Vec<InterruptionResponse> {
@@ -63,12 +80,18 @@ fn responses(w: &World) -> Vec<InterruptionResponse> {
 
 /// EC2 takes the instance back: its node and pods go; the Job makes a new pod.
 fn reclaim(w: &mut World, instance: &InstanceId, replacement: &str) {
-    let gone: Vec<NodeName> = w.nodes.iter().filter(|n| n.instance.as_ref() == Some(instance)).map(|n| n.name.clone()).collect();
+    let gone: Vec<NodeName> = w
+        .nodes
+        .iter()
+        .filter(|n| n.instance.as_ref() == Some(instance))
+        .map(|n| n.name.clone())
+        .collect();
     w.nodes.retain(|n| n.instance.as_ref() != Some(instance));
     for g in &mut w.groups {
         g.instances.retain(|i| &i.id != instance);
     }
-    w.pods.retain(|p| !p.node.as_ref().is_some_and(|n| gone.contains(n)));
+    w.pods
+        .retain(|p| !p.node.as_ref().is_some_and(|n| gone.contains(n)));
     w.pods.push(job_pod(replacement, 3000, 4));
 }
 
@@ -78,26 +101,47 @@ fn a_spot_warning_fences_the_node_detaches_the_instance_and_buys_for_its_pods_be
     let warned = notice(&w, InterruptionKind::SpotInterruption);
     let doomed = warned.instance.clone();
     planner.handle_interruption(w.now, warned.clone());
-    assert_eq!(planner.poll_timeout(), Some(w.now), "a notice asks for a pass now");
+    assert_eq!(
+        planner.poll_timeout(),
+        Some(w.now),
+        "a notice asks for a pass now"
+    );
     let actions = w.step(&mut planner, 1);
     assert_eq!(fences(&actions), 1, "{actions:?}");
     assert_eq!(detaches(&actions), 1, "{actions:?}");
     // Detached first (1 -> 0), then one node bought for the pod (0 -> 1).
-    assert_eq!(World::scale_ups(&actions), vec![("spot-a".to_owned(), 0, 1)]);
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("spot-a".to_owned(), 0, 1)]
+    );
     let order: Vec<usize> = actions
         .iter()
         .enumerate()
-        .filter(|(_, a)| matches!(a, Action::DetachInstance { .. } | Action::SetTargetSize { .. }))
+        .filter(|(_, a)| {
+            matches!(
+                a,
+                Action::DetachInstance { .. } | Action::SetTargetSize { .. }
+            )
+        })
         .map(|(i, _)| i)
         .collect();
-    assert!(matches!(actions[order[0]], Action::DetachInstance { .. }), "the detach goes before the scale-up that counts on it");
-    assert_eq!(responses(&w), vec![InterruptionResponse::Replace { detach: true }]);
+    assert!(
+        matches!(actions[order[0]], Action::DetachInstance { .. }),
+        "the detach goes before the scale-up that counts on it"
+    );
+    assert_eq!(
+        responses(&w),
+        vec![InterruptionResponse::Replace { detach: true }]
+    );
     let pods = w.events.iter().find_map(|e| match e {
         PlannerEvent::InstanceInterrupted { pods, .. } => Some(pods.clone()),
         _ => None,
     });
     assert_eq!(pods, Some(vec![PodKey::new("batch", "work-0")]));
-    assert!(w.pods[0].node.is_some() && w.pods[0].phase == PodPhase::Running, "nothing is done to the running pod");
+    assert!(
+        w.pods[0].node.is_some() && w.pods[0].phase == PodPhase::Running,
+        "nothing is done to the running pod"
+    );
 
     // The replacement boots and registers while the pod still runs on the doomed node:
     // it is held for the pod (not removed as empty, nothing more bought).
@@ -105,20 +149,36 @@ fn a_spot_warning_fences_the_node_detaches_the_instance_and_buys_for_its_pods_be
     for _ in 0..5 {
         let actions = w.step(&mut planner, 60);
         assert!(World::scale_ups(&actions).is_empty(), "{actions:?}");
-        assert!(!actions.iter().any(|a| matches!(a, Action::VerifyRemoval { .. } | Action::TerminateInstance { .. })), "{actions:?}");
+        assert!(
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::VerifyRemoval { .. } | Action::TerminateInstance { .. }
+            )),
+            "{actions:?}"
+        );
         assert_eq!(detaches(&actions), 0, "detached once");
     }
     // A second notice for the same instance changes nothing.
     planner.handle_interruption(w.now, warned);
     let actions = w.step(&mut planner, 1);
-    assert!(World::scale_ups(&actions).is_empty() && detaches(&actions) == 0 && fences(&actions) == 0, "{actions:?}");
+    assert!(
+        World::scale_ups(&actions).is_empty() && detaches(&actions) == 0 && fences(&actions) == 0,
+        "{actions:?}"
+    );
 
     // EC2 takes the instance; the Job's new pod lands on the replacement, bought once.
     reclaim(&mut w, &doomed, "work-0-retry");
     let actions = w.step(&mut planner, 1);
-    assert!(World::scale_ups(&actions).is_empty(), "the replacement is there already: {actions:?}");
+    assert!(
+        World::scale_ups(&actions).is_empty(),
+        "the replacement is there already: {actions:?}"
+    );
     w.schedule();
-    let retry = w.pods.iter().find(|p| p.key.name == "work-0-retry").unwrap();
+    let retry = w
+        .pods
+        .iter()
+        .find(|p| p.key.name == "work-0-retry")
+        .unwrap();
     assert!(retry.node.is_some(), "the new pod runs on the replacement");
     assert_eq!(w.groups[0].target, 1);
 }
@@ -132,12 +192,23 @@ fn a_group_with_capacity_rebalancing_is_only_fenced_it_replaces_the_instance_its
     let actions = w.step(&mut planner, 1);
     assert_eq!(fences(&actions), 1, "{actions:?}");
     assert_eq!(detaches(&actions), 0, "{actions:?}");
-    assert!(World::scale_ups(&actions).is_empty(), "no second replacement: {actions:?}");
-    assert!(matches!(responses(&w).as_slice(), [InterruptionResponse::Fence { .. }]));
+    assert!(
+        World::scale_ups(&actions).is_empty(),
+        "no second replacement: {actions:?}"
+    );
+    assert!(matches!(
+        responses(&w).as_slice(),
+        [InterruptionResponse::Fence { .. }]
+    ));
     // Nor is the fenced node taken back for pending work.
     w.pods.push(job_pod("newcomer", 500, 1));
     let actions = w.step(&mut planner, 10);
-    assert!(!actions.iter().any(|a| matches!(a, Action::UnretireNode { .. })), "{actions:?}");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::UnretireNode { .. })),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -149,31 +220,58 @@ fn a_rebalance_recommendation_buys_ahead_only_for_must_finish_work_and_never_det
     let actions = w.step(&mut planner, 1);
     assert_eq!(fences(&actions), 1, "{actions:?}");
     assert_eq!(detaches(&actions), 0, "{actions:?}");
-    assert_eq!(World::scale_ups(&actions), vec![("spot-a".to_owned(), 1, 2)]);
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("spot-a".to_owned(), 1, 2)]
+    );
 
     // A ReplicaSet's pod can move when it comes to that: nothing is done.
     let mut w = World::new(vec![spot("spot-a", 4, 5)]);
     let mut planner = Planner::new(w.settings.clone()).unwrap();
-    w.pods.push(pod("web-0", 3000, 4, Owner::replica_set("web")));
+    w.pods
+        .push(pod("web-0", 3000, 4, Owner::replica_set("web")));
     w.step(&mut planner, 1);
     w.register_all();
     w.schedule();
     w.step(&mut planner, 10);
     planner.handle_interruption(w.now, notice(&w, InterruptionKind::RebalanceRecommendation));
     let actions = w.step(&mut planner, 1);
-    assert!(fences(&actions) == 0 && detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(), "{actions:?}");
-    assert!(matches!(responses(&w).as_slice(), [InterruptionResponse::Nothing { .. }]), "{:?}", w.events);
+    assert!(
+        fences(&actions) == 0 && detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(),
+        "{actions:?}"
+    );
+    assert!(
+        matches!(
+            responses(&w).as_slice(),
+            [InterruptionResponse::Nothing { .. }]
+        ),
+        "{:?}",
+        w.events
+    );
 }
 
 #[test]
 fn a_rebalance_recommendation_for_a_node_already_on_its_way_out_changes_nothing() {
     let (mut w, mut planner) = running_one_job(spot("spot-a", 4, 5));
-    w.nodes[0].taints.push(Taint::new(model::well_known::TAINT_RETIRING, "", TaintEffect::NoSchedule));
-    w.nodes[0].retired = Some(RetireMark { since: w.now, reason: "test".into() });
+    w.nodes[0].taints.push(Taint::new(
+        model::well_known::TAINT_RETIRING,
+        "",
+        TaintEffect::NoSchedule,
+    ));
+    w.nodes[0].retired = Some(RetireMark {
+        since: w.now,
+        reason: "test".into(),
+    });
     planner.handle_interruption(w.now, notice(&w, InterruptionKind::RebalanceRecommendation));
     let actions = w.step(&mut planner, 1);
-    assert!(World::scale_ups(&actions).is_empty() && detaches(&actions) == 0, "{actions:?}");
-    assert!(matches!(responses(&w).as_slice(), [InterruptionResponse::Nothing { .. }]));
+    assert!(
+        World::scale_ups(&actions).is_empty() && detaches(&actions) == 0,
+        "{actions:?}"
+    );
+    assert!(matches!(
+        responses(&w).as_slice(),
+        [InterruptionResponse::Nothing { .. }]
+    ));
 }
 
 #[test]
@@ -183,18 +281,27 @@ fn repeated_interruptions_back_off_the_pool_and_new_work_goes_to_a_steadier_one(
     let mut steady = group("od", "us-west-2", "us-west-2a", 4, 16, 0, 10);
     steady.spec.price_per_hour = Some(10.0);
     let mut w = World::new(vec![cheap, steady]);
-    w.settings = PlannerSettings { expander: "price".into(), ..quick_scale_down() };
+    w.settings = PlannerSettings {
+        expander: "price".into(),
+        ..quick_scale_down()
+    };
     let mut planner = Planner::new(w.settings.clone()).unwrap();
     w.pods.push(job_pod("a", 3000, 4));
     w.pods.push(job_pod("b", 3000, 4));
     let actions = w.step(&mut planner, 1);
-    assert_eq!(World::scale_ups(&actions), vec![("spot-a".to_owned(), 0, 2)]);
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("spot-a".to_owned(), 0, 2)]
+    );
     w.register_all();
     w.schedule();
     w.step(&mut planner, 10);
     for ni in 0..2 {
         let instance = w.nodes[ni].instance.clone().unwrap();
-        planner.handle_interruption(w.now, InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now));
+        planner.handle_interruption(
+            w.now,
+            InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now),
+        );
     }
     let actions = w.step(&mut planner, 1);
     let backoff = actions.iter().find_map(|a| match a {
@@ -206,28 +313,51 @@ fn repeated_interruptions_back_off_the_pool_and_new_work_goes_to_a_steadier_one(
     assert_eq!(backoff.pool.instance_type.as_str(), "spot-a-type");
     assert_eq!(backoff.until, w.now + Duration::from_secs(30 * 60));
     // The replacements are bought in the steadier pool.
-    assert_eq!(World::scale_ups(&actions), vec![("od".to_owned(), 0, 2)], "{actions:?}");
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("od".to_owned(), 0, 2)],
+        "{actions:?}"
+    );
     let summary = planner.interruptions(w.now);
     assert_eq!(summary.len(), 1);
     assert_eq!((summary[0].total, summary[0].recent), (2, 2));
     // The window passes: the count starts over.
-    assert_eq!(planner.interruptions(w.now + Duration::from_secs(3601))[0].recent, 0);
+    assert_eq!(
+        planner.interruptions(w.now + Duration::from_secs(3601))[0].recent,
+        0
+    );
 }
 
 #[test]
 fn a_notice_for_an_instance_we_do_not_manage_is_ignored_with_a_reason() {
     let (mut w, mut planner) = running_one_job(spot("spot-a", 4, 5));
-    planner.handle_interruption(w.now, InterruptionNotice::new(InstanceId::new("i-someone-else"), InterruptionKind::SpotInterruption, w.now));
+    planner.handle_interruption(
+        w.now,
+        InterruptionNotice::new(
+            InstanceId::new("i-someone-else"),
+            InterruptionKind::SpotInterruption,
+            w.now,
+        ),
+    );
     let actions = w.step(&mut planner, 1);
-    assert!(fences(&actions) == 0 && detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(), "{actions:?}");
+    assert!(
+        fences(&actions) == 0 && detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(),
+        "{actions:?}"
+    );
     assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::InterruptionIgnored { instance, .. } if instance.as_str() == "i-someone-else")));
     // A node whose instance belongs to no managed group (another autoscaler's) too.
     w.nodes[0].group = None;
     let instance = w.nodes[0].instance.clone().unwrap();
     w.groups[0].instances.clear();
-    planner.handle_interruption(w.now, InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now));
+    planner.handle_interruption(
+        w.now,
+        InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now),
+    );
     let actions = w.step(&mut planner, 1);
-    assert!(fences(&actions) == 0 && detaches(&actions) == 0, "{actions:?}");
+    assert!(
+        fences(&actions) == 0 && detaches(&actions) == 0,
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -235,7 +365,10 @@ fn with_interruption_handling_off_a_notice_changes_nothing() {
     let mut g = spot("spot-a", 4, 5);
     g.target = 0;
     let mut w = World::new(vec![g]);
-    w.settings = PlannerSettings { interruption_handling: false, ..quick_scale_down() };
+    w.settings = PlannerSettings {
+        interruption_handling: false,
+        ..quick_scale_down()
+    };
     let mut planner = Planner::new(w.settings.clone()).unwrap();
     w.pods.push(job_pod("work-0", 3000, 4));
     w.step(&mut planner, 1);
@@ -244,8 +377,14 @@ fn with_interruption_handling_off_a_notice_changes_nothing() {
     w.step(&mut planner, 10);
     planner.handle_interruption(w.now, notice(&w, InterruptionKind::SpotInterruption));
     let actions = w.step(&mut planner, 1);
-    assert!(fences(&actions) == 0 && detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(), "{actions:?}");
-    assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::InterruptionIgnored { .. })));
+    assert!(
+        fences(&actions) == 0 && detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(),
+        "{actions:?}"
+    );
+    assert!(w
+        .events
+        .iter()
+        .any(|e| matches!(e, PlannerEvent::InterruptionIgnored { .. })));
 }
 
 #[test]
@@ -256,7 +395,10 @@ fn a_state_change_fences_and_leaves_the_replacement_to_the_group() {
     planner.handle_interruption(w.now, n);
     let actions = w.step(&mut planner, 1);
     assert_eq!(fences(&actions), 1);
-    assert!(detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(), "{actions:?}");
+    assert!(
+        detaches(&actions) == 0 && World::scale_ups(&actions).is_empty(),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -268,11 +410,17 @@ fn a_scheduled_retirement_takes_no_new_work_and_the_node_goes_once_its_pods_are_
     planner.handle_interruption(w.now, n);
     let actions = w.step(&mut planner, 1);
     assert_eq!(fences(&actions), 1);
-    assert!(World::scale_ups(&actions).is_empty(), "nothing bought ahead: {actions:?}");
+    assert!(
+        World::scale_ups(&actions).is_empty(),
+        "nothing bought ahead: {actions:?}"
+    );
     // Runs to completion, then the node goes the ordinary, verified way.
     for _ in 0..3 {
         let actions = w.step(&mut planner, 60);
-        assert!(World::terminations(&actions).is_empty(), "not while its pod runs");
+        assert!(
+            World::terminations(&actions).is_empty(),
+            "not while its pod runs"
+        );
     }
     w.finish("work-0");
     let mut terminated = vec![];
@@ -299,12 +447,26 @@ fn a_pod_on_an_interrupted_node_with_room_elsewhere_buys_nothing() {
     w.pods.push(job_pod("small", 1000, 1));
     w.schedule();
     w.step(&mut planner, 10);
-    let doomed = w.nodes.iter().position(|n| w.pods.iter().any(|p| p.key.name == "small" && p.node.as_ref() == Some(&n.name))).unwrap();
+    let doomed = w
+        .nodes
+        .iter()
+        .position(|n| {
+            w.pods
+                .iter()
+                .any(|p| p.key.name == "small" && p.node.as_ref() == Some(&n.name))
+        })
+        .unwrap();
     let instance = w.nodes[doomed].instance.clone().unwrap();
-    planner.handle_interruption(w.now, InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now));
+    planner.handle_interruption(
+        w.now,
+        InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now),
+    );
     let actions = w.step(&mut planner, 1);
     assert_eq!(detaches(&actions), 1);
-    assert!(World::scale_ups(&actions).is_empty(), "the survivor has room: {actions:?}");
+    assert!(
+        World::scale_ups(&actions).is_empty(),
+        "the survivor has room: {actions:?}"
+    );
 }
 
 #[test]
@@ -316,11 +478,25 @@ fn a_warning_for_an_instance_still_launching_is_left_to_its_group() {
     assert_eq!(World::scale_ups(&actions).len(), 1);
     let instance = w.groups[0].instances[0].id.clone();
     assert_eq!(w.groups[0].instances[0].state, InstanceState::Pending);
-    planner.handle_interruption(w.now, InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now));
+    planner.handle_interruption(
+        w.now,
+        InterruptionNotice::new(instance, InterruptionKind::SpotInterruption, w.now),
+    );
     let actions = w.step(&mut planner, 1);
-    assert_eq!(detaches(&actions), 0, "AWS detaches only InService instances: {actions:?}");
+    assert_eq!(
+        detaches(&actions),
+        0,
+        "AWS detaches only InService instances: {actions:?}"
+    );
     assert!(World::scale_ups(&actions).is_empty(), "{actions:?}");
-    assert!(matches!(responses(&w).as_slice(), [InterruptionResponse::Fence { .. }]), "{:?}", w.events);
+    assert!(
+        matches!(
+            responses(&w).as_slice(),
+            [InterruptionResponse::Fence { .. }]
+        ),
+        "{:?}",
+        w.events
+    );
 }
 
 /// Found end to end: the replacement registered (not Ready yet, so with the startup
@@ -336,13 +512,23 @@ fn the_replacement_is_not_removed_while_the_killed_pods_retry_is_on_its_way() {
     w.step(&mut planner, 1);
     // The replacement registers, not Ready yet, with the lifecycle controller's taint.
     w.register_all();
-    let fresh = w.nodes.iter().position(|n| n.instance.as_ref() != Some(&doomed)).unwrap();
+    let fresh = w
+        .nodes
+        .iter()
+        .position(|n| n.instance.as_ref() != Some(&doomed))
+        .unwrap();
     w.nodes[fresh].ready = false;
-    w.nodes[fresh].taints.push(Taint::new("node.kubernetes.io/not-ready", "", TaintEffect::NoSchedule));
+    w.nodes[fresh].taints.push(Taint::new(
+        "node.kubernetes.io/not-ready",
+        "",
+        TaintEffect::NoSchedule,
+    ));
     let actions = w.step(&mut planner, 1);
     assert!(World::scale_ups(&actions).is_empty(), "{actions:?}");
     assert!(
-        !actions.iter().any(|a| matches!(a, Action::MarkIdle { since: Some(_), .. })),
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::MarkIdle { since: Some(_), .. })),
         "the booked replacement is not idle: {actions:?}"
     );
     w.nodes[fresh].ready = true;
@@ -350,17 +536,42 @@ fn the_replacement_is_not_removed_while_the_killed_pods_retry_is_on_its_way() {
     let fresh_name = w.nodes[fresh].name.clone();
     for _ in 0..3 {
         let actions = w.step(&mut planner, 60);
-        assert!(!actions.iter().any(|a| matches!(a, Action::MarkIdle { since: Some(_), .. } | Action::VerifyRemoval { .. })), "{actions:?}");
+        assert!(
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::MarkIdle { since: Some(_), .. } | Action::VerifyRemoval { .. }
+            )),
+            "{actions:?}"
+        );
     }
     // EC2 takes the instance; the Job's retry comes after its backoff.
     reclaim(&mut w, &doomed, "work-0-retry");
     let retry = w.pods.pop().unwrap();
     let actions = w.step(&mut planner, 10);
-    assert!(!actions.iter().any(|a| matches!(a, Action::RetireNode { .. } | Action::VerifyRemoval { .. } | Action::TerminateInstance { .. })), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::RetireNode { .. }
+                | Action::VerifyRemoval { .. }
+                | Action::TerminateInstance { .. }
+        )),
+        "{actions:?}"
+    );
     w.pods.push(retry);
     let actions = w.step(&mut planner, 10);
-    assert!(World::scale_ups(&actions).is_empty(), "bought once: {actions:?}");
-    assert!(!actions.iter().any(|a| matches!(a, Action::RetireNode { .. } | Action::VerifyRemoval { .. })), "{actions:?}");
+    assert!(
+        World::scale_ups(&actions).is_empty(),
+        "bought once: {actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::RetireNode { .. } | Action::VerifyRemoval { .. })),
+        "{actions:?}"
+    );
     w.schedule();
-    assert!(w.pods.iter().any(|p| p.key.name == "work-0-retry" && p.node.as_ref() == Some(&fresh_name)));
+    assert!(w
+        .pods
+        .iter()
+        .any(|p| p.key.name == "work-0-retry" && p.node.as_ref() == Some(&fresh_name)));
 }

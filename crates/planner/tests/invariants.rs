@@ -43,7 +43,16 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 
 fn world_strategy() -> impl Strategy<Value = World> {
     let groups = prop::collection::vec((1u32..5, 0u32..3, 1u32..12, any::<bool>()), 1..4);
-    let pods = prop::collection::vec((100i64..12_000, 0i64..40, 0u8..9, any::<bool>(), prop::sample::select(vec![0, 0, 5, -20, -100])), 0..40);
+    let pods = prop::collection::vec(
+        (
+            100i64..12_000,
+            0i64..40,
+            0u8..9,
+            any::<bool>(),
+            prop::sample::select(vec![0, 0, 5, -20, -100]),
+        ),
+        0..40,
+    );
     (groups, pods).prop_map(|(groups, pods)| {
         let sizes = [2u32, 4, 8, 16];
         let gs = groups
@@ -51,7 +60,15 @@ fn world_strategy() -> impl Strategy<Value = World> {
             .enumerate()
             .map(|(i, (size, min, max, gpu))| {
                 let vcpus = sizes[*size as usize % 4];
-                let mut g = group(&format!("g{i}"), if i == 2 { "us-east-1" } else { "us-west-2" }, "z", vcpus, u64::from(vcpus) * 4, u32::from(*gpu), (*max).max(*min));
+                let mut g = group(
+                    &format!("g{i}"),
+                    if i == 2 { "us-east-1" } else { "us-west-2" },
+                    "z",
+                    vcpus,
+                    u64::from(vcpus) * 4,
+                    u32::from(*gpu),
+                    (*max).max(*min),
+                );
                 g.spec.min_size = *min;
                 g
             })
@@ -105,7 +122,13 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
                     w.bind_racing(pod, node);
                 }
                 2 => {
-                    let running: Vec<usize> = w.pods.iter().enumerate().filter(|(_, p)| p.phase == PodPhase::Running).map(|(i, _)| i).collect();
+                    let running: Vec<usize> = w
+                        .pods
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.phase == PodPhase::Running)
+                        .map(|(i, _)| i)
+                        .collect();
                     if !running.is_empty() {
                         let i = running[(next() % running.len() as u64) as usize];
                         w.pods[i].phase = PodPhase::Succeeded;
@@ -117,15 +140,29 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
         Step::RegisterAll => w.register_all(),
         Step::Schedule => w.schedule(),
         Step::FinishSome(seed) => {
-            let running: Vec<usize> = w.pods.iter().enumerate().filter(|(_, p)| p.phase == PodPhase::Running).map(|(i, _)| i).collect();
+            let running: Vec<usize> = w
+                .pods
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.phase == PodPhase::Running)
+                .map(|(i, _)| i)
+                .collect();
             if !running.is_empty() {
                 let i = running[seed % running.len()];
                 w.pods[i].phase = PodPhase::Succeeded;
             }
         }
         Step::Interrupt(n, kind) => {
-            if let Some(instance) = (!w.nodes.is_empty()).then(|| w.nodes[n % w.nodes.len()].instance.clone()).flatten() {
-                let kind = [InterruptionKind::SpotInterruption, InterruptionKind::RebalanceRecommendation, InterruptionKind::StateChange, InterruptionKind::ScheduledChange][usize::from(*kind) % 4];
+            if let Some(instance) = (!w.nodes.is_empty())
+                .then(|| w.nodes[n % w.nodes.len()].instance.clone())
+                .flatten()
+            {
+                let kind = [
+                    InterruptionKind::SpotInterruption,
+                    InterruptionKind::RebalanceRecommendation,
+                    InterruptionKind::StateChange,
+                    InterruptionKind::ScheduledChange,
+                ][usize::from(*kind) % 4];
                 p.handle_interruption(w.now, InterruptionNotice::new(instance, kind, w.now));
             }
         }

@@ -10,7 +10,15 @@ use std::time::Duration;
 
 #[test]
 fn scales_up_once_for_pending_pods_and_not_again_while_nodes_boot() {
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 100)]);
+    let mut w = World::new(vec![group(
+        "cpu",
+        "us-west-2",
+        "us-west-2a",
+        16,
+        64,
+        0,
+        100,
+    )]);
     for i in 0..40 {
         w.pods.push(job_pod(&format!("p{i}"), 3000, 4));
     }
@@ -23,12 +31,18 @@ fn scales_up_once_for_pending_pods_and_not_again_while_nodes_boot() {
     w.group_mut("cpu").target = 0;
     w.group_mut("cpu").instances.clear();
     let stale = w.step(&mut p, 10);
-    assert!(World::scale_ups(&stale).is_empty(), "a stale snapshot caused a second scale-up: {stale:?}");
+    assert!(
+        World::scale_ups(&stale).is_empty(),
+        "a stale snapshot caused a second scale-up: {stale:?}"
+    );
     *w.group_mut("cpu") = launched.clone();
     // Nodes still booting: the next passes must not buy more.
     for _ in 0..5 {
         let again = w.step(&mut p, 10);
-        assert!(World::scale_ups(&again).is_empty(), "scaled up twice: {again:?}");
+        assert!(
+            World::scale_ups(&again).is_empty(),
+            "scaled up twice: {again:?}"
+        );
     }
     // Half the nodes registered, pods bound to them; the rest still boot.
     w.group_mut("cpu").instances.truncate(4);
@@ -36,7 +50,10 @@ fn scales_up_once_for_pending_pods_and_not_again_while_nodes_boot() {
     w.group_mut("cpu").instances = launched.instances.clone();
     w.schedule();
     let later = w.step(&mut p, 10);
-    assert!(World::scale_ups(&later).is_empty(), "scaled up twice: {later:?}");
+    assert!(
+        World::scale_ups(&later).is_empty(),
+        "scaled up twice: {later:?}"
+    );
 }
 
 /// Found end to end (issue 5): a node that has just registered still carries the node
@@ -44,24 +61,50 @@ fn scales_up_once_for_pending_pods_and_not_again_while_nodes_boot() {
 /// take must not buy another node.
 #[test]
 fn a_just_registered_node_with_its_startup_taint_is_capacity_not_a_reason_to_buy() {
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 100)]);
+    let mut w = World::new(vec![group(
+        "cpu",
+        "us-west-2",
+        "us-west-2a",
+        16,
+        64,
+        0,
+        100,
+    )]);
     for i in 0..10 {
         w.pods.push(job_pod(&format!("p{i}"), 3000, 4));
     }
     let mut p = Planner::new(settings()).unwrap();
-    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("cpu".to_owned(), 0, 2)]);
+    assert_eq!(
+        World::scale_ups(&w.step(&mut p, 10)),
+        vec![("cpu".to_owned(), 0, 2)]
+    );
     w.register_all();
     for (i, node) in w.nodes.iter_mut().enumerate() {
-        node.taints.push(Taint::new("node.kubernetes.io/not-ready", "", TaintEffect::NoSchedule));
+        node.taints.push(Taint::new(
+            "node.kubernetes.io/not-ready",
+            "",
+            TaintEffect::NoSchedule,
+        ));
         node.ready = i == 0; // one already Ready (the taint lags), one not yet
     }
     let again = w.step(&mut p, 10);
-    assert!(World::scale_ups(&again).is_empty(), "bought again for pods the new nodes will take: {again:?}");
+    assert!(
+        World::scale_ups(&again).is_empty(),
+        "bought again for pods the new nodes will take: {again:?}"
+    );
 }
 
 #[test]
 fn never_acts_on_an_unsynced_snapshot() {
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 100)]);
+    let mut w = World::new(vec![group(
+        "cpu",
+        "us-west-2",
+        "us-west-2a",
+        16,
+        64,
+        0,
+        100,
+    )]);
     w.pods.push(job_pod("p", 1000, 1));
     w.synced = false;
     let mut p = Planner::new(settings()).unwrap();
@@ -77,10 +120,19 @@ fn pods_too_big_for_every_group_are_reported_once_with_reasons() {
     for _ in 0..3 {
         assert!(w.step(&mut p, 10).is_empty());
     }
-    let reports: Vec<_> = w.events.iter().filter(|e| matches!(e, PlannerEvent::NotTriggerScaleUp { .. })).collect();
+    let reports: Vec<_> = w
+        .events
+        .iter()
+        .filter(|e| matches!(e, PlannerEvent::NotTriggerScaleUp { .. }))
+        .collect();
     assert_eq!(reports.len(), 1, "{reports:?}");
-    let PlannerEvent::NotTriggerScaleUp { reasons, .. } = reports[0] else { unreachable!() };
-    assert!(matches!(reasons.get(&NodeGroupId::new("small")), Some(NoScaleUpReason::ExceedsNodeShape { .. })));
+    let PlannerEvent::NotTriggerScaleUp { reasons, .. } = reports[0] else {
+        unreachable!()
+    };
+    assert!(matches!(
+        reasons.get(&NodeGroupId::new("small")),
+        Some(NoScaleUpReason::ExceedsNodeShape { .. })
+    ));
 }
 
 #[test]
@@ -121,7 +173,11 @@ fn capacity_failure_backs_off_the_pool_gives_back_and_overflows_to_the_next_regi
     }
     let mut p = Planner::new(settings()).unwrap();
     let a = w.step(&mut p, 10);
-    assert_eq!(World::scale_ups(&a), vec![("primary".to_owned(), 0, 4)], "primary region first");
+    assert_eq!(
+        World::scale_ups(&a),
+        vec![("primary".to_owned(), 0, 4)],
+        "primary region first"
+    );
     // AWS could not launch any of them.
     w.group_mut("primary").instances.clear();
     p.handle_launch_failure(
@@ -131,14 +187,18 @@ fn capacity_failure_backs_off_the_pool_gives_back_and_overflows_to_the_next_regi
             zone: Some(Zone::new("us-west-2a")),
             kind: LaunchFailureKind::InsufficientCapacity,
             count: 4,
-            message: "We currently do not have sufficient capacity (InsufficientInstanceCapacity)".into(),
+            message: "We currently do not have sufficient capacity (InsufficientInstanceCapacity)"
+                .into(),
             at: w.now,
         },
     );
     let b = w.step(&mut p, 10);
     assert!(b.iter().any(|a| matches!(a, Action::SetTargetSize { group, to: 0, .. } if group.as_str() == "primary")), "gives back: {b:?}");
     assert_eq!(World::scale_ups(&b), vec![("secondary".to_owned(), 0, 4)]);
-    assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::PoolBackedOff { .. })));
+    assert!(w
+        .events
+        .iter()
+        .any(|e| matches!(e, PlannerEvent::PoolBackedOff { .. })));
     // The backoff lasts until it expires, not until the next pass.
     assert_eq!(p.backoffs(w.now + Duration::from_secs(60)).len(), 1);
     assert!(p.backoffs(w.now + Duration::from_secs(301)).is_empty());
@@ -146,11 +206,31 @@ fn capacity_failure_backs_off_the_pool_gives_back_and_overflows_to_the_next_regi
 
 #[test]
 fn backoff_survives_a_restart_through_persisted_records() {
-    let mut w = World::new(vec![group("primary", "us-west-2", "us-west-2a", 8, 32, 0, 50), group("secondary", "us-east-1", "us-east-1a", 8, 32, 0, 50)]);
+    let mut w = World::new(vec![
+        group("primary", "us-west-2", "us-west-2a", 8, 32, 0, 50),
+        group("secondary", "us-east-1", "us-east-1a", 8, 32, 0, 50),
+    ]);
     let mut p = Planner::new(settings()).unwrap();
-    p.handle_launch_failure(w.now, LaunchFailure { group: NodeGroupId::new("primary"), zone: None, kind: LaunchFailureKind::Quota, count: 0, message: "limit".into(), at: w.now });
+    p.handle_launch_failure(
+        w.now,
+        LaunchFailure {
+            group: NodeGroupId::new("primary"),
+            zone: None,
+            kind: LaunchFailureKind::Quota,
+            count: 0,
+            message: "limit".into(),
+            at: w.now,
+        },
+    );
     let _ = w.step(&mut p, 1);
-    let records: Vec<_> = w.actions.iter().filter_map(|a| match a { Action::PersistBackoff { record, .. } => Some(record.clone()), _ => None }).collect();
+    let records: Vec<_> = w
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistBackoff { record, .. } => Some(record.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(records.len(), 1);
     let mut restarted = Planner::new(settings()).unwrap();
     restarted.restore_backoffs(records);
@@ -177,9 +257,16 @@ fn empty_node_is_removed_after_the_unneeded_time_with_decide_wait_recheck() {
     let mut decided_at = None;
     for _ in 0..10 {
         let acts = w.step(&mut p, 60);
-        if decided_at.is_none() && w.events.iter().any(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. })) {
+        if decided_at.is_none()
+            && w.events
+                .iter()
+                .any(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. }))
+        {
             decided_at = Some(w.revision);
-            assert!(World::terminations(&acts).is_empty(), "acted in the same pass it decided");
+            assert!(
+                World::terminations(&acts).is_empty(),
+                "acted in the same pass it decided"
+            );
             continue;
         }
         if !World::terminations(&acts).is_empty() {
@@ -195,7 +282,11 @@ fn empty_node_is_removed_after_the_unneeded_time_with_decide_wait_recheck() {
 fn decision_is_cancelled_when_a_pod_lands_before_confirmation() {
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
     w.pods.push(job_pod("p", 1000, 1));
-    let mut p = Planner::new(PlannerSettings { scale_down_confirm_delay: Duration::from_secs(30), ..settings() }).unwrap();
+    let mut p = Planner::new(PlannerSettings {
+        scale_down_confirm_delay: Duration::from_secs(30),
+        ..settings()
+    })
+    .unwrap();
     w.step(&mut p, 10);
     w.register_all();
     w.schedule();
@@ -203,7 +294,10 @@ fn decision_is_cancelled_when_a_pod_lands_before_confirmation() {
     let mut decided = false;
     for _ in 0..15 {
         w.step(&mut p, 60);
-        if w.events.iter().any(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. })) {
+        if w.events
+            .iter()
+            .any(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. }))
+        {
             decided = true;
             break;
         }
@@ -216,7 +310,10 @@ fn decision_is_cancelled_when_a_pod_lands_before_confirmation() {
     w.schedule();
     let acts = w.step(&mut p, 60);
     assert!(World::terminations(&acts).is_empty());
-    assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::ScaleDownCancelled { .. })));
+    assert!(w
+        .events
+        .iter()
+        .any(|e| matches!(e, PlannerEvent::ScaleDownCancelled { .. })));
 }
 
 #[test]
@@ -232,18 +329,33 @@ fn node_with_a_running_job_is_retired_not_killed_and_removed_after_it_finishes()
     let mut retired = false;
     for _ in 0..30 {
         let acts = w.step(&mut p, 60);
-        assert!(World::terminations(&acts).is_empty(), "terminated a node running a job");
+        assert!(
+            World::terminations(&acts).is_empty(),
+            "terminated a node running a job"
+        );
         if acts.iter().any(|a| matches!(a, Action::RetireNode { .. })) {
             retired = true;
         }
     }
-    assert!(retired, "under-utilised node with a job was not retired: {:?}", w.events);
+    assert!(
+        retired,
+        "under-utilised node with a job was not retired: {:?}",
+        w.events
+    );
     assert!(w.nodes[0].retired.is_some());
     w.finish("long");
     let mut removed = false;
     for _ in 0..5 {
         let acts = w.step(&mut p, 10);
-        if acts.iter().any(|a| matches!(a, Action::TerminateInstance { reason: TerminateReason::RetiredAndDrained, .. })) {
+        if acts.iter().any(|a| {
+            matches!(
+                a,
+                Action::TerminateInstance {
+                    reason: TerminateReason::RetiredAndDrained,
+                    ..
+                }
+            )
+        }) {
             removed = true;
             break;
         }
@@ -266,7 +378,11 @@ fn a_retired_node_is_taken_back_before_buying_a_new_one() {
     w.pods.push(job_pod("new", 2000, 2));
     w.schedule(); // cannot land: the node is tainted
     let acts = w.step(&mut p, 10);
-    assert!(acts.iter().any(|a| matches!(a, Action::UnretireNode { .. })), "{acts:?}");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::UnretireNode { .. })),
+        "{acts:?}"
+    );
     assert!(World::scale_ups(&acts).is_empty());
 }
 
@@ -302,7 +418,12 @@ fn bounded_scale_down(cap: i64) -> (usize, usize) {
     let mut g = group("cpu", "us-west-2", "us-west-2a", 16, 64, 0, 20);
     g.target = 8;
     g.instances = (1..=8)
-        .map(|i| InstanceView { id: InstanceId::new(format!("i-{i:04}")), zone: Zone::new("us-west-2a"), state: InstanceState::InService, launched_at: Time::ZERO })
+        .map(|i| InstanceView {
+            id: InstanceId::new(format!("i-{i:04}")),
+            zone: Zone::new("us-west-2a"),
+            state: InstanceState::InService,
+            launched_at: Time::ZERO,
+        })
         .collect();
     let mut w = World::new(vec![g]);
     w.next_instance = 8;
@@ -311,19 +432,29 @@ fn bounded_scale_down(cap: i64) -> (usize, usize) {
         let mut p = pod(&format!("web-{i}"), 1000, 1, Owner::replica_set("web"));
         let node = w.nodes[i].name.clone();
         if i < 3 {
-            p.node_selector.insert(well_known::LABEL_HOSTNAME, node.as_str());
+            p.node_selector
+                .insert(well_known::LABEL_HOSTNAME, node.as_str());
         }
         p.node = Some(node);
         p.phase = PodPhase::Running;
         p.unschedulable = false;
         w.pods.push(p);
     }
-    let mut p = Planner::new(PlannerSettings { scale_down_non_empty_candidates_count: cap, ..settings() }).unwrap();
+    let mut p = Planner::new(PlannerSettings {
+        scale_down_non_empty_candidates_count: cap,
+        ..settings()
+    })
+    .unwrap();
     let mut most = 0;
     for _ in 0..40 {
         let before = w.events.len();
         w.step(&mut p, 60);
-        most = most.max(w.events[before..].iter().filter(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. })).count());
+        most = most.max(
+            w.events[before..]
+                .iter()
+                .filter(|e| matches!(e, PlannerEvent::ScaleDownCandidate { .. }))
+                .count(),
+        );
     }
     (most, w.nodes.len())
 }
@@ -336,7 +467,10 @@ fn scale_down_checks_a_bounded_number_of_nodes_per_pass_and_carries_the_rest_ove
     // other five be checked at all.
     assert_eq!(left, 3, "the drainable nodes are removed in later passes");
     let (most, left) = bounded_scale_down(0);
-    assert!(most > 3, "without a cap one pass names every drainable node ({most})");
+    assert!(
+        most > 3,
+        "without a cap one pass names every drainable node ({most})"
+    );
     assert_eq!(left, 3);
 }
 
@@ -348,7 +482,11 @@ fn scale_down_disabled_and_unmanaged_nodes_are_untouched() {
     w.step(&mut p, 10);
     w.register_all();
     w.nodes[0].scale_down_disabled = true;
-    let mut foreign = NodeView::new(NodeName::new("on-prem"), Resources::cpu_mem(4000, 16 << 30), w.now);
+    let mut foreign = NodeView::new(
+        NodeName::new("on-prem"),
+        Resources::cpu_mem(4000, 16 << 30),
+        w.now,
+    );
     foreign.instance = None;
     w.nodes.push(foreign);
     w.pods.clear();
@@ -364,7 +502,8 @@ fn group_min_size_is_kept() {
     let mut g = group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10);
     g.spec.min_size = 2;
     let mut w = World::new(vec![g]);
-    w.pods.extend((0..3).map(|i| job_pod(&format!("p{i}"), 3000, 1)));
+    w.pods
+        .extend((0..3).map(|i| job_pod(&format!("p{i}"), 3000, 1)));
     let mut p = Planner::new(settings()).unwrap();
     w.step(&mut p, 10);
     w.register_all();
@@ -377,7 +516,10 @@ fn group_min_size_is_kept() {
 
 #[test]
 fn launch_timeout_terminates_the_instance_and_backs_off() {
-    let mut w = World::new(vec![group("a", "us-west-2", "us-west-2a", 4, 16, 0, 10), group("b", "us-west-2", "us-west-2b", 8, 32, 0, 10)]);
+    let mut w = World::new(vec![
+        group("a", "us-west-2", "us-west-2a", 4, 16, 0, 10),
+        group("b", "us-west-2", "us-west-2b", 8, 32, 0, 10),
+    ]);
     w.pods.push(job_pod("p", 3000, 1));
     let mut p = Planner::new(settings()).unwrap();
     let first = w.step(&mut p, 10);
@@ -386,9 +528,21 @@ fn launch_timeout_terminates_the_instance_and_backs_off() {
     let mut timed_out = false;
     for _ in 0..20 {
         let acts = w.step(&mut p, 60);
-        if acts.iter().any(|a| matches!(a, Action::TerminateInstance { reason: TerminateReason::LaunchTimeout, .. })) {
+        if acts.iter().any(|a| {
+            matches!(
+                a,
+                Action::TerminateInstance {
+                    reason: TerminateReason::LaunchTimeout,
+                    ..
+                }
+            )
+        }) {
             timed_out = true;
-            assert_eq!(World::scale_ups(&acts), vec![("b".to_owned(), 0, 1)], "the pod goes elsewhere");
+            assert_eq!(
+                World::scale_ups(&acts),
+                vec![("b".to_owned(), 0, 1)],
+                "the pod goes elsewhere"
+            );
             break;
         }
     }
@@ -398,7 +552,9 @@ fn launch_timeout_terminates_the_instance_and_backs_off() {
 #[test]
 fn gpu_capacity_coming_is_not_bought_twice() {
     let mut g = group("gpu", "us-west-2", "us-west-2a", 8, 61, 1, 10);
-    g.spec.labels.insert(well_known::LABEL_ACCELERATOR, "nvidia-tesla-v100");
+    g.spec
+        .labels
+        .insert(well_known::LABEL_ACCELERATOR, "nvidia-tesla-v100");
     let mut w = World::new(vec![g]);
     let mut gpod = job_pod("train", 1000, 4);
     gpod.requests.add_extended("nvidia.com/gpu", 1);
@@ -416,7 +572,10 @@ fn gpu_capacity_coming_is_not_bought_twice() {
 
 #[test]
 fn gang_is_provisioned_in_one_group_or_not_at_all() {
-    let mut w = World::new(vec![group("small", "us-west-2", "us-west-2a", 16, 64, 0, 2), group("big", "us-west-2", "us-west-2b", 16, 64, 0, 10)]);
+    let mut w = World::new(vec![
+        group("small", "us-west-2", "us-west-2a", 16, 64, 0, 2),
+        group("big", "us-west-2", "us-west-2b", 16, 64, 0, 10),
+    ]);
     for i in 0..8 {
         let mut p = job_pod(&format!("g{i}"), 7000, 8);
         p.gang = Some(GangMembership::new(GangId::new("train"), 8));
@@ -430,47 +589,105 @@ fn gang_is_provisioned_in_one_group_or_not_at_all() {
 
 #[test]
 fn gang_partial_delivery_is_rolled_back_and_served_elsewhere() {
-    let mut w = World::new(vec![group("first", "us-west-2", "us-west-2a", 16, 64, 0, 10), group("second", "us-east-1", "us-east-1a", 16, 64, 0, 10)]);
+    let mut w = World::new(vec![
+        group("first", "us-west-2", "us-west-2a", 16, 64, 0, 10),
+        group("second", "us-east-1", "us-east-1a", 16, 64, 0, 10),
+    ]);
     for i in 0..8 {
         let mut p = job_pod(&format!("g{i}"), 7000, 8);
         p.gang = Some(GangMembership::new(GangId::new("train"), 8));
         w.pods.push(p);
     }
     let mut p = Planner::new(settings()).unwrap();
-    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("first".to_owned(), 0, 4)]);
+    assert_eq!(
+        World::scale_ups(&w.step(&mut p, 10)),
+        vec![("first".to_owned(), 0, 4)]
+    );
     // Only 2 of 4 instances launch; AWS reports the rest.
     w.group_mut("first").instances.truncate(2);
     w.register_all();
-    p.handle_launch_failure(w.now, LaunchFailure { group: NodeGroupId::new("first"), zone: None, kind: LaunchFailureKind::InsufficientCapacity, count: 2, message: "ICE".into(), at: w.now });
+    p.handle_launch_failure(
+        w.now,
+        LaunchFailure {
+            group: NodeGroupId::new("first"),
+            zone: None,
+            kind: LaunchFailureKind::InsufficientCapacity,
+            count: 2,
+            message: "ICE".into(),
+            at: w.now,
+        },
+    );
     let b = w.step(&mut p, 10);
     // The rollback fences both nodes at once and serves the gang elsewhere at once ...
-    let fenced = b.iter().filter(|a| matches!(a, Action::RetireNode { reason, .. } if reason.contains("gang-rollback"))).count();
+    let fenced = b
+        .iter()
+        .filter(
+            |a| matches!(a, Action::RetireNode { reason, .. } if reason.contains("gang-rollback")),
+        )
+        .count();
     assert_eq!(fenced, 2, "{b:?}");
-    assert!(w.events.iter().any(|e| matches!(e, PlannerEvent::GangRolledBack { .. })));
+    assert!(w
+        .events
+        .iter()
+        .any(|e| matches!(e, PlannerEvent::GangRolledBack { .. })));
     assert_eq!(World::scale_ups(&b), vec![("second".to_owned(), 0, 4)]);
     // ... and terminates them once the fence has settled and the evidence is clear.
     let c = w.step(&mut p, 10);
-    let rolled = c.iter().filter(|a| matches!(a, Action::TerminateInstance { reason: TerminateReason::GangRollback, .. })).count();
+    let rolled = c
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::TerminateInstance {
+                    reason: TerminateReason::GangRollback,
+                    ..
+                }
+            )
+        })
+        .count();
     assert_eq!(rolled, 2, "{c:?}");
 }
 
 #[test]
 fn priority_expander_prefers_the_high_priority_group() {
-    let mut w = World::new(vec![group("p2-node-group", "us-west-2", "us-west-2a", 8, 32, 0, 10), group("p3-node-group", "us-west-2", "us-west-2a", 8, 32, 0, 10)]);
+    let mut w = World::new(vec![
+        group("p2-node-group", "us-west-2", "us-west-2a", 8, 32, 0, 10),
+        group("p3-node-group", "us-west-2", "us-west-2a", 8, 32, 0, 10),
+    ]);
     w.pods.push(job_pod("p", 1000, 1));
-    let table = [(10, vec![".*p2-node-group.*".to_owned()]), (50, vec![".*p3-node-group.*".to_owned()])].into();
-    let mut p = Planner::new(PlannerSettings { expander: "priority,least-waste".into(), expander_priorities: Some(table), ..settings() }).unwrap();
-    assert_eq!(World::scale_ups(&w.step(&mut p, 10)), vec![("p3-node-group".to_owned(), 0, 1)]);
+    let table = [
+        (10, vec![".*p2-node-group.*".to_owned()]),
+        (50, vec![".*p3-node-group.*".to_owned()]),
+    ]
+    .into();
+    let mut p = Planner::new(PlannerSettings {
+        expander: "priority,least-waste".into(),
+        expander_priorities: Some(table),
+        ..settings()
+    })
+    .unwrap();
+    assert_eq!(
+        World::scale_ups(&w.step(&mut p, 10)),
+        vec![("p3-node-group".to_owned(), 0, 1)]
+    );
 }
 
 #[test]
 fn balance_similar_node_groups_splits_across_zones() {
-    let mut w = World::new(vec![group("a", "us-west-2", "us-west-2a", 4, 16, 0, 10), group("b", "us-west-2", "us-west-2b", 4, 16, 0, 10)]);
+    let mut w = World::new(vec![
+        group("a", "us-west-2", "us-west-2a", 4, 16, 0, 10),
+        group("b", "us-west-2", "us-west-2b", 4, 16, 0, 10),
+    ]);
     for g in &mut w.groups {
         g.spec.shape.instance_type = InstanceTypeName::new("m5.xlarge");
     }
-    w.pods.extend((0..6).map(|i| job_pod(&format!("p{i}"), 3000, 1)));
-    let mut p = Planner::new(PlannerSettings { balance_similar_node_groups: true, ..settings() }).unwrap();
+    w.pods
+        .extend((0..6).map(|i| job_pod(&format!("p{i}"), 3000, 1)));
+    let mut p = Planner::new(PlannerSettings {
+        balance_similar_node_groups: true,
+        ..settings()
+    })
+    .unwrap();
     let ups = World::scale_ups(&w.step(&mut p, 10));
     assert_eq!(ups, vec![("a".to_owned(), 0, 3), ("b".to_owned(), 0, 3)]);
 }
@@ -478,16 +695,38 @@ fn balance_similar_node_groups_splits_across_zones() {
 #[test]
 fn bad_settings_name_the_field() {
     for (settings, field) in [
-        (PlannerSettings { expander: "cheapest".into(), ..settings() }, "expander"),
-        (PlannerSettings { scale_down_utilization_threshold: 1.5, ..settings() }, "scale-down-utilization-threshold"),
-        (PlannerSettings { cores_total: "10".into(), ..settings() }, "cores-total"),
+        (
+            PlannerSettings {
+                expander: "cheapest".into(),
+                ..settings()
+            },
+            "expander",
+        ),
+        (
+            PlannerSettings {
+                scale_down_utilization_threshold: 1.5,
+                ..settings()
+            },
+            "scale-down-utilization-threshold",
+        ),
+        (
+            PlannerSettings {
+                cores_total: "10".into(),
+                ..settings()
+            },
+            "cores-total",
+        ),
     ] {
         assert_eq!(Planner::new(settings).err().expect("rejected").field, field);
     }
     let yaml = "expander: least-waste\nscale-down-unneeded-tme: 5m\n";
-    let err = serde_yaml::from_str::<PlannerSettings>(yaml).unwrap_err().to_string();
+    let err = serde_yaml::from_str::<PlannerSettings>(yaml)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("scale-down-unneeded-tme"), "{err}");
-    let aliases: PlannerSettings = serde_yaml::from_str("idle-threshold: 3300\nsleep: 60\ninstance-init-time: 1500\n").unwrap();
+    let aliases: PlannerSettings =
+        serde_yaml::from_str("idle-threshold: 3300\nsleep: 60\ninstance-init-time: 1500\n")
+            .unwrap();
     assert_eq!(aliases.scale_down_unneeded_time, Duration::from_secs(3300));
     assert_eq!(aliases.scan_interval, Duration::from_secs(60));
     assert_eq!(aliases.max_node_provision_time, Duration::from_secs(1500));
@@ -521,8 +760,15 @@ fn two_underused_service_nodes_merge_into_one() {
         w.schedule();
     }
     assert_eq!(w.nodes.len(), 1, "{:?}", w.events);
-    let terminations = w.actions.iter().filter(|a| matches!(a, Action::TerminateInstance { .. })).count();
-    assert_eq!(terminations, 1, "one termination, not two for the same instance");
+    let terminations = w
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::TerminateInstance { .. }))
+        .count();
+    assert_eq!(
+        terminations, 1,
+        "one termination, not two for the same instance"
+    );
 }
 
 fn pod_for(key: &PodKey) -> PodView {
@@ -534,16 +780,40 @@ fn pod_for(key: &PodKey) -> PodView {
 #[test]
 fn explain_tells_per_group_why_and_matches_the_planner() {
     let mut small = group("small", "us-west-2", "us-west-2a", 2, 8, 0, 10);
-    small.spec.taints.push(Taint::new("dedicated", "gpu", TaintEffect::NoSchedule));
-    let mut w = World::new(vec![small, group("big", "us-west-2", "us-west-2a", 16, 64, 0, 10)]);
+    small
+        .spec
+        .taints
+        .push(Taint::new("dedicated", "gpu", TaintEffect::NoSchedule));
+    let mut w = World::new(vec![
+        small,
+        group("big", "us-west-2", "us-west-2a", 16, 64, 0, 10),
+    ]);
     w.pods.push(job_pod("fits-big", 8000, 8));
     w.pods.push(job_pod("too-big", 64_000, 8));
     let snap = w.snapshot();
     let e = planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "fits-big")).unwrap();
-    assert_eq!(e, planner::PodExplanation::TriggersScaleUp { group: NodeGroupId::new("big"), from: 0, to: 1 });
+    assert_eq!(
+        e,
+        planner::PodExplanation::TriggersScaleUp {
+            group: NodeGroupId::new("big"),
+            from: 0,
+            to: 1
+        }
+    );
     let e = planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "too-big")).unwrap();
-    let planner::PodExplanation::NoScaleUp { reasons } = e else { panic!("{e:?}") };
-    assert!(matches!(reasons[&NodeGroupId::new("small")], NoScaleUpReason::TaintNotTolerated { .. }));
-    assert!(matches!(reasons[&NodeGroupId::new("big")], NoScaleUpReason::ExceedsNodeShape { .. }));
-    assert_eq!(planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "nope")).unwrap(), planner::PodExplanation::NotFound);
+    let planner::PodExplanation::NoScaleUp { reasons } = e else {
+        panic!("{e:?}")
+    };
+    assert!(matches!(
+        reasons[&NodeGroupId::new("small")],
+        NoScaleUpReason::TaintNotTolerated { .. }
+    ));
+    assert!(matches!(
+        reasons[&NodeGroupId::new("big")],
+        NoScaleUpReason::ExceedsNodeShape { .. }
+    ));
+    assert_eq!(
+        planner::explain(settings(), w.now, &snap, &PodKey::new("batch", "nope")).unwrap(),
+        planner::PodExplanation::NotFound
+    );
 }

@@ -27,12 +27,20 @@ fn dependencies(manifest: &Path) -> Vec<String> {
 
 #[test]
 fn model_and_planner_stay_sans_io() {
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crates dir");
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crates dir");
     for krate in ["model", "planner"] {
         let deps = dependencies(&crates.join(krate).join("Cargo.toml"));
-        assert!(!deps.is_empty() || krate == "model", "parsed no dependencies of {krate}");
+        assert!(
+            !deps.is_empty() || krate == "model",
+            "parsed no dependencies of {krate}"
+        );
         for dep in deps {
-            assert!(ALLOWED.contains(&dep.as_str()), "{krate} depends on {dep:?}; the core must stay sans-IO (allowed: {ALLOWED:?})");
+            assert!(
+                ALLOWED.contains(&dep.as_str()),
+                "{krate} depends on {dep:?}; the core must stay sans-IO (allowed: {ALLOWED:?})"
+            );
         }
     }
 }
@@ -43,8 +51,18 @@ fn the_planner_never_reads_a_clock() {
     for entry in std::fs::read_dir(&src).expect("src") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read");
-        for forbidden in ["SystemTime::now", "Instant::now", "thread::sleep", "std::fs::", "std::net::"] {
-            assert!(!text.contains(forbidden), "{} uses {forbidden}", path.display());
+        for forbidden in [
+            "SystemTime::now",
+            "Instant::now",
+            "thread::sleep",
+            "std::fs::",
+            "std::net::",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                path.display()
+            );
         }
     }
 }

@@ -8,7 +8,10 @@ use std::process::Command;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 /// A repository file's text.
@@ -25,7 +28,10 @@ pub fn in_ci() -> bool {
 
 /// Reports a test that cannot run here: a failure in CI, a visible skip otherwise.
 pub fn skip_or_fail(test: &str, why: &str) {
-    assert!(!in_ci(), "{test}: {why} (CI is set, so this fails instead of skipping)");
+    assert!(
+        !in_ci(),
+        "{test}: {why} (CI is set, so this fails instead of skipping)"
+    );
     eprintln!("SKIPPED {test}: {why}");
 }
 
@@ -47,22 +53,43 @@ pub fn helm() -> Option<PathBuf> {
     }
     let cache = std::env::var_os("BATCH_AUTOSCALER_CACHE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/batch-autoscaler")))?;
-    let path = cache.join("bin").join(format!("helm-{}", pinned("HELM_VERSION"))).join("helm");
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/batch-autoscaler"))
+        })?;
+    let path = cache
+        .join("bin")
+        .join(format!("helm-{}", pinned("HELM_VERSION")))
+        .join("helm");
     path.is_file().then_some(path)
 }
 
 /// Runs a command, panics unless it succeeds, returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed ({}):\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// `helm template` of the chart with extra arguments (`-f`, `--set`, ...).
 pub fn helm_template(helm: &Path, release: &str, namespace: &str, extra: &[&str]) -> String {
     let mut cmd = Command::new(helm);
-    cmd.current_dir(repo()).args(["template", release, "deploy/helm/batch-autoscaler", "--namespace", namespace]).args(extra);
+    cmd.current_dir(repo())
+        .args([
+            "template",
+            release,
+            "deploy/helm/batch-autoscaler",
+            "--namespace",
+            namespace,
+        ])
+        .args(extra);
     run_ok(&mut cmd)
 }
 
@@ -73,7 +100,10 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = profile_dir.join("batch-autoscaler");
     assert!(
         path.is_file(),
@@ -94,6 +124,9 @@ pub fn documents(text: &str) -> Vec<Value> {
 /// The documents of `kind` (and `name`, when given).
 pub fn find<'a>(docs: &'a [Value], kind: &str, name: Option<&str>) -> Vec<&'a Value> {
     docs.iter()
-        .filter(|d| d["kind"].as_str() == Some(kind) && name.is_none_or(|n| d["metadata"]["name"].as_str() == Some(n)))
+        .filter(|d| {
+            d["kind"].as_str() == Some(kind)
+                && name.is_none_or(|n| d["metadata"]["name"].as_str() == Some(n))
+        })
         .collect()
 }

@@ -7,9 +7,9 @@
 
 use shipping::{binary, run_ok};
 use std::io::Read;
-use std::sync::{Arc, Mutex};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ACCESS_KEY: &str = "AKIAFAKEFAKEFAKE0000";
@@ -21,16 +21,32 @@ const UNREACHABLE: &str = "http://127.0.0.1:1";
 
 /// The fragments that must never be printed (a secret cut in half still leaks).
 fn needles() -> Vec<&'static str> {
-    vec![ACCESS_KEY, SECRET_KEY, "DO-NOT-LOG", "SlackHookDoNotLog", "B0FAKE", "0123456789", "AKIAFAKE"]
+    vec![
+        ACCESS_KEY,
+        SECRET_KEY,
+        "DO-NOT-LOG",
+        "SlackHookDoNotLog",
+        "B0FAKE",
+        "0123456789",
+        "AKIAFAKE",
+    ]
 }
 
 #[test]
 fn version_names_the_package_version_and_commit() {
     let out = run_ok(Command::new(binary()).arg("--version"));
     let line = out.trim();
-    let rest = line.strip_prefix(&format!("batch-autoscaler {} (commit ", env!("CARGO_PKG_VERSION"))).unwrap_or_else(|| panic!("{line}"));
+    let rest = line
+        .strip_prefix(&format!(
+            "batch-autoscaler {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
     let commit = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line}"));
-    assert!(commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())), "{line}");
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
 }
 
 struct Scratch(PathBuf);
@@ -80,21 +96,24 @@ fn command(kubeconfig: &Path) -> Command {
 fn output_until(mut cmd: Command, limit: Duration, enough: impl Fn(&str) -> bool) -> String {
     let mut child = cmd.spawn().expect("spawn batch-autoscaler");
     let buffer = Arc::new(Mutex::new(Vec::new()));
-    let readers: Vec<_> = [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
-        .into_iter()
-        .map(|mut pipe| {
-            let buffer = Arc::clone(&buffer);
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    buffer.lock().unwrap().extend_from_slice(&chunk[..n]);
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|mut pipe| {
+        let buffer = Arc::clone(&buffer);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
                 }
-            })
+                buffer.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
         })
-        .collect();
+    })
+    .collect();
     let start = Instant::now();
     let mut deadline = start + limit;
     while Instant::now() < deadline {
@@ -127,17 +146,24 @@ fn run_output(cmd: Command) -> String {
 }
 
 fn ran(output: &str) -> bool {
-    output.contains("starting") && (output.contains("autoscaling") || output.contains("AutoScaling"))
+    output.contains("starting")
+        && (output.contains("autoscaling") || output.contains("AutoScaling"))
 }
 
 /// The run got as far as calling AWS (signed with the fake key) and logging its failure.
 fn assert_ran(output: &str) {
-    assert!(ran(output), "the run did not start, or never called AWS:\n{output}");
+    assert!(
+        ran(output),
+        "the run did not start, or never called AWS:\n{output}"
+    );
 }
 
 fn assert_no_secret(what: &str, output: &str) {
     for needle in needles() {
-        assert!(!output.contains(needle), "{what}: the output contains {needle:?}:\n{output}");
+        assert!(
+            !output.contains(needle),
+            "{what}: the output contains {needle:?}:\n{output}"
+        );
     }
 }
 
@@ -154,11 +180,29 @@ fn run_args(scratch: &Scratch, extra: &str) -> Vec<String> {
 fn run_args_at(scratch: &Scratch, extra: &str, verbosity: &str) -> Vec<String> {
     let config = scratch.0.join("config.yaml");
     std::fs::write(&config, format!("leader-elect: false\n{extra}")).expect("config file");
-    ["run", "--cluster-name", "secret-test", "--aws-regions", "us-west-2", "--aws-endpoint-url", UNREACHABLE, "--address", "127.0.0.1:0", "--scan-interval", "1s", verbosity]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain(["--kubeconfig".to_owned(), scratch.kubeconfig().display().to_string(), "--config".to_owned(), config.display().to_string()])
-        .collect()
+    [
+        "run",
+        "--cluster-name",
+        "secret-test",
+        "--aws-regions",
+        "us-west-2",
+        "--aws-endpoint-url",
+        UNREACHABLE,
+        "--address",
+        "127.0.0.1:0",
+        "--scan-interval",
+        "1s",
+        verbosity,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([
+        "--kubeconfig".to_owned(),
+        scratch.kubeconfig().display().to_string(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ])
+    .collect()
 }
 
 /// Commands that end by themselves (errors, --help) get this long.
@@ -168,7 +212,14 @@ const RUN_FOR: Duration = Duration::from_secs(30);
 fn secrets_given_as_flags_are_never_printed() {
     let scratch = Scratch::new("flags");
     let mut cmd = command(&scratch.kubeconfig());
-    cmd.args(run_args(&scratch, "")).args(["--aws-access-key", ACCESS_KEY, "--aws-secret-key", SECRET_KEY, "--slack-hook", SLACK_HOOK]);
+    cmd.args(run_args(&scratch, "")).args([
+        "--aws-access-key",
+        ACCESS_KEY,
+        "--aws-secret-key",
+        SECRET_KEY,
+        "--slack-hook",
+        SLACK_HOOK,
+    ]);
     let output = run_output(cmd);
     assert_ran(&output);
     assert_no_secret("flags, text logs", &output);
@@ -191,7 +242,9 @@ fn secrets_given_in_the_environment_are_never_printed() {
 #[test]
 fn secrets_given_in_a_config_file_are_never_printed() {
     let scratch = Scratch::new("file");
-    let secrets = format!("aws-access-key: {ACCESS_KEY}\naws-secret-key: {SECRET_KEY}\nslack-hook: {SLACK_HOOK}\n");
+    let secrets = format!(
+        "aws-access-key: {ACCESS_KEY}\naws-secret-key: {SECRET_KEY}\nslack-hook: {SLACK_HOOK}\n"
+    );
     let mut cmd = command(&scratch.kubeconfig());
     cmd.args(run_args(&scratch, &secrets));
     let output = run_output(cmd);
@@ -206,13 +259,36 @@ fn secrets_are_not_printed_by_errors_help_or_explain() {
     let kubeconfig = scratch.kubeconfig();
     let with_secrets = |args: &[&str]| {
         let mut cmd = command(&kubeconfig);
-        cmd.args(args).env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY).env("SLACK_HOOK", SLACK_HOOK);
+        cmd.args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("SLACK_HOOK", SLACK_HOOK);
         cmd
     };
-    let bad = output_within(with_secrets(&["run", "--cluster-name", "c", "--scale-down-utilization-threshold", "lots"]), RUN_FOR);
+    let bad = output_within(
+        with_secrets(&[
+            "run",
+            "--cluster-name",
+            "c",
+            "--scale-down-utilization-threshold",
+            "lots",
+        ]),
+        RUN_FOR,
+    );
     assert!(bad.contains("scale-down-utilization-threshold"), "{bad}");
     assert_no_secret("a bad flag", &bad);
-    let bad_hook = output_within(with_secrets(&["run", "--cluster-name", "c", "--aws-regions", "us-west-2", "--slack-hook", "not a url DO-NOT-LOG"]), RUN_FOR);
+    let bad_hook = output_within(
+        with_secrets(&[
+            "run",
+            "--cluster-name",
+            "c",
+            "--aws-regions",
+            "us-west-2",
+            "--slack-hook",
+            "not a url DO-NOT-LOG",
+        ]),
+        RUN_FOR,
+    );
     assert_no_secret("a malformed hook", &bad_hook);
     for sub in ["run", "explain"] {
         let help = output_within(with_secrets(&[sub, "--help"]), RUN_FOR);
@@ -221,7 +297,18 @@ fn secrets_are_not_printed_by_errors_help_or_explain() {
     }
     // explain fails fast on an unreadable kubeconfig, with every secret loaded.
     let explain = output_within(
-        with_secrets(&["explain", "default/pod", "--cluster-name", "c", "--aws-regions", "us-west-2", "--aws-endpoint-url", UNREACHABLE, "--kubeconfig", "/nonexistent/kubeconfig"]),
+        with_secrets(&[
+            "explain",
+            "default/pod",
+            "--cluster-name",
+            "c",
+            "--aws-regions",
+            "us-west-2",
+            "--aws-endpoint-url",
+            UNREACHABLE,
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ]),
         RUN_FOR,
     );
     assert!(explain.contains("error"), "{explain}");
@@ -233,7 +320,14 @@ fn secrets_are_never_printed_at_debug_and_trace_verbosity() {
     for verbosity in ["-vv", "-vvv"] {
         let scratch = Scratch::new(&format!("verbose{verbosity}"));
         let mut cmd = command(&scratch.kubeconfig());
-        cmd.args(run_args_at(&scratch, "", verbosity)).args(["--aws-access-key", ACCESS_KEY, "--aws-secret-key", SECRET_KEY, "--slack-hook", SLACK_HOOK]);
+        cmd.args(run_args_at(&scratch, "", verbosity)).args([
+            "--aws-access-key",
+            ACCESS_KEY,
+            "--aws-secret-key",
+            SECRET_KEY,
+            "--slack-hook",
+            SLACK_HOOK,
+        ]);
         let output = run_output(cmd);
         assert_ran(&output);
         assert_no_secret(verbosity, &output);

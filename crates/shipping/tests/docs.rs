@@ -51,8 +51,19 @@ fn parse_help(text: &str) -> Vec<Flag> {
             continue;
         }
         if indent < 10 && trimmed.starts_with('-') {
-            let long = trimmed.split([' ', ',']).find(|w| w.starts_with("--")).map(str::to_owned);
-            flags.push(Flag { shown: trimmed.to_owned(), long, help: String::new(), env: None, aliases: vec![], possible: None, planner });
+            let long = trimmed
+                .split([' ', ','])
+                .find(|w| w.starts_with("--"))
+                .map(str::to_owned);
+            flags.push(Flag {
+                shown: trimmed.to_owned(),
+                long,
+                help: String::new(),
+                env: None,
+                aliases: vec![],
+                possible: None,
+                planner,
+            });
         } else if let Some(flag) = flags.last_mut() {
             if !flag.help.is_empty() {
                 flag.help.push(' ');
@@ -62,11 +73,16 @@ fn parse_help(text: &str) -> Vec<Flag> {
     }
     for flag in &mut flags {
         while flag.help.ends_with(']') {
-            let Some(start) = flag.help.rfind(" [") else { break };
+            let Some(start) = flag.help.rfind(" [") else {
+                break;
+            };
             let inner = flag.help[start + 2..flag.help.len() - 1].to_owned();
             if let Some(env) = inner.strip_prefix("env: ") {
                 flag.env = Some(env.split('=').next().unwrap_or(env).to_owned());
-            } else if let Some(a) = inner.strip_prefix("alias: ").or_else(|| inner.strip_prefix("aliases: ")) {
+            } else if let Some(a) = inner
+                .strip_prefix("alias: ")
+                .or_else(|| inner.strip_prefix("aliases: "))
+            {
                 flag.aliases = a.split(", ").map(str::to_owned).collect();
             } else if let Some(p) = inner.strip_prefix("possible values: ") {
                 flag.possible = Some(p.to_owned());
@@ -83,8 +99,14 @@ fn parse_help(text: &str) -> Vec<Flag> {
 /// `field_name` → doc comment of `PlannerSettings`, as one line.
 fn planner_docs() -> BTreeMap<String, String> {
     let src = read("crates/planner/src/settings.rs");
-    let start = src.find("pub struct PlannerSettings").expect("PlannerSettings");
-    let body = &src[start..src[start..].find("\n}").map(|e| start + e).expect("end of struct")];
+    let start = src
+        .find("pub struct PlannerSettings")
+        .expect("PlannerSettings");
+    let body = &src[start
+        ..src[start..]
+            .find("\n}")
+            .map(|e| start + e)
+            .expect("end of struct")];
     let mut docs = BTreeMap::new();
     let mut doc: Vec<&str> = Vec::new();
     for line in body.lines().skip(1) {
@@ -110,13 +132,19 @@ fn config_reference() -> String {
     let flags = parse_help(&help("run"));
     let docs = planner_docs();
     let mut out = String::new();
-    out.push_str("#### Cluster, AWS and process flags\n\n| flag | environment | meaning |\n|---|---|---|\n");
+    out.push_str(
+        "#### Cluster, AWS and process flags\n\n| flag | environment | meaning |\n|---|---|---|\n",
+    );
     for f in flags.iter().filter(|f| !f.planner) {
         let mut meaning = f.help.clone();
         if let Some(p) = &f.possible {
             meaning.push_str(&format!(" (`{}`)", p.replace(", ", "`, `")));
         }
-        let env = f.env.as_ref().map(|e| format!("`{e}`")).unwrap_or_else(|| "–".into());
+        let env = f
+            .env
+            .as_ref()
+            .map(|e| format!("`{e}`"))
+            .unwrap_or_else(|| "–".into());
         out.push_str(&format!("| `{}` | {env} | {} |\n", f.shown, cell(&meaning)));
     }
     out.push_str("\n#### Planner settings\n\nAlso the keys of a scenario's `settings:` block and of the chart's `settings:` value.\n\n");
@@ -130,11 +158,28 @@ fn config_reference() -> String {
             .and_then(|(_, rest)| rest.split_once(')'))
             .map(|(d, _)| d)
             .unwrap_or_else(|| panic!("{long}: no default in its help"));
-        let default = if default == "null" { "–".to_owned() } else { format!("`{default}`") };
-        let meaning = docs.get(key).unwrap_or_else(|| panic!("{key}: no doc comment in PlannerSettings"));
-        let aliases = if f.aliases.is_empty() { String::new() } else { format!(" (seed: `{}`)", f.aliases.join("`, `")) };
-        let env = f.env.as_ref().map(|e| format!("`{e}`")).unwrap_or_else(|| "–".into());
-        out.push_str(&format!("| `{long}`{aliases} | {env} | {default} | {} |\n", cell(meaning)));
+        let default = if default == "null" {
+            "–".to_owned()
+        } else {
+            format!("`{default}`")
+        };
+        let meaning = docs
+            .get(key)
+            .unwrap_or_else(|| panic!("{key}: no doc comment in PlannerSettings"));
+        let aliases = if f.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (seed: `{}`)", f.aliases.join("`, `"))
+        };
+        let env = f
+            .env
+            .as_ref()
+            .map(|e| format!("`{e}`"))
+            .unwrap_or_else(|| "–".into());
+        out.push_str(&format!(
+            "| `{long}`{aliases} | {env} | {default} | {} |\n",
+            cell(meaning)
+        ));
     }
     out
 }
@@ -165,7 +210,10 @@ fn registered_metrics() -> BTreeMap<String, (String, String, Vec<String>)> {
     let mut field_types: BTreeMap<String, String> = BTreeMap::new();
     for line in src.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("pub struct ").and_then(|r| r.strip_suffix(" {")) {
+        if let Some(rest) = t
+            .strip_prefix("pub struct ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
             current = Some(rest.to_owned());
             structs.insert(rest.to_owned(), vec![]);
         } else if t == "}" {
@@ -178,14 +226,26 @@ fn registered_metrics() -> BTreeMap<String, (String, String, Vec<String>)> {
     }
     let mut metrics = BTreeMap::new();
     for chunk in src.split("registry.register(").skip(1) {
-        let call = &chunk[..chunk.find(".clone()").expect("register(..., metrics.x.clone())")];
+        let call = &chunk[..chunk
+            .find(".clone()")
+            .expect("register(..., metrics.x.clone())")];
         let name = call.split('"').nth(1).expect("metric name");
         let help = call.split('"').nth(3).expect("metric help");
         let field = call.rsplit("metrics.").next().expect("metrics.field");
         let ty = &field_types[field];
-        let kind = ["Counter", "Gauge", "Histogram"].into_iter().find(|k| ty.contains(k)).unwrap_or_else(|| panic!("{field}: {ty}"));
-        let labels = ty.strip_prefix("Family<").and_then(|r| r.split_once(',')).map(|(s, _)| structs[s].clone()).unwrap_or_default();
-        metrics.insert(format!("batch_autoscaler_{name}"), (kind.to_lowercase(), help.to_owned(), labels));
+        let kind = ["Counter", "Gauge", "Histogram"]
+            .into_iter()
+            .find(|k| ty.contains(k))
+            .unwrap_or_else(|| panic!("{field}: {ty}"));
+        let labels = ty
+            .strip_prefix("Family<")
+            .and_then(|r| r.split_once(','))
+            .map(|(s, _)| structs[s].clone())
+            .unwrap_or_default();
+        metrics.insert(
+            format!("batch_autoscaler_{name}"),
+            (kind.to_lowercase(), help.to_owned(), labels),
+        );
     }
     metrics
 }
@@ -195,8 +255,14 @@ fn metrics_reference() -> String {
     // Cross-check with the live registry: families without samples are not exposed yet,
     // every other metric must be, with the same type and help.
     for (name, (kind, help)) in exposed_metrics() {
-        let (k, h, _) = registered.get(&name).unwrap_or_else(|| panic!("{name} is exposed but not found in metrics.rs"));
-        assert_eq!((k, h.trim_end_matches('.')), (&kind, help.as_str()), "{name}");
+        let (k, h, _) = registered
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} is exposed but not found in metrics.rs"));
+        assert_eq!(
+            (k, h.trim_end_matches('.')),
+            (&kind, help.as_str()),
+            "{name}"
+        );
     }
     let mut out = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
     for (name, (kind, help, labels)) in &registered {
@@ -205,8 +271,16 @@ fn metrics_reference() -> String {
             "histogram" => format!("`{name}_bucket`, `_sum`, `_count`"),
             _ => format!("`{name}`"),
         };
-        let l = labels.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ");
-        out.push_str(&format!("| {shown} | {kind} | {} | {} |\n", if l.is_empty() { "–".into() } else { l }, cell(help)));
+        let l = labels
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "| {shown} | {kind} | {} | {} |\n",
+            if l.is_empty() { "–".into() } else { l },
+            cell(help)
+        ));
     }
     out
 }
@@ -217,8 +291,14 @@ fn check_generated(block: &str, generated: &str) {
     let end = format!("<!-- END GENERATED {block} -->");
     let path = repo().join("README.md");
     let readme = read("README.md");
-    let start = readme.find(&begin).unwrap_or_else(|| panic!("README.md has no line {begin:?}")) + begin.len();
-    let stop = readme[start..].find(&end).map(|e| start + e).unwrap_or_else(|| panic!("README.md has no line {end:?}"));
+    let start = readme
+        .find(&begin)
+        .unwrap_or_else(|| panic!("README.md has no line {begin:?}"))
+        + begin.len();
+    let stop = readme[start..]
+        .find(&end)
+        .map(|e| start + e)
+        .unwrap_or_else(|| panic!("README.md has no line {end:?}"));
     if readme[start..stop] == *generated {
         return;
     }
@@ -234,7 +314,11 @@ fn check_generated(block: &str, generated: &str) {
 #[test]
 fn readme_configuration_reference_matches_the_cli() {
     let reference = config_reference();
-    assert!(reference.contains("`--cluster-name <CLUSTER_NAME>`") && reference.contains("`--scan-interval` (seed: `--sleep`)"), "{reference}");
+    assert!(
+        reference.contains("`--cluster-name <CLUSTER_NAME>`")
+            && reference.contains("`--scan-interval` (seed: `--sleep`)"),
+        "{reference}"
+    );
     check_generated("configuration reference", &reference);
 }
 
@@ -249,20 +333,56 @@ fn readme_metrics_list_matches_the_registry() {
 #[test]
 fn chart_values_have_every_planner_setting() {
     let flags = parse_help(&help("run"));
-    let planner: BTreeSet<String> = flags.iter().filter(|f| f.planner).map(|f| f.long.clone().unwrap().trim_start_matches("--").to_owned()).collect();
+    let planner: BTreeSet<String> = flags
+        .iter()
+        .filter(|f| f.planner)
+        .map(|f| f.long.clone().unwrap().trim_start_matches("--").to_owned())
+        .collect();
     assert!(planner.len() > 20);
-    let values: Value = serde_yaml::from_str(&read("deploy/helm/batch-autoscaler/values.yaml")).expect("values.yaml");
-    let keys: BTreeSet<String> = values["settings"].as_mapping().expect("settings").keys().map(|k| k.as_str().unwrap().to_owned()).collect();
-    assert_eq!(keys, planner, "deploy/helm/batch-autoscaler/values.yaml `settings:` vs the planner flags");
+    let values: Value = serde_yaml::from_str(&read("deploy/helm/batch-autoscaler/values.yaml"))
+        .expect("values.yaml");
+    let keys: BTreeSet<String> = values["settings"]
+        .as_mapping()
+        .expect("settings")
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        keys, planner,
+        "deploy/helm/batch-autoscaler/values.yaml `settings:` vs the planner flags"
+    );
     // values.schema.json rejects unknown keys (a typo fails `helm install`, not the pod):
     // it must know exactly the same ones.
-    let schema: serde_json::Value = serde_json::from_str(&read("deploy/helm/batch-autoscaler/values.schema.json")).expect("schema");
-    let schema_settings: BTreeSet<String> = schema["properties"]["settings"]["properties"].as_object().expect("settings").keys().cloned().collect();
-    assert_eq!(schema_settings, planner, "values.schema.json `settings` vs the planner flags");
-    let mut top: BTreeSet<String> = values.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect();
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("deploy/helm/batch-autoscaler/values.schema.json"))
+            .expect("schema");
+    let schema_settings: BTreeSet<String> = schema["properties"]["settings"]["properties"]
+        .as_object()
+        .expect("settings")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        schema_settings, planner,
+        "values.schema.json `settings` vs the planner flags"
+    );
+    let mut top: BTreeSet<String> = values
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
     top.insert("global".into());
-    let schema_top: BTreeSet<String> = schema["properties"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(schema_top, top, "values.schema.json top-level properties vs values.yaml");
+    let schema_top: BTreeSet<String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        schema_top, top,
+        "values.schema.json top-level properties vs values.yaml"
+    );
 }
 
 /// `"..."` string constants of a Rust source whose name starts with one of `prefixes`.
@@ -278,11 +398,37 @@ fn string_consts(path: &str, prefixes: &[&str]) -> Vec<String> {
 #[test]
 fn readme_names_every_annotation_label_taint_and_tag() {
     let readme = read("README.md");
-    let mut names = string_consts("crates/model/src/well_known.rs", &["ANNOTATION_", "TAINT_", "LABEL_KUEUE_POD_GROUP", "LABEL_COSCHEDULING_POD_GROUP", "LABEL_DO_NOT_DRAIN", "LABEL_DETACHED", "LABEL_ACCELERATOR", "LABEL_CAPACITY_TYPE"]);
+    let mut names = string_consts(
+        "crates/model/src/well_known.rs",
+        &[
+            "ANNOTATION_",
+            "TAINT_",
+            "LABEL_KUEUE_POD_GROUP",
+            "LABEL_COSCHEDULING_POD_GROUP",
+            "LABEL_DO_NOT_DRAIN",
+            "LABEL_DETACHED",
+            "LABEL_ACCELERATOR",
+            "LABEL_CAPACITY_TYPE",
+        ],
+    );
     names.extend(string_consts("crates/aws/src/template.rs", &["TAG_"]));
-    names.extend(["KubernetesCluster", "k8s.io/cluster-autoscaler/enabled", "batch-autoscaler.io/purchase-option", "batch-autoscaler.io/activity-marker", "batch-autoscaler.io/backoff/", "cluster-autoscaler-priority-expander", "batch-autoscaler-status"].map(str::to_owned));
+    names.extend(
+        [
+            "KubernetesCluster",
+            "k8s.io/cluster-autoscaler/enabled",
+            "batch-autoscaler.io/purchase-option",
+            "batch-autoscaler.io/activity-marker",
+            "batch-autoscaler.io/backoff/",
+            "cluster-autoscaler-priority-expander",
+            "batch-autoscaler-status",
+        ]
+        .map(str::to_owned),
+    );
     assert!(names.len() > 20, "{names:?}");
-    let missing: Vec<&String> = names.iter().filter(|n| !readme.contains(n.as_str())).collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !readme.contains(n.as_str()))
+        .collect();
     assert!(missing.is_empty(), "README.md does not mention {missing:?}");
 }
 
@@ -291,43 +437,112 @@ fn readme_names_every_annotation_label_taint_and_tag() {
 fn readme_kueue_objects_are_the_tested_file() {
     let readme = read("README.md");
     let objects = read("docs/kueue/provisioning.yaml");
-    assert!(readme.contains(&format!("```yaml\n{objects}```")), "README.md's \"Using it with Kueue\" block differs from docs/kueue/provisioning.yaml");
+    assert!(
+        readme.contains(&format!("```yaml\n{objects}```")),
+        "README.md's \"Using it with Kueue\" block differs from docs/kueue/provisioning.yaml"
+    );
 }
 
 /// Every flag of the seed project (its README and its defaults).
 const SEED_FLAGS: &[&str] = &[
-    "--cluster-name", "--aws-regions", "--kubeconfig", "--pod-namespace", "--idle-threshold", "--type-idle-threshold",
-    "--aws-access-key", "--aws-secret-key", "--use-aws-iam-role", "--instance-init-time", "--sleep", "--slack-hook",
-    "--dry-run", "-v", "--over-provision", "--max-scale-in-fraction", "--drain-utilization",
+    "--cluster-name",
+    "--aws-regions",
+    "--kubeconfig",
+    "--pod-namespace",
+    "--idle-threshold",
+    "--type-idle-threshold",
+    "--aws-access-key",
+    "--aws-secret-key",
+    "--use-aws-iam-role",
+    "--instance-init-time",
+    "--sleep",
+    "--slack-hook",
+    "--dry-run",
+    "-v",
+    "--over-provision",
+    "--max-scale-in-fraction",
+    "--drain-utilization",
 ];
 
 /// Cluster Autoscaler's commonly set flags (its AWS guide, its FAQ's parameter table).
 const CA_FLAGS: &[&str] = &[
-    "--cloud-provider", "--cluster-name", "--nodes", "--node-group-auto-discovery", "--aws-use-static-instance-list",
-    "--scan-interval", "--expander", "--balance-similar-node-groups", "--balancing-ignore-label", "--max-nodes-total",
-    "--cores-total", "--memory-total", "--max-nodes-per-scaleup", "--max-node-provision-time", "--new-pod-scale-up-delay",
-    "--scale-down-enabled", "--scale-down-delay-after-add", "--scale-down-delay-after-delete", "--scale-down-delay-after-failure",
-    "--scale-down-unneeded-time", "--scale-down-unready-time", "--scale-down-utilization-threshold",
-    "--scale-down-gpu-utilization-threshold", "--scale-down-non-empty-candidates-count", "--scale-down-candidates-pool-ratio",
-    "--scale-down-candidates-pool-min-count", "--max-empty-bulk-delete", "--max-scale-down-parallelism",
-    "--max-graceful-termination-sec", "--max-pod-eviction-time", "--expendable-pods-priority-cutoff",
-    "--skip-nodes-with-local-storage", "--skip-nodes-with-system-pods", "--initial-node-group-backoff-duration",
-    "--max-node-group-backoff-duration", "--node-group-backoff-reset-timeout", "--ok-total-unready-count",
-    "--max-total-unready-percentage", "--leader-elect", "--leader-elect-lease-duration", "--leader-elect-renew-deadline",
-    "--leader-elect-retry-period", "--leader-elect-resource-name", "--leader-elect-resource-namespace", "--namespace",
-    "--address", "--kubeconfig", "--write-status-configmap", "--status-config-map-name", "--v", "--logtostderr",
-    "--stderrthreshold", "--emit-per-nodegroup-metrics", "--daemonset-eviction-for-empty-nodes", "--cordon-node-before-terminating",
+    "--cloud-provider",
+    "--cluster-name",
+    "--nodes",
+    "--node-group-auto-discovery",
+    "--aws-use-static-instance-list",
+    "--scan-interval",
+    "--expander",
+    "--balance-similar-node-groups",
+    "--balancing-ignore-label",
+    "--max-nodes-total",
+    "--cores-total",
+    "--memory-total",
+    "--max-nodes-per-scaleup",
+    "--max-node-provision-time",
+    "--new-pod-scale-up-delay",
+    "--scale-down-enabled",
+    "--scale-down-delay-after-add",
+    "--scale-down-delay-after-delete",
+    "--scale-down-delay-after-failure",
+    "--scale-down-unneeded-time",
+    "--scale-down-unready-time",
+    "--scale-down-utilization-threshold",
+    "--scale-down-gpu-utilization-threshold",
+    "--scale-down-non-empty-candidates-count",
+    "--scale-down-candidates-pool-ratio",
+    "--scale-down-candidates-pool-min-count",
+    "--max-empty-bulk-delete",
+    "--max-scale-down-parallelism",
+    "--max-graceful-termination-sec",
+    "--max-pod-eviction-time",
+    "--expendable-pods-priority-cutoff",
+    "--skip-nodes-with-local-storage",
+    "--skip-nodes-with-system-pods",
+    "--initial-node-group-backoff-duration",
+    "--max-node-group-backoff-duration",
+    "--node-group-backoff-reset-timeout",
+    "--ok-total-unready-count",
+    "--max-total-unready-percentage",
+    "--leader-elect",
+    "--leader-elect-lease-duration",
+    "--leader-elect-renew-deadline",
+    "--leader-elect-retry-period",
+    "--leader-elect-resource-name",
+    "--leader-elect-resource-namespace",
+    "--namespace",
+    "--address",
+    "--kubeconfig",
+    "--write-status-configmap",
+    "--status-config-map-name",
+    "--v",
+    "--logtostderr",
+    "--stderrthreshold",
+    "--emit-per-nodegroup-metrics",
+    "--daemonset-eviction-for-empty-nodes",
+    "--cordon-node-before-terminating",
     "--enable-provisioning-requests",
 ];
 
 /// CA's and the seed's annotations, labels and taints users already put on objects.
 const MIGRATED_NAMES: &[&str] = &[
-    "cluster-autoscaler.kubernetes.io/safe-to-evict", "cluster-autoscaler.kubernetes.io/scale-down-disabled",
-    "cluster-autoscaler.kubernetes.io/enable-ds-eviction", "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes",
-    "karpenter.sh/do-not-disrupt", "openai/do-not-drain", "openai/detached", "ToBeDeletedByClusterAutoscaler",
-    "DeletionCandidateOfClusterAutoscaler", "k8s.io/cluster-autoscaler/node-template/label/", "k8s.io/cluster-autoscaler/node-template/taint/",
-    "k8s.io/cluster-autoscaler/node-template/resources/", "k8s.io/cluster-autoscaler/node-template/autoscaling-options/",
-    "kube/", "KubernetesCluster", "cluster-autoscaler-priority-expander", "cluster-autoscaler-status",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict",
+    "cluster-autoscaler.kubernetes.io/scale-down-disabled",
+    "cluster-autoscaler.kubernetes.io/enable-ds-eviction",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes",
+    "karpenter.sh/do-not-disrupt",
+    "openai/do-not-drain",
+    "openai/detached",
+    "ToBeDeletedByClusterAutoscaler",
+    "DeletionCandidateOfClusterAutoscaler",
+    "k8s.io/cluster-autoscaler/node-template/label/",
+    "k8s.io/cluster-autoscaler/node-template/taint/",
+    "k8s.io/cluster-autoscaler/node-template/resources/",
+    "k8s.io/cluster-autoscaler/node-template/autoscaling-options/",
+    "kube/",
+    "KubernetesCluster",
+    "cluster-autoscaler-priority-expander",
+    "cluster-autoscaler-status",
 ];
 
 /// Rows of the markdown tables of docs/migration.md: first cell → second cell.
@@ -341,7 +556,9 @@ fn migration_rows() -> BTreeMap<String, Vec<String>> {
         }
         let first = cells[0].trim_start_matches("| ");
         for name in first.split('`').skip(1).step_by(2) {
-            rows.entry(name.split([' ', '=']).next().unwrap().to_owned()).or_default().push(cells[1].to_owned());
+            rows.entry(name.split([' ', '=']).next().unwrap().to_owned())
+                .or_default()
+                .push(cells[1].to_owned());
         }
     }
     rows
@@ -360,15 +577,31 @@ fn migration_guide_maps_every_seed_and_ca_flag_to_ours() {
             }
         }
     }
-    let missing: Vec<&&str> = SEED_FLAGS.iter().chain(CA_FLAGS).chain(MIGRATED_NAMES).filter(|f| !rows.contains_key(**f)).collect();
-    assert!(missing.is_empty(), "docs/migration.md has no row for {missing:?}");
+    let missing: Vec<&&str> = SEED_FLAGS
+        .iter()
+        .chain(CA_FLAGS)
+        .chain(MIGRATED_NAMES)
+        .filter(|f| !rows.contains_key(**f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/migration.md has no row for {missing:?}"
+    );
     for flag in SEED_FLAGS {
-        assert!(accepted.contains(*flag), "the seed's {flag} is not accepted by batch-autoscaler run");
+        assert!(
+            accepted.contains(*flag),
+            "the seed's {flag} is not accepted by batch-autoscaler run"
+        );
     }
     // Every flag of ours the guide points to exists.
     for (theirs, ours) in &rows {
         for cell in ours {
-            for name in cell.split('`').skip(1).step_by(2).filter(|n| n.starts_with('-') && !n.starts_with("--set")) {
+            for name in cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| n.starts_with('-') && !n.starts_with("--set"))
+            {
                 let flag = name.split([' ', '=']).next().unwrap();
                 assert!(accepted.contains(flag), "docs/migration.md maps {theirs} to {flag}, which `batch-autoscaler run` does not accept");
             }

@@ -5,12 +5,19 @@ use serde_json::Value;
 use shipping::read;
 use std::collections::BTreeSet;
 
-const MUTATING: [&str; 4] =
-    ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:DetachInstances", "autoscaling:CreateOrUpdateTags"];
+const MUTATING: [&str; 4] = [
+    "autoscaling:SetDesiredCapacity",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:DetachInstances",
+    "autoscaling:CreateOrUpdateTags",
+];
 
 /// The interruption queue's actions: granted on the queue's ARN only.
 fn queue_actions() -> Vec<String> {
-    aws::InterruptionQueue::called_actions().iter().map(|s| (*s).to_owned()).collect()
+    aws::InterruptionQueue::called_actions()
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 fn policy() -> Value {
@@ -20,7 +27,10 @@ fn policy() -> Value {
 fn actions(statement: &Value) -> Vec<String> {
     match &statement["Action"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|x| x.as_str().expect("action").to_owned()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().expect("action").to_owned())
+            .collect(),
         other => panic!("Action must be a string or list: {other:?}"),
     }
 }
@@ -34,14 +44,23 @@ fn statements() -> Vec<Value> {
 #[test]
 fn the_policy_lists_exactly_the_actions_the_adapter_calls() {
     let granted: BTreeSet<String> = statements().iter().flat_map(actions).collect();
-    let mut called: BTreeSet<String> = aws::AwsNodeGroups::called_actions().iter().map(|s| (*s).to_owned()).collect();
+    let mut called: BTreeSet<String> = aws::AwsNodeGroups::called_actions()
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     called.extend(queue_actions());
     let missing: Vec<_> = called.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&called).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "deploy/iam-policy.json: missing {missing:?}, not called {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "deploy/iam-policy.json: missing {missing:?}, not called {extra:?}"
+    );
     for s in statements() {
         assert_eq!(s["Effect"], "Allow");
-        assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none(), "no Not* statements: {s}");
+        assert!(
+            s.get("NotAction").is_none() && s.get("NotResource").is_none(),
+            "no Not* statements: {s}"
+        );
         for a in actions(&s) {
             assert!(!a.contains('*'), "wildcard action {a}");
         }
@@ -55,20 +74,50 @@ fn mutating_actions_are_conditioned_on_ownership_tags() {
         let acts = actions(&s);
         if acts.iter().any(|a| a.starts_with("sqs:")) {
             // The interruption queue: its own statement, on one queue's ARN, never "*".
-            assert_eq!(acts, queue_actions(), "keep the queue's actions in a statement of their own: {s}");
-            let resource = s["Resource"].as_str().unwrap_or_else(|| panic!("the queue statement names one queue: {s}"));
-            assert_eq!(resource, "arn:aws:sqs:*:ACCOUNT_ID:INTERRUPTION_QUEUE_NAME", "{s}");
+            assert_eq!(
+                acts,
+                queue_actions(),
+                "keep the queue's actions in a statement of their own: {s}"
+            );
+            let resource = s["Resource"]
+                .as_str()
+                .unwrap_or_else(|| panic!("the queue statement names one queue: {s}"));
+            assert_eq!(
+                resource, "arn:aws:sqs:*:ACCOUNT_ID:INTERRUPTION_QUEUE_NAME",
+                "{s}"
+            );
             continue;
         }
-        let mutating: Vec<&String> = acts.iter().filter(|a| MUTATING.contains(&a.as_str())).collect();
+        let mutating: Vec<&String> = acts
+            .iter()
+            .filter(|a| MUTATING.contains(&a.as_str()))
+            .collect();
         if mutating.is_empty() {
-            assert!(acts.iter().all(|a| a.split(':').nth(1).is_some_and(|n| n.starts_with("Describe"))), "only Describe* may go unconditioned: {s}");
+            assert!(
+                acts.iter().all(|a| a
+                    .split(':')
+                    .nth(1)
+                    .is_some_and(|n| n.starts_with("Describe"))),
+                "only Describe* may go unconditioned: {s}"
+            );
             continue;
         }
-        assert_eq!(mutating.len(), acts.len(), "keep mutating actions in statements of their own: {s}");
-        let equals = s["Condition"]["StringEquals"].as_object().unwrap_or_else(|| panic!("mutating statement without a StringEquals condition: {s}"));
-        let tags: Vec<&String> = equals.keys().filter(|k| k.starts_with("aws:ResourceTag/")).collect();
-        assert!(!tags.is_empty(), "mutating statement not conditioned on a resource tag: {s}");
+        assert_eq!(
+            mutating.len(),
+            acts.len(),
+            "keep mutating actions in statements of their own: {s}"
+        );
+        let equals = s["Condition"]["StringEquals"]
+            .as_object()
+            .unwrap_or_else(|| panic!("mutating statement without a StringEquals condition: {s}"));
+        let tags: Vec<&String> = equals
+            .keys()
+            .filter(|k| k.starts_with("aws:ResourceTag/"))
+            .collect();
+        assert!(
+            !tags.is_empty(),
+            "mutating statement not conditioned on a resource tag: {s}"
+        );
         for key in tags {
             let tag = key.trim_start_matches("aws:ResourceTag/");
             let ownership = tag == "KubernetesCluster" && equals[key] == "CLUSTER_NAME"
@@ -78,16 +127,29 @@ fn mutating_actions_are_conditioned_on_ownership_tags() {
                 seen.insert(((*a).clone(), tag.to_owned()));
             }
         }
-        if mutating.iter().any(|a| a.as_str() == "autoscaling:CreateOrUpdateTags") {
+        if mutating
+            .iter()
+            .any(|a| a.as_str() == "autoscaling:CreateOrUpdateTags")
+        {
             let keys = &s["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"];
-            assert_eq!(keys, &serde_json::json!(["batch-autoscaler.io/*"]), "tag writes limited to our own keys: {s}");
+            assert_eq!(
+                keys,
+                &serde_json::json!(["batch-autoscaler.io/*"]),
+                "tag writes limited to our own keys: {s}"
+            );
         }
     }
     // Every mutating action is allowed through both ownership conventions (CA's tag and
     // the seed's), and only through them.
     for a in MUTATING {
-        for tag in ["KubernetesCluster", "k8s.io/cluster-autoscaler/CLUSTER_NAME"] {
-            assert!(seen.contains(&(a.to_owned(), tag.to_owned())), "{a} is not allowed on groups owned via {tag}");
+        for tag in [
+            "KubernetesCluster",
+            "k8s.io/cluster-autoscaler/CLUSTER_NAME",
+        ] {
+            assert!(
+                seen.contains(&(a.to_owned(), tag.to_owned())),
+                "{a} is not allowed on groups owned via {tag}"
+            );
         }
     }
 }
@@ -97,7 +159,13 @@ fn mutating_actions_are_conditioned_on_ownership_tags() {
 #[test]
 fn the_aws_readme_names_the_same_actions() {
     let readme = read("crates/aws/README.md");
-    for a in aws::AwsNodeGroups::called_actions().iter().chain(aws::InterruptionQueue::called_actions()) {
-        assert!(readme.contains(a), "crates/aws/README.md does not mention {a}");
+    for a in aws::AwsNodeGroups::called_actions()
+        .iter()
+        .chain(aws::InterruptionQueue::called_actions())
+    {
+        assert!(
+            readme.contains(a),
+            "crates/aws/README.md does not mention {a}"
+        );
     }
 }

@@ -17,14 +17,31 @@ fn rendered() -> Vec<Value> {
 #[test]
 fn rendered_manifests_are_in_sync_with_the_chart() {
     let Some(helm) = helm() else {
-        return skip_or_fail("rendered_manifests_are_in_sync_with_the_chart", "helm not installed (scripts/check-shipping.sh ensure-helm)");
+        return skip_or_fail(
+            "rendered_manifests_are_in_sync_with_the_chart",
+            "helm not installed (scripts/check-shipping.sh ensure-helm)",
+        );
     };
-    let fresh = run_ok(Command::new(repo().join("scripts/render-manifests.sh")).arg("--stdout").env("HELM", &helm));
-    assert!(fresh == read(RENDERED), "{RENDERED} is out of date: run scripts/render-manifests.sh");
+    let fresh = run_ok(
+        Command::new(repo().join("scripts/render-manifests.sh"))
+            .arg("--stdout")
+            .env("HELM", &helm),
+    );
+    assert!(
+        fresh == read(RENDERED),
+        "{RENDERED} is out of date: run scripts/render-manifests.sh"
+    );
 }
 
 fn sorted(v: &Value) -> Vec<String> {
-    let mut items: Vec<String> = v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    let mut items: Vec<String> = v
+        .as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     items.sort();
     items
 }
@@ -34,15 +51,31 @@ fn assert_no_wildcards(what: &str, docs: &[Value]) -> usize {
     for kind in ["ClusterRole", "Role"] {
         for role in find(docs, kind, None) {
             for rule in role["rules"].as_sequence().expect("rules") {
-                for field in ["apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"] {
+                for field in [
+                    "apiGroups",
+                    "resources",
+                    "verbs",
+                    "resourceNames",
+                    "nonResourceURLs",
+                ] {
                     for item in sorted(&rule[field]) {
-                        assert!(!item.contains('*'), "{what}: {kind} {} grants a wildcard in {field}: {rule:?}", role["metadata"]["name"].as_str().unwrap_or("?"));
+                        assert!(
+                            !item.contains('*'),
+                            "{what}: {kind} {} grants a wildcard in {field}: {rule:?}",
+                            role["metadata"]["name"].as_str().unwrap_or("?")
+                        );
                     }
                 }
-                assert!(!sorted(&rule["verbs"]).is_empty(), "{what}: a rule without verbs");
+                assert!(
+                    !sorted(&rule["verbs"]).is_empty(),
+                    "{what}: a rule without verbs"
+                );
                 checked += 1;
             }
-            assert!(role["aggregationRule"].is_null(), "{what}: aggregated roles can grow without review");
+            assert!(
+                role["aggregationRule"].is_null(),
+                "{what}: aggregated roles can grow without review"
+            );
         }
     }
     checked
@@ -55,7 +88,12 @@ fn rbac_has_no_wildcards() {
     assert!(assert_no_wildcards(RENDERED, &rendered()) >= 5);
     match helm() {
         Some(helm) => {
-            let full = documents(&helm_template(&helm, "rel", "batch-system", &["-f", FULL_VALUES]));
+            let full = documents(&helm_template(
+                &helm,
+                "rel",
+                "batch-system",
+                &["-f", FULL_VALUES],
+            ));
             assert!(assert_no_wildcards(FULL_VALUES, &full) >= 5);
         }
         None => skip_or_fail("rbac_has_no_wildcards (full values)", "helm not installed"),
@@ -79,30 +117,68 @@ fn deployment_is_hardened_and_highly_available() {
     let args = args(deployment);
     assert!(args.contains(&"--leader-elect=true".to_owned()), "{args:?}");
     assert!(args.contains(&"--address=:8085".to_owned()), "{args:?}");
-    assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
     assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(8085));
     let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"].as_str(), Some("false"));
-    assert_eq!(annotations["karpenter.sh/do-not-disrupt"].as_str(), Some("true"));
+    assert_eq!(
+        annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"].as_str(),
+        Some("false")
+    );
+    assert_eq!(
+        annotations["karpenter.sh/do-not-disrupt"].as_str(),
+        Some("true")
+    );
     let sc = &container["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(sc["runAsNonRoot"].as_bool(), Some(true));
     assert_eq!(sorted(&sc["capabilities"]["drop"]), vec!["ALL"]);
-    assert_eq!(spec["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
-    assert!(spec["securityContext"]["runAsUser"].as_u64().is_some_and(|u| u > 0));
-    assert!(container["resources"]["requests"]["cpu"].is_string() && container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(
+        spec["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
+    assert!(spec["securityContext"]["runAsUser"]
+        .as_u64()
+        .is_some_and(|u| u > 0));
+    assert!(
+        container["resources"]["requests"]["cpu"].is_string()
+            && container["resources"]["requests"]["memory"].is_string()
+    );
     let env = container["env"].as_sequence().expect("env");
-    let pod_name = env.iter().find(|e| e["name"].as_str() == Some("POD_NAME")).expect("POD_NAME");
-    assert_eq!(pod_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(), Some("metadata.name"));
-    assert_eq!(spec["serviceAccountName"].as_str(), Some("batch-autoscaler"));
+    let pod_name = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("POD_NAME"))
+        .expect("POD_NAME");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.name")
+    );
+    assert_eq!(
+        spec["serviceAccountName"].as_str(),
+        Some("batch-autoscaler")
+    );
     let pdb = find(&docs, "PodDisruptionBudget", None)[0];
-    assert_eq!(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"]);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
     let service = find(&docs, "Service", None)[0];
     assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(8085));
-    assert!(find(&docs, "ServiceMonitor", None).is_empty(), "the ServiceMonitor is optional and off by default");
-    assert!(find(&docs, "Secret", None).is_empty(), "no Secret by default");
+    assert!(
+        find(&docs, "ServiceMonitor", None).is_empty(),
+        "the ServiceMonitor is optional and off by default"
+    );
+    assert!(
+        find(&docs, "Secret", None).is_empty(),
+        "no Secret by default"
+    );
 }
 
 /// With every option set: the Slack hook and AWS keys come from Secrets (never
@@ -111,7 +187,10 @@ fn deployment_is_hardened_and_highly_available() {
 #[test]
 fn full_values_render_secrets_by_reference() {
     let Some(helm) = helm() else {
-        return skip_or_fail("full_values_render_secrets_by_reference", "helm not installed");
+        return skip_or_fail(
+            "full_values_render_secrets_by_reference",
+            "helm not installed",
+        );
     };
     let text = helm_template(&helm, "rel", "batch-system", &["-f", FULL_VALUES]);
     let docs = documents(&text);
@@ -119,26 +198,52 @@ fn full_values_render_secrets_by_reference() {
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let env = container["env"].as_sequence().expect("env");
     for name in ["SLACK_HOOK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-        let var = env.iter().find(|e| e["name"].as_str() == Some(name)).unwrap_or_else(|| panic!("{name} missing"));
-        assert!(var["value"].is_null() && var["valueFrom"]["secretKeyRef"]["name"].is_string(), "{name} must come from a Secret: {var:?}");
+        let var = env
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert!(
+            var["value"].is_null() && var["valueFrom"]["secretKeyRef"]["name"].is_string(),
+            "{name} must come from a Secret: {var:?}"
+        );
     }
     let hook = "https://hooks.slack.com/services/T0000/B0000/CHART-TEST-NOT-A-SECRET";
     let deployment_text = serde_yaml::to_string(deployment).expect("yaml");
-    assert!(!deployment_text.contains(hook) && !deployment_text.contains("CHART-TEST"), "the webhook URL leaked into the Deployment");
+    assert!(
+        !deployment_text.contains(hook) && !deployment_text.contains("CHART-TEST"),
+        "the webhook URL leaked into the Deployment"
+    );
     assert_eq!(find(&docs, "Secret", None).len(), 1);
     let sa = find(&docs, "ServiceAccount", None)[0];
-    assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str(), Some("arn:aws:iam::123456789012:role/prod-batch-autoscaler"));
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str(),
+        Some("arn:aws:iam::123456789012:role/prod-batch-autoscaler")
+    );
     assert_eq!(find(&docs, "ServiceMonitor", None).len(), 1);
-    assert_eq!(find(&docs, "ConfigMap", Some("cluster-autoscaler-priority-expander")).len(), 1);
+    assert_eq!(
+        find(
+            &docs,
+            "ConfigMap",
+            Some("cluster-autoscaler-priority-expander")
+        )
+        .len(),
+        1
+    );
     let full: Value = serde_yaml::from_str(&read(FULL_VALUES)).expect("full values");
     let args = args(deployment);
     for (key, value) in full["settings"].as_mapping().expect("settings") {
         let key = key.as_str().expect("key");
         let value = match value {
             Value::String(s) => s.clone(),
-            other => serde_yaml::to_string(other).expect("scalar").trim().to_owned(),
+            other => serde_yaml::to_string(other)
+                .expect("scalar")
+                .trim()
+                .to_owned(),
         };
-        assert!(args.contains(&format!("--{key}={value}")), "--{key}={value} not in {args:?}");
+        assert!(
+            args.contains(&format!("--{key}={value}")),
+            "--{key}={value} not in {args:?}"
+        );
     }
 }
 
@@ -147,8 +252,15 @@ fn leaf_paths(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Mapping(m) if !m.is_empty() => {
             for (k, child) in m {
-                let key = k.as_str().map(str::to_owned).unwrap_or_else(|| serde_yaml::to_string(k).unwrap().trim().to_owned());
-                let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                let key = k
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| serde_yaml::to_string(k).unwrap().trim().to_owned());
+                let path = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 leaf_paths(&path, child, out);
             }
         }
@@ -162,15 +274,36 @@ fn leaf_paths(prefix: &str, v: &Value, out: &mut BTreeSet<String>) {
 /// covers every template branch) and nothing values.yaml lacks.
 #[test]
 fn full_values_cover_every_option() {
-    let defaults: Value = serde_yaml::from_str(&read("deploy/helm/batch-autoscaler/values.yaml")).expect("values.yaml");
+    let defaults: Value = serde_yaml::from_str(&read("deploy/helm/batch-autoscaler/values.yaml"))
+        .expect("values.yaml");
     let full: Value = serde_yaml::from_str(&read(FULL_VALUES)).expect("full values");
     let (mut want, mut have) = (BTreeSet::new(), BTreeSet::new());
     leaf_paths("", &defaults, &mut want);
     // The example maps in full-values have keys of their own (podLabels.x): compare
     // the values.yaml paths only.
     leaf_paths("", &full, &mut have);
-    let missing: Vec<&String> = want.iter().filter(|p| !have.iter().any(|h| h == *p || h.starts_with(&format!("{p}.")))).collect();
-    assert!(missing.is_empty(), "{FULL_VALUES} does not set: {missing:?}");
-    let unknown: Vec<&String> = have.iter().filter(|h| !want.iter().any(|p| *h == p || h.starts_with(&format!("{p}.")))).collect();
-    assert!(unknown.is_empty(), "{FULL_VALUES} sets keys values.yaml does not have: {unknown:?}");
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|p| {
+            !have
+                .iter()
+                .any(|h| h == *p || h.starts_with(&format!("{p}.")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{FULL_VALUES} does not set: {missing:?}"
+    );
+    let unknown: Vec<&String> = have
+        .iter()
+        .filter(|h| {
+            !want
+                .iter()
+                .any(|p| *h == p || h.starts_with(&format!("{p}.")))
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{FULL_VALUES} sets keys values.yaml does not have: {unknown:?}"
+    );
 }

@@ -31,11 +31,12 @@ use crate::scenario::{GroupDef, Scenario, WorkloadDef, WorkloadKind, JOB_NAME_LA
 use crate::spot;
 use model::well_known::{LABEL_HOSTNAME, TAINT_RETIRING};
 use model::{
-    ClusterSnapshot, GangId, GangMembership, InstanceId, InterruptionKind, InterruptionNotice, Labels, InstanceState,
-    InstanceView, LaunchFailure, LaunchFailureKind, NodeGroupId, NodeGroupState, NodeName, NodeView, Owner, PodKey,
-    PodPhase, PodView, Resources, RetireMark, Taint, TaintEffect, Time,
+    ClusterSnapshot, GangId, GangMembership, InstanceId, InstanceState, InstanceView,
+    InterruptionKind, InterruptionNotice, Labels, LaunchFailure, LaunchFailureKind, NodeGroupId,
+    NodeGroupState, NodeName, NodeView, Owner, PodKey, PodPhase, PodView, Resources, RetireMark,
+    Taint, TaintEffect, Time,
 };
-use planner::placement::{PlacementSim, SimNode, NodeOrigin};
+use planner::placement::{NodeOrigin, PlacementSim, SimNode};
 use planner::{Action, Outcome, Planner, PlannerEvent, PodDisposition, TargetReason};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -261,8 +262,9 @@ pub struct RunRecord {
 
 /// Runs a scenario to its end.
 pub fn run(scenario: &Scenario, options: &SimOptions) -> Result<RunRecord, SimError> {
-    let planner = Planner::new(scenario.settings.clone())
-        .map_err(|e| SimError { message: format!("settings.{}: {}", e.field, e.message) })?;
+    let planner = Planner::new(scenario.settings.clone()).map_err(|e| SimError {
+        message: format!("settings.{}: {}", e.field, e.message),
+    })?;
     let mut engine = Engine::new(scenario, planner, options);
     engine.run();
     Ok(engine.record)
@@ -373,7 +375,12 @@ impl<'s> Engine<'s> {
             .groups
             .iter()
             .enumerate()
-            .flat_map(|(gi, g)| g.interruptions.iter().enumerate().map(move |(e, i)| (i.at, gi, e)))
+            .flat_map(|(gi, g)| {
+                g.interruptions
+                    .iter()
+                    .enumerate()
+                    .map(move |(e, i)| (i.at, gi, e))
+            })
             .collect();
         explicit_interruptions.sort();
         let cluster = ClusterSnapshot {
@@ -382,7 +389,11 @@ impl<'s> Engine<'s> {
             groups: scenario
                 .groups
                 .iter()
-                .map(|g| NodeGroupState { spec: g.spec.clone(), target: 0, instances: Vec::new() })
+                .map(|g| NodeGroupState {
+                    spec: g.spec.clone(),
+                    target: 0,
+                    instances: Vec::new(),
+                })
                 .collect(),
             nodes: Vec::new(),
             pods: Vec::new(),
@@ -405,7 +416,10 @@ impl<'s> Engine<'s> {
             groups: scenario
                 .groups
                 .iter()
-                .map(|g| GroupSim { window_launched: vec![0; g.capacity_errors.len()], ..GroupSim::default() })
+                .map(|g| GroupSim {
+                    window_launched: vec![0; g.capacity_errors.len()],
+                    ..GroupSim::default()
+                })
                 .collect(),
             booting: Vec::new(),
             live_instances: BTreeMap::new(),
@@ -424,7 +438,10 @@ impl<'s> Engine<'s> {
             next_sample: Time::ZERO,
             next_instance: 1,
             dirty: false,
-            has_services: scenario.workloads.iter().any(|w| w.kind == WorkloadKind::Service),
+            has_services: scenario
+                .workloads
+                .iter()
+                .any(|w| w.kind == WorkloadKind::Service),
             has_gangs: scenario.workloads.iter().any(|w| w.gang),
             progress_hour: 0,
             wall_start: options.progress.then(std::time::Instant::now),
@@ -578,7 +595,8 @@ impl<'s> Engine<'s> {
             self.sample();
             self.next_sample = self.now + SAMPLE_INTERVAL;
             // Keep samples on whole minutes even if an event fell between them.
-            self.next_sample = Time(self.next_sample.0 - self.next_sample.0 % SAMPLE_INTERVAL.as_millis() as u64);
+            self.next_sample =
+                Time(self.next_sample.0 - self.next_sample.0 % SAMPLE_INTERVAL.as_millis() as u64);
         }
         self.progress();
     }
@@ -600,7 +618,11 @@ impl<'s> Engine<'s> {
         }
         let batch_left = self.pod_meta.iter().any(|m| m.logical.is_some());
         // A warned instance bills until EC2 takes it: wait for that.
-        if batch_left || !self.pending_failures.is_empty() || !self.booting.is_empty() || !self.reclaims.is_empty() {
+        if batch_left
+            || !self.pending_failures.is_empty()
+            || !self.booting.is_empty()
+            || !self.reclaims.is_empty()
+        {
             return false;
         }
         self.cluster
@@ -643,7 +665,12 @@ impl<'s> Engine<'s> {
     fn sample(&mut self) {
         let (pending, running) = self.pod_counts();
         let nodes = self.live_per_group();
-        self.record.samples.push(Sample { at: self.now, pending, running, nodes });
+        self.record.samples.push(Sample {
+            at: self.now,
+            pending,
+            running,
+            nodes,
+        });
     }
 
     fn pod_counts(&self) -> (u32, u32) {
@@ -677,10 +704,17 @@ impl<'s> Engine<'s> {
             for index in 0..w.pods {
                 let duration = w.duration.map(|d| {
                     if w.duration_spread > 0.0 {
-                        let draw = splitmix64(self.scenario.seed ^ splitmix64((wi as u64) << 40 | (n as u64) << 20 | u64::from(index)));
+                        let draw = splitmix64(
+                            self.scenario.seed
+                                ^ splitmix64(
+                                    (wi as u64) << 40 | (n as u64) << 20 | u64::from(index),
+                                ),
+                        );
                         let unit = (draw >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
                         let factor = 1.0 - w.duration_spread + 2.0 * w.duration_spread * unit;
-                        Duration::from_millis(((d.as_millis() as f64) * factor).round().max(1.0) as u64)
+                        Duration::from_millis(
+                            ((d.as_millis() as f64) * factor).round().max(1.0) as u64
+                        )
                     } else {
                         d
                     }
@@ -716,7 +750,12 @@ impl<'s> Engine<'s> {
             });
             match &w.queue {
                 // Kueue holds the job (suspended, no pods) and asks for capacity.
-                Some(class) => self.queued.push(QueuedJob { job, class: class.clone(), request: None, retry_at: Some(at) }),
+                Some(class) => self.queued.push(QueuedJob {
+                    job,
+                    class: class.clone(),
+                    request: None,
+                    retry_at: Some(at),
+                }),
                 None => {
                     for lp in pods {
                         self.create_pod(lp);
@@ -738,7 +777,12 @@ impl<'s> Engine<'s> {
         } else {
             format!("{}-{}-r{}", job.name, lp.index, incarnation)
         };
-        let mut pod = PodView::new(PodKey::new(NAMESPACE, name), w.requests.clone(), w.pod_owner(&job.name), self.now);
+        let mut pod = PodView::new(
+            PodKey::new(NAMESPACE, name),
+            w.requests.clone(),
+            w.pod_owner(&job.name),
+            self.now,
+        );
         pod.labels.insert(JOB_NAME_LABEL, job.name.as_str());
         pod.labels.insert("app", w.name.as_str());
         pod.node_selector = w.node_selector.clone();
@@ -751,7 +795,8 @@ impl<'s> Engine<'s> {
             pod.gang = Some(GangMembership::new(GangId::new(job.name.clone()), w.pods));
         }
         if w.anti_affinity_per_node {
-            pod.anti_affinity.push(WorkloadDef::anti_affinity_term(&job.name));
+            pod.anti_affinity
+                .push(WorkloadDef::anti_affinity_term(&job.name));
         }
         pod.consumes_request = job.admitted_by.clone();
         self.push_pod(pod, Some(logical));
@@ -770,18 +815,23 @@ impl<'s> Engine<'s> {
             if q.request.is_none() && q.retry_at.is_some_and(|t| t <= now) {
                 let job = &mut self.record.jobs[q.job];
                 job.provisioning_requests += 1;
-                let key = PodKey::new(NAMESPACE, format!("{}-{}", job.name, job.provisioning_requests));
+                let key = PodKey::new(
+                    NAMESPACE,
+                    format!("{}-{}", job.name, job.provisioning_requests),
+                );
                 let logical = job.pods.clone();
                 let pods = logical.iter().map(|&lp| self.pod_template(lp)).collect();
-                self.cluster.provisioning_requests.push(model::ProvisioningRequestView {
-                    key: key.clone(),
-                    class: q.class.clone(),
-                    pods,
-                    created: now,
-                    no_retry: false,
-                    conditions: Vec::new(),
-                    problem: None,
-                });
+                self.cluster
+                    .provisioning_requests
+                    .push(model::ProvisioningRequestView {
+                        key: key.clone(),
+                        class: q.class.clone(),
+                        pods,
+                        created: now,
+                        no_retry: false,
+                        conditions: Vec::new(),
+                        problem: None,
+                    });
                 q.request = Some(key);
                 q.retry_at = None;
             }
@@ -789,7 +839,12 @@ impl<'s> Engine<'s> {
                 still.push(q);
                 continue;
             };
-            let Some(r) = self.cluster.provisioning_requests.iter().find(|r| r.key == key) else {
+            let Some(r) = self
+                .cluster
+                .provisioning_requests
+                .iter()
+                .find(|r| r.key == key)
+            else {
                 still.push(q);
                 continue;
             };
@@ -817,7 +872,9 @@ impl<'s> Engine<'s> {
         }
         self.queued = still;
         // Requests whose booking is over are deleted (Kueue deletes them with the job).
-        self.cluster.provisioning_requests.retain(|r| !r.is(model::ConditionType::BookingExpired));
+        self.cluster
+            .provisioning_requests
+            .retain(|r| !r.is(model::ConditionType::BookingExpired));
     }
 
     /// A logical pod's pod as a PodTemplate describes it (for a ProvisioningRequest).
@@ -825,7 +882,12 @@ impl<'s> Engine<'s> {
         let lp = &self.record.logical_pods[logical];
         let job = &self.record.jobs[lp.job];
         let w: &WorkloadDef = &self.scenario.workloads[job.workload];
-        let mut pod = PodView::new(PodKey::new(NAMESPACE, format!("{}-{}", job.name, lp.index)), w.requests.clone(), w.pod_owner(&job.name), self.now);
+        let mut pod = PodView::new(
+            PodKey::new(NAMESPACE, format!("{}-{}", job.name, lp.index)),
+            w.requests.clone(),
+            w.pod_owner(&job.name),
+            self.now,
+        );
         pod.node_selector = w.node_selector.clone();
         pod.tolerations = w.tolerations.clone();
         pod.priority = w.priority;
@@ -837,7 +899,11 @@ impl<'s> Engine<'s> {
         self.next_uid += 1;
         self.pod_slot.insert(uid, self.cluster.pods.len());
         self.cluster.pods.push(pod);
-        self.pod_meta.push(PodMeta { uid, logical, finish_at: None });
+        self.pod_meta.push(PodMeta {
+            uid,
+            logical,
+            finish_at: None,
+        });
     }
 
     fn process_completions(&mut self) {
@@ -862,8 +928,13 @@ impl<'s> Engine<'s> {
     }
 
     /// Removes the pods for which `remove` holds; returns them.
-    fn remove_pods(&mut self, mut remove: impl FnMut(&PodView, &PodMeta) -> bool) -> Vec<(PodView, PodMeta)> {
-        let indices = (0..self.cluster.pods.len()).filter(|&i| remove(&self.cluster.pods[i], &self.pod_meta[i])).collect();
+    fn remove_pods(
+        &mut self,
+        mut remove: impl FnMut(&PodView, &PodMeta) -> bool,
+    ) -> Vec<(PodView, PodMeta)> {
+        let indices = (0..self.cluster.pods.len())
+            .filter(|&i| remove(&self.cluster.pods[i], &self.pod_meta[i]))
+            .collect();
         self.remove_pod_indices(indices)
     }
 
@@ -897,7 +968,9 @@ impl<'s> Engine<'s> {
     /// unschedulable, as the scheduler's PodScheduled=False condition would.
     fn schedule(&mut self) {
         self.dirty = false;
-        let mut pending: Vec<usize> = (0..self.cluster.pods.len()).filter(|&i| self.cluster.pods[i].is_unbound_pending()).collect();
+        let mut pending: Vec<usize> = (0..self.cluster.pods.len())
+            .filter(|&i| self.cluster.pods[i].is_unbound_pending())
+            .collect();
         if pending.is_empty() {
             return;
         }
@@ -905,10 +978,14 @@ impl<'s> Engine<'s> {
             let pods = &self.cluster.pods;
             pending.sort_by(|&a, &b| {
                 let (pa, pb) = (&pods[a], &pods[b]);
-                pb.priority.cmp(&pa.priority).then(pa.created.cmp(&pb.created)).then(pa.key.cmp(&pb.key))
+                pb.priority
+                    .cmp(&pa.priority)
+                    .then(pa.created.cmp(&pb.created))
+                    .then(pa.key.cmp(&pb.key))
             });
         }
-        let job_of = |i: usize, meta: &[PodMeta], lps: &[LogicalPod]| meta[i].logical.map(|l| lps[l].job);
+        let job_of =
+            |i: usize, meta: &[PodMeta], lps: &[LogicalPod]| meta[i].logical.map(|l| lps[l].job);
         let mut bindings: Vec<(usize, usize)> = Vec::new();
         {
             let pods = &self.cluster.pods;
@@ -952,7 +1029,10 @@ impl<'s> Engine<'s> {
                     let members: Vec<usize> = pending
                         .iter()
                         .copied()
-                        .filter(|&q| pods[q].gang.is_some() && job_of(q, &self.pod_meta, &self.record.logical_pods) == Some(job))
+                        .filter(|&q| {
+                            pods[q].gang.is_some()
+                                && job_of(q, &self.pod_meta, &self.record.logical_pods) == Some(job)
+                        })
                         .collect();
                     let mut placed = Vec::new();
                     for &q in &members {
@@ -1074,7 +1154,12 @@ impl<'s> Engine<'s> {
         self.live_instances.insert(id.clone(), rec);
         let ordinal = self.groups[gi].launched;
         self.groups[gi].launched += 1;
-        if let Some(after) = spot::time_to_warning(self.scenario.seed, gi, ordinal, def.interruption_rate_per_hour) {
+        if let Some(after) = spot::time_to_warning(
+            self.scenario.seed,
+            gi,
+            ordinal,
+            def.interruption_rate_per_hour,
+        ) {
             let at = self.now + after;
             if at < self.horizon {
                 self.drawn_warnings.insert((at, id.clone()));
@@ -1086,7 +1171,12 @@ impl<'s> Engine<'s> {
             state: InstanceState::Pending,
             launched_at: self.now,
         });
-        self.booting.push(Booting { group: gi, instance: id, ready_at: self.now + def.boot_delay, record: rec });
+        self.booting.push(Booting {
+            group: gi,
+            instance: id,
+            ready_at: self.now + def.boot_delay,
+            record: rec,
+        });
         rec
     }
 
@@ -1101,7 +1191,10 @@ impl<'s> Engine<'s> {
             let mut allowed = want;
             for (wi, w) in def.capacity_errors.iter().enumerate() {
                 if w.from <= self.now && self.now < w.to {
-                    allowed = allowed.min(w.available.saturating_sub(self.groups[gi].window_launched[wi]));
+                    allowed = allowed.min(
+                        w.available
+                            .saturating_sub(self.groups[gi].window_launched[wi]),
+                    );
                 }
             }
             for (wi, w) in def.capacity_errors.iter().enumerate() {
@@ -1123,7 +1216,12 @@ impl<'s> Engine<'s> {
                      other Availability Zones. Launching EC2 instance failed. (InsufficientInstanceCapacity; {failed} of {want} instances)",
                     zone = def.zone
                 );
-                self.record.failures.push(FailureRecord { at: self.now, group: gi, count: failed, message: message.clone() });
+                self.record.failures.push(FailureRecord {
+                    at: self.now,
+                    group: gi,
+                    count: failed,
+                    message: message.clone(),
+                });
                 self.pending_failures.push((
                     self.now + FAILURE_REPORT_DELAY,
                     LaunchFailure {
@@ -1152,8 +1250,13 @@ impl<'s> Engine<'s> {
     /// The planner should only ever lower desired capacity for undelivered nodes, so
     /// this terminating a node with pods would be a finding.
     fn asg_scale_in(&mut self, gi: usize, mut excess: usize) {
-        let booting: Vec<InstanceId> =
-            self.booting.iter().rev().filter(|b| b.group == gi).map(|b| b.instance.clone()).collect();
+        let booting: Vec<InstanceId> = self
+            .booting
+            .iter()
+            .rev()
+            .filter(|b| b.group == gi)
+            .map(|b| b.instance.clone())
+            .collect();
         for id in booting.into_iter().take(excess) {
             self.terminate_instance(&id);
             self.record.asg_scale_in_terminations += 1;
@@ -1177,7 +1280,9 @@ impl<'s> Engine<'s> {
                     .iter()
                     .filter(|p| p.node.as_ref() == Some(&n.name) && !p.is_node_infrastructure())
                     .count();
-                n.instance.clone().map(|i| (busy, std::cmp::Reverse(n.created), i))
+                n.instance
+                    .clone()
+                    .map(|i| (busy, std::cmp::Reverse(n.created), i))
             })
             .collect();
         candidates.sort();
@@ -1203,18 +1308,30 @@ impl<'s> Engine<'s> {
     /// the ASG), or `interrupted` (EC2 took it back: its pods count as killed by
     /// interruption). Returns false if it is not (or no longer) there.
     fn end_instance(&mut self, id: &InstanceId, interrupted: bool) -> bool {
-        let Some(rec) = self.live_instances.remove(id) else { return false };
+        let Some(rec) = self.live_instances.remove(id) else {
+            return false;
+        };
         let gi = self.record.instances[rec].group;
         self.record.instances[rec].terminated_at = Some(self.now);
         self.cluster.groups[gi].instances.retain(|i| &i.id != id);
         self.detached.remove(id);
         self.warned.remove(id);
         self.booting.retain(|b| &b.instance != id);
-        let node = self.cluster.nodes.iter().position(|n| n.instance.as_ref() == Some(id));
+        let node = self
+            .cluster
+            .nodes
+            .iter()
+            .position(|n| n.instance.as_ref() == Some(id));
         if let Some(ni) = node {
             let node = self.cluster.nodes.remove(ni);
             self.node_arcs.remove(ni);
-            let loss = if interrupted { Loss::Interruption { allocatable: node.allocatable.clone() } } else { Loss::ScaleIn };
+            let loss = if interrupted {
+                Loss::Interruption {
+                    allocatable: node.allocatable.clone(),
+                }
+            } else {
+                Loss::ScaleIn
+            };
             let removed = self.remove_pods(|p, _| p.node.as_ref() == Some(&node.name));
             for (pod, meta) in removed {
                 self.pod_lost(&pod, &meta, &loss);
@@ -1227,7 +1344,12 @@ impl<'s> Engine<'s> {
     /// Live instances per group, in scenario order: its members (booting or ready) and
     /// the instances it launched that were detached and still run (and bill).
     fn live_per_group(&self) -> Vec<u32> {
-        let mut live: Vec<u32> = self.cluster.groups.iter().map(|g| g.instances.len() as u32).collect();
+        let mut live: Vec<u32> = self
+            .cluster
+            .groups
+            .iter()
+            .map(|g| g.instances.len() as u32)
+            .collect();
         for &gi in self.detached.values() {
             live[gi] += 1;
         }
@@ -1238,7 +1360,11 @@ impl<'s> Engine<'s> {
     /// Rebalancing group no longer counts a warned instance (it launched the
     /// replacement at the warning and lets EC2 take the old one).
     fn asg_counted(&self, gi: usize) -> u32 {
-        self.cluster.groups[gi].instances.iter().filter(|i| !self.rebalancing(gi, &i.id)).count() as u32
+        self.cluster.groups[gi]
+            .instances
+            .iter()
+            .filter(|i| !self.rebalancing(gi, &i.id))
+            .count() as u32
     }
 
     /// Whether Capacity Rebalancing group `gi` has replaced `instance` already: it is
@@ -1251,7 +1377,10 @@ impl<'s> Engine<'s> {
 
     /// The next explicit interruption, drawn warning or reclaim.
     fn next_interruption_time(&self) -> Option<Time> {
-        let explicit = self.explicit_interruptions.get(self.next_explicit).map(|(t, _, _)| *t);
+        let explicit = self
+            .explicit_interruptions
+            .get(self.next_explicit)
+            .map(|(t, _, _)| *t);
         let drawn = self.drawn_warnings.first().map(|(t, _)| *t);
         let reclaim = self.reclaims.first().map(|(t, _, _)| *t);
         [explicit, drawn, reclaim].into_iter().flatten().min()
@@ -1272,12 +1401,24 @@ impl<'s> Engine<'s> {
             }
             self.next_explicit += 1;
             let count = self.scenario.groups[gi].interruptions[entry].count;
-            let members: Vec<&InstanceView> =
-                self.cluster.groups[gi].instances.iter().filter(|i| !self.warned.contains(&i.id)).collect();
-            let keys: Vec<(bool, u64)> =
-                members.iter().map(|i| (i.state == InstanceState::InService, self.live_instances[&i.id] as u64)).collect();
-            let chosen: Vec<InstanceId> =
-                spot::pick(self.scenario.seed, gi, entry, &keys, count).into_iter().map(|k| members[k].id.clone()).collect();
+            let members: Vec<&InstanceView> = self.cluster.groups[gi]
+                .instances
+                .iter()
+                .filter(|i| !self.warned.contains(&i.id))
+                .collect();
+            let keys: Vec<(bool, u64)> = members
+                .iter()
+                .map(|i| {
+                    (
+                        i.state == InstanceState::InService,
+                        self.live_instances[&i.id] as u64,
+                    )
+                })
+                .collect();
+            let chosen: Vec<InstanceId> = spot::pick(self.scenario.seed, gi, entry, &keys, count)
+                .into_iter()
+                .map(|k| members[k].id.clone())
+                .collect();
             if (chosen.len() as u32) < count {
                 self.record.notes.push(format!(
                     "node_groups[{gi}] ({}).interruptions[{entry}]: at {} only {} of {count} instances were there to interrupt",
@@ -1293,9 +1434,17 @@ impl<'s> Engine<'s> {
     }
 
     fn process_drawn_warnings(&mut self) {
-        while self.drawn_warnings.first().is_some_and(|(t, _)| *t <= self.now) {
-            let Some((_, id)) = self.drawn_warnings.pop_first() else { break };
-            let Some(&rec) = self.live_instances.get(&id) else { continue };
+        while self
+            .drawn_warnings
+            .first()
+            .is_some_and(|(t, _)| *t <= self.now)
+        {
+            let Some((_, id)) = self.drawn_warnings.pop_first() else {
+                break;
+            };
+            let Some(&rec) = self.live_instances.get(&id) else {
+                continue;
+            };
             if !self.warned.contains(&id) {
                 self.warn(self.record.instances[rec].group, id);
             }
@@ -1310,7 +1459,12 @@ impl<'s> Engine<'s> {
         let now = self.now;
         let deadline = now + spot::WARNING_LEAD;
         let notified = self.scenario.settings.interruption_handling;
-        let node = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(&id)).map(|n| n.name.clone());
+        let node = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.instance.as_ref() == Some(&id))
+            .map(|n| n.name.clone());
         let rec = self.live_instances[&id];
         self.record.instances[rec].interrupted_at = Some(now);
         let index = self.record.interruptions.len();
@@ -1345,8 +1499,14 @@ impl<'s> Engine<'s> {
     }
 
     fn process_reclaims(&mut self) {
-        while self.reclaims.first().is_some_and(|(t, _, _)| *t <= self.now) {
-            let Some((_, id, index)) = self.reclaims.pop_first() else { break };
+        while self
+            .reclaims
+            .first()
+            .is_some_and(|(t, _, _)| *t <= self.now)
+        {
+            let Some((_, id, index)) = self.reclaims.pop_first() else {
+                break;
+            };
             self.reclaim(&id, index);
         }
     }
@@ -1356,9 +1516,14 @@ impl<'s> Engine<'s> {
     /// unchanged); a detached instance is not replaced, and a Capacity Rebalancing
     /// group has replaced it already.
     fn reclaim(&mut self, id: &InstanceId, index: usize) {
-        let Some(&rec) = self.live_instances.get(id) else { return };
+        let Some(&rec) = self.live_instances.get(id) else {
+            return;
+        };
         let gi = self.record.instances[rec].group;
-        let member = self.cluster.groups[gi].instances.iter().any(|i| &i.id == id);
+        let member = self.cluster.groups[gi]
+            .instances
+            .iter()
+            .any(|i| &i.id == id);
         let killed_before = self.record.killed_by_interruption;
         self.end_instance(id, true);
         let r = &mut self.record.interruptions[index];
@@ -1375,17 +1540,27 @@ impl<'s> Engine<'s> {
     /// detached, and not below the group's minimum.
     fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Outcome {
         let Some(gi) = self.group_index(group) else {
-            return Outcome::Failed { message: format!("no node group {group}") };
+            return Outcome::Failed {
+                message: format!("no node group {group}"),
+            };
         };
-        let Some(pos) = self.cluster.groups[gi].instances.iter().position(|i| &i.id == instance) else {
+        let Some(pos) = self.cluster.groups[gi]
+            .instances
+            .iter()
+            .position(|i| &i.id == instance)
+        else {
             if self.live_instances.contains_key(instance) {
-                return Outcome::Failed { message: format!("ValidationError: {instance} is not a member of {group}") };
+                return Outcome::Failed {
+                    message: format!("ValidationError: {instance} is not a member of {group}"),
+                };
             }
             return Outcome::Gone;
         };
         let g = &mut self.cluster.groups[gi];
         if g.instances[pos].state != InstanceState::InService {
-            return Outcome::Failed { message: format!("ValidationError: the instance {instance} is not in InService") };
+            return Outcome::Failed {
+                message: format!("ValidationError: the instance {instance} is not in InService"),
+            };
         }
         if g.target <= g.spec.min_size {
             return Outcome::Failed {
@@ -1397,7 +1572,12 @@ impl<'s> Engine<'s> {
         }
         g.instances.remove(pos);
         g.target -= 1;
-        if let Some(node) = self.cluster.nodes.iter_mut().find(|n| n.instance.as_ref() == Some(instance)) {
+        if let Some(node) = self
+            .cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.instance.as_ref() == Some(instance))
+        {
             node.group = None;
         }
         self.detached.insert(instance.clone(), gi);
@@ -1432,10 +1612,14 @@ impl<'s> Engine<'s> {
                     self.record.logical_pods[lp].kills += 1;
                     self.record.jobs[job].killed += 1;
                 }
-                PodDisposition::Evictable | PodDisposition::Expendable => match self.record.jobs[job].kind {
-                    WorkloadKind::Service => self.record.service_pods_recreated += 1,
-                    WorkloadKind::Job | WorkloadKind::Bare => self.record.evictable_batch_pods_recreated += 1,
-                },
+                PodDisposition::Evictable | PodDisposition::Expendable => {
+                    match self.record.jobs[job].kind {
+                        WorkloadKind::Service => self.record.service_pods_recreated += 1,
+                        WorkloadKind::Job | WorkloadKind::Bare => {
+                            self.record.evictable_batch_pods_recreated += 1
+                        }
+                    }
+                }
                 // Workload pods are never node infrastructure (the scenario refuses
                 // DaemonSet and Node owners).
                 PodDisposition::Ignored => {}
@@ -1454,9 +1638,14 @@ impl<'s> Engine<'s> {
         self.record.logical_pods[lp].lost_at = Some(self.now);
         self.record.jobs[job].killed_by_interruption += 1;
         if self.record.jobs[job].kind != WorkloadKind::Service {
-            let hours = self.now.saturating_since(pod.started.unwrap_or(self.now)).as_secs_f64() / 3600.0;
+            let hours = self
+                .now
+                .saturating_since(pod.started.unwrap_or(self.now))
+                .as_secs_f64()
+                / 3600.0;
             self.record.work_lost_pod_hours += hours;
-            self.record.work_lost_node_hours += hours * pod.requests.dominant_share(allocatable).min(1.0);
+            self.record.work_lost_node_hours +=
+                hours * pod.requests.dominant_share(allocatable).min(1.0);
         }
     }
 
@@ -1482,12 +1671,17 @@ impl<'s> Engine<'s> {
         let gs = &mut self.groups[gi];
         gs.next_seq += 1;
         let name = NodeName::new(format!("{}-{:04}", def.spec.id, gs.next_seq));
-        if let Some(inst) = self.cluster.groups[gi].instances.iter_mut().find(|i| i.id == b.instance) {
+        if let Some(inst) = self.cluster.groups[gi]
+            .instances
+            .iter_mut()
+            .find(|i| i.id == b.instance)
+        {
             inst.state = InstanceState::InService;
         }
         let mut node = NodeView::new(name.clone(), def.spec.shape.allocatable.clone(), self.now);
         node.labels = def.spec.template_labels(&def.zone);
-        node.labels.insert(LABEL_HOSTNAME.to_owned(), name.0.clone());
+        node.labels
+            .insert(LABEL_HOSTNAME.to_owned(), name.0.clone());
         node.instance = Some(b.instance.clone());
         node.group = Some(def.spec.id.clone());
         node.taints = def.spec.taints.clone();
@@ -1502,7 +1696,9 @@ impl<'s> Engine<'s> {
             pod.node_selector = ds.node_selector.clone();
             pod.required_affinity = ds.required_affinity.clone();
             pod.tolerations = ds.tolerations.clone();
-            if planner::predicates::check_labels_and_taints(&pod, &node.labels, &node.taints).is_err() {
+            if planner::predicates::check_labels_and_taints(&pod, &node.labels, &node.taints)
+                .is_err()
+            {
                 continue;
             }
             pod.node = Some(name.clone());
@@ -1510,7 +1706,8 @@ impl<'s> Engine<'s> {
             pod.started = Some(self.now);
             self.push_pod(pod, None);
         }
-        self.node_arcs.push((Arc::new(node.labels.clone()), Arc::new(node.taints.clone())));
+        self.node_arcs
+            .push((Arc::new(node.labels.clone()), Arc::new(node.taints.clone())));
         self.cluster.nodes.push(node);
         self.dirty = true;
     }
@@ -1518,7 +1715,10 @@ impl<'s> Engine<'s> {
     fn process_group_timers(&mut self) {
         for gi in 0..self.groups.len() {
             let retry_due = self.groups[gi].next_retry.is_some_and(|t| t <= self.now);
-            let edge = self.scenario.groups[gi].capacity_errors.iter().any(|w| w.from == self.now || w.to == self.now);
+            let edge = self.scenario.groups[gi]
+                .capacity_errors
+                .iter()
+                .any(|w| w.from == self.now || w.to == self.now);
             let short = self.cluster.groups[gi].target > self.asg_counted(gi);
             if retry_due || (edge && short) {
                 self.reconcile_group(gi);
@@ -1531,7 +1731,9 @@ impl<'s> Engine<'s> {
         if !self.pending_failures.iter().any(|(t, _)| *t <= now) {
             return;
         }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_failures).into_iter().partition(|(t, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_failures)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
         self.pending_failures = later;
         for (_, failure) in due {
             self.planner.handle_launch_failure(now, failure);
@@ -1559,7 +1761,10 @@ impl<'s> Engine<'s> {
             let text = action.to_string();
             let outcome = self.apply(action);
             if !matches!(outcome, Outcome::Done | Outcome::Evidence(_)) {
-                self.record.actions_not_done.push(format!("t={}s: {text}: {outcome:?}", self.now.as_secs_f64()));
+                self.record.actions_not_done.push(format!(
+                    "t={}s: {text}: {outcome:?}",
+                    self.now.as_secs_f64()
+                ));
             }
             self.planner.handle_outcome(self.now, id, outcome);
         }
@@ -1575,7 +1780,11 @@ impl<'s> Engine<'s> {
             );
             if notable {
                 if self.record.events.len() < MAX_RECORDED_EVENTS {
-                    self.record.events.push(EventRecord { at, reason, message: event.to_string() });
+                    self.record.events.push(EventRecord {
+                        at,
+                        reason,
+                        message: event.to_string(),
+                    });
                 } else {
                     self.record.events_dropped += 1;
                 }
@@ -1593,18 +1802,35 @@ impl<'s> Engine<'s> {
 
     fn apply(&mut self, action: Action) -> Outcome {
         match action {
-            Action::DetachInstance { group, instance, .. } => self.detach_instance(&group, &instance),
-            Action::UpdateProvisioningRequest { request, conditions, .. } => {
-                let Some(r) = self.cluster.provisioning_requests.iter_mut().find(|r| r.key == request) else { return Outcome::Gone };
+            Action::DetachInstance {
+                group, instance, ..
+            } => self.detach_instance(&group, &instance),
+            Action::UpdateProvisioningRequest {
+                request,
+                conditions,
+                ..
+            } => {
+                let Some(r) = self
+                    .cluster
+                    .provisioning_requests
+                    .iter_mut()
+                    .find(|r| r.key == request)
+                else {
+                    return Outcome::Gone;
+                };
                 for c in conditions {
                     r.conditions.retain(|have| have.kind != c.kind);
                     r.conditions.push(c);
                 }
                 Outcome::Done
             }
-            Action::SetTargetSize { group, to, reason, .. } => {
+            Action::SetTargetSize {
+                group, to, reason, ..
+            } => {
                 let Some(gi) = self.group_index(&group) else {
-                    return Outcome::Failed { message: format!("no node group {group}") };
+                    return Outcome::Failed {
+                        message: format!("no node group {group}"),
+                    };
                 };
                 let current = self.cluster.groups[gi].target;
                 let max = self.scenario.groups[gi].spec.max_size;
@@ -1625,12 +1851,24 @@ impl<'s> Engine<'s> {
                 self.reconcile_group(gi);
                 Outcome::Done
             }
-            Action::TerminateInstance { group, instance, .. } => {
+            Action::TerminateInstance {
+                group, instance, ..
+            } => {
                 let Some(gi) = self.group_index(&group) else {
-                    return Outcome::Failed { message: format!("no node group {group}") };
+                    return Outcome::Failed {
+                        message: format!("no node group {group}"),
+                    };
                 };
-                if self.record.instances.iter().any(|r| r.id == instance && r.group != gi) || self.detached.contains_key(&instance) {
-                    return Outcome::Failed { message: format!("{instance} is not in {group}") };
+                if self
+                    .record
+                    .instances
+                    .iter()
+                    .any(|r| r.id == instance && r.group != gi)
+                    || self.detached.contains_key(&instance)
+                {
+                    return Outcome::Failed {
+                        message: format!("{instance} is not in {group}"),
+                    };
                 }
                 if !self.terminate_instance(&instance) {
                     return Outcome::Gone;
@@ -1649,18 +1887,26 @@ impl<'s> Engine<'s> {
                 Outcome::Done
             }
             Action::RetireNode { node, reason, .. } => {
-                let Some(ni) = self.node_index(&node) else { return Outcome::Gone };
+                let Some(ni) = self.node_index(&node) else {
+                    return Outcome::Gone;
+                };
                 self.record.retire_calls += 1;
                 let n = &mut self.cluster.nodes[ni];
                 if !n.taints.iter().any(|t| t.key == TAINT_RETIRING) {
-                    n.taints.push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
+                    n.taints
+                        .push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
                 }
-                n.retired = Some(RetireMark { since: self.now, reason });
+                n.retired = Some(RetireMark {
+                    since: self.now,
+                    reason,
+                });
                 self.node_arcs[ni].1 = Arc::new(n.taints.clone());
                 Outcome::Done
             }
             Action::UnretireNode { node, .. } => {
-                let Some(ni) = self.node_index(&node) else { return Outcome::Gone };
+                let Some(ni) = self.node_index(&node) else {
+                    return Outcome::Gone;
+                };
                 self.record.unretire_calls += 1;
                 let n = &mut self.cluster.nodes[ni];
                 n.taints.retain(|t| t.key != TAINT_RETIRING);
@@ -1671,9 +1917,20 @@ impl<'s> Engine<'s> {
             }
             Action::VerifyRemoval { instance, .. } => {
                 // The simulated cluster has no lag: its current state is the fresh read.
-                let node = self.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(&instance)).cloned();
+                let node = self
+                    .cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.instance.as_ref() == Some(&instance))
+                    .cloned();
                 let pods = match &node {
-                    Some(n) => self.cluster.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name)).cloned().collect(),
+                    Some(n) => self
+                        .cluster
+                        .pods
+                        .iter()
+                        .filter(|p| p.node.as_ref() == Some(&n.name))
+                        .cloned()
+                        .collect(),
                     None => Vec::new(),
                 };
                 Outcome::Evidence(planner::RemovalEvidence { node, pods })
@@ -1691,7 +1948,9 @@ impl<'s> Engine<'s> {
                 Outcome::Done
             }
             Action::MarkIdle { node, since, .. } => {
-                let Some(ni) = self.node_index(&node) else { return Outcome::Gone };
+                let Some(ni) = self.node_index(&node) else {
+                    return Outcome::Gone;
+                };
                 self.cluster.nodes[ni].idle_since = since;
                 Outcome::Done
             }
@@ -1717,9 +1976,15 @@ fn best_node(sim: &PlacementSim<'_>, pod: usize, n_nodes: usize) -> Option<usize
                 (alloc - used - req) as f64 / alloc as f64
             }
         };
-        let score = (room(node.allocatable.cpu_millis, node.used.cpu_millis, request.cpu_millis)
-            + room(node.allocatable.memory_bytes, node.used.memory_bytes, request.memory_bytes))
-            / 2.0;
+        let score = (room(
+            node.allocatable.cpu_millis,
+            node.used.cpu_millis,
+            request.cpu_millis,
+        ) + room(
+            node.allocatable.memory_bytes,
+            node.used.memory_bytes,
+            request.memory_bytes,
+        )) / 2.0;
         if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, n));
         }
@@ -1757,7 +2022,15 @@ workload:
 ";
 
     /// Workloads whose pods must finish under the default settings.
-    const MUST_FINISH: [&str; 7] = ["job", "scavenger", "wf", "torch", "exec", "lone", "pinned-web"];
+    const MUST_FINISH: [&str; 7] = [
+        "job",
+        "scavenger",
+        "wf",
+        "torch",
+        "exec",
+        "lone",
+        "pinned-web",
+    ];
 
     fn scenario(settings: &str) -> Scenario {
         Scenario::from_yaml(&format!("{EVERY_OWNER}settings: {settings}\n")).unwrap()
@@ -1770,16 +2043,35 @@ workload:
         engine.start_initial_nodes();
         engine.process_arrivals();
         engine.schedule();
-        let workload_pods = engine.pod_meta.iter().filter(|m| m.logical.is_some()).count();
+        let workload_pods = engine
+            .pod_meta
+            .iter()
+            .filter(|m| m.logical.is_some())
+            .count();
         assert_eq!(workload_pods, scenario.workloads.len());
-        assert!(engine.cluster.pods.iter().all(|p| p.node.is_some()), "every pod runs");
+        assert!(
+            engine.cluster.pods.iter().all(|p| p.node.is_some()),
+            "every pod runs"
+        );
         engine
     }
 
     fn evict(engine: &mut Engine<'_>, pod: &str) {
         let key = PodKey::new(NAMESPACE, pod);
-        let node = engine.cluster.pods.iter().find(|p| p.key == key).and_then(|p| p.node.clone()).unwrap();
-        let outcome = engine.apply(Action::EvictPod { id: ActionId(1), pod: key, uid: None, node, grace_period: None });
+        let node = engine
+            .cluster
+            .pods
+            .iter()
+            .find(|p| p.key == key)
+            .and_then(|p| p.node.clone())
+            .unwrap();
+        let outcome = engine.apply(Action::EvictPod {
+            id: ActionId(1),
+            pod: key,
+            uid: None,
+            node,
+            grace_period: None,
+        });
         assert_eq!(outcome, Outcome::Done);
     }
 
@@ -1788,9 +2080,17 @@ workload:
         let scenario = scenario("{}");
         let mut engine = running(&scenario);
         for w in &scenario.workloads {
-            let before = (engine.record.killed_by_scale_in, engine.record.service_pods_recreated, engine.record.evictable_batch_pods_recreated);
+            let before = (
+                engine.record.killed_by_scale_in,
+                engine.record.service_pods_recreated,
+                engine.record.evictable_batch_pods_recreated,
+            );
             evict(&mut engine, &format!("{}-0", w.name));
-            let after = (engine.record.killed_by_scale_in, engine.record.service_pods_recreated, engine.record.evictable_batch_pods_recreated);
+            let after = (
+                engine.record.killed_by_scale_in,
+                engine.record.service_pods_recreated,
+                engine.record.evictable_batch_pods_recreated,
+            );
             let expected = match w.name.as_str() {
                 // Job, Workflow, PyTorchJob, Spark executor (owned by a Pod), bare, and
                 // safe-to-evict: false; priority -100 does not make a Job pod evictable.
@@ -1806,8 +2106,18 @@ workload:
         assert_eq!(engine.record.killed_by_scale_in, MUST_FINISH.len() as u32);
         assert_eq!(engine.record.evictions, scenario.workloads.len() as u32);
         // Every lost pod is recreated, pending again.
-        assert!(engine.record.logical_pods.iter().all(|lp| lp.incarnations == 2));
-        let killed_jobs: Vec<&str> = engine.record.jobs.iter().filter(|j| j.killed > 0).map(|j| j.name.as_str()).collect();
+        assert!(engine
+            .record
+            .logical_pods
+            .iter()
+            .all(|lp| lp.incarnations == 2));
+        let killed_jobs: Vec<&str> = engine
+            .record
+            .jobs
+            .iter()
+            .filter(|j| j.killed > 0)
+            .map(|j| j.name.as_str())
+            .collect();
         assert_eq!(killed_jobs, MUST_FINISH);
     }
 
@@ -1821,12 +2131,26 @@ workload:
         for id in &instances {
             assert!(engine.terminate_instance(id));
         }
-        let killed: BTreeSet<&str> = engine.record.jobs.iter().filter(|j| j.killed > 0).map(|j| j.name.as_str()).collect();
+        let killed: BTreeSet<&str> = engine
+            .record
+            .jobs
+            .iter()
+            .filter(|j| j.killed > 0)
+            .map(|j| j.name.as_str())
+            .collect();
         let survivors: BTreeSet<&str> = ["wf", "checkpointed"].into();
-        let expected: BTreeSet<&str> = scenario.workloads.iter().map(|w| w.name.as_str()).filter(|n| !survivors.contains(n)).collect();
+        let expected: BTreeSet<&str> = scenario
+            .workloads
+            .iter()
+            .map(|w| w.name.as_str())
+            .filter(|n| !survivors.contains(n))
+            .collect();
         assert_eq!(killed, expected);
         assert_eq!(engine.record.killed_by_scale_in, expected.len() as u32);
-        assert_eq!(engine.record.evictable_batch_pods_recreated, 2, "wf and checkpointed");
+        assert_eq!(
+            engine.record.evictable_batch_pods_recreated, 2,
+            "wf and checkpointed"
+        );
         assert_eq!(engine.record.service_pods_recreated, 0);
     }
 
@@ -1841,9 +2165,19 @@ workload:
 ";
 
     fn detach(engine: &mut Engine<'_>, instance: &InstanceId) -> Outcome {
-        let node = engine.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(instance)).map(|n| n.name.clone());
+        let node = engine
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.instance.as_ref() == Some(instance))
+            .map(|n| n.name.clone());
         let group = NodeGroupId::new("spot");
-        engine.apply(Action::DetachInstance { id: ActionId(1), group, instance: instance.clone(), node })
+        engine.apply(Action::DetachInstance {
+            id: ActionId(1),
+            group,
+            instance: instance.clone(),
+            node,
+        })
     }
 
     #[test]
@@ -1857,15 +2191,40 @@ workload:
         let ids: Vec<InstanceId> = engine.live_instances.keys().cloned().collect();
         assert_eq!(detach(&mut engine, &ids[0]), Outcome::Done);
         let group = &engine.cluster.groups[0];
-        assert_eq!((group.target, group.instances.len()), (2, 2), "desired -1, one member fewer");
-        let node = engine.cluster.nodes.iter().find(|n| n.instance.as_ref() == Some(&ids[0])).unwrap();
+        assert_eq!(
+            (group.target, group.instances.len()),
+            (2, 2),
+            "desired -1, one member fewer"
+        );
+        let node = engine
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.instance.as_ref() == Some(&ids[0]))
+            .unwrap();
         assert_eq!(node.group, None, "its node stays, with no group");
-        assert_eq!(engine.cluster.pods.iter().filter(|p| p.node.as_ref() == Some(&node.name)).count(), 1, "its pod runs on");
-        assert_eq!(engine.live_per_group(), vec![3], "it still runs (and bills)");
+        assert_eq!(
+            engine
+                .cluster
+                .pods
+                .iter()
+                .filter(|p| p.node.as_ref() == Some(&node.name))
+                .count(),
+            1,
+            "its pod runs on"
+        );
+        assert_eq!(
+            engine.live_per_group(),
+            vec![3],
+            "it still runs (and bills)"
+        );
         assert_eq!(engine.record.detach_calls, 1);
         assert!(engine.booting.is_empty(), "the group does not replace it");
         // Not a member any more: neither detached again nor terminated through the group.
-        assert!(matches!(detach(&mut engine, &ids[0]), Outcome::Failed { .. }));
+        assert!(matches!(
+            detach(&mut engine, &ids[0]),
+            Outcome::Failed { .. }
+        ));
         let terminate = Action::TerminateInstance {
             id: ActionId(2),
             group: NodeGroupId::new("spot"),

@@ -15,11 +15,16 @@ const PANEL: f64 = 200.0;
 const GAP: f64 = 70.0;
 /// Spot interruption markers: darker than the pending-pods line they sit under.
 const INTERRUPTION_COLOR: &str = "#8b0000";
-const PALETTE: [&str; 10] =
-    ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#d62728"];
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+    "#17becf", "#d62728",
+];
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A "nice" tick step so that about `ticks` steps cover `max`.
@@ -56,26 +61,60 @@ impl Axes {
 fn draw_axes(out: &mut String, axes: &Axes, title: &str, y_label: &str, time_label: &str) {
     let (x0, x1) = (LEFT, WIDTH - RIGHT);
     let (y0, y1) = (axes.top + PANEL, axes.top);
-    let _ = writeln!(out, r#"<text x="{x0}" y="{}" font-size="14" font-weight="bold">{}</text>"#, y1 - 10.0, escape(title));
+    let _ = writeln!(
+        out,
+        r#"<text x="{x0}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
+        y1 - 10.0,
+        escape(title)
+    );
     let y_step = nice_step(axes.y_max, 4.0);
     let mut v = 0.0;
     while v <= axes.y_max + 1e-9 {
         let y = axes.y(v);
-        let _ = writeln!(out, r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#e5e5e5"/>"##);
-        let _ = writeln!(out, r#"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#, x0 - 6.0, y + 4.0, v);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#e5e5e5"/>"##
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            x0 - 6.0,
+            y + 4.0,
+            v
+        );
         v += y_step;
     }
     let t_step = nice_step(axes.t_max / axes.time_unit, 8.0);
     let mut t = 0.0;
     while t <= axes.t_max / axes.time_unit + 1e-9 {
         let x = axes.x(t * axes.time_unit);
-        let _ = writeln!(out, r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{}" stroke="#333"/>"##, y0 + 4.0);
-        let _ = writeln!(out, r#"<text x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#, y0 + 16.0, t);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{}" stroke="#333"/>"##,
+            y0 + 4.0
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+            y0 + 16.0,
+            t
+        );
         t += t_step;
     }
-    let _ = writeln!(out, r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/>"##);
-    let _ = writeln!(out, r##"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>"##);
-    let _ = writeln!(out, r#"<text x="{:.1}" y="{}" font-size="12" text-anchor="middle">{time_label}</text>"#, (x0 + x1) / 2.0, y0 + 32.0);
+    let _ = writeln!(
+        out,
+        r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        out,
+        r##"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{}" font-size="12" text-anchor="middle">{time_label}</text>"#,
+        (x0 + x1) / 2.0,
+        y0 + 32.0
+    );
     let cy = (y0 + y1) / 2.0;
     let _ = writeln!(
         out,
@@ -98,15 +137,28 @@ fn step_line(out: &mut String, axes: &Axes, points: &[(f64, f64)], color: &str) 
             let _ = write!(path, " {x:.1},{prev_y:.1} {x:.1},{y:.1}");
         }
     }
-    let _ = writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{path}"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{path}"/>"#
+    );
 }
 
 fn legend(out: &mut String, top: f64, entries: &[(String, &str)]) {
     let x = WIDTH - RIGHT + 20.0;
     for (i, (label, color)) in entries.iter().enumerate() {
         let y = top + 10.0 + 18.0 * i as f64;
-        let _ = writeln!(out, r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/>"#, x + 20.0);
-        let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="12">{}</text>"#, x + 26.0, y + 4.0, escape(label));
+        let _ = writeln!(
+            out,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/>"#,
+            x + 20.0
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-size="12">{}</text>"#,
+            x + 26.0,
+            y + 4.0,
+            escape(label)
+        );
     }
 }
 
@@ -132,18 +184,46 @@ fn interruption_markers(out: &mut String, axes: &Axes, times: &[f64]) {
 fn interruption_legend(out: &mut String, top: f64, entries: usize, count: u32) {
     let x = WIDTH - RIGHT + 20.0;
     let y = top + 10.0 + 18.0 * entries as f64;
-    let _ = writeln!(out, r#"<path d="M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z" fill="{INTERRUPTION_COLOR}"/>"#, x + 6.0, y - 5.0, x + 14.0, y - 5.0, x + 10.0, y + 3.0);
-    let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="12">spot interruption ({count})</text>"#, x + 26.0, y + 4.0);
+    let _ = writeln!(
+        out,
+        r#"<path d="M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z" fill="{INTERRUPTION_COLOR}"/>"#,
+        x + 6.0,
+        y - 5.0,
+        x + 14.0,
+        y - 5.0,
+        x + 10.0,
+        y + 3.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" font-size="12">spot interruption ({count})</text>"#,
+        x + 26.0,
+        y + 4.0
+    );
 }
 
 /// The SVG document for a report.
 pub fn svg(report: &Report) -> String {
     let timeline = &report.timeline;
     let t_max = timeline.last().map_or(60.0, |s| s.t).max(60.0);
-    let (time_unit, time_label) = if t_max > 3.0 * 3600.0 { (3600.0, "time (hours)") } else { (60.0, "time (minutes)") };
-    let pods_max = timeline.iter().map(|s| s.pending.max(s.running)).max().unwrap_or(0).max(1) as f64;
+    let (time_unit, time_label) = if t_max > 3.0 * 3600.0 {
+        (3600.0, "time (hours)")
+    } else {
+        (60.0, "time (minutes)")
+    };
+    let pods_max = timeline
+        .iter()
+        .map(|s| s.pending.max(s.running))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     let groups: Vec<&String> = report.groups.iter().map(|g| &g.name).collect();
-    let nodes_max = timeline.iter().flat_map(|s| s.nodes.values().copied()).max().unwrap_or(0).max(1) as f64;
+    let nodes_max = timeline
+        .iter()
+        .flat_map(|s| s.nodes.values().copied())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -179,26 +259,62 @@ pub fn svg(report: &Report) -> String {
         );
     }
 
-    let pods_axes = Axes { top: TOP, t_max, y_max: nice_ceil(pods_max), time_unit };
+    let pods_axes = Axes {
+        top: TOP,
+        t_max,
+        y_max: nice_ceil(pods_max),
+        time_unit,
+    };
     draw_axes(&mut out, &pods_axes, "Pods", "pods", time_label);
-    let pending: Vec<(f64, f64)> = timeline.iter().map(|s| (s.t, f64::from(s.pending))).collect();
-    let running: Vec<(f64, f64)> = timeline.iter().map(|s| (s.t, f64::from(s.running))).collect();
+    let pending: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t, f64::from(s.pending)))
+        .collect();
+    let running: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t, f64::from(s.running)))
+        .collect();
     step_line(&mut out, &pods_axes, &running, "#2ca02c");
     step_line(&mut out, &pods_axes, &pending, "#d62728");
-    legend(&mut out, TOP, &[("pending pods".to_owned(), "#d62728"), ("running pods".to_owned(), "#2ca02c")]);
+    legend(
+        &mut out,
+        TOP,
+        &[
+            ("pending pods".to_owned(), "#d62728"),
+            ("running pods".to_owned(), "#2ca02c"),
+        ],
+    );
     if !report.interrupted_instances.is_empty() {
-        let times: Vec<f64> = report.interrupted_instances.iter().map(|i| i.at_seconds).collect();
+        let times: Vec<f64> = report
+            .interrupted_instances
+            .iter()
+            .map(|i| i.at_seconds)
+            .collect();
         interruption_markers(&mut out, &pods_axes, &times);
         interruption_legend(&mut out, TOP, 2, report.interruptions);
     }
 
     let nodes_top = TOP + PANEL + GAP;
-    let nodes_axes = Axes { top: nodes_top, t_max, y_max: nice_ceil(nodes_max), time_unit };
-    draw_axes(&mut out, &nodes_axes, "Nodes per group (booting or ready)", "nodes", time_label);
+    let nodes_axes = Axes {
+        top: nodes_top,
+        t_max,
+        y_max: nice_ceil(nodes_max),
+        time_unit,
+    };
+    draw_axes(
+        &mut out,
+        &nodes_axes,
+        "Nodes per group (booting or ready)",
+        "nodes",
+        time_label,
+    );
     let mut entries = Vec::new();
     for (i, g) in groups.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let points: Vec<(f64, f64)> = timeline.iter().map(|s| (s.t, f64::from(s.nodes.get(*g).copied().unwrap_or(0)))).collect();
+        let points: Vec<(f64, f64)> = timeline
+            .iter()
+            .map(|s| (s.t, f64::from(s.nodes.get(*g).copied().unwrap_or(0))))
+            .collect();
         step_line(&mut out, &nodes_axes, &points, color);
         entries.push(((*g).clone(), color));
     }

@@ -26,7 +26,7 @@
 
 use crate::engine::{InterruptionRecord, RunRecord, StopReason};
 use crate::scenario::{Scenario, WorkloadKind};
-use model::{PodKey, PodView, Owner, Time};
+use model::{Owner, PodKey, PodView, Time};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -264,11 +264,21 @@ fn secs(t: Time) -> f64 {
 
 fn percentiles(mut values: Vec<f64>) -> Percentiles {
     if values.is_empty() {
-        return Percentiles { p50: 0.0, p95: 0.0, max: 0.0 };
+        return Percentiles {
+            p50: 0.0,
+            p95: 0.0,
+            max: 0.0,
+        };
     }
     values.sort_by(f64::total_cmp);
-    let rank = |p: f64| values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
-    Percentiles { p50: round(rank(50.0), 3), p95: round(rank(95.0), 3), max: round(values[values.len() - 1], 3) }
+    let rank = |p: f64| {
+        values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]
+    };
+    Percentiles {
+        p50: round(rank(50.0), 3),
+        p95: round(rank(95.0), 3),
+        max: round(values[values.len() - 1], 3),
+    }
 }
 
 impl Report {
@@ -297,7 +307,11 @@ impl Report {
                 node_hours: 0.0,
                 cost_usd: 0.0,
                 failed_launches: 0,
-                interruptions: record.interruptions.iter().filter(|i| i.group == gi).count() as u32,
+                interruptions: record
+                    .interruptions
+                    .iter()
+                    .filter(|i| i.group == gi)
+                    .count() as u32,
             })
             .collect();
         let mut node_hours = 0.0;
@@ -323,7 +337,13 @@ impl Report {
         }
         // Nodes alive at the end come from the last sample (terminations at `end` excluded).
         let at_end = record.samples.last().map_or(0, |s| s.nodes.iter().sum());
-        for (g, n) in groups.iter_mut().zip(record.samples.last().map(|s| s.nodes.clone()).unwrap_or_default()) {
+        for (g, n) in groups.iter_mut().zip(
+            record
+                .samples
+                .last()
+                .map(|s| s.nodes.clone())
+                .unwrap_or_default(),
+        ) {
             g.at_end = n;
         }
 
@@ -354,10 +374,21 @@ impl Report {
             .jobs
             .iter()
             .map(|j| {
-                let first = j.pods.iter().filter_map(|&p| record.logical_pods[p].first_start).min();
-                let completed = j.pods.iter().filter(|&&p| record.logical_pods[p].completed_at.is_some()).count() as u32;
+                let first = j
+                    .pods
+                    .iter()
+                    .filter_map(|&p| record.logical_pods[p].first_start)
+                    .min();
+                let completed = j
+                    .pods
+                    .iter()
+                    .filter(|&&p| record.logical_pods[p].completed_at.is_some())
+                    .count() as u32;
                 let finished = if completed as usize == j.pods.len() {
-                    j.pods.iter().filter_map(|&p| record.logical_pods[p].completed_at).max()
+                    j.pods
+                        .iter()
+                        .filter_map(|&p| record.logical_pods[p].completed_at)
+                        .max()
                 } else {
                     None
                 };
@@ -365,7 +396,10 @@ impl Report {
                     name: j.name.clone(),
                     workload: scenario.workloads[j.workload].name.clone(),
                     kind: j.kind.as_str(),
-                    owner: scenario.workloads[j.workload].owner.as_ref().map(|o| o.owner_kind().to_string()),
+                    owner: scenario.workloads[j.workload]
+                        .owner
+                        .as_ref()
+                        .map(|o| o.owner_kind().to_string()),
                     arrival_seconds: secs(j.arrival),
                     pods: j.pods.len() as u32,
                     time_to_start_seconds: first.map(|t| round((t - j.arrival).as_secs_f64(), 3)),
@@ -377,19 +411,23 @@ impl Report {
                     gang_max_partial_running: j.gang.then_some(j.gang_max_partial_running),
                     gang_started_at_seconds: j.gang_all_running_at.map(secs),
                     admitted_at_seconds: j.admitted_at.map(secs),
-                    provisioning_requests: (j.provisioning_requests > 0).then_some(j.provisioning_requests),
+                    provisioning_requests: (j.provisioning_requests > 0)
+                        .then_some(j.provisioning_requests),
                 }
             })
             .collect();
 
-        let (lower_bound_node_hours, lower_bound_cost_usd, unplaceable) = lower_bound(scenario, record);
+        let (lower_bound_node_hours, lower_bound_cost_usd, unplaceable) =
+            lower_bound(scenario, record);
         let mut warnings = scenario.warnings.clone();
         warnings.extend(record.notes.iter().cloned());
         for j in record.jobs.iter().filter(|j| j.deactivated) {
             warnings.push(format!("{}: its ProvisioningRequest failed {} times; the workload is deactivated, as Kueue does", j.name, j.provisioning_requests));
         }
         if unplaceable > 0 {
-            warnings.push(format!("{unplaceable} pods fit no group's node template (left out of the lower bound)"));
+            warnings.push(format!(
+                "{unplaceable} pods fit no group's node template (left out of the lower bound)"
+            ));
         }
 
         let launch_failures = record
@@ -406,8 +444,14 @@ impl Report {
 
         let mut overflow = Vec::new();
         for (gi, g) in scenario.groups.iter().enumerate() {
-            let Some(first) = record.failures.iter().find(|f| f.group == gi) else { continue };
-            let next = record.instances.iter().filter(|i| i.group != gi && i.launched_at >= first.at).min_by_key(|i| i.launched_at);
+            let Some(first) = record.failures.iter().find(|f| f.group == gi) else {
+                continue;
+            };
+            let next = record
+                .instances
+                .iter()
+                .filter(|i| i.group != gi && i.launched_at >= first.at)
+                .min_by_key(|i| i.launched_at);
             overflow.push(OverflowReport {
                 failed_group: g.spec.id.to_string(),
                 failed_region: g.spec.region.to_string(),
@@ -419,7 +463,11 @@ impl Report {
             });
         }
 
-        let group_names: Vec<String> = scenario.groups.iter().map(|g| g.spec.id.to_string()).collect();
+        let group_names: Vec<String> = scenario
+            .groups
+            .iter()
+            .map(|g| g.spec.id.to_string())
+            .collect();
         let timeline = record
             .samples
             .iter()
@@ -427,7 +475,11 @@ impl Report {
                 t: secs(s.at),
                 pending: s.pending,
                 running: s.running,
-                nodes: group_names.iter().cloned().zip(s.nodes.iter().copied()).collect(),
+                nodes: group_names
+                    .iter()
+                    .cloned()
+                    .zip(s.nodes.iter().copied())
+                    .collect(),
             })
             .collect();
 
@@ -441,7 +493,11 @@ impl Report {
             },
             pods: counts,
             time_to_start_seconds: percentiles(starts),
-            nodes: NodeCounts { launched: record.instances.len() as u32, peak: record.peak_nodes, at_end },
+            nodes: NodeCounts {
+                launched: record.instances.len() as u32,
+                peak: record.peak_nodes,
+                at_end,
+            },
             node_hours: round(node_hours, 4),
             cost_usd: round(cost, 4),
             lower_bound_node_hours: round(lower_bound_node_hours, 4),
@@ -449,11 +505,22 @@ impl Report {
             interruptions: record.interruptions.len() as u32,
             work_lost_pod_hours: round(record.work_lost_pod_hours, 4),
             work_lost_node_hours: round(record.work_lost_node_hours, 4),
-            time_to_restart_seconds: percentiles(record.restart_delays.iter().map(|d| d.as_secs_f64()).collect()),
+            time_to_restart_seconds: percentiles(
+                record
+                    .restart_delays
+                    .iter()
+                    .map(|d| d.as_secs_f64())
+                    .collect(),
+            ),
             mean_time_to_restart_seconds: if record.restart_delays.is_empty() {
                 0.0
             } else {
-                record.restart_delays.iter().map(|d| d.as_secs_f64()).sum::<f64>() / record.restart_delays.len() as f64
+                record
+                    .restart_delays
+                    .iter()
+                    .map(|d| d.as_secs_f64())
+                    .sum::<f64>()
+                    / record.restart_delays.len() as f64
             },
             detach_calls: record.detach_calls,
             scale_up_calls: record.scale_up_calls,
@@ -471,8 +538,20 @@ impl Report {
             interrupted_instances: interruption_reports(scenario, record),
             launch_failures,
             overflow,
-            planner_events: record.event_counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-            events: record.events.iter().map(|e| EventReport { at_seconds: secs(e.at), reason: e.reason, message: e.message.clone() }).collect(),
+            planner_events: record
+                .event_counts
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            events: record
+                .events
+                .iter()
+                .map(|e| EventReport {
+                    at_seconds: secs(e.at),
+                    reason: e.reason,
+                    message: e.message.clone(),
+                })
+                .collect(),
             events_dropped: record.events_dropped,
             warnings,
             violations: record.violations.clone(),
@@ -490,26 +569,57 @@ impl Report {
     /// A dozen lines for a person.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let hm = |secs: f64| model::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0)));
-        let _ = writeln!(s, "scenario {} (seed {}): {} simulated, stopped: {}", self.scenario, self.seed, hm(self.simulated_seconds), self.stopped_because);
+        let hm =
+            |secs: f64| model::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0)));
+        let _ = writeln!(
+            s,
+            "scenario {} (seed {}): {} simulated, stopped: {}",
+            self.scenario,
+            self.seed,
+            hm(self.simulated_seconds),
+            self.stopped_because
+        );
         let _ = writeln!(
             s,
             "pods: {} total, {} completed, {} never started, {} killed by scale-in",
-            self.pods.total, self.pods.completed, self.pods.never_started, self.pods.killed_by_scale_in
+            self.pods.total,
+            self.pods.completed,
+            self.pods.never_started,
+            self.pods.killed_by_scale_in
         );
         let t = &self.time_to_start_seconds;
-        let _ = writeln!(s, "time to start: p50 {:.0}s, p95 {:.0}s, max {:.0}s", t.p50, t.p95, t.max);
-        let _ = writeln!(s, "nodes: {} launched, peak {}, {} at the end", self.nodes.launched, self.nodes.peak, self.nodes.at_end);
-        let ratio = if self.lower_bound_node_hours > 0.0 { self.node_hours / self.lower_bound_node_hours } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "time to start: p50 {:.0}s, p95 {:.0}s, max {:.0}s",
+            t.p50, t.p95, t.max
+        );
+        let _ = writeln!(
+            s,
+            "nodes: {} launched, peak {}, {} at the end",
+            self.nodes.launched, self.nodes.peak, self.nodes.at_end
+        );
+        let ratio = if self.lower_bound_node_hours > 0.0 {
+            self.node_hours / self.lower_bound_node_hours
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
             "node-hours: {:.2} (lower bound {:.2}, x{:.2}); cost ${:.2} (lower bound ${:.2})",
-            self.node_hours, self.lower_bound_node_hours, ratio, self.cost_usd, self.lower_bound_cost_usd
+            self.node_hours,
+            self.lower_bound_node_hours,
+            ratio,
+            self.cost_usd,
+            self.lower_bound_cost_usd
         );
         let _ = writeln!(
             s,
             "planner: {} scale-ups, {} scale-downs, {} give-backs, {} retirements, {} evictions",
-            self.scale_up_calls, self.scale_down_calls, self.give_back_calls, self.retire_calls, self.evictions
+            self.scale_up_calls,
+            self.scale_down_calls,
+            self.give_back_calls,
+            self.retire_calls,
+            self.evictions
         );
         for g in &self.groups {
             let _ = writeln!(
@@ -522,7 +632,11 @@ impl Report {
                 g.peak,
                 g.node_hours,
                 g.cost_usd,
-                if g.failed_launches > 0 { format!(", {} failed launches", g.failed_launches) } else { String::new() }
+                if g.failed_launches > 0 {
+                    format!(", {} failed launches", g.failed_launches)
+                } else {
+                    String::new()
+                }
             );
         }
         if self.interruptions > 0 {
@@ -536,18 +650,42 @@ impl Report {
         for o in &self.overflow {
             match (&o.next_launch_group, o.delay_seconds) {
                 (Some(next), Some(delay)) => {
-                    let _ = writeln!(s, "overflow: {} failed at {}, next launch in {} after {:.0}s", o.failed_group, hm(o.first_failure_at_seconds), next, delay);
+                    let _ = writeln!(
+                        s,
+                        "overflow: {} failed at {}, next launch in {} after {:.0}s",
+                        o.failed_group,
+                        hm(o.first_failure_at_seconds),
+                        next,
+                        delay
+                    );
                 }
                 _ => {
-                    let _ = writeln!(s, "overflow: {} failed at {}, no other group launched afterwards", o.failed_group, hm(o.first_failure_at_seconds));
+                    let _ = writeln!(
+                        s,
+                        "overflow: {} failed at {}, no other group launched afterwards",
+                        o.failed_group,
+                        hm(o.first_failure_at_seconds)
+                    );
                 }
             }
         }
         let gangs: Vec<&JobReport> = self.jobs.iter().filter(|j| j.gang).collect();
         if !gangs.is_empty() {
-            let partial = gangs.iter().filter(|j| j.gang_max_partial_running.unwrap_or(0) > 0).count();
-            let started = gangs.iter().filter(|j| j.gang_started_at_seconds.is_some()).count();
-            let _ = writeln!(s, "gangs: {} of {} started whole, {} started partially", started, gangs.len(), partial);
+            let partial = gangs
+                .iter()
+                .filter(|j| j.gang_max_partial_running.unwrap_or(0) > 0)
+                .count();
+            let started = gangs
+                .iter()
+                .filter(|j| j.gang_started_at_seconds.is_some())
+                .count();
+            let _ = writeln!(
+                s,
+                "gangs: {} of {} started whole, {} started partially",
+                started,
+                gangs.len(),
+                partial
+            );
         }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
@@ -560,8 +698,11 @@ impl Report {
 }
 
 fn interruption_reports(scenario: &Scenario, record: &RunRecord) -> Vec<InterruptionReport> {
-    let detached: BTreeMap<&model::InstanceId, Time> =
-        record.instances.iter().filter_map(|r| r.detached_at.map(|t| (&r.id, t))).collect();
+    let detached: BTreeMap<&model::InstanceId, Time> = record
+        .instances
+        .iter()
+        .filter_map(|r| r.detached_at.map(|t| (&r.id, t)))
+        .collect();
     record
         .interruptions
         .iter()
@@ -582,18 +723,27 @@ fn interruption_reports(scenario: &Scenario, record: &RunRecord) -> Vec<Interrup
 /// Returns (node-hours, cost, pods that fit no group).
 fn lower_bound(scenario: &Scenario, record: &RunRecord) -> (f64, f64, u32) {
     // One probe pod per workload: every pod of a workload asks for the same.
-    let templates: Vec<planner::TemplateNode> =
-        scenario.groups.iter().map(|g| planner::node_template(&g.spec, &g.zone, &scenario.daemonsets)).collect();
+    let templates: Vec<planner::TemplateNode> = scenario
+        .groups
+        .iter()
+        .map(|g| planner::node_template(&g.spec, &g.zone, &scenario.daemonsets))
+        .collect();
     let best: Vec<Option<(usize, f64)>> = scenario
         .workloads
         .iter()
         .map(|w| {
-            let mut probe = PodView::new(PodKey::new("default", "probe"), w.requests.clone(), Owner::Bare, Time::ZERO);
+            let mut probe = PodView::new(
+                PodKey::new("default", "probe"),
+                w.requests.clone(),
+                Owner::Bare,
+                Time::ZERO,
+            );
             probe.node_selector = w.node_selector.clone();
             probe.tolerations = w.tolerations.clone();
             let mut best: Option<(usize, f64)> = None;
             for (gi, t) in templates.iter().enumerate() {
-                if planner::predicates::check_labels_and_taints(&probe, &t.labels, &t.taints).is_err()
+                if planner::predicates::check_labels_and_taints(&probe, &t.labels, &t.taints)
+                    .is_err()
                     || probe.requests.fits_in(&t.allocatable).is_err()
                 {
                     continue;

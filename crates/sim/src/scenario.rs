@@ -68,9 +68,9 @@
 
 use model::well_known::LABEL_HOSTNAME;
 use model::{
-    parse_duration, DaemonSetView, InstanceTypeName, LabelSelector, Labels, NodeGroupId, NodeGroupSpec, NodeShape, Owner,
-    OwnerKind, PodAntiAffinityTerm, PurchaseOption, Region, Resources, SafeToEvict, Taint, TaintEffect, Time, Toleration,
-    TolerationOperator, Zone,
+    parse_duration, DaemonSetView, InstanceTypeName, LabelSelector, Labels, NodeGroupId,
+    NodeGroupSpec, NodeShape, Owner, OwnerKind, PodAntiAffinityTerm, PurchaseOption, Region,
+    Resources, SafeToEvict, Taint, TaintEffect, Time, Toleration, TolerationOperator, Zone,
 };
 use planner::PlannerSettings;
 use serde::de::{self, Deserializer};
@@ -109,7 +109,11 @@ pub struct ScenarioError {
 
 impl ScenarioError {
     fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: ScenarioErrorKind::Invalid, path: path.into(), message: message.into() }
+        Self {
+            kind: ScenarioErrorKind::Invalid,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// What kind of problem this is.
@@ -444,7 +448,10 @@ impl WorkloadOwner {
     /// The default owner of a workload of `kind`: a `batch/v1` Job for batch pods, an
     /// `apps/v1` ReplicaSet for services, none for bare pods.
     pub fn default_for(kind: WorkloadKind) -> Option<Self> {
-        let owner = |api_version: &str, kind: &str| Self { api_version: api_version.to_owned(), kind: kind.to_owned() };
+        let owner = |api_version: &str, kind: &str| Self {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        };
         match kind {
             WorkloadKind::Job => Some(owner("batch/v1", "Job")),
             WorkloadKind::Service => Some(owner("apps/v1", "ReplicaSet")),
@@ -504,7 +511,9 @@ impl WorkloadDef {
 
     /// The owner of the pods of job `job_name` (the controller is named after the job).
     pub fn pod_owner(&self, job_name: &str) -> Owner {
-        self.owner.as_ref().map_or(Owner::Bare, |o| o.owner(job_name))
+        self.owner
+            .as_ref()
+            .map_or(Owner::Bare, |o| o.owner(job_name))
     }
 
     /// Anti-affinity term that keeps two pods of job `job_name` off one node.
@@ -512,7 +521,10 @@ impl WorkloadDef {
         let mut match_labels = Labels::new();
         match_labels.insert(JOB_NAME_LABEL.to_owned(), job_name.to_owned());
         PodAntiAffinityTerm {
-            selector: LabelSelector { match_labels, match_expressions: Vec::new() },
+            selector: LabelSelector {
+                match_labels,
+                match_expressions: Vec::new(),
+            },
             namespaces: Vec::new(),
             topology_key: LABEL_HOSTNAME.to_owned(),
         }
@@ -540,8 +552,11 @@ pub struct Scenario {
 impl Scenario {
     /// Parses and validates scenario text.
     pub fn from_yaml(text: &str) -> Result<Self, ScenarioError> {
-        let raw: RawScenario = serde_yaml::from_str(text)
-            .map_err(|e| ScenarioError { kind: ScenarioErrorKind::Syntax, path: String::new(), message: e.to_string() })?;
+        let raw: RawScenario = serde_yaml::from_str(text).map_err(|e| ScenarioError {
+            kind: ScenarioErrorKind::Syntax,
+            path: String::new(),
+            message: e.to_string(),
+        })?;
         validate(raw)
     }
 
@@ -564,7 +579,10 @@ fn duration_at(path: &str, text: &Text) -> Result<Duration, ScenarioError> {
 fn positive_duration_at(path: &str, text: &Text) -> Result<Duration, ScenarioError> {
     let d = duration_at(path, text)?;
     if d.is_zero() {
-        return Err(ScenarioError::invalid(path, format!("must be greater than zero, got {:?}", text.0)));
+        return Err(ScenarioError::invalid(
+            path,
+            format!("must be greater than zero, got {:?}", text.0),
+        ));
     }
     Ok(d)
 }
@@ -576,10 +594,16 @@ fn time_of(d: Duration) -> Time {
 fn resources_at(path: &str, requests: &BTreeMap<String, Text>) -> Result<Resources, ScenarioError> {
     for (name, text) in requests {
         if let Err((_, e)) = Resources::from_quantities([(name.as_str(), text.0.as_str())]) {
-            return Err(ScenarioError::invalid(format!("{path}.{name}"), e.to_string()));
+            return Err(ScenarioError::invalid(
+                format!("{path}.{name}"),
+                e.to_string(),
+            ));
         }
         if text.0.trim().starts_with('-') {
-            return Err(ScenarioError::invalid(format!("{path}.{name}"), format!("must not be negative, got {:?}", text.0)));
+            return Err(ScenarioError::invalid(
+                format!("{path}.{name}"),
+                format!("must not be negative, got {:?}", text.0),
+            ));
         }
     }
     Resources::from_quantities(requests.iter().map(|(k, v)| (k.as_str(), v.0.as_str())))
@@ -587,7 +611,9 @@ fn resources_at(path: &str, requests: &BTreeMap<String, Text>) -> Result<Resourc
 }
 
 fn string_map(map: &BTreeMap<String, Text>) -> Labels {
-    map.iter().map(|(k, v)| (k.as_str(), v.0.as_str())).collect()
+    map.iter()
+        .map(|(k, v)| (k.as_str(), v.0.as_str()))
+        .collect()
 }
 
 fn tolerations_at(path: &str, raw: &[RawToleration]) -> Result<Vec<Toleration>, ScenarioError> {
@@ -625,10 +651,16 @@ fn tolerations_at(path: &str, raw: &[RawToleration]) -> Result<Vec<Toleration>, 
 
 fn unique_name(seen: &mut BTreeSet<String>, path: &str, name: &str) -> Result<(), ScenarioError> {
     if name.trim().is_empty() {
-        return Err(ScenarioError::invalid(format!("{path}.name"), "must not be empty"));
+        return Err(ScenarioError::invalid(
+            format!("{path}.name"),
+            "must not be empty",
+        ));
     }
     if !seen.insert(name.to_owned()) {
-        return Err(ScenarioError::invalid(format!("{path}.name"), format!("duplicate name {name:?}")));
+        return Err(ScenarioError::invalid(
+            format!("{path}.name"),
+            format!("duplicate name {name:?}"),
+        ));
     }
     Ok(())
 }
@@ -645,7 +677,10 @@ fn validate(raw: RawScenario) -> Result<Scenario, ScenarioError> {
     let seed = raw.seed.unwrap_or(settings.seed);
     settings.seed = seed;
     if let Err(e) = planner::Planner::new(settings.clone()) {
-        return Err(ScenarioError::invalid(format!("settings.{}", e.field), e.message));
+        return Err(ScenarioError::invalid(
+            format!("settings.{}", e.field),
+            e.message,
+        ));
     }
     let mut warnings = Vec::new();
 
@@ -654,20 +689,29 @@ fn validate(raw: RawScenario) -> Result<Scenario, ScenarioError> {
     if let Some(declared) = &raw.regions {
         for (i, r) in declared.iter().enumerate() {
             if regions.contains(r) {
-                return Err(ScenarioError::invalid(format!("regions[{i}]"), format!("duplicate region {r:?}")));
+                return Err(ScenarioError::invalid(
+                    format!("regions[{i}]"),
+                    format!("duplicate region {r:?}"),
+                ));
             }
             regions.push(r.clone());
         }
     }
     if raw.node_groups.is_empty() {
-        return Err(ScenarioError::invalid("node_groups", "at least one node group is required"));
+        return Err(ScenarioError::invalid(
+            "node_groups",
+            "at least one node group is required",
+        ));
     }
     for (i, g) in raw.node_groups.iter().enumerate() {
         if !regions.contains(&g.region) {
             if raw.regions.is_some() {
                 return Err(ScenarioError::invalid(
                     format!("node_groups[{i}] ({}).region", g.name),
-                    format!("region {:?} is not in the top-level regions list {:?}", g.region, regions),
+                    format!(
+                        "region {:?} is not in the top-level regions list {:?}",
+                        g.region, regions
+                    ),
                 ));
             }
             regions.push(g.region.clone());
@@ -707,7 +751,16 @@ fn validate(raw: RawScenario) -> Result<Scenario, ScenarioError> {
         warnings.push("the workload is empty".to_owned());
     }
 
-    Ok(Scenario { name: raw.name, seed, horizon, settings, groups, daemonsets, workloads, warnings })
+    Ok(Scenario {
+        name: raw.name,
+        seed,
+        horizon,
+        settings,
+        groups,
+        daemonsets,
+        workloads,
+        warnings,
+    })
 }
 
 fn validate_daemonsets(raw: &[RawDaemonSet]) -> Result<Vec<DaemonSetView>, ScenarioError> {
@@ -730,28 +783,55 @@ fn validate_daemonsets(raw: &[RawDaemonSet]) -> Result<Vec<DaemonSetView>, Scena
         .collect()
 }
 
-fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration, warnings: &mut Vec<String>) -> Result<GroupDef, ScenarioError> {
+fn validate_group(
+    path: &str,
+    g: &RawGroup,
+    region_rank: u32,
+    horizon: Duration,
+    warnings: &mut Vec<String>,
+) -> Result<GroupDef, ScenarioError> {
     let instance_types: Vec<String> = match (&g.instance_type, &g.instance_types) {
         (Some(t), None) => vec![t.clone()],
         (None, Some(list)) if !list.is_empty() => list.clone(),
-        (None, Some(_)) => return Err(ScenarioError::invalid(format!("{path}.instance_types"), "must not be empty")),
+        (None, Some(_)) => {
+            return Err(ScenarioError::invalid(
+                format!("{path}.instance_types"),
+                "must not be empty",
+            ))
+        }
         (None, None) => {
-            return Err(ScenarioError::invalid(path, "one of instance_type or instance_types is required"))
+            return Err(ScenarioError::invalid(
+                path,
+                "one of instance_type or instance_types is required",
+            ))
         }
         (Some(_), Some(_)) => {
-            return Err(ScenarioError::invalid(path, "give instance_type or instance_types, not both"))
+            return Err(ScenarioError::invalid(
+                path,
+                "give instance_type or instance_types, not both",
+            ))
         }
     };
-    let type_field = if g.instance_type.is_some() { "instance_type" } else { "instance_types[0]" };
+    let type_field = if g.instance_type.is_some() {
+        "instance_type"
+    } else {
+        "instance_types[0]"
+    };
     let simulated = instance_types[0].clone();
     if g.min > g.max {
-        return Err(ScenarioError::invalid(path, format!("min {} is greater than max {}", g.min, g.max)));
+        return Err(ScenarioError::invalid(
+            path,
+            format!("min {} is greater than max {}", g.min, g.max),
+        ));
     }
     let initial = g.initial.unwrap_or(g.min);
     if initial < g.min || initial > g.max {
         return Err(ScenarioError::invalid(
             format!("{path}.initial"),
-            format!("initial {initial} is outside min {} .. max {}", g.min, g.max),
+            format!(
+                "initial {initial} is outside min {} .. max {}",
+                g.min, g.max
+            ),
         ));
     }
     if !g.zone.starts_with(&g.region) {
@@ -762,7 +842,10 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
     }
     let max_pods = g.max_pods.unwrap_or(model::group::DEFAULT_MAX_PODS);
     if max_pods == 0 {
-        return Err(ScenarioError::invalid(format!("{path}.max_pods"), "must be at least 1"));
+        return Err(ScenarioError::invalid(
+            format!("{path}.max_pods"),
+            "must be at least 1",
+        ));
     }
     let type_name = InstanceTypeName::new(simulated.clone());
     let shape = match (&g.shape, catalog::lookup(&simulated)) {
@@ -801,18 +884,26 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
         match catalog::lookup(other) {
             Some(o) => {
                 let first = catalog::lookup(&simulated);
-                if first.is_some_and(|f| (f.vcpus, f.memory_mib, f.gpus) != (o.vcpus, o.memory_mib, o.gpus)) {
+                if first.is_some_and(|f| {
+                    (f.vcpus, f.memory_mib, f.gpus) != (o.vcpus, o.memory_mib, o.gpus)
+                }) {
                     warnings.push(format!(
                         "{path}.instance_types[{j}]: {other} differs in shape from {simulated}; the simulation uses {simulated}"
                     ));
                 }
             }
-            None => warnings.push(format!("{path}.instance_types[{j}]: {other} is not in the catalog (ignored)")),
+            None => warnings.push(format!(
+                "{path}.instance_types[{j}]: {other} is not in the catalog (ignored)"
+            )),
         }
     }
     let mut taints = Vec::new();
     for (j, t) in g.taints.iter().enumerate() {
-        taints.push(Taint::parse(t).map_err(|e| ScenarioError::invalid(format!("{path}.taints[{j}]"), e.to_string()))?);
+        taints.push(
+            Taint::parse(t).map_err(|e| {
+                ScenarioError::invalid(format!("{path}.taints[{j}]"), e.to_string())
+            })?,
+        );
     }
     let boot_delay = match &g.boot_delay {
         Some(t) => duration_at(&format!("{path}.boot_delay"), t)?,
@@ -822,7 +913,10 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
     let (price_per_hour, price_source) = match (g.price_per_hour, on_demand, g.spot) {
         (Some(p), _, _) => {
             if !(p.is_finite() && p >= 0.0) {
-                return Err(ScenarioError::invalid(format!("{path}.price_per_hour"), format!("must be zero or more, got {p}")));
+                return Err(ScenarioError::invalid(
+                    format!("{path}.price_per_hour"),
+                    format!("must be zero or more, got {p}"),
+                ));
             }
             (p, PriceSource::Scenario)
         }
@@ -841,9 +935,16 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
         let from = duration_at(&format!("{here}.from"), &w.from)?;
         let to = duration_at(&format!("{here}.to"), &w.to)?;
         if to <= from {
-            return Err(ScenarioError::invalid(format!("{here}.to"), format!("must be after from ({:?} <= {:?})", w.to.0, w.from.0)));
+            return Err(ScenarioError::invalid(
+                format!("{here}.to"),
+                format!("must be after from ({:?} <= {:?})", w.to.0, w.from.0),
+            ));
         }
-        capacity_errors.push(CapacityWindow { from: time_of(from), to: time_of(to), available: w.available });
+        capacity_errors.push(CapacityWindow {
+            from: time_of(from),
+            to: time_of(to),
+            available: w.available,
+        });
     }
     let (interruptions, interruption_rate_per_hour) = interruptions_at(path, g, horizon)?;
     if g.capacity_rebalance && !g.spot {
@@ -858,7 +959,11 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
         max_size: g.max,
         labels: string_map(&g.labels),
         taints,
-        purchase: if g.spot { PurchaseOption::Spot } else { PurchaseOption::OnDemand },
+        purchase: if g.spot {
+            PurchaseOption::Spot
+        } else {
+            PurchaseOption::OnDemand
+        },
         price_per_hour: Some(price_per_hour),
         region_rank,
         capacity_rebalance: g.capacity_rebalance,
@@ -866,7 +971,10 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
     Ok(GroupDef {
         spec,
         zone: Zone::new(g.zone.clone()),
-        instance_types: instance_types.into_iter().map(InstanceTypeName::new).collect(),
+        instance_types: instance_types
+            .into_iter()
+            .map(InstanceTypeName::new)
+            .collect(),
         initial,
         boot_delay,
         price_per_hour,
@@ -879,7 +987,11 @@ fn validate_group(path: &str, g: &RawGroup, region_rank: u32, horizon: Duration,
 
 /// A group's `interruptions` and `interruption_rate_per_hour`: only a spot group can
 /// have them (EC2 interrupts nothing else), every time within the horizon.
-fn interruptions_at(path: &str, g: &RawGroup, horizon: Duration) -> Result<(Vec<InterruptionAt>, f64), ScenarioError> {
+fn interruptions_at(
+    path: &str,
+    g: &RawGroup,
+    horizon: Duration,
+) -> Result<(Vec<InterruptionAt>, f64), ScenarioError> {
     let on_demand = |field: &str| {
         ScenarioError::invalid(
             format!("{path}.{field}"),
@@ -891,7 +1003,10 @@ fn interruptions_at(path: &str, g: &RawGroup, horizon: Duration) -> Result<(Vec<
     }
     let rate = g.interruption_rate_per_hour.unwrap_or(0.0);
     if !(rate.is_finite() && rate >= 0.0) {
-        return Err(ScenarioError::invalid(format!("{path}.interruption_rate_per_hour"), format!("must be zero or more, got {rate}")));
+        return Err(ScenarioError::invalid(
+            format!("{path}.interruption_rate_per_hour"),
+            format!("must be zero or more, got {rate}"),
+        ));
     }
     if !g.spot && rate > 0.0 {
         return Err(on_demand("interruption_rate_per_hour"));
@@ -901,53 +1016,95 @@ fn interruptions_at(path: &str, g: &RawGroup, horizon: Duration) -> Result<(Vec<
         let here = format!("{path}.interruptions[{j}]");
         let at = duration_at(&format!("{here}.at"), &i.at)?;
         if at >= horizon {
-            return Err(ScenarioError::invalid(format!("{here}.at"), format!("at or after the horizon ({})", model::format_duration(horizon))));
+            return Err(ScenarioError::invalid(
+                format!("{here}.at"),
+                format!(
+                    "at or after the horizon ({})",
+                    model::format_duration(horizon)
+                ),
+            ));
         }
         if i.count == 0 {
-            return Err(ScenarioError::invalid(format!("{here}.count"), "must be at least 1"));
+            return Err(ScenarioError::invalid(
+                format!("{here}.count"),
+                "must be at least 1",
+            ));
         }
         if i.count > g.max {
-            return Err(ScenarioError::invalid(format!("{here}.count"), format!("{} is more than the group's max {}", i.count, g.max)));
+            return Err(ScenarioError::invalid(
+                format!("{here}.count"),
+                format!("{} is more than the group's max {}", i.count, g.max),
+            ));
         }
-        interruptions.push(InterruptionAt { at: time_of(at), count: i.count });
+        interruptions.push(InterruptionAt {
+            at: time_of(at),
+            count: i.count,
+        });
     }
     // Stable: entries at the same time keep their order (and their seeded choice).
     interruptions.sort_by_key(|i| i.at);
     Ok((interruptions, rate))
 }
 
-fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<WorkloadDef, ScenarioError> {
+fn validate_workload(
+    path: &str,
+    w: &RawWorkload,
+    horizon: Duration,
+) -> Result<WorkloadDef, ScenarioError> {
     let kind = match w.kind.unwrap_or(RawKind::Job) {
         RawKind::Job => WorkloadKind::Job,
         RawKind::Bare => WorkloadKind::Bare,
         RawKind::Service => WorkloadKind::Service,
     };
     if w.pods == 0 {
-        return Err(ScenarioError::invalid(format!("{path}.pods"), "must be at least 1"));
+        return Err(ScenarioError::invalid(
+            format!("{path}.pods"),
+            "must be at least 1",
+        ));
     }
     let at = match &w.at {
         Some(t) => duration_at(&format!("{path}.at"), t)?,
         None => Duration::ZERO,
     };
     if at >= horizon {
-        return Err(ScenarioError::invalid(format!("{path}.at"), format!("arrives at or after the horizon ({})", model::format_duration(horizon))));
+        return Err(ScenarioError::invalid(
+            format!("{path}.at"),
+            format!(
+                "arrives at or after the horizon ({})",
+                model::format_duration(horizon)
+            ),
+        ));
     }
     let duration = match (&w.duration, kind) {
-        (Some(t), WorkloadKind::Job | WorkloadKind::Bare) => Some(positive_duration_at(&format!("{path}.duration"), t)?),
+        (Some(t), WorkloadKind::Job | WorkloadKind::Bare) => {
+            Some(positive_duration_at(&format!("{path}.duration"), t)?)
+        }
         (None, WorkloadKind::Job | WorkloadKind::Bare) => {
-            return Err(ScenarioError::invalid(format!("{path}.duration"), format!("required for kind {}", kind.as_str())))
+            return Err(ScenarioError::invalid(
+                format!("{path}.duration"),
+                format!("required for kind {}", kind.as_str()),
+            ))
         }
         (Some(_), WorkloadKind::Service) => {
-            return Err(ScenarioError::invalid(format!("{path}.duration"), "services run until the horizon: remove duration"))
+            return Err(ScenarioError::invalid(
+                format!("{path}.duration"),
+                "services run until the horizon: remove duration",
+            ))
         }
         (None, WorkloadKind::Service) => None,
     };
     let duration_spread = w.duration_spread.unwrap_or(0.0);
     if !(0.0..1.0).contains(&duration_spread) {
-        return Err(ScenarioError::invalid(format!("{path}.duration_spread"), format!("must be in [0, 1), got {duration_spread}")));
+        return Err(ScenarioError::invalid(
+            format!("{path}.duration_spread"),
+            format!("must be in [0, 1), got {duration_spread}"),
+        ));
     }
     if w.gang && kind == WorkloadKind::Service {
-        return Err(ScenarioError::invalid(format!("{path}.gang"), "gangs are for job and bare workloads"));
+        return Err(ScenarioError::invalid(
+            format!("{path}.gang"),
+            "gangs are for job and bare workloads",
+        ));
     }
     let mut requests = resources_at(&format!("{path}.requests"), &w.requests)?;
     requests.pods = requests.pods.max(1);
@@ -955,7 +1112,10 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
     if let Some(r) = &w.repeat {
         let every = positive_duration_at(&format!("{path}.repeat.every"), &r.every)?;
         if r.times == 0 {
-            return Err(ScenarioError::invalid(format!("{path}.repeat.times"), "must be at least 1"));
+            return Err(ScenarioError::invalid(
+                format!("{path}.repeat.times"),
+                "must be at least 1",
+            ));
         }
         for n in 1..r.times {
             let t = at + every * n;
@@ -965,9 +1125,12 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
             arrivals.push(time_of(t));
         }
     }
-    let optional_duration = |field: &str, t: &Option<Text>| -> Result<Option<Duration>, ScenarioError> {
-        t.as_ref().map(|t| positive_duration_at(&format!("{path}.{field}"), t)).transpose()
-    };
+    let optional_duration =
+        |field: &str, t: &Option<Text>| -> Result<Option<Duration>, ScenarioError> {
+            t.as_ref()
+                .map(|t| positive_duration_at(&format!("{path}.{field}"), t))
+                .transpose()
+        };
     let owner = owner_at(&format!("{path}.owner"), w.owner.as_ref(), kind)?;
     let safe_to_evict = match w.safe_to_evict.as_ref().map(|t| t.0.as_str()) {
         None => None,
@@ -1004,10 +1167,20 @@ fn validate_workload(path: &str, w: &RawWorkload, horizon: Duration) -> Result<W
 
 /// `queue: provisioning-request` with `provisioning_class:` `best-effort-atomic-scale-up`
 /// (the default) or `check-capacity` (the full class names are accepted too).
-fn queue_at(path: &str, w: &RawWorkload, kind: WorkloadKind) -> Result<Option<model::ProvisioningClass>, ScenarioError> {
+fn queue_at(
+    path: &str,
+    w: &RawWorkload,
+    kind: WorkloadKind,
+) -> Result<Option<model::ProvisioningClass>, ScenarioError> {
     let class = match w.provisioning_class.as_ref().map(|t| t.0.as_str()) {
-        None | Some("best-effort-atomic-scale-up") | Some(model::provreq::CLASS_BEST_EFFORT_ATOMIC) => model::ProvisioningClass::BestEffortAtomic,
-        Some("check-capacity") | Some(model::provreq::CLASS_CHECK_CAPACITY) => model::ProvisioningClass::CheckCapacity,
+        None
+        | Some("best-effort-atomic-scale-up")
+        | Some(model::provreq::CLASS_BEST_EFFORT_ATOMIC) => {
+            model::ProvisioningClass::BestEffortAtomic
+        }
+        Some("check-capacity") | Some(model::provreq::CLASS_CHECK_CAPACITY) => {
+            model::ProvisioningClass::CheckCapacity
+        }
         Some(other) => {
             return Err(ScenarioError::invalid(
                 format!("{path}.provisioning_class"),
@@ -1018,26 +1191,48 @@ fn queue_at(path: &str, w: &RawWorkload, kind: WorkloadKind) -> Result<Option<mo
     match w.queue.as_ref().map(|t| t.0.as_str()) {
         None => {
             if w.provisioning_class.is_some() {
-                return Err(ScenarioError::invalid(format!("{path}.provisioning_class"), "only with queue: provisioning-request"));
+                return Err(ScenarioError::invalid(
+                    format!("{path}.provisioning_class"),
+                    "only with queue: provisioning-request",
+                ));
             }
             Ok(None)
         }
         Some("provisioning-request") if kind == WorkloadKind::Service => {
-            Err(ScenarioError::invalid(format!("{path}.queue"), "queues are for job and bare workloads"))
+            Err(ScenarioError::invalid(
+                format!("{path}.queue"),
+                "queues are for job and bare workloads",
+            ))
         }
         Some("provisioning-request") => Ok(Some(class)),
-        Some(other) => Err(ScenarioError::invalid(format!("{path}.queue"), format!("expected provisioning-request, got {other:?}"))),
+        Some(other) => Err(ScenarioError::invalid(
+            format!("{path}.queue"),
+            format!("expected provisioning-request, got {other:?}"),
+        )),
     }
 }
 
 /// The owner a workload declares (or the default of its kind), checked the way the API
 /// server would check an owner reference, and never one the simulator cannot model.
-fn owner_at(path: &str, raw: Option<&RawOwner>, kind: WorkloadKind) -> Result<Option<WorkloadOwner>, ScenarioError> {
-    let Some(raw) = raw else { return Ok(WorkloadOwner::default_for(kind)) };
+fn owner_at(
+    path: &str,
+    raw: Option<&RawOwner>,
+    kind: WorkloadKind,
+) -> Result<Option<WorkloadOwner>, ScenarioError> {
+    let Some(raw) = raw else {
+        return Ok(WorkloadOwner::default_for(kind));
+    };
     if kind == WorkloadKind::Bare {
-        return Err(ScenarioError::invalid(path, "bare pods have no owner: remove owner, or use kind job or service"));
+        return Err(ScenarioError::invalid(
+            path,
+            "bare pods have no owner: remove owner, or use kind job or service",
+        ));
     }
-    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    };
     let api_version = raw.api_version.as_deref().unwrap_or("").trim();
     if api_version.is_empty() {
         return Err(ScenarioError::invalid(
@@ -1057,15 +1252,32 @@ fn owner_at(path: &str, raw: Option<&RawOwner>, kind: WorkloadKind) -> Result<Op
     }
     let kind_name = raw.kind.as_deref().unwrap_or("").trim();
     if kind_name.is_empty() {
-        return Err(ScenarioError::invalid(format!("{path}.kind"), "must not be empty (e.g. Workflow, PyTorchJob, Pod)"));
+        return Err(ScenarioError::invalid(
+            format!("{path}.kind"),
+            "must not be empty (e.g. Workflow, PyTorchJob, Pod)",
+        ));
     }
-    if !kind_name.starts_with(|c: char| c.is_ascii_alphabetic()) || !kind_name.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(ScenarioError::invalid(format!("{path}.kind"), format!("expected a kind such as Workflow (letters and digits), got {kind_name:?}")));
+    if !kind_name.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !kind_name.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(ScenarioError::invalid(
+            format!("{path}.kind"),
+            format!("expected a kind such as Workflow (letters and digits), got {kind_name:?}"),
+        ));
     }
-    let owner = WorkloadOwner { api_version: api_version.to_owned(), kind: kind_name.to_owned() };
+    let owner = WorkloadOwner {
+        api_version: api_version.to_owned(),
+        kind: kind_name.to_owned(),
+    };
     match owner.owner("") {
-        Owner::DaemonSet(_) => Err(ScenarioError::invalid(format!("{path}.kind"), "DaemonSet pods are declared under daemonsets, not as workload")),
-        Owner::Mirror => Err(ScenarioError::invalid(format!("{path}.kind"), "a Node owns only static (mirror) pods, which are not workload")),
+        Owner::DaemonSet(_) => Err(ScenarioError::invalid(
+            format!("{path}.kind"),
+            "DaemonSet pods are declared under daemonsets, not as workload",
+        )),
+        Owner::Mirror => Err(ScenarioError::invalid(
+            format!("{path}.kind"),
+            "a Node owns only static (mirror) pods, which are not workload",
+        )),
         _ => Ok(Some(owner)),
     }
 }
@@ -1102,7 +1314,9 @@ workload:
     fn unknown_fields_name_the_field_and_line() {
         let e = err(&MINIMAL.replace("duration: 10m", "duration: 10m, colour: red"));
         assert!(e.contains("colour") && e.contains("line"), "{e}");
-        let e = err(&format!("{MINIMAL}settings: {{scan-interval: 10s, bogus: 1}}\n"));
+        let e = err(&format!(
+            "{MINIMAL}settings: {{scan-interval: 10s, bogus: 1}}\n"
+        ));
         assert!(e.contains("bogus"), "{e}");
     }
 
@@ -1112,14 +1326,25 @@ workload:
             err(&MINIMAL.replace("cpu: 1,", "cpu: 2x,")),
             "workload[0] (etl).requests.cpu: invalid quantity \"2x\": unknown suffix (use n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent) (expected e.g. 500m, 2, 1.5, 16Gi, 100M, 1e3)"
         );
-        assert_eq!(err(&MINIMAL.replace("max: 3", "min: 5, max: 3")), "node_groups[0] (cpu): min 5 is greater than max 3");
-        assert!(err(&MINIMAL.replace("m5.large", "zz.huge")).starts_with("node_groups[0] (cpu).instance_type: unknown instance type"));
-        assert!(err(&MINIMAL.replace("10m}", "-5m}")).starts_with("workload[0] (etl).duration: invalid duration"));
-        assert!(err(&MINIMAL.replace("10m}", "0s}")).starts_with("workload[0] (etl).duration: must be greater than zero"));
-        assert!(err(&MINIMAL.replace("max: 3", "max: 3, taints: [oops]")).starts_with("node_groups[0] (cpu).taints[0]: invalid taint"));
-        let dup = MINIMAL.replace("workload:\n", "workload:\n  - {name: etl, pods: 1, duration: 1m}\n");
+        assert_eq!(
+            err(&MINIMAL.replace("max: 3", "min: 5, max: 3")),
+            "node_groups[0] (cpu): min 5 is greater than max 3"
+        );
+        assert!(err(&MINIMAL.replace("m5.large", "zz.huge"))
+            .starts_with("node_groups[0] (cpu).instance_type: unknown instance type"));
+        assert!(err(&MINIMAL.replace("10m}", "-5m}"))
+            .starts_with("workload[0] (etl).duration: invalid duration"));
+        assert!(err(&MINIMAL.replace("10m}", "0s}"))
+            .starts_with("workload[0] (etl).duration: must be greater than zero"));
+        assert!(err(&MINIMAL.replace("max: 3", "max: 3, taints: [oops]"))
+            .starts_with("node_groups[0] (cpu).taints[0]: invalid taint"));
+        let dup = MINIMAL.replace(
+            "workload:\n",
+            "workload:\n  - {name: etl, pods: 1, duration: 1m}\n",
+        );
         assert!(err(&dup).contains("duplicate name \"etl\""));
-        assert!(err(&format!("{MINIMAL}settings: {{scan-interval: 0s}}\n")).starts_with("settings.scan-interval"));
+        assert!(err(&format!("{MINIMAL}settings: {{scan-interval: 0s}}\n"))
+            .starts_with("settings.scan-interval"));
     }
 
     #[test]
@@ -1147,24 +1372,53 @@ workload:
 "
         );
         let s = Scenario::from_yaml(&text).unwrap();
-        let owner = |name: &str| s.workloads.iter().find(|w| w.name == name).unwrap().pod_owner("x");
+        let owner = |name: &str| {
+            s.workloads
+                .iter()
+                .find(|w| w.name == name)
+                .unwrap()
+                .pod_owner("x")
+        };
         assert_eq!(owner("etl"), Owner::Job("x".into()));
-        assert_eq!(owner("wf"), Owner::controller("argoproj.io", "Workflow", "x"));
+        assert_eq!(
+            owner("wf"),
+            Owner::controller("argoproj.io", "Workflow", "x")
+        );
         assert_eq!(owner("exec"), Owner::controller("", "Pod", "x"));
-        assert_eq!(owner("torch"), Owner::controller("kubeflow.org", "PyTorchJob", "x"));
+        assert_eq!(
+            owner("torch"),
+            Owner::controller("kubeflow.org", "PyTorchJob", "x")
+        );
         assert_eq!(owner("sts"), Owner::controller("apps", "StatefulSet", "x"));
         assert_eq!(owner("web"), Owner::replica_set("x"));
         assert_eq!(owner("lone"), Owner::Bare);
         // An explicit batch/v1 Job is the default's same owner.
-        let explicit = MINIMAL.replace("duration: 10m}", "duration: 10m, owner: {apiVersion: batch/v1, kind: Job}}");
-        assert_eq!(Scenario::from_yaml(&explicit).unwrap().workloads[0].pod_owner("x"), Owner::Job("x".into()));
-        let priority = |name: &str| s.workloads.iter().find(|w| w.name == name).unwrap().priority;
+        let explicit = MINIMAL.replace(
+            "duration: 10m}",
+            "duration: 10m, owner: {apiVersion: batch/v1, kind: Job}}",
+        );
+        assert_eq!(
+            Scenario::from_yaml(&explicit).unwrap().workloads[0].pod_owner("x"),
+            Owner::Job("x".into())
+        );
+        let priority = |name: &str| {
+            s.workloads
+                .iter()
+                .find(|w| w.name == name)
+                .unwrap()
+                .priority
+        };
         assert_eq!((priority("etl"), priority("scavenger")), (0, -100));
     }
 
     #[test]
     fn bad_owners_name_the_field() {
-        let with_owner = |owner: &str| err(&MINIMAL.replace("duration: 10m}", &format!("duration: 10m, owner: {owner}}}")));
+        let with_owner = |owner: &str| {
+            err(&MINIMAL.replace(
+                "duration: 10m}",
+                &format!("duration: 10m, owner: {owner}}}"),
+            ))
+        };
         assert_eq!(
             with_owner("{apiVersion: argoproj.io/v1alpha1, kind: \"\"}"),
             "workload[0] (etl).owner.kind: must not be empty (e.g. Workflow, PyTorchJob, Pod)"
@@ -1173,14 +1427,29 @@ workload:
             with_owner("{apiVersion: argoproj.io/v1alpha1}"),
             "workload[0] (etl).owner.kind: must not be empty (e.g. Workflow, PyTorchJob, Pod)"
         );
-        assert!(with_owner("{kind: Workflow}").starts_with("workload[0] (etl).owner.apiVersion: must not be empty"));
-        assert!(with_owner("{apiVersion: a/b/c, kind: Workflow}").starts_with("workload[0] (etl).owner.apiVersion: expected group/version"));
-        assert!(with_owner("{apiVersion: /v1, kind: Workflow}").starts_with("workload[0] (etl).owner.apiVersion: expected group/version"));
-        assert!(with_owner("{apiVersion: v1, kind: \"Work flow\"}").starts_with("workload[0] (etl).owner.kind: expected a kind"));
-        assert!(with_owner("{apiVersion: apps/v1, kind: DaemonSet}").starts_with("workload[0] (etl).owner.kind: DaemonSet pods are declared under daemonsets"));
-        assert!(with_owner("{apiVersion: v1, kind: Node}").starts_with("workload[0] (etl).owner.kind: a Node owns only static"));
-        let bare = err(&MINIMAL.replace("duration: 10m}", "duration: 10m, kind: bare, owner: {apiVersion: v1, kind: Pod}}"));
-        assert!(bare.starts_with("workload[0] (etl).owner: bare pods have no owner"), "{bare}");
+        assert!(with_owner("{kind: Workflow}")
+            .starts_with("workload[0] (etl).owner.apiVersion: must not be empty"));
+        assert!(with_owner("{apiVersion: a/b/c, kind: Workflow}")
+            .starts_with("workload[0] (etl).owner.apiVersion: expected group/version"));
+        assert!(with_owner("{apiVersion: /v1, kind: Workflow}")
+            .starts_with("workload[0] (etl).owner.apiVersion: expected group/version"));
+        assert!(with_owner("{apiVersion: v1, kind: \"Work flow\"}")
+            .starts_with("workload[0] (etl).owner.kind: expected a kind"));
+        assert!(
+            with_owner("{apiVersion: apps/v1, kind: DaemonSet}").starts_with(
+                "workload[0] (etl).owner.kind: DaemonSet pods are declared under daemonsets"
+            )
+        );
+        assert!(with_owner("{apiVersion: v1, kind: Node}")
+            .starts_with("workload[0] (etl).owner.kind: a Node owns only static"));
+        let bare = err(&MINIMAL.replace(
+            "duration: 10m}",
+            "duration: 10m, kind: bare, owner: {apiVersion: v1, kind: Pod}}",
+        ));
+        assert!(
+            bare.starts_with("workload[0] (etl).owner: bare pods have no owner"),
+            "{bare}"
+        );
         // Unknown fields of an owner are syntax errors naming the field, as everywhere.
         let e = with_owner("{apiVersion: v1, kind: Pod, controller: true}");
         assert!(e.contains("controller") && e.contains("line"), "{e}");
@@ -1204,23 +1473,51 @@ workload:
         assert!(g.spec.capacity_rebalance);
         assert_eq!(g.interruption_rate_per_hour, 0.5);
         let at: Vec<(Time, u32)> = g.interruptions.iter().map(|i| (i.at, i.count)).collect();
-        assert_eq!(at, [(Time::ZERO + Duration::from_secs(1800), 2), (Time::ZERO + Duration::from_secs(3600), 1)], "in time order");
+        assert_eq!(
+            at,
+            [
+                (Time::ZERO + Duration::from_secs(1800), 2),
+                (Time::ZERO + Duration::from_secs(3600), 1)
+            ],
+            "in time order"
+        );
         // Capacity Rebalancing on an on-demand group is accepted (AWS accepts it) but does nothing.
-        let on_demand = Scenario::from_yaml(&MINIMAL.replace("max: 3}", "max: 3, capacity_rebalance: true}")).unwrap();
-        assert!(on_demand.warnings.iter().any(|w| w.starts_with("node_groups[0] (cpu).capacity_rebalance: has no effect")), "{:?}", on_demand.warnings);
+        let on_demand =
+            Scenario::from_yaml(&MINIMAL.replace("max: 3}", "max: 3, capacity_rebalance: true}"))
+                .unwrap();
+        assert!(
+            on_demand
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("node_groups[0] (cpu).capacity_rebalance: has no effect")),
+            "{:?}",
+            on_demand.warnings
+        );
     }
 
     #[test]
     fn bad_interruptions_name_the_field() {
-        let spot = |fields: &str| err(&MINIMAL.replace("max: 3}", &format!("max: 3, spot: true, {fields}}}")));
-        assert_eq!(spot("interruptions: [{at: 10m, count: 0}]"), "node_groups[0] (cpu).interruptions[0].count: must be at least 1");
+        let spot = |fields: &str| {
+            err(&MINIMAL.replace("max: 3}", &format!("max: 3, spot: true, {fields}}}")))
+        };
+        assert_eq!(
+            spot("interruptions: [{at: 10m, count: 0}]"),
+            "node_groups[0] (cpu).interruptions[0].count: must be at least 1"
+        );
         assert_eq!(
             spot("interruptions: [{at: 10m, count: 1}, {at: 3h, count: 1}]"),
             "node_groups[0] (cpu).interruptions[1].at: at or after the horizon (2h)"
         );
-        assert!(spot("interruptions: [{at: soon, count: 1}]").starts_with("node_groups[0] (cpu).interruptions[0].at: invalid duration"));
-        assert_eq!(spot("interruptions: [{at: 10m, count: 4}]"), "node_groups[0] (cpu).interruptions[0].count: 4 is more than the group's max 3");
-        assert_eq!(spot("interruption_rate_per_hour: -1"), "node_groups[0] (cpu).interruption_rate_per_hour: must be zero or more, got -1");
+        assert!(spot("interruptions: [{at: soon, count: 1}]")
+            .starts_with("node_groups[0] (cpu).interruptions[0].at: invalid duration"));
+        assert_eq!(
+            spot("interruptions: [{at: 10m, count: 4}]"),
+            "node_groups[0] (cpu).interruptions[0].count: 4 is more than the group's max 3"
+        );
+        assert_eq!(
+            spot("interruption_rate_per_hour: -1"),
+            "node_groups[0] (cpu).interruption_rate_per_hour: must be zero or more, got -1"
+        );
         // EC2 interrupts only spot instances.
         assert_eq!(
             err(&MINIMAL.replace("max: 3}", "max: 3, interruptions: [{at: 10m, count: 1}]}")),

@@ -39,7 +39,12 @@ fn unit(seed: u64, tag: u64, a: u64, b: u64) -> f64 {
 /// How long after its launch the `ordinal`-th instance (0-based) that group `group`
 /// launches is warned, at `rate_per_hour` warnings per instance-hour; `None` for a
 /// rate of zero (or a time too far off to represent).
-pub fn time_to_warning(seed: u64, group: usize, ordinal: u32, rate_per_hour: f64) -> Option<Duration> {
+pub fn time_to_warning(
+    seed: u64,
+    group: usize,
+    ordinal: u32,
+    rate_per_hour: f64,
+) -> Option<Duration> {
     if rate_per_hour <= 0.0 {
         return None;
     }
@@ -52,12 +57,25 @@ pub fn time_to_warning(seed: u64, group: usize, ordinal: u32, rate_per_hour: f64
 /// Which instances an explicit interruption (`entry` of group `group`) warns: up to
 /// `count` of `candidates`, each `(has a registered node, a stable key)`, those with a
 /// node first, then in the order the seed draws. Returns indices into `candidates`.
-pub fn pick(seed: u64, group: usize, entry: usize, candidates: &[(bool, u64)], count: u32) -> Vec<usize> {
+pub fn pick(
+    seed: u64,
+    group: usize,
+    entry: usize,
+    candidates: &[(bool, u64)],
+    count: u32,
+) -> Vec<usize> {
     let salt = draw(seed, TAG_PICK, group as u64, entry as u64);
-    let mut ranked: Vec<(bool, u64, usize)> =
-        candidates.iter().enumerate().map(|(i, &(running, key))| (!running, splitmix64(salt ^ key), i)).collect();
+    let mut ranked: Vec<(bool, u64, usize)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, &(running, key))| (!running, splitmix64(salt ^ key), i))
+        .collect();
     ranked.sort_unstable();
-    ranked.into_iter().take(count as usize).map(|(_, _, i)| i).collect()
+    ranked
+        .into_iter()
+        .take(count as usize)
+        .map(|(_, _, i)| i)
+        .collect()
 }
 
 #[cfg(test)]
@@ -67,11 +85,23 @@ mod tests {
     #[test]
     fn warnings_follow_the_rate_and_the_seed() {
         assert_eq!(time_to_warning(1, 0, 0, 0.0), None);
-        let a: Vec<_> = (0..2000).map(|n| time_to_warning(7, 2, n, 0.5).unwrap()).collect();
-        let b: Vec<_> = (0..2000).map(|n| time_to_warning(7, 2, n, 0.5).unwrap()).collect();
+        let a: Vec<_> = (0..2000)
+            .map(|n| time_to_warning(7, 2, n, 0.5).unwrap())
+            .collect();
+        let b: Vec<_> = (0..2000)
+            .map(|n| time_to_warning(7, 2, n, 0.5).unwrap())
+            .collect();
         assert_eq!(a, b, "same seed, same draws");
-        assert_ne!(a[0], time_to_warning(8, 2, 0, 0.5).unwrap(), "another seed, another draw");
-        assert_ne!(a[0], time_to_warning(7, 3, 0, 0.5).unwrap(), "another group, another draw");
+        assert_ne!(
+            a[0],
+            time_to_warning(8, 2, 0, 0.5).unwrap(),
+            "another seed, another draw"
+        );
+        assert_ne!(
+            a[0],
+            time_to_warning(7, 3, 0, 0.5).unwrap(),
+            "another group, another draw"
+        );
         // Mean 1/λ = 2 h, within a few percent over 2000 draws.
         let mean = a.iter().map(Duration::as_secs_f64).sum::<f64>() / a.len() as f64 / 3600.0;
         assert!((mean - 2.0).abs() < 0.2, "mean {mean} h");
@@ -86,6 +116,9 @@ mod tests {
         assert_eq!(picked, pick(3, 0, 0, &candidates, 2));
         let all = pick(3, 0, 0, &candidates, 9);
         assert_eq!(all.len(), 5);
-        assert!(!candidates[all[3]].0 && !candidates[all[4]].0, "booting instances last: {all:?}");
+        assert!(
+            !candidates[all[3]].0 && !candidates[all[4]].0,
+            "booting instances last: {all:?}"
+        );
     }
 }

@@ -39,10 +39,16 @@ workload:
   - {name: j, pods: 4, requests: {cpu: 1500m, memory: 1Gi}, duration: 10m}
 ");
     assert!(!report.launch_failures.is_empty());
-    assert!(report.launch_failures[0].message.contains("InsufficientInstanceCapacity"));
+    assert!(report.launch_failures[0]
+        .message
+        .contains("InsufficientInstanceCapacity"));
     assert_eq!(report.pods.completed, 4);
     assert_eq!(report.pods.killed_by_scale_in, 0);
-    assert!(report.planner_events.contains_key("PoolBackedOff"), "{:?}", report.planner_events);
+    assert!(
+        report.planner_events.contains_key("PoolBackedOff"),
+        "{:?}",
+        report.planner_events
+    );
 }
 
 #[test]
@@ -82,8 +88,14 @@ workload:
     assert_eq!(report.nodes.launched, 1);
     let group = &report.groups[0];
     // Launched at 0, ready at 60 s, job 20 min, idle 10 min, then a few scan intervals.
-    assert!(group.node_hours > (60.0 + 1200.0 + 600.0) / 3600.0, "{group:?}");
-    assert!(group.node_hours < (60.0 + 1200.0 + 600.0 + 120.0) / 3600.0, "{group:?}");
+    assert!(
+        group.node_hours > (60.0 + 1200.0 + 600.0) / 3600.0,
+        "{group:?}"
+    );
+    assert!(
+        group.node_hours < (60.0 + 1200.0 + 600.0 + 120.0) / 3600.0,
+        "{group:?}"
+    );
     assert!((group.cost_usd - group.node_hours * 3.6).abs() < 1e-3);
 }
 
@@ -109,8 +121,20 @@ fn workflow_pods_must_finish_by_default_so_their_nodes_are_retired() {
     let report = run(WORKFLOW_LEFT_BEHIND);
     let steps = report.jobs.iter().find(|j| j.name == "steps").unwrap();
     assert_eq!(steps.owner.as_deref(), Some("argoproj.io/Workflow"));
-    assert_eq!(report.jobs.iter().find(|j| j.name == "wave").unwrap().owner.as_deref(), Some("batch/Job"));
-    assert_eq!(report.evictions, 0, "a Workflow is not on the default evictable-owner-kinds");
+    assert_eq!(
+        report
+            .jobs
+            .iter()
+            .find(|j| j.name == "wave")
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("batch/Job")
+    );
+    assert_eq!(
+        report.evictions, 0,
+        "a Workflow is not on the default evictable-owner-kinds"
+    );
     assert!(report.retire_calls > 0);
     assert_eq!(report.pods.killed_by_scale_in, 0);
     assert_eq!(report.pods.completed, 16);
@@ -122,13 +146,21 @@ fn evicting_pods_of_an_owner_declared_evictable_kills_nothing() {
     // under-used nodes, evicting Workflow pods. The simulator classifies them as the
     // planner does, so those evictions are not kills (a rule keyed on "batch
     // workload" would count every one).
-    let text = WORKFLOW_LEFT_BEHIND
-        .replace("settings: {", "settings: {evictable-owner-kinds: \"apps/ReplicaSet,argoproj.io/Workflow\", ");
+    let text = WORKFLOW_LEFT_BEHIND.replace(
+        "settings: {",
+        "settings: {evictable-owner-kinds: \"apps/ReplicaSet,argoproj.io/Workflow\", ",
+    );
     let report = run(&text);
     assert!(report.evictions > 0, "the under-used nodes are drained");
     assert_eq!(report.pods.killed_by_scale_in, 0);
     assert_eq!(report.pods.evictable_batch_pods_recreated, report.evictions);
-    assert_eq!(report.pods.completed, 16, "evicted pods start over and complete");
+    assert_eq!(
+        report.pods.completed, 16,
+        "evicted pods start over and complete"
+    );
     let default = run(WORKFLOW_LEFT_BEHIND);
-    assert!(report.node_hours < default.node_hours, "draining is cheaper than retiring");
+    assert!(
+        report.node_hours < default.node_hours,
+        "draining is cheaper than retiring"
+    );
 }

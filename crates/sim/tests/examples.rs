@@ -43,15 +43,40 @@ fn every_file_in_examples_is_run() {
 }
 
 fn assert_healthy(name: &str, report: &Report) {
-    assert_eq!(report.pods.killed_by_scale_in, 0, "{name}: pods killed by scale-in");
-    let batch_pods: u32 = report.jobs.iter().filter(|j| j.kind != "service").map(|j| j.pods).sum();
-    assert_eq!(report.pods.completed, batch_pods, "{name}: every job and bare pod completes");
+    assert_eq!(
+        report.pods.killed_by_scale_in, 0,
+        "{name}: pods killed by scale-in"
+    );
+    let batch_pods: u32 = report
+        .jobs
+        .iter()
+        .filter(|j| j.kind != "service")
+        .map(|j| j.pods)
+        .sum();
+    assert_eq!(
+        report.pods.completed, batch_pods,
+        "{name}: every job and bare pod completes"
+    );
     for job in report.jobs.iter().filter(|j| j.kind != "service") {
-        assert!(job.finished_at_seconds.is_some(), "{name}: job {} did not finish", job.name);
+        assert!(
+            job.finished_at_seconds.is_some(),
+            "{name}: job {} did not finish",
+            job.name
+        );
     }
-    assert!(report.violations.is_empty(), "{name}: {:?}", report.violations);
-    assert_eq!(report.asg_scale_in_terminations, 0, "{name}: the ASG never picks its own victims");
-    assert!(report.node_hours >= report.lower_bound_node_hours, "{name}: the lower bound is a lower bound");
+    assert!(
+        report.violations.is_empty(),
+        "{name}: {:?}",
+        report.violations
+    );
+    assert_eq!(
+        report.asg_scale_in_terminations, 0,
+        "{name}: the ASG never picks its own victims"
+    );
+    assert!(
+        report.node_hours >= report.lower_bound_node_hours,
+        "{name}: the lower bound is a lower bound"
+    );
 }
 
 #[test]
@@ -66,16 +91,30 @@ fn every_example_completes_its_jobs_and_kills_nothing() {
 fn region_overflow_launches_in_the_second_region_within_a_minute() {
     let report = run("region-overflow");
     assert_healthy("region-overflow", &report);
-    assert!(!report.launch_failures.is_empty(), "the capacity window must cause failures");
+    assert!(
+        !report.launch_failures.is_empty(),
+        "the capacity window must cause failures"
+    );
     let overflow = &report.overflow[0];
     assert_eq!(overflow.failed_region, "us-west-2");
-    assert_eq!(overflow.next_launch_region.as_deref(), Some("us-east-1"), "{overflow:?}");
+    assert_eq!(
+        overflow.next_launch_region.as_deref(),
+        Some("us-east-1"),
+        "{overflow:?}"
+    );
     let delay = overflow.delay_seconds.expect("a launch after the failure");
     assert!(delay <= 60.0, "overflow took {delay}s");
     // The batch after the window returns to the primary region.
-    let primary = report.groups.iter().find(|g| g.region == "us-west-2").unwrap();
+    let primary = report
+        .groups
+        .iter()
+        .find(|g| g.region == "us-west-2")
+        .unwrap();
     let nightly = report.jobs.iter().find(|j| j.name == "nightly").unwrap();
-    assert!(report.timeline.iter().any(|s| s.t > nightly.arrival_seconds && s.nodes[&primary.name] > 0));
+    assert!(report
+        .timeline
+        .iter()
+        .any(|s| s.t > nightly.arrival_seconds && s.nodes[&primary.name] > 0));
 }
 
 #[test]
@@ -83,39 +122,114 @@ fn gangs_start_whole_after_a_rollback() {
     let report = run("gang-training");
     assert_healthy("gang-training", &report);
     for job in report.jobs.iter().filter(|j| j.gang) {
-        assert_eq!(job.gang_max_partial_running, Some(0), "gang {} started partially", job.name);
-        assert!(job.gang_started_at_seconds.is_some(), "gang {} never started", job.name);
+        assert_eq!(
+            job.gang_max_partial_running,
+            Some(0),
+            "gang {} started partially",
+            job.name
+        );
+        assert!(
+            job.gang_started_at_seconds.is_some(),
+            "gang {} never started",
+            job.name
+        );
     }
-    assert!(report.planner_events.get("GangRolledBack").copied().unwrap_or(0) >= 1, "{:?}", report.planner_events);
-    let second = report.groups.iter().find(|g| g.name == "gpu-usw2b").unwrap();
-    assert!(second.peak >= 8, "the whole gang is served by the second pool: {second:?}");
+    assert!(
+        report
+            .planner_events
+            .get("GangRolledBack")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{:?}",
+        report.planner_events
+    );
+    let second = report
+        .groups
+        .iter()
+        .find(|g| g.name == "gpu-usw2b")
+        .unwrap();
+    assert!(
+        second.peak >= 8,
+        "the whole gang is served by the second pool: {second:?}"
+    );
 }
 
 #[test]
 fn queued_jobs_start_only_once_admitted_and_a_failed_request_is_retried_elsewhere() {
     let report = run("queued-training");
     assert_healthy("queued-training", &report);
-    let job = |name: &str| report.jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("job {name}"));
+    let job = |name: &str| {
+        report
+            .jobs
+            .iter()
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| panic!("job {name}"))
+    };
     let train = job("train-llm");
     let admitted = train.admitted_at_seconds.expect("train-llm admitted");
     // The first request failed in the pool without capacity; Kueue's retry was served.
     assert_eq!(train.provisioning_requests, Some(2), "{train:?}");
-    assert!(admitted >= train.arrival_seconds + 60.0, "admitted only after Kueue's 60 s backoff: {train:?}");
+    assert!(
+        admitted >= train.arrival_seconds + 60.0,
+        "admitted only after Kueue's 60 s backoff: {train:?}"
+    );
     // Time to start counts from the arrival, queueing included, and no pod started
     // before the job was admitted.
     let start = train.arrival_seconds + train.time_to_start_seconds.expect("started");
     assert!(start >= admitted, "{train:?}");
-    assert!(report.planner_events.get("ProvisioningFailed").copied().unwrap_or(0) >= 1, "{:?}", report.planner_events);
-    assert_eq!(report.groups.iter().find(|g| g.name == "gpu-usw2a").unwrap().peak, 0, "nothing bills in the pool without capacity");
-    let second = report.groups.iter().find(|g| g.name == "gpu-usw2b").unwrap();
-    assert!(second.peak >= 4, "the retry is served by the second pool: {second:?}");
+    assert!(
+        report
+            .planner_events
+            .get("ProvisioningFailed")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{:?}",
+        report.planner_events
+    );
+    assert_eq!(
+        report
+            .groups
+            .iter()
+            .find(|g| g.name == "gpu-usw2a")
+            .unwrap()
+            .peak,
+        0,
+        "nothing bills in the pool without capacity"
+    );
+    let second = report
+        .groups
+        .iter()
+        .find(|g| g.name == "gpu-usw2b")
+        .unwrap();
+    assert!(
+        second.peak >= 4,
+        "the retry is served by the second pool: {second:?}"
+    );
     // check-capacity on the CPU nodes that were there: admitted at once, nothing bought.
     let nightly = job("nightly-report");
     assert_eq!(nightly.provisioning_requests, Some(1), "{nightly:?}");
-    assert!(nightly.admitted_at_seconds.expect("nightly admitted") - nightly.arrival_seconds <= 30.0, "{nightly:?}");
-    let cpu = report.groups.iter().find(|g| g.name == "cpu-usw2a").unwrap();
+    assert!(
+        nightly.admitted_at_seconds.expect("nightly admitted") - nightly.arrival_seconds <= 30.0,
+        "{nightly:?}"
+    );
+    let cpu = report
+        .groups
+        .iter()
+        .find(|g| g.name == "cpu-usw2a")
+        .unwrap();
     assert_eq!(cpu.peak, 2, "check-capacity never buys: {cpu:?}");
-    assert!(report.planner_events.get("Provisioned").copied().unwrap_or(0) >= 2, "{:?}", report.planner_events);
+    assert!(
+        report
+            .planner_events
+            .get("Provisioned")
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "{:?}",
+        report.planner_events
+    );
 }
 
 #[test]
@@ -134,7 +248,10 @@ fn gpu_group_scales_from_zero_and_back_to_zero() {
 fn mixed_short_long_retires_instead_of_killing() {
     let report = run("mixed-short-long");
     assert_healthy("mixed-short-long", &report);
-    assert!(report.retire_calls > 0, "long Job pods' nodes are retired, not drained");
+    assert!(
+        report.retire_calls > 0,
+        "long Job pods' nodes are retired, not drained"
+    );
 }
 
 #[test]
@@ -143,10 +260,22 @@ fn custom_owners_and_low_priority_job_pods_are_retired_around_never_evicted() {
     assert_healthy("custom-owners", &report);
     assert_eq!(report.pods.killed_by_scale_in, 0);
     assert_eq!(report.evictions, 0, "every pod of the example must finish");
-    assert!(report.retire_calls > 0, "their under-used nodes are retired");
-    let owner = |job: &str| report.jobs.iter().find(|j| j.name == job).and_then(|j| j.owner.clone());
+    assert!(
+        report.retire_calls > 0,
+        "their under-used nodes are retired"
+    );
+    let owner = |job: &str| {
+        report
+            .jobs
+            .iter()
+            .find(|j| j.name == job)
+            .and_then(|j| j.owner.clone())
+    };
     assert_eq!(owner("argo-steps").as_deref(), Some("argoproj.io/Workflow"));
-    assert_eq!(owner("pytorch-workers").as_deref(), Some("kubeflow.org/PyTorchJob"));
+    assert_eq!(
+        owner("pytorch-workers").as_deref(),
+        Some("kubeflow.org/PyTorchJob")
+    );
     assert_eq!(owner("spark-executors").as_deref(), Some("Pod"));
     assert_eq!(owner("scavenger").as_deref(), Some("batch/Job"));
     // Below the expendable cutoff the scavengers trigger no scale-up: they start on
@@ -170,11 +299,29 @@ fn handling_spot_interruptions_kills_fewer_pods_and_restarts_them_sooner() {
     let group = |r: &Report, name: &str| r.groups.iter().find(|g| g.name == name).unwrap().clone();
     assert_eq!(group(&unhandled, "spot-steady").launched, 0);
     assert!(group(&handled, "spot-steady").launched > 0);
-    assert!(handled.planner_events.get("PoolBackedOff").copied().unwrap_or(0) >= 1, "{:?}", handled.planner_events);
-    assert!(group(&handled, "spot-flaky").interruptions * 2 < group(&unhandled, "spot-flaky").interruptions);
+    assert!(
+        handled
+            .planner_events
+            .get("PoolBackedOff")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{:?}",
+        handled.planner_events
+    );
+    assert!(
+        group(&handled, "spot-flaky").interruptions * 2
+            < group(&unhandled, "spot-flaky").interruptions
+    );
     // Fewer pods killed and less work thrown away, by far; restarts no slower.
-    let (killed, killed_unhandled) = (handled.pods.killed_by_interruption, unhandled.pods.killed_by_interruption);
-    assert!(killed > 0 && killed * 3 < killed_unhandled, "{killed} vs {killed_unhandled}");
+    let (killed, killed_unhandled) = (
+        handled.pods.killed_by_interruption,
+        unhandled.pods.killed_by_interruption,
+    );
+    assert!(
+        killed > 0 && killed * 3 < killed_unhandled,
+        "{killed} vs {killed_unhandled}"
+    );
     assert!(handled.work_lost_pod_hours * 3.0 < unhandled.work_lost_pod_hours);
     assert!(handled.work_lost_node_hours * 3.0 < unhandled.work_lost_node_hours);
     assert!(handled.time_to_restart_seconds.p95 <= unhandled.time_to_restart_seconds.p95);
@@ -184,7 +331,12 @@ fn handling_spot_interruptions_kills_fewer_pods_and_restarts_them_sooner() {
         handled.mean_time_to_restart_seconds,
         unhandled.mean_time_to_restart_seconds
     );
-    assert!(handled.node_hours < unhandled.node_hours, "{} vs {}", handled.node_hours, unhandled.node_hours);
+    assert!(
+        handled.node_hours < unhandled.node_hours,
+        "{} vs {}",
+        handled.node_hours,
+        unhandled.node_hours
+    );
     assert!(handled.detach_calls > 0 && unhandled.detach_calls == 0);
     // Both get the work done, and an interruption is never a scale-in kill.
     assert_eq!(unhandled.pods.completed, unhandled.pods.total);
@@ -197,7 +349,11 @@ fn same_scenario_and_seed_give_identical_reports() {
         let a = run(name);
         let b = run(name);
         assert_eq!(a.to_json(), b.to_json(), "{name}: reports differ");
-        assert_eq!(sim::plot::svg(&a), sim::plot::svg(&b), "{name}: plots differ");
+        assert_eq!(
+            sim::plot::svg(&a),
+            sim::plot::svg(&b),
+            "{name}: plots differ"
+        );
     }
 }
 

@@ -56,16 +56,34 @@ fn assert_interrupted_and_restarted(record: &RunRecord) {
     let first = &record.instances[0];
     assert_eq!(first.id, warning.instance);
     assert_eq!(first.interrupted_at, Some(at(WARNING)));
-    assert_eq!(first.terminated_at, Some(at(DEADLINE)), "billed until EC2 takes it");
+    assert_eq!(
+        first.terminated_at,
+        Some(at(DEADLINE)),
+        "billed until EC2 takes it"
+    );
     assert_eq!(record.killed_by_interruption, 1);
-    assert_eq!(record.killed_by_scale_in, 0, "an interruption is not a scale-in kill");
+    assert_eq!(
+        record.killed_by_scale_in, 0,
+        "an interruption is not a scale-in kill"
+    );
     let pod = &record.logical_pods[0];
-    assert_eq!((pod.kills, pod.killed_by_interruption, pod.incarnations), (0, 1, 2));
+    assert_eq!(
+        (pod.kills, pod.killed_by_interruption, pod.incarnations),
+        (0, 1, 2)
+    );
     let restart = at(DEADLINE) + record.restart_delays[0];
-    assert_eq!(pod.completed_at, Some(restart + Duration::from_secs(3600)), "the work starts over");
+    assert_eq!(
+        pod.completed_at,
+        Some(restart + Duration::from_secs(3600)),
+        "the work starts over"
+    );
     // It had run from its node's boot to the deadline.
     let ran = (DEADLINE - BOOT) as f64 / 3600.0;
-    assert!((record.work_lost_pod_hours - ran).abs() < 1e-9, "{}", record.work_lost_pod_hours);
+    assert!(
+        (record.work_lost_pod_hours - ran).abs() < 1e-9,
+        "{}",
+        record.work_lost_pod_hours
+    );
     assert!(record.work_lost_node_hours > 0.0 && record.work_lost_node_hours < ran);
     assert!(record.violations.is_empty(), "{:?}", record.violations);
     assert_eq!(record.asg_scale_in_terminations, 0);
@@ -79,13 +97,27 @@ fn with_handling_the_replacement_is_bought_at_the_warning_and_nothing_twice() {
     // Fenced, detached and replaced in the planner's pass at the warning.
     assert_eq!(record.instances[0].detached_at, Some(at(WARNING)));
     assert_eq!(record.detach_calls, 1);
-    assert_eq!(record.instances.len(), 2, "one replacement, not one from the planner and one from the group");
+    assert_eq!(
+        record.instances.len(),
+        2,
+        "one replacement, not one from the planner and one from the group"
+    );
     let replacement = &record.instances[1];
-    assert!(replacement.launched_at >= at(WARNING) && replacement.launched_at <= at(WARNING + 1), "{replacement:?}");
-    assert_eq!(record.scale_up_calls, 2, "the first node and the replacement");
+    assert!(
+        replacement.launched_at >= at(WARNING) && replacement.launched_at <= at(WARNING + 1),
+        "{replacement:?}"
+    );
+    assert_eq!(
+        record.scale_up_calls, 2,
+        "the first node and the replacement"
+    );
     // The replacement was ready before the pod died: it runs again at once.
     assert_eq!(record.restart_delays, [Duration::ZERO]);
-    assert!(record.actions_not_done.is_empty(), "{:?}", record.actions_not_done);
+    assert!(
+        record.actions_not_done.is_empty(),
+        "{:?}",
+        record.actions_not_done
+    );
     assert_eq!(record.event_counts.get("SpotInterruption"), Some(&1));
 }
 
@@ -97,24 +129,56 @@ fn without_handling_the_group_replaces_the_instance_only_once_it_is_gone() {
     assert_eq!(record.detach_calls, 0);
     assert_eq!(record.instances[0].detached_at, None);
     assert_eq!(record.instances.len(), 2);
-    assert_eq!(record.instances[1].launched_at, at(DEADLINE), "the group replaces its lost member");
-    assert_eq!(record.scale_up_calls, 1, "the planner bought only the first node");
-    assert_eq!(record.restart_delays, [Duration::from_secs(BOOT)], "the pod waits for the replacement to boot");
+    assert_eq!(
+        record.instances[1].launched_at,
+        at(DEADLINE),
+        "the group replaces its lost member"
+    );
+    assert_eq!(
+        record.scale_up_calls, 1,
+        "the planner bought only the first node"
+    );
+    assert_eq!(
+        record.restart_delays,
+        [Duration::from_secs(BOOT)],
+        "the pod waits for the replacement to boot"
+    );
     assert!(!record.event_counts.contains_key("SpotInterruption"));
 }
 
 #[test]
 fn a_capacity_rebalancing_group_launches_at_the_warning_and_the_planner_buys_nothing() {
-    let text = ONE_POD.replace("interruptions: [{at: 30m, count: 1}]", "interruptions: [{at: 30m, count: 1}], capacity_rebalance: true");
+    let text = ONE_POD.replace(
+        "interruptions: [{at: 30m, count: 1}]",
+        "interruptions: [{at: 30m, count: 1}], capacity_rebalance: true",
+    );
     let record = record(&scenario(&text));
     assert_interrupted_and_restarted(&record);
     assert_eq!(record.instances.len(), 2);
-    assert_eq!(record.instances[1].launched_at, at(WARNING), "the group launches the replacement at the warning");
-    assert_eq!(record.detach_calls, 0, "the group replaces it itself: not detached");
-    assert_eq!(record.scale_up_calls, 1, "the planner bought only the first node");
+    assert_eq!(
+        record.instances[1].launched_at,
+        at(WARNING),
+        "the group launches the replacement at the warning"
+    );
+    assert_eq!(
+        record.detach_calls, 0,
+        "the group replaces it itself: not detached"
+    );
+    assert_eq!(
+        record.scale_up_calls, 1,
+        "the planner bought only the first node"
+    );
     assert_eq!(record.restart_delays, [Duration::ZERO]);
-    let fenced = record.events.iter().find(|e| e.reason == "SpotInterruption").expect("the planner heard of it");
-    assert!(fenced.message.contains("Capacity Rebalancing"), "{}", fenced.message);
+    let fenced = record
+        .events
+        .iter()
+        .find(|e| e.reason == "SpotInterruption")
+        .expect("the planner heard of it");
+    assert!(
+        fenced.message.contains("Capacity Rebalancing"),
+        "{}",
+        fenced.message
+    );
     assert!(record.retire_calls >= 1, "the node is fenced");
 }
 
@@ -135,12 +199,25 @@ fn the_report_counts_interruptions_work_lost_and_restarts() {
     assert_eq!(handled.time_to_restart_seconds.p95, 0.0);
     assert_eq!(unhandled.time_to_restart_seconds.p95, BOOT as f64);
     let warning = &handled.interrupted_instances[0];
-    assert_eq!((warning.at_seconds, warning.deadline_seconds), (WARNING as f64, DEADLINE as f64));
+    assert_eq!(
+        (warning.at_seconds, warning.deadline_seconds),
+        (WARNING as f64, DEADLINE as f64)
+    );
     assert_eq!(warning.detached_at_seconds, Some(WARNING as f64));
     assert_eq!(warning.node.as_deref(), Some("spot-0001"));
-    assert!(handled.summary().contains("spot interruptions: 1, 1 pods killed"), "{}", handled.summary());
+    assert!(
+        handled
+            .summary()
+            .contains("spot interruptions: 1, 1 pods killed"),
+        "{}",
+        handled.summary()
+    );
     let svg = sim::plot::svg(&handled);
-    assert!(svg.contains("spot interruption (1)") && svg.contains("<title>spot interruption at 30m</title>"), "{svg}");
+    assert!(
+        svg.contains("spot interruption (1)")
+            && svg.contains("<title>spot interruption at 30m</title>"),
+        "{svg}"
+    );
 }
 
 #[test]
@@ -168,18 +245,38 @@ workload:
 
 #[test]
 fn rate_based_interruptions_are_drawn_from_the_seed() {
-    let times = |r: &Report| r.interrupted_instances.iter().map(|i| (i.at_seconds, i.instance.clone())).collect::<Vec<_>>();
+    let times = |r: &Report| {
+        r.interrupted_instances
+            .iter()
+            .map(|i| (i.at_seconds, i.instance.clone()))
+            .collect::<Vec<_>>()
+    };
     let a = report(&scenario(RATE));
     let b = report(&scenario(RATE));
-    assert_eq!(a.to_json(), b.to_json(), "same scenario and seed, same bytes");
+    assert_eq!(
+        a.to_json(),
+        b.to_json(),
+        "same scenario and seed, same bytes"
+    );
     // About 4 nodes × 6 h × 2 per hour; each interruption replaced, so it goes on.
     assert!((25..=70).contains(&a.interruptions), "{}", a.interruptions);
     let horizon = 6.0 * 3600.0;
-    assert!(a.interrupted_instances.iter().filter(|i| i.deadline_seconds <= horizon).all(|i| i.group == "spot" && i.reclaimed));
+    assert!(a
+        .interrupted_instances
+        .iter()
+        .filter(|i| i.deadline_seconds <= horizon)
+        .all(|i| i.group == "spot" && i.reclaimed));
     let other = report(&scenario(RATE).with_seed(8));
-    assert_ne!(times(&a), times(&other), "another seed, other interruptions");
+    assert_ne!(
+        times(&a),
+        times(&other),
+        "another seed, other interruptions"
+    );
     // The services are recreated each time and the group always gets back to four.
     assert_eq!(a.pods.running_at_end, 4);
     assert!(a.pods.killed_by_interruption > 0);
-    assert_eq!(a.work_lost_pod_hours, 0.0, "a service's run time is not lost work");
+    assert_eq!(
+        a.work_lost_pod_hours, 0.0,
+        "a service's run time is not lost work"
+    );
 }

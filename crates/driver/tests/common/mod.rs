@@ -13,8 +13,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Port calls that change something in Kubernetes or AWS, or notify someone.
-pub const MUTATING: &[&str] =
-    &["set_target_size", "terminate_instance", "persist_backoff", "retire", "unretire", "mark_idle", "evict", "publish", "write_status", "notify"];
+pub const MUTATING: &[&str] = &[
+    "set_target_size",
+    "terminate_instance",
+    "persist_backoff",
+    "retire",
+    "unretire",
+    "mark_idle",
+    "evict",
+    "publish",
+    "write_status",
+    "notify",
+];
 
 #[derive(Default)]
 pub struct State {
@@ -65,19 +75,32 @@ impl World {
 
     /// Calls whose name is `name`.
     pub fn calls_named(&self, name: &str) -> Vec<String> {
-        self.calls().into_iter().filter(|c| c.split(' ').next() == Some(name)).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.split(' ').next() == Some(name))
+            .collect()
     }
 
     pub fn mutating_calls(&self) -> Vec<String> {
-        self.calls().into_iter().filter(|c| MUTATING.contains(&c.split(' ').next().unwrap_or(""))).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| MUTATING.contains(&c.split(' ').next().unwrap_or("")))
+            .collect()
     }
 
     fn record(&self, call: String) {
         self.lock().calls.push(call);
     }
 
-    pub fn ports(&self, notifier: FakeNotifier) -> driver::Ports<FakeCloud, FakeCluster, FakeNotifier> {
-        driver::Ports { cloud: FakeCloud(self.clone()), cluster: FakeCluster(self.clone()), notifier }
+    pub fn ports(
+        &self,
+        notifier: FakeNotifier,
+    ) -> driver::Ports<FakeCloud, FakeCluster, FakeNotifier> {
+        driver::Ports {
+            cloud: FakeCloud(self.clone()),
+            cluster: FakeCluster(self.clone()),
+            notifier,
+        }
     }
 
     /// Every launched instance becomes a ready node; pending pods bind first-fit.
@@ -103,7 +126,9 @@ impl World {
         }
         let nodes = s.nodes.clone();
         for pod in s.pods.iter_mut().filter(|p| p.is_unbound_pending()) {
-            if let Some(n) = nodes.iter().find(|n| n.retired.is_none() && n.labels.get("pool") == pod.node_selector.get("pool")) {
+            if let Some(n) = nodes.iter().find(|n| {
+                n.retired.is_none() && n.labels.get("pool") == pod.node_selector.get("pool")
+            }) {
                 pod.node = Some(n.name.clone());
                 pod.phase = PodPhase::Running;
                 pod.unschedulable = false;
@@ -130,7 +155,10 @@ impl Cloud for FakeCloud {
         if let Some(error) = s.refresh_errors.pop_front() {
             return Err(error);
         }
-        Ok(CloudView { groups: s.groups.clone(), warnings: vec!["group legacy has no launch template".into()] })
+        Ok(CloudView {
+            groups: s.groups.clone(),
+            warnings: vec!["group legacy has no launch template".into()],
+        })
     }
 
     async fn launch_failures(&mut self, _now: Time) -> Result<Vec<LaunchFailure>, PortError> {
@@ -146,7 +174,11 @@ impl Cloud for FakeCloud {
         }
         let now = s.now;
         let mut next = s.next_instance;
-        let g = s.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+        let g = s
+            .groups
+            .iter_mut()
+            .find(|g| &g.spec.id == group)
+            .expect("group");
         while (g.instances.len() as u32) < target {
             next += 1;
             g.instances.push(InstanceView {
@@ -161,25 +193,52 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
-    async fn terminate_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError> {
-        self.0.record(format!("terminate_instance {group} {instance}"));
+    async fn terminate_instance(
+        &mut self,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+    ) -> Result<(), PortError> {
+        self.0
+            .record(format!("terminate_instance {group} {instance}"));
         let mut s = self.0.lock();
-        let g = s.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+        let g = s
+            .groups
+            .iter_mut()
+            .find(|g| &g.spec.id == group)
+            .expect("group");
         g.instances.retain(|i| &i.id != instance);
         g.target = g.target.saturating_sub(1);
-        let gone: Vec<NodeName> = s.nodes.iter().filter(|n| n.instance.as_ref() == Some(instance)).map(|n| n.name.clone()).collect();
+        let gone: Vec<NodeName> = s
+            .nodes
+            .iter()
+            .filter(|n| n.instance.as_ref() == Some(instance))
+            .map(|n| n.name.clone())
+            .collect();
         s.nodes.retain(|n| n.instance.as_ref() != Some(instance));
-        s.pods.retain(|p| !p.node.as_ref().is_some_and(|n| gone.contains(n)));
+        s.pods
+            .retain(|p| !p.node.as_ref().is_some_and(|n| gone.contains(n)));
         Ok(())
     }
 
-    async fn detach_instance(&mut self, group: &NodeGroupId, instance: &InstanceId) -> Result<(), PortError> {
+    async fn detach_instance(
+        &mut self,
+        group: &NodeGroupId,
+        instance: &InstanceId,
+    ) -> Result<(), PortError> {
         self.0.record(format!("detach_instance {group} {instance}"));
         let mut s = self.0.lock();
-        let g = s.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+        let g = s
+            .groups
+            .iter_mut()
+            .find(|g| &g.spec.id == group)
+            .expect("group");
         g.instances.retain(|i| &i.id != instance);
         g.target = g.target.saturating_sub(1);
-        for n in s.nodes.iter_mut().filter(|n| n.instance.as_ref() == Some(instance)) {
+        for n in s
+            .nodes
+            .iter_mut()
+            .filter(|n| n.instance.as_ref() == Some(instance))
+        {
             n.group = None;
         }
         Ok(())
@@ -218,8 +277,12 @@ impl Cluster for FakeCluster {
         self.0.record(format!("retire {node}"));
         let mut s = self.0.lock();
         if let Some(n) = s.nodes.iter_mut().find(|n| &n.name == node) {
-            n.taints.push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
-            n.retired = Some(RetireMark { since: now, reason: reason.to_owned() });
+            n.taints
+                .push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
+            n.retired = Some(RetireMark {
+                since: now,
+                reason: reason.to_owned(),
+            });
         }
         Ok(())
     }
@@ -243,7 +306,12 @@ impl Cluster for FakeCluster {
         Ok(())
     }
 
-    async fn evict(&mut self, pod: &PodKey, _uid: Option<&PodUid>, _grace_period: Option<Duration>) -> Result<Evicted, PortError> {
+    async fn evict(
+        &mut self,
+        pod: &PodKey,
+        _uid: Option<&PodUid>,
+        _grace_period: Option<Duration>,
+    ) -> Result<Evicted, PortError> {
         self.0.record(format!("evict {pod}"));
         let mut s = self.0.lock();
         let answer = s.eviction_answers.pop_front().unwrap_or(Evicted::Evicted);
@@ -253,25 +321,47 @@ impl Cluster for FakeCluster {
         Ok(answer)
     }
 
-    async fn removal_evidence(&mut self, instance: &InstanceId, _node: Option<&NodeName>) -> Result<RemovalEvidence, PortError> {
+    async fn removal_evidence(
+        &mut self,
+        instance: &InstanceId,
+        _node: Option<&NodeName>,
+    ) -> Result<RemovalEvidence, PortError> {
         self.0.record(format!("removal_evidence {instance}"));
         let s = self.0.lock();
-        let node = s.nodes.iter().find(|n| n.instance.as_ref() == Some(instance)).cloned();
+        let node = s
+            .nodes
+            .iter()
+            .find(|n| n.instance.as_ref() == Some(instance))
+            .cloned();
         let pods = match &node {
-            Some(n) => s.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name)).cloned().collect(),
+            Some(n) => s
+                .pods
+                .iter()
+                .filter(|p| p.node.as_ref() == Some(&n.name))
+                .cloned()
+                .collect(),
             None => Vec::new(),
         };
         Ok(RemovalEvidence { node, pods })
     }
 
-    async fn publish(&mut self, _now: Time, events: &[(Time, PlannerEvent)]) -> Result<(), PortError> {
+    async fn publish(
+        &mut self,
+        _now: Time,
+        events: &[(Time, PlannerEvent)],
+    ) -> Result<(), PortError> {
         self.0.record(format!("publish {}", events.len()));
         self.0.lock().published.extend(events.iter().cloned());
         Ok(())
     }
 
-    async fn update_provisioning_request(&mut self, request: &PodKey, _conditions: &[model::RequestCondition]) -> Result<(), PortError> {
-        self.0.record(format!("update_provisioning_request {request}"));
+    async fn update_provisioning_request(
+        &mut self,
+        request: &PodKey,
+        _conditions: &[model::RequestCondition],
+    ) -> Result<(), PortError> {
+        self.0
+            .record(format!("update_provisioning_request {request}"));
         Ok(())
     }
 
@@ -299,7 +389,10 @@ impl Notifier for FakeNotifier {
     async fn notify(&self, text: &str) -> Result<(), PortError> {
         self.sent.lock().unwrap().push(text.to_owned());
         if self.fail {
-            return Err(PortError::retryable("webhook", "HTTP 500 from hooks.slack.com"));
+            return Err(PortError::retryable(
+                "webhook",
+                "HTTP 500 from hooks.slack.com",
+            ));
         }
         Ok(())
     }
@@ -313,7 +406,14 @@ pub async fn settle() {
 }
 
 pub fn group(name: &str, vcpus: u32, mem_gib: u64, max: u32) -> NodeGroupState {
-    let shape = NodeShape::for_instance(InstanceTypeName::new(format!("{name}-type")), "amd64", vcpus, mem_gib * 1024, 0, 110);
+    let shape = NodeShape::for_instance(
+        InstanceTypeName::new(format!("{name}-type")),
+        "amd64",
+        vcpus,
+        mem_gib * 1024,
+        0,
+        110,
+    );
     let mut labels = Labels::new();
     labels.insert("pool", name);
     NodeGroupState {
@@ -338,7 +438,12 @@ pub fn group(name: &str, vcpus: u32, mem_gib: u64, max: u32) -> NodeGroupState {
 
 /// An unschedulable Job pod for group `pool`.
 pub fn job_pod(name: &str, pool: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
-    let mut p = PodView::new(PodKey::new("batch", name), Resources::cpu_mem(cpu_millis, mem_gib << 30), Owner::Job("job".into()), Time::ZERO);
+    let mut p = PodView::new(
+        PodKey::new("batch", name),
+        Resources::cpu_mem(cpu_millis, mem_gib << 30),
+        Owner::Job("job".into()),
+        Time::ZERO,
+    );
     p.node_selector.insert("pool", pool);
     p.unschedulable = true;
     p

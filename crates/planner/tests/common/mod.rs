@@ -24,8 +24,23 @@ pub struct World {
     pub settings: PlannerSettings,
 }
 
-pub fn group(name: &str, region: &str, zone: &str, vcpus: u32, mem_gib: u64, gpus: u32, max: u32) -> NodeGroupState {
-    let shape = NodeShape::for_instance(InstanceTypeName::new(format!("{name}-type")), "amd64", vcpus, mem_gib * 1024, gpus, 110);
+pub fn group(
+    name: &str,
+    region: &str,
+    zone: &str,
+    vcpus: u32,
+    mem_gib: u64,
+    gpus: u32,
+    max: u32,
+) -> NodeGroupState {
+    let shape = NodeShape::for_instance(
+        InstanceTypeName::new(format!("{name}-type")),
+        "amd64",
+        vcpus,
+        mem_gib * 1024,
+        gpus,
+        110,
+    );
     NodeGroupState {
         spec: NodeGroupSpec {
             id: NodeGroupId::new(name),
@@ -47,7 +62,12 @@ pub fn group(name: &str, region: &str, zone: &str, vcpus: u32, mem_gib: u64, gpu
 }
 
 pub fn pod(name: &str, cpu_millis: i64, mem_gib: i64, owner: Owner) -> PodView {
-    let mut p = PodView::new(PodKey::new("batch", name), Resources::cpu_mem(cpu_millis, mem_gib << 30), owner, Time::ZERO);
+    let mut p = PodView::new(
+        PodKey::new("batch", name),
+        Resources::cpu_mem(cpu_millis, mem_gib << 30),
+        owner,
+        Time::ZERO,
+    );
     p.unschedulable = true;
     p
 }
@@ -58,7 +78,19 @@ pub fn job_pod(name: &str, cpu_millis: i64, mem_gib: i64) -> PodView {
 
 impl World {
     pub fn new(groups: Vec<NodeGroupState>) -> Self {
-        Self { now: Time::from_secs(1_000), revision: 0, groups, nodes: vec![], pods: vec![], requests: vec![], synced: true, next_instance: 0, actions: vec![], events: vec![], settings: settings() }
+        Self {
+            now: Time::from_secs(1_000),
+            revision: 0,
+            groups,
+            nodes: vec![],
+            pods: vec![],
+            requests: vec![],
+            synced: true,
+            next_instance: 0,
+            actions: vec![],
+            events: vec![],
+            settings: settings(),
+        }
     }
 
     pub fn snapshot(&mut self) -> ClusterSnapshot {
@@ -84,7 +116,12 @@ impl World {
     /// carried out: `race` runs before each action is applied (pods bound, pods
     /// finished), so actions land on a state newer than the snapshot they were
     /// planned on, as in a real cluster.
-    pub fn step_racing(&mut self, planner: &mut Planner, secs: u64, race: &mut dyn FnMut(&mut World)) -> Vec<Action> {
+    pub fn step_racing(
+        &mut self,
+        planner: &mut Planner,
+        secs: u64,
+        race: &mut dyn FnMut(&mut World),
+    ) -> Vec<Action> {
         self.now = self.now + Duration::from_secs(secs);
         let snap = self.snapshot();
         planner.handle_snapshot(self.now, &snap);
@@ -107,11 +144,16 @@ impl World {
     /// (it has not seen it yet), and respects older ones (and resources are not
     /// checked: a racing binder is not a careful one). Returns whether it bound.
     pub fn bind_racing(&mut self, pod: usize, node: usize) -> bool {
-        let (Some(p), Some(n)) = (self.pods.get(pod), self.nodes.get(node)) else { return false };
+        let (Some(p), Some(n)) = (self.pods.get(pod), self.nodes.get(node)) else {
+            return false;
+        };
         if !p.is_unbound_pending() {
             return false;
         }
-        let fence_seen = n.retired.as_ref().is_some_and(|r| self.now.saturating_since(r.since) >= self.settings.fence_settle_time);
+        let fence_seen = n
+            .retired
+            .as_ref()
+            .is_some_and(|r| self.now.saturating_since(r.since) >= self.settings.fence_settle_time);
         if fence_seen {
             return false;
         }
@@ -126,7 +168,10 @@ impl World {
     }
 
     pub fn group_mut(&mut self, name: &str) -> &mut NodeGroupState {
-        self.groups.iter_mut().find(|g| g.spec.id.as_str() == name).expect("group")
+        self.groups
+            .iter_mut()
+            .find(|g| g.spec.id.as_str() == name)
+            .expect("group")
     }
 
     /// Carries out an action on the world; what it reports back to the planner.
@@ -134,8 +179,16 @@ impl World {
         match action {
             Action::SetTargetSize { group, to, .. } => {
                 let now = self.now;
-                let g = self.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
-                assert!(*to <= g.spec.max_size, "target {to} above max {}", g.spec.max_size);
+                let g = self
+                    .groups
+                    .iter_mut()
+                    .find(|g| &g.spec.id == group)
+                    .expect("group");
+                assert!(
+                    *to <= g.spec.max_size,
+                    "target {to} above max {}",
+                    g.spec.max_size
+                );
                 while (g.instances.len() as u32) < *to {
                     self.next_instance += 1;
                     g.instances.push(InstanceView {
@@ -147,46 +200,96 @@ impl World {
                 }
                 g.target = *to;
             }
-            Action::TerminateInstance { group, instance, .. } => {
-                let g = self.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+            Action::TerminateInstance {
+                group, instance, ..
+            } => {
+                let g = self
+                    .groups
+                    .iter_mut()
+                    .find(|g| &g.spec.id == group)
+                    .expect("group");
                 g.instances.retain(|i| &i.id != instance);
                 g.target = g.target.saturating_sub(1);
-                let gone: Vec<NodeName> = self.nodes.iter().filter(|n| n.instance.as_ref() == Some(instance)).map(|n| n.name.clone()).collect();
+                let gone: Vec<NodeName> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.instance.as_ref() == Some(instance))
+                    .map(|n| n.name.clone())
+                    .collect();
                 self.nodes.retain(|n| n.instance.as_ref() != Some(instance));
                 for name in gone {
-                    for p in self.pods.iter_mut().filter(|p| p.node.as_ref() == Some(&name)) {
+                    for p in self
+                        .pods
+                        .iter_mut()
+                        .filter(|p| p.node.as_ref() == Some(&name))
+                    {
                         // No workload at all may be on a node when its instance goes:
                         // every removal is fenced and verified first.
-                        assert!(!p.occupies_node() || p.is_node_infrastructure(), "terminated node {name} while pod {} ran on it", p.key);
+                        assert!(
+                            !p.occupies_node() || p.is_node_infrastructure(),
+                            "terminated node {name} while pod {} ran on it",
+                            p.key
+                        );
                     }
                     self.pods.retain(|p| p.node.as_ref() != Some(&name));
                 }
             }
-            Action::DetachInstance { group, instance, .. } => {
+            Action::DetachInstance {
+                group, instance, ..
+            } => {
                 // The instance leaves its group (desired -1) and runs on, its node and
                 // pods with it, until the cloud takes it back.
-                let g = self.groups.iter_mut().find(|g| &g.spec.id == group).expect("group");
+                let g = self
+                    .groups
+                    .iter_mut()
+                    .find(|g| &g.spec.id == group)
+                    .expect("group");
                 g.instances.retain(|i| &i.id != instance);
                 g.target = g.target.saturating_sub(1);
-                for n in self.nodes.iter_mut().filter(|n| n.instance.as_ref() == Some(instance)) {
+                for n in self
+                    .nodes
+                    .iter_mut()
+                    .filter(|n| n.instance.as_ref() == Some(instance))
+                {
                     n.group = None;
                 }
             }
             Action::RetireNode { node, reason, .. } => {
                 let now = self.now;
-                let n = self.nodes.iter_mut().find(|n| &n.name == node).expect("node");
-                n.taints.push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
-                n.retired = Some(RetireMark { since: now, reason: reason.clone() });
+                let n = self
+                    .nodes
+                    .iter_mut()
+                    .find(|n| &n.name == node)
+                    .expect("node");
+                n.taints
+                    .push(Taint::new(TAINT_RETIRING, "", TaintEffect::NoSchedule));
+                n.retired = Some(RetireMark {
+                    since: now,
+                    reason: reason.clone(),
+                });
             }
             Action::UnretireNode { node, .. } => {
-                let n = self.nodes.iter_mut().find(|n| &n.name == node).expect("node");
+                let n = self
+                    .nodes
+                    .iter_mut()
+                    .find(|n| &n.name == node)
+                    .expect("node");
                 n.taints.retain(|t| t.key != TAINT_RETIRING);
                 n.retired = None;
             }
             Action::VerifyRemoval { instance, .. } => {
-                let node = self.nodes.iter().find(|n| n.instance.as_ref() == Some(instance)).cloned();
+                let node = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.instance.as_ref() == Some(instance))
+                    .cloned();
                 let pods = match &node {
-                    Some(n) => self.pods.iter().filter(|p| p.node.as_ref() == Some(&n.name)).cloned().collect(),
+                    Some(n) => self
+                        .pods
+                        .iter()
+                        .filter(|p| p.node.as_ref() == Some(&n.name))
+                        .cloned()
+                        .collect(),
                     None => Vec::new(),
                 };
                 return Outcome::Evidence(planner::RemovalEvidence { node, pods });
@@ -194,7 +297,10 @@ impl World {
             Action::EvictPod { pod, .. } => {
                 let p = self.pods.iter().find(|p| &p.key == pod).expect("pod");
                 assert!(
-                    matches!(planner::disposition(p, &self.settings), planner::PodDisposition::Evictable | planner::PodDisposition::Expendable),
+                    matches!(
+                        planner::disposition(p, &self.settings),
+                        planner::PodDisposition::Evictable | planner::PodDisposition::Expendable
+                    ),
                     "evicted a pod that must finish: {pod} ({:?})",
                     p.owner
                 );
@@ -206,8 +312,14 @@ impl World {
                 }
             }
             Action::PersistBackoff { .. } => {}
-            Action::UpdateProvisioningRequest { request, conditions, .. } => {
-                let Some(r) = self.requests.iter_mut().find(|r| &r.key == request) else { return Outcome::Gone };
+            Action::UpdateProvisioningRequest {
+                request,
+                conditions,
+                ..
+            } => {
+                let Some(r) = self.requests.iter_mut().find(|r| &r.key == request) else {
+                    return Outcome::Gone;
+                };
                 for c in conditions {
                     r.conditions.retain(|have| have.kind != c.kind);
                     r.conditions.push(c.clone());
@@ -223,7 +335,11 @@ impl World {
         for g in &mut self.groups {
             for inst in &mut g.instances {
                 inst.state = InstanceState::InService;
-                if self.nodes.iter().any(|n| n.instance.as_ref() == Some(&inst.id)) {
+                if self
+                    .nodes
+                    .iter()
+                    .any(|n| n.instance.as_ref() == Some(&inst.id))
+                {
                     continue;
                 }
                 let name = NodeName::new(format!("node-{}", inst.id));
@@ -243,7 +359,13 @@ impl World {
         let mut sim = planner::placement::PlacementSim::new(&snapshot.pods);
         for n in &snapshot.nodes {
             let mut used = Resources::zero();
-            let residents: Vec<usize> = snapshot.pods.iter().enumerate().filter(|(_, p)| p.occupies_node() && p.node.as_ref() == Some(&n.name)).map(|(i, _)| i).collect();
+            let residents: Vec<usize> = snapshot
+                .pods
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.occupies_node() && p.node.as_ref() == Some(&n.name))
+                .map(|(i, _)| i)
+                .collect();
             for &i in &residents {
                 used.add(&snapshot.pods[i].requests);
             }
@@ -262,8 +384,16 @@ impl World {
         }
         let all: Vec<usize> = (0..sim.nodes().len()).collect();
         // Largest first, as a bin-packing scheduler profile would.
-        let mut order: Vec<usize> = (0..snapshot.pods.len()).filter(|&i| snapshot.pods[i].is_unbound_pending()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse((snapshot.pods[i].requests.gpus(), snapshot.pods[i].requests.cpu_millis, snapshot.pods[i].requests.memory_bytes)));
+        let mut order: Vec<usize> = (0..snapshot.pods.len())
+            .filter(|&i| snapshot.pods[i].is_unbound_pending())
+            .collect();
+        order.sort_by_key(|&i| {
+            std::cmp::Reverse((
+                snapshot.pods[i].requests.gpus(),
+                snapshot.pods[i].requests.cpu_millis,
+                snapshot.pods[i].requests.memory_bytes,
+            ))
+        });
         for i in order {
             if let Some(n) = sim.first_fit(i, all.iter().copied()) {
                 sim.place(i, n);
@@ -280,7 +410,11 @@ impl World {
     }
 
     pub fn finish(&mut self, name: &str) {
-        let p = self.pods.iter_mut().find(|p| p.key.name == name).expect("pod");
+        let p = self
+            .pods
+            .iter_mut()
+            .find(|p| p.key.name == name)
+            .expect("pod");
         p.phase = PodPhase::Succeeded;
     }
 
@@ -288,7 +422,13 @@ impl World {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::SetTargetSize { group, from, to, reason: planner::TargetReason::ScaleUp { .. }, .. } => Some((group.to_string(), *from, *to)),
+                Action::SetTargetSize {
+                    group,
+                    from,
+                    to,
+                    reason: planner::TargetReason::ScaleUp { .. },
+                    ..
+                } => Some((group.to_string(), *from, *to)),
                 _ => None,
             })
             .collect()
@@ -306,5 +446,8 @@ impl World {
 }
 
 pub fn settings() -> PlannerSettings {
-    PlannerSettings { scale_down_delay_after_add: Duration::ZERO, ..PlannerSettings::default() }
+    PlannerSettings {
+        scale_down_delay_after_add: Duration::ZERO,
+        ..PlannerSettings::default()
+    }
 }
