@@ -251,8 +251,15 @@ pub fn run(config: BenchConfig) -> BenchReport {
     for &i in &unschedulable {
         snapshot.pods[i].unschedulable = false;
     }
-    let settings = PlannerSettings::default();
-    let later = Time(NOW.0 + settings.scale_down_unneeded_time.as_millis() as u64 + 1_000);
+    // Cluster Autoscaler's fixed timers, so that `later` is past every node's unneeded
+    // time and the pause after the first pass's scale-up (under `auto`, the empty nodes
+    // the pending pods could use would rightly be kept).
+    let settings = PlannerSettings {
+        scale_down_unneeded_time: Duration::from_secs(600).into(),
+        scale_down_delay_after_add: Duration::from_secs(600).into(),
+        ..PlannerSettings::default()
+    };
+    let later = Time(NOW.0 + 600_000 + 1_000);
     let mut down_times = Vec::with_capacity(runs);
     let mut down_cpu = Vec::with_capacity(runs);
     let mut scale_down_actions = 0;

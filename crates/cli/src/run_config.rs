@@ -486,7 +486,7 @@ mod tests {
         assert_eq!(cfg.settings.scan_interval, Duration::from_secs(60));
         assert_eq!(
             cfg.settings.scale_down_unneeded_time,
-            Duration::from_secs(3300)
+            Duration::from_secs(3300).into()
         );
         assert_eq!(
             cfg.settings.max_node_provision_time,
@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(cfg.flags.nodes, vec!["0:5:asg-b"]);
         assert_eq!(
             cfg.settings.scale_down_unneeded_time,
-            Duration::from_secs(20 * 60),
+            Duration::from_secs(20 * 60).into(),
             "the alias in the file maps to the setting"
         );
         assert!(cfg.settings.expander_priorities.is_some());

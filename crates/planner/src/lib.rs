@@ -24,6 +24,7 @@ mod fit;
 mod gang;
 mod hash;
 mod interruption;
+pub mod keep;
 mod lifecycle;
 pub mod placement;
 mod pools;
@@ -45,7 +46,7 @@ pub use explain::{explain, explain_request, PodExplanation, RequestExplanation};
 pub use fit::place_in_order_indexed;
 pub use interruption::PoolInterruptions;
 pub use scaledown::{disposition, PodDisposition};
-pub use settings::{OwnerKinds, PlannerSettings};
+pub use settings::{AutoDuration, OwnerKinds, PlannerSettings};
 pub use template::{daemonset_runs_on, node_template, TemplateNode};
 
 use model::{ClusterSnapshot, LaunchFailure, NodeGroupId, NodeName, PodKey, Time};

@@ -92,6 +92,13 @@ pub(crate) fn is_managed(node: &NodeView, view: &ClusterView) -> bool {
         && !node.labels.contains_key(LABEL_MASTER)
 }
 
+fn group_of_node(node: &NodeView, view: &ClusterView) -> Option<usize> {
+    node.group
+        .as_ref()
+        .and_then(|g| view.group_index.get(g))
+        .copied()
+}
+
 /// Retired by us, or being deleted by Cluster Autoscaler (recognised for migrations).
 pub fn is_retired(node: &NodeView) -> bool {
     node.retired.is_some()
@@ -151,6 +158,7 @@ impl Planner {
     ) {
         let s = self.settings.clone();
         let pods = &snapshot.pods;
+        let keep_empty = self.empty_keep_times(snapshot, view);
         let facts: Vec<NodeFacts> = snapshot
             .nodes
             .iter()
@@ -181,7 +189,8 @@ impl Planner {
                         since: Some(since),
                     });
                 }
-                self.wake(since + s.scale_down_unneeded_time);
+                let gi = group_of_node(node, view).expect("managed");
+                self.wake(since + keep_empty[gi]);
             } else {
                 self.idle_since.remove(&node.name);
                 if node.idle_since.is_some() {
@@ -209,10 +218,13 @@ impl Planner {
         if !s.scale_down_enabled {
             return;
         }
-        let paused = scaled_up
-            || self
-                .last_scale_up
-                .is_some_and(|t| now < t + s.scale_down_delay_after_add)
+        // Under `auto` a scale-up pauses nothing: a node a pending pod could use is
+        // kept anyway (see `candidates`), and other groups have nothing to wait for.
+        let paused_by_add = s
+            .scale_down_delay_after_add
+            .fixed()
+            .is_some_and(|delay| scaled_up || self.last_scale_up.is_some_and(|t| now < t + delay));
+        let paused = paused_by_add
             || self
                 .last_scale_down
                 .is_some_and(|t| now < t + s.scale_down_delay_after_delete)
@@ -223,7 +235,7 @@ impl Planner {
         // Drains in progress: keep evicting, give up after max-pod-eviction-time.
         self.continue_drains(now, snapshot, view, &facts);
 
-        let candidates = self.candidates(now, snapshot, view, &facts);
+        let candidates = self.candidates(now, snapshot, view, &facts, &keep_empty);
         let candidate_map: BTreeMap<usize, (Method, Plan)> = candidates
             .iter()
             .map(|(ni, m, p)| (*ni, (*m, p.clone())))
@@ -322,6 +334,21 @@ impl Planner {
         }
     }
 
+    /// Per group: how long an empty node is kept (`scale-down-unneeded-time`, or
+    /// under `auto` the ski-rental break-even of [`crate::keep`]).
+    fn empty_keep_times(&self, snapshot: &ClusterSnapshot, view: &ClusterView) -> Vec<Duration> {
+        let setting = self.settings.scale_down_unneeded_time;
+        let boots = if setting.fixed().is_some() {
+            vec![None; snapshot.groups.len()]
+        } else {
+            crate::keep::observed_boot_times(snapshot, view, self.settings.max_node_provision_time)
+        };
+        boots
+            .into_iter()
+            .map(|b| crate::keep::empty_keep_time(setting, b))
+            .collect()
+    }
+
     fn threshold(&self, facts: &NodeFacts) -> f64 {
         if facts.gpu_node {
             self.settings.scale_down_gpu_utilization_threshold
@@ -381,8 +408,10 @@ impl Planner {
         snapshot: &ClusterSnapshot,
         view: &ClusterView,
         facts: &[NodeFacts],
+        keep_empty: &[Duration],
     ) -> Vec<(usize, Method, Plan)> {
         let s = &self.settings;
+        let underutilized_time = crate::keep::underutilized_time(s.scale_down_unneeded_time);
         let mut out = Vec::new();
         // Room per group above its min size, counting nodes already on their way out.
         let mut room: BTreeMap<usize, u32> = BTreeMap::new();
@@ -404,12 +433,7 @@ impl Planner {
                     .saturating_sub(retired),
             );
         }
-        let group_of = |n: &NodeView| {
-            n.group
-                .as_ref()
-                .and_then(|g| view.group_index.get(g))
-                .copied()
-        };
+        let group_of = |n: &NodeView| group_of_node(n, view);
         let take_room = |room: &mut BTreeMap<usize, u32>, gi: usize| -> bool {
             match room.get_mut(&gi) {
                 Some(r) if *r > 0 => {
@@ -483,13 +507,42 @@ impl Planner {
                 }
             }
         }
+        // Pending pods, one per equivalence class (members fit the same nodes).
+        let pending: Vec<usize> = snapshot
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.is_unbound_pending() && p.priority >= s.expendable_pods_priority_cutoff
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let pending: Vec<usize> = group_into_classes(&snapshot.pods, &pending)
+            .iter()
+            .map(|c| c.representative())
+            .collect();
         for (since, ni) in empties {
             if self.spares.remove(&ni) {
                 continue;
             }
-            if now.saturating_since(since) >= s.scale_down_unneeded_time
-                && take_room(&mut room, group_of(&snapshot.nodes[ni]).expect("managed"))
-            {
+            let gi = group_of(&snapshot.nodes[ni]).expect("managed");
+            if now.saturating_since(since) < keep_empty[gi] {
+                continue;
+            }
+            // Under `auto` (no pause after a scale-up), a pending pod that could use it
+            // keeps it: the scheduler has not bound it yet, and removing the node would
+            // only make us buy another. (CA's fixed pause covers this otherwise.)
+            let guard = s.scale_down_delay_after_add.fixed().is_none();
+            if guard && !pending.is_empty() {
+                let node = &snapshot.nodes[ni];
+                let mut one = PlacementSim::new(&snapshot.pods);
+                let slot =
+                    one.add_node(SimNode::existing(node, &snapshot.pods, &view.occupants[ni]));
+                if pending.iter().any(|&p| one.can_place(p, slot).is_ok()) {
+                    continue;
+                }
+            }
+            if take_room(&mut room, gi) {
                 let plan = if facts[ni].expendable.is_empty() {
                     Plan::Terminate(TerminateReason::Empty)
                 } else {
@@ -515,8 +568,7 @@ impl Planner {
                         .unneeded_since
                         .get(&n.name)
                         .is_some_and(|(created, t)| {
-                            *created == n.created
-                                && now.saturating_since(*t) >= s.scale_down_unneeded_time
+                            *created == n.created && now.saturating_since(*t) >= underutilized_time
                         })
             })
             .map(|(ni, _)| ni)
@@ -524,20 +576,6 @@ impl Planner {
         if under.is_empty() {
             return out;
         }
-        let pending: Vec<usize> = snapshot
-            .pods
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| {
-                p.is_unbound_pending() && p.priority >= s.expendable_pods_priority_cutoff
-            })
-            .map(|(i, _)| i)
-            .collect();
-        // Pods of one equivalence class fit the same nodes: one member speaks for all.
-        let pending: Vec<usize> = group_into_classes(&snapshot.pods, &pending)
-            .iter()
-            .map(|c| c.representative())
-            .collect();
         // Where could evicted pods go? Every other ready, schedulable, non-retired node.
         let pods = &snapshot.pods;
         let mut sim = PlacementSim::new(pods);
@@ -606,7 +644,10 @@ impl Planner {
                     }
                     sim.node_mut(slot).cordoned = snapshot.nodes[ni].cordoned;
                 }
-            } else if retire_budget > 0 && take_room(&mut room, gi) {
+            } else if self.retiring_pays_off(now, pods, f)
+                && retire_budget > 0
+                && take_room(&mut room, gi)
+            {
                 retire_budget -= 1;
                 out.push((ni, Method::Underutilized, Plan::Retire));
             } else {
@@ -658,6 +699,28 @@ impl Planner {
 
     /// How long until the node's must-finish pods are expected to be done: the
     /// latest of their deadlines / expected durations; unknown ones rank by age.
+    /// Completion-aware retirement (under `auto`): retiring a node fences its free
+    /// room until its last pod ends. That pays when the end is near; a node that a pod
+    /// is known to hold for longer than `LONG_HOLD` stays open, so new work fills the
+    /// room it is paying for anyway instead of a node bought for it.
+    fn retiring_pays_off(&self, now: Time, pods: &[PodView], facts: &NodeFacts) -> bool {
+        if self.settings.scale_down_unneeded_time.fixed().is_some() {
+            return true;
+        }
+        let known_hold = facts
+            .must_finish
+            .iter()
+            .filter_map(|&p| {
+                let pod = &pods[p];
+                let start = pod.started.unwrap_or(pod.created);
+                pod.expected_duration
+                    .or(pod.active_deadline)
+                    .map(|d| (start + d).saturating_since(now))
+            })
+            .max();
+        known_hold.is_none_or(|hold| hold <= crate::keep::LONG_HOLD)
+    }
+
     fn expected_time_to_empty(&self, now: Time, pods: &[PodView], facts: &NodeFacts) -> Duration {
         const UNKNOWN: Duration = Duration::from_secs(365 * 24 * 3600);
         facts

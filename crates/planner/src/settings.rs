@@ -68,10 +68,14 @@ pub struct PlannerSettings {
     pub provisioning_request_booking_time: Duration,
     /// Scale-down at all (CA: true).
     pub scale_down_enabled: bool,
-    /// How long a node must be unneeded before it is removed (CA 10m; the seed's
-    /// `--idle-threshold` is an alias).
-    #[serde(with = "serde_duration", alias = "idle-threshold")]
-    pub scale_down_unneeded_time: Duration,
+    /// How long a node must be unneeded before it is removed (the seed's
+    /// `--idle-threshold` is an alias). `auto` (the default; CA's is 10m): an empty
+    /// node is kept only while keeping it costs less than buying it again, that is for
+    /// its group's observed boot time, at least the 60 s EC2 bills at minimum (the
+    /// ski-rental rule); an under-utilised node waits 10m. A duration applies to every
+    /// node, as in Cluster Autoscaler.
+    #[serde(alias = "idle-threshold")]
+    pub scale_down_unneeded_time: AutoDuration,
     /// How long a node may be unready before it is a removal candidate (CA: 20m).
     #[serde(with = "serde_duration")]
     pub scale_down_unready_time: Duration,
@@ -80,9 +84,11 @@ pub struct PlannerSettings {
     pub scale_down_utilization_threshold: f64,
     /// The same for GPU nodes, over the GPU ratio (CA: 0.5).
     pub scale_down_gpu_utilization_threshold: f64,
-    /// Pause of scale-down after a scale-up (CA: 10m).
-    #[serde(with = "serde_duration")]
-    pub scale_down_delay_after_add: Duration,
+    /// Pause of scale-down after a scale-up. `auto` (the default; CA's is 10m): a
+    /// scale-up pauses nothing, and a node a pending pod could use is never removed.
+    /// A duration pauses all of scale-down for that long after any scale-up, as in
+    /// Cluster Autoscaler.
+    pub scale_down_delay_after_add: AutoDuration,
     /// Pause of scale-down after a node removal (CA: 0s).
     #[serde(with = "serde_duration")]
     pub scale_down_delay_after_delete: Duration,
@@ -161,11 +167,11 @@ impl Default for PlannerSettings {
             gang_provision_timeout: Duration::from_secs(10 * 60),
             provisioning_request_booking_time: Duration::from_secs(10 * 60),
             scale_down_enabled: true,
-            scale_down_unneeded_time: Duration::from_secs(10 * 60),
+            scale_down_unneeded_time: AutoDuration::Auto,
             scale_down_unready_time: Duration::from_secs(20 * 60),
             scale_down_utilization_threshold: 0.5,
             scale_down_gpu_utilization_threshold: 0.5,
-            scale_down_delay_after_add: Duration::from_secs(10 * 60),
+            scale_down_delay_after_add: AutoDuration::Auto,
             scale_down_delay_after_delete: Duration::ZERO,
             scale_down_delay_after_failure: Duration::from_secs(3 * 60),
             scale_down_confirm_delay: Duration::from_secs(5),
@@ -183,6 +189,68 @@ impl Default for PlannerSettings {
             spot_interruption_window: Duration::from_secs(3600),
             spot_interruption_backoff: Duration::from_secs(30 * 60),
             max_spot_interruption_backoff: Duration::from_secs(3 * 3600),
+        }
+    }
+}
+
+/// A duration the planner may choose (`auto`) or the user fixes (a duration such as
+/// `10m`, or plain seconds as the seed wrote them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoDuration {
+    /// The planner decides, per node group, from what it observes.
+    Auto,
+    /// The user's value, with Cluster Autoscaler's meaning.
+    Fixed(Duration),
+}
+
+impl AutoDuration {
+    /// The fixed value, if the user gave one.
+    pub fn fixed(self) -> Option<Duration> {
+        match self {
+            Self::Auto => None,
+            Self::Fixed(d) => Some(d),
+        }
+    }
+}
+
+impl From<Duration> for AutoDuration {
+    fn from(d: Duration) -> Self {
+        Self::Fixed(d)
+    }
+}
+
+impl std::fmt::Display for AutoDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(d) => f.write_str(&model::time::format_duration(*d)),
+        }
+    }
+}
+
+impl Serialize for AutoDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for AutoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            #[serde(with = "serde_duration")]
+            Number(Duration),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected `auto` or a duration such as 90s, 10m or 1h30m")
+        })? {
+            Raw::Text(t) if t.trim() == "auto" => Ok(Self::Auto),
+            Raw::Text(t) => model::time::parse_duration(&t)
+                .map(Self::Fixed)
+                .map_err(|e| serde::de::Error::custom(format!("{e} (or `auto`)"))),
+            Raw::Number(d) => Ok(Self::Fixed(d)),
         }
     }
 }
@@ -254,6 +322,37 @@ impl<'de> Deserialize<'de> for OwnerKinds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_durations_read_auto_a_duration_or_plain_seconds_and_name_the_bad_value() {
+        let auto: PlannerSettings = serde_yaml::from_str("scale-down-unneeded-time: auto").unwrap();
+        assert_eq!(auto.scale_down_unneeded_time, AutoDuration::Auto);
+        let fixed: PlannerSettings =
+            serde_yaml::from_str("scale-down-unneeded-time: 10m\nscale-down-delay-after-add: 0s")
+                .unwrap();
+        assert_eq!(
+            fixed.scale_down_unneeded_time,
+            AutoDuration::Fixed(Duration::from_secs(600))
+        );
+        assert_eq!(
+            fixed.scale_down_delay_after_add,
+            AutoDuration::Fixed(Duration::ZERO)
+        );
+        let seed: PlannerSettings = serde_yaml::from_str("idle-threshold: 3300").unwrap();
+        assert_eq!(
+            seed.scale_down_unneeded_time,
+            AutoDuration::Fixed(Duration::from_secs(3300))
+        );
+        let err = serde_yaml::from_str::<PlannerSettings>("scale-down-unneeded-time: soon")
+            .unwrap_err()
+            .to_string();
+        // (The field is named by the callers, which read one setting at a time.)
+        assert!(err.contains("soon") && err.contains("auto"), "{err}");
+        let text = serde_yaml::to_string(&PlannerSettings::default()).unwrap();
+        assert!(text.contains("scale-down-unneeded-time: auto"), "{text}");
+        let back: PlannerSettings = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, PlannerSettings::default());
+    }
 
     #[test]
     fn owner_kinds_read_as_text_or_list_and_name_the_bad_entry() {

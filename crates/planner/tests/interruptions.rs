@@ -25,7 +25,7 @@ fn spot(name: &str, vcpus: u32, max: u32) -> NodeGroupState {
 
 fn quick_scale_down() -> PlannerSettings {
     PlannerSettings {
-        scale_down_unneeded_time: Duration::from_secs(60),
+        scale_down_unneeded_time: Duration::from_secs(60).into(),
         ..settings()
     }
 }

@@ -193,7 +193,7 @@ proptest! {
     /// happens and whenever it happens.
     #[test]
     fn safety_holds_under_random_event_orders(mut w in world_strategy(), steps in prop::collection::vec(step_strategy(), 1..60)) {
-        let settings = PlannerSettings { scale_down_unneeded_time: Duration::from_secs(120), ..settings() };
+        let settings = PlannerSettings { scale_down_unneeded_time: Duration::from_secs(120).into(), ..settings() };
         w.settings = settings.clone();
         let mut p = Planner::new(settings).unwrap();
         let mut counter = 0;

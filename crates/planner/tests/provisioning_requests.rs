@@ -72,7 +72,7 @@ fn removals(actions: &[Action]) -> usize {
 
 fn quick_scale_down() -> PlannerSettings {
     PlannerSettings {
-        scale_down_unneeded_time: Duration::from_secs(60),
+        scale_down_unneeded_time: Duration::from_secs(60).into(),
         ..settings()
     }
 }

@@ -727,7 +727,10 @@ fn bad_settings_name_the_field() {
     let aliases: PlannerSettings =
         serde_yaml::from_str("idle-threshold: 3300\nsleep: 60\ninstance-init-time: 1500\n")
             .unwrap();
-    assert_eq!(aliases.scale_down_unneeded_time, Duration::from_secs(3300));
+    assert_eq!(
+        aliases.scale_down_unneeded_time,
+        Duration::from_secs(3300).into()
+    );
     assert_eq!(aliases.scan_interval, Duration::from_secs(60));
     assert_eq!(aliases.max_node_provision_time, Duration::from_secs(1500));
 }

@@ -258,6 +258,32 @@ pub struct RunRecord {
     pub stale_timeouts: u64,
     /// Actions whose outcome was not `Done` (target gone, refused), with the outcome.
     pub actions_not_done: Vec<String>,
+    /// Where the billed node-hours went: work, and idle time by cause.
+    pub node_time: NodeTime,
+}
+
+/// Billed node-hours split by what each instance was doing. A node's idle part is
+/// the share of its allocatable no workload pod requested (by the dominant resource),
+/// so `working + idle` is the node-hours billed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeTime {
+    /// Requested by running workload pods.
+    pub working: f64,
+    /// Launched, not yet a node.
+    pub booting: f64,
+    /// Empty, within the time its group keeps an empty node
+    /// (`scale-down-unneeded-time`, or the break-even under `auto`).
+    pub waiting_out_unneeded_time: f64,
+    /// Empty past that time: a warm spare (`type-idle-threshold`), a pause after a
+    /// scale-up, room a pending pod could use, a group at its min size.
+    pub warm_spare_or_held: f64,
+    /// The unused room of a retired node waiting for its last pods.
+    pub held_by_straggler: f64,
+    /// The unused room of a node running work (bin-packing, pods finishing at
+    /// different times).
+    pub unused_beside_work: f64,
+    /// Fenced for removal, detached, or terminating.
+    pub removing: f64,
 }
 
 /// Runs a scenario to its end.
@@ -479,6 +505,7 @@ impl<'s> Engine<'s> {
                 planner_passes: 0,
                 stale_timeouts: 0,
                 actions_not_done: Vec::new(),
+                node_time: NodeTime::default(),
             },
         }
     }
@@ -497,13 +524,85 @@ impl<'s> Engine<'s> {
             }
             let next = self.next_event_time();
             if next > self.horizon {
+                self.account_node_time(self.horizon);
                 self.now = self.horizon;
                 self.record.stop = StopReason::Horizon;
                 break;
             }
+            self.account_node_time(next);
             self.now = next;
         }
         self.finish();
+    }
+
+    /// Adds the state from now until `until` to [`NodeTime`].
+    fn account_node_time(&mut self, until: Time) {
+        let hours = until.saturating_since(self.now).as_secs_f64() / 3600.0;
+        if hours <= 0.0 || self.live_instances.is_empty() {
+            return;
+        }
+        let nodes = &self.cluster.nodes;
+        let index: BTreeMap<&NodeName, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (&n.name, i))
+            .collect();
+        let mut used = vec![Resources::zero(); nodes.len()];
+        let mut busy = vec![false; nodes.len()];
+        for pod in &self.cluster.pods {
+            if !pod.occupies_node() || pod.is_node_infrastructure() {
+                continue;
+            }
+            if let Some(&ni) = pod.node.as_ref().and_then(|n| index.get(n)) {
+                used[ni].add(&pod.requests);
+                busy[ni] = true;
+            }
+        }
+        let by_instance: BTreeMap<&InstanceId, usize> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.instance.as_ref().map(|id| (id, i)))
+            .collect();
+        let settings = &self.scenario.settings;
+        let t = &mut self.record.node_time;
+        for (id, &rec) in &self.live_instances {
+            let Some(&ni) = by_instance.get(id) else {
+                if self.booting.iter().any(|b| &b.instance == id) {
+                    t.booting += hours;
+                } else {
+                    t.removing += hours;
+                }
+                continue;
+            };
+            let node = &nodes[ni];
+            let share = used[ni].dominant_share(&node.allocatable).min(1.0);
+            t.working += share * hours;
+            let idle = (1.0 - share) * hours;
+            let retired = planner::scaledown::is_retired(node);
+            if busy[ni] {
+                if retired {
+                    t.held_by_straggler += idle;
+                } else {
+                    t.unused_beside_work += idle;
+                }
+            } else if retired || self.detached.contains_key(id) {
+                t.removing += idle;
+            } else {
+                let group = &self.scenario.groups[self.record.instances[rec].group];
+                let keep = planner::keep::empty_keep_time(
+                    settings.scale_down_unneeded_time,
+                    Some(group.boot_delay),
+                );
+                let idle_for = node
+                    .idle_since
+                    .map_or(Duration::ZERO, |s| self.now.saturating_since(s));
+                if idle_for < keep {
+                    t.waiting_out_unneeded_time += idle;
+                } else {
+                    t.warm_spare_or_held += idle;
+                }
+            }
+        }
     }
 
     // ---- the clock ----

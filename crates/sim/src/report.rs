@@ -47,6 +47,11 @@ pub struct Report {
     pub cost_usd: f64,
     pub lower_bound_node_hours: f64,
     pub lower_bound_cost_usd: f64,
+    /// The node-hours running workload pods requested (each node's share by its
+    /// dominant resource); `node_hours` minus this is `idle_node_hours.total`.
+    pub working_node_hours: f64,
+    /// The rest of the billed node-hours, by cause: what is left to save.
+    pub idle_node_hours: IdleNodeHours,
     /// Spot interruption warnings EC2 gave, told to the planner or not (the module
     /// docs define this and the next three).
     pub interruptions: u32,
@@ -502,6 +507,8 @@ impl Report {
             cost_usd: round(cost, 4),
             lower_bound_node_hours: round(lower_bound_node_hours, 4),
             lower_bound_cost_usd: round(lower_bound_cost_usd, 4),
+            working_node_hours: round(record.node_time.working, 4),
+            idle_node_hours: IdleNodeHours::of(&record.node_time),
             interruptions: record.interruptions.len() as u32,
             work_lost_pod_hours: round(record.work_lost_pod_hours, 4),
             work_lost_node_hours: round(record.work_lost_node_hours, 4),
@@ -612,6 +619,18 @@ impl Report {
             self.cost_usd,
             self.lower_bound_cost_usd
         );
+        let idle = &self.idle_node_hours;
+        let _ = writeln!(
+            s,
+            "idle node-hours: {:.2} = booting {:.2} + waiting out unneeded time {:.2} + warm spare or held {:.2} + held by stragglers {:.2} + unused beside work {:.2} + removing {:.2}",
+            idle.total,
+            idle.booting,
+            idle.waiting_out_unneeded_time,
+            idle.warm_spare_or_held,
+            idle.held_by_straggler,
+            idle.unused_beside_work,
+            idle.removing
+        );
         let _ = writeln!(
             s,
             "planner: {} scale-ups, {} scale-downs, {} give-backs, {} retirements, {} evictions",
@@ -718,6 +737,38 @@ fn interruption_reports(scenario: &Scenario, record: &RunRecord) -> Vec<Interrup
             pods_killed: i.pods_killed,
         })
         .collect()
+}
+
+/// Idle node-hours by cause (see [`crate::engine::NodeTime`] for each cause).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IdleNodeHours {
+    pub total: f64,
+    pub booting: f64,
+    pub waiting_out_unneeded_time: f64,
+    pub warm_spare_or_held: f64,
+    pub held_by_straggler: f64,
+    pub unused_beside_work: f64,
+    pub removing: f64,
+}
+
+impl IdleNodeHours {
+    fn of(t: &crate::engine::NodeTime) -> Self {
+        let total = t.booting
+            + t.waiting_out_unneeded_time
+            + t.warm_spare_or_held
+            + t.held_by_straggler
+            + t.unused_beside_work
+            + t.removing;
+        Self {
+            total: round(total, 4),
+            booting: round(t.booting, 4),
+            waiting_out_unneeded_time: round(t.waiting_out_unneeded_time, 4),
+            warm_spare_or_held: round(t.warm_spare_or_held, 4),
+            held_by_straggler: round(t.held_by_straggler, 4),
+            unused_beside_work: round(t.unused_beside_work, 4),
+            removing: round(t.removing, 4),
+        }
+    }
 }
 
 /// Returns (node-hours, cost, pods that fit no group).

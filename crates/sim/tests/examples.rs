@@ -17,7 +17,10 @@ fn run(name: &str) -> Report {
     sim::simulate(&example(name), &SimOptions::default()).expect("the example runs")
 }
 
-const EXAMPLES: [&str; 8] = [
+const EXAMPLES: [&str; 11] = [
+    "recurring-bursts",
+    "straggler-tail",
+    "gpu-gangs-and-cpu",
     "cpu-burst",
     "gpu-from-zero",
     "region-overflow",
@@ -363,4 +366,69 @@ fn the_seed_changes_drawn_durations() {
     let b = sim::simulate(&example("cpu-burst").with_seed(99), &SimOptions::default()).unwrap();
     assert_eq!(b.seed, 99);
     assert_ne!(a.to_json(), b.to_json());
+}
+
+#[test]
+fn idle_node_hours_by_cause_add_up_to_the_billed_node_hours() {
+    for name in EXAMPLES {
+        let r = run(name);
+        let i = &r.idle_node_hours;
+        let causes = i.booting
+            + i.waiting_out_unneeded_time
+            + i.warm_spare_or_held
+            + i.held_by_straggler
+            + i.unused_beside_work
+            + i.removing;
+        assert!((causes - i.total).abs() < 1e-3, "{name}: {i:?}");
+        assert!(
+            (r.working_node_hours + i.total - r.node_hours).abs() < 1e-3,
+            "{name}: {} working + {} idle != {} billed",
+            r.working_node_hours,
+            i.total,
+            r.node_hours
+        );
+        assert!(
+            r.working_node_hours <= r.node_hours && i.booting > 0.0,
+            "{name}: {i:?}"
+        );
+    }
+}
+
+#[test]
+fn recurring_bursts_keep_their_nodes_across_gaps_shorter_than_a_boot_only() {
+    let r = run("recurring-bursts");
+    let launched = |g: &str| r.groups.iter().find(|x| x.name == g).expect(g).launched;
+    // 21 pods of 2 cores fill 7 nodes of 8 cores, 3 to a node.
+    assert_eq!(launched("short-gaps"), 7, "kept across every 90 s gap");
+    assert_eq!(
+        launched("long-gaps"),
+        7 * 8,
+        "given back in every 3 min gap and bought again"
+    );
+}
+
+/// Cluster Autoscaler's timers (10 minutes unneeded, 10 minutes' pause after any
+/// scale-up) against the defaults, on every example.
+#[test]
+fn the_batch_defaults_spend_less_than_cluster_autoscaler_s_timers_and_start_pods_as_fast() {
+    for name in EXAMPLES {
+        let batch = run(name);
+        let mut scenario = example(name);
+        scenario.settings.scale_down_unneeded_time = std::time::Duration::from_secs(600).into();
+        scenario.settings.scale_down_delay_after_add = std::time::Duration::from_secs(600).into();
+        let ca = sim::simulate(&scenario, &SimOptions::default()).expect("runs");
+        assert!(
+            batch.node_hours < ca.node_hours,
+            "{name}: {} vs CA's {}",
+            batch.node_hours,
+            ca.node_hours
+        );
+        assert!(
+            batch.time_to_start_seconds.p95 <= ca.time_to_start_seconds.p95,
+            "{name}: p95 {} vs CA's {}",
+            batch.time_to_start_seconds.p95,
+            ca.time_to_start_seconds.p95
+        );
+        assert_eq!(batch.pods.killed_by_scale_in, 0, "{name}");
+    }
 }

@@ -458,8 +458,8 @@ pub fn service_pod(name: &str, pool: &str, cpu_millis: i64, mem_gib: i64) -> Pod
 
 pub fn settings() -> PlannerSettings {
     PlannerSettings {
-        scale_down_delay_after_add: Duration::ZERO,
-        scale_down_unneeded_time: Duration::from_secs(60),
+        scale_down_delay_after_add: Duration::ZERO.into(),
+        scale_down_unneeded_time: Duration::from_secs(60).into(),
         scan_interval: Duration::from_secs(10),
         ..PlannerSettings::default()
     }

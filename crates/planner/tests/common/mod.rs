@@ -445,9 +445,12 @@ impl World {
     }
 }
 
+/// Cluster Autoscaler's fixed scale-down timers (10 minutes unneeded, no pause after a
+/// scale-up), which most tests are written against; `batch_defaults()` has `auto`.
 pub fn settings() -> PlannerSettings {
     PlannerSettings {
-        scale_down_delay_after_add: Duration::ZERO,
+        scale_down_delay_after_add: Duration::ZERO.into(),
+        scale_down_unneeded_time: Duration::from_secs(600).into(),
         ..PlannerSettings::default()
     }
 }
