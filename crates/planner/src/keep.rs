@@ -10,8 +10,11 @@
 //! recurring workload needs no separate learning to be cheap. What a warm node buys
 //! is latency, not money: that is the user's explicit choice (`type-idle-threshold`).
 //!
-//! Boot times are read from the snapshot (a Ready node's Ready transition minus its
-//! instance's launch), so a restart forgets nothing.
+//! Boot times are read from the snapshot: a Ready node's Ready transition minus its
+//! instance's launch as the cloud adapter reports it. (On AWS that is when the
+//! autoscaler first saw the instance, within a scan interval of its launch, since
+//! DescribeAutoScalingGroups gives no launch time; instances first seen after a restart
+//! give no sample, and `UNOBSERVED_BOOT` applies until a new node of the group boots.)
 
 use crate::scaleup::ClusterView;
 use crate::settings::AutoDuration;
