@@ -345,7 +345,7 @@ impl Planner {
         };
         boots
             .into_iter()
-            .map(|b| crate::keep::empty_keep_time(setting, b))
+            .map(|b| crate::keep::empty_keep_time(&self.settings, b))
             .collect()
     }
 
@@ -411,7 +411,7 @@ impl Planner {
         keep_empty: &[Duration],
     ) -> Vec<(usize, Method, Plan)> {
         let s = &self.settings;
-        let underutilized_time = crate::keep::underutilized_time(s.scale_down_unneeded_time);
+        let underutilized_time = crate::keep::underutilized_time(s);
         let mut out = Vec::new();
         // Room per group above its min size, counting nodes already on their way out.
         let mut room: BTreeMap<usize, u32> = BTreeMap::new();
@@ -699,14 +699,8 @@ impl Planner {
 
     /// How long until the node's must-finish pods are expected to be done: the
     /// latest of their deadlines / expected durations; unknown ones rank by age.
-    /// Completion-aware retirement (under `auto`): retiring a node fences its free
-    /// room until its last pod ends. That pays when the end is near; a node that a pod
-    /// is known to hold for longer than `LONG_HOLD` stays open, so new work fills the
-    /// room it is paying for anyway instead of a node bought for it.
+    /// Completion-aware retirement (see [`crate::keep::retiring_pays_off`]).
     fn retiring_pays_off(&self, now: Time, pods: &[PodView], facts: &NodeFacts) -> bool {
-        if self.settings.scale_down_unneeded_time.fixed().is_some() {
-            return true;
-        }
         let known_hold = facts
             .must_finish
             .iter()
@@ -718,7 +712,7 @@ impl Planner {
                     .map(|d| (start + d).saturating_since(now))
             })
             .max();
-        known_hold.is_none_or(|hold| hold <= crate::keep::LONG_HOLD)
+        crate::keep::retiring_pays_off(&self.settings, known_hold)
     }
 
     fn expected_time_to_empty(&self, now: Time, pods: &[PodView], facts: &NodeFacts) -> Duration {

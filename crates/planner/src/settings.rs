@@ -76,6 +76,23 @@ pub struct PlannerSettings {
     /// node, as in Cluster Autoscaler.
     #[serde(alias = "idle-threshold")]
     pub scale_down_unneeded_time: AutoDuration,
+    /// Under `auto`: an empty node is kept at least this long, the shortest time EC2
+    /// bills an instance for (60s; buying again never costs less).
+    #[serde(with = "serde_duration")]
+    pub scale_down_billing_minimum: Duration,
+    /// Under `auto`: the boot time assumed for a group until one of its nodes has
+    /// booted under this replica.
+    #[serde(with = "serde_duration")]
+    pub assumed_boot_time: Duration,
+    /// Under `auto`: how long an under-utilised (not empty) node must stay so before it
+    /// is retired or drained (Cluster Autoscaler's 10m).
+    #[serde(with = "serde_duration")]
+    pub scale_down_underutilized_time: Duration,
+    /// Under `auto`: a node a running must-finish pod is known to hold for longer than
+    /// this (`batch-autoscaler.io/expected-duration`, `activeDeadlineSeconds`) is not
+    /// retired, so new work can use its room.
+    #[serde(with = "serde_duration")]
+    pub retire_hold_limit: Duration,
     /// How long a node may be unready before it is a removal candidate (CA: 20m).
     #[serde(with = "serde_duration")]
     pub scale_down_unready_time: Duration,
@@ -168,6 +185,10 @@ impl Default for PlannerSettings {
             provisioning_request_booking_time: Duration::from_secs(10 * 60),
             scale_down_enabled: true,
             scale_down_unneeded_time: AutoDuration::Auto,
+            scale_down_billing_minimum: Duration::from_secs(60),
+            assumed_boot_time: Duration::from_secs(120),
+            scale_down_underutilized_time: Duration::from_secs(10 * 60),
+            retire_hold_limit: Duration::from_secs(30 * 60),
             scale_down_unready_time: Duration::from_secs(20 * 60),
             scale_down_utilization_threshold: 0.5,
             scale_down_gpu_utilization_threshold: 0.5,

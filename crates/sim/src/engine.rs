@@ -589,10 +589,7 @@ impl<'s> Engine<'s> {
                 t.removing += idle;
             } else {
                 let group = &self.scenario.groups[self.record.instances[rec].group];
-                let keep = planner::keep::empty_keep_time(
-                    settings.scale_down_unneeded_time,
-                    Some(group.boot_delay),
-                );
+                let keep = planner::keep::empty_keep_time(settings, Some(group.boot_delay));
                 let idle_for = node
                     .idle_since
                     .map_or(Duration::ZERO, |s| self.now.saturating_since(s));
