@@ -89,7 +89,7 @@ ensure_cargo_deny() {
 
 # The static build, shared with the Dockerfile: the check below insists the Dockerfile
 # runs exactly this command.
-STATIC_BUILD="cargo build --release --locked --target $STATIC_TARGET -p batch-autoscaler"
+STATIC_BUILD="cargo build --release --locked --target $STATIC_TARGET -p batch-autoscaler --features cloud"
 
 check_helm() {
     local helm chart=deploy/helm/batch-autoscaler full=deploy/helm/batch-autoscaler/ci/full-values.yaml out
