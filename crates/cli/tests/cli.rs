@@ -235,7 +235,11 @@ fn without_the_cloud_feature_run_and_explain_say_how_to_build_them() {
     for sub in ["simulate", "run", "explain", "bench"] {
         assert!(help.contains(&format!("  {sub} ")), "{sub} missing: {help}");
     }
-    for args in [&["run"][..], &["run", "--cluster-name", "c"], &["explain", "ns/pod"]] {
+    for args in [
+        &["run"][..],
+        &["run", "--cluster-name", "c"],
+        &["explain", "ns/pod"],
+    ] {
         let out = binary().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);

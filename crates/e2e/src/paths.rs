@@ -165,7 +165,9 @@ pub fn autoscaler_binary() -> anyhow::Result<PathBuf> {
                 .status()
                 .map_err(|e| format!("cannot run {cargo:?}: {e}"))?;
             if !status.success() {
-                return Err(format!("cargo build -p batch-autoscaler --features cloud failed ({status})"));
+                return Err(format!(
+                    "cargo build -p batch-autoscaler --features cloud failed ({status})"
+                ));
             }
             let bin = target.join("debug/batch-autoscaler");
             if bin.is_file() {
