@@ -155,10 +155,11 @@ done
 echo "$bench_json"
 
 phase "the whole binary back in target/debug/"
-# The same features as the build step, so nothing compiles: cargo links the binary
-# the build step made back to target/debug/batch-autoscaler (which the end-to-end
-# tests run by default and crates/shipping's tests always run).
-cargo build --workspace --features batch-autoscaler/cloud --bin batch-autoscaler
+# The build step's very command, so nothing compiles (`--all-targets` too: dev-dependencies
+# change the features of shared crates): cargo links the binary it made back to
+# target/debug/batch-autoscaler, which crates/shipping's tests and a hand-run of the
+# end-to-end tests use.
+cargo build --workspace --all-targets --features batch-autoscaler/cloud
 version=$(target/debug/batch-autoscaler --version)
 case "$version" in
     *"without the cloud feature"*) echo "target/debug/batch-autoscaler is still the feature-less build: $version" >&2; exit 1 ;;
