@@ -161,6 +161,7 @@ check_static() {
     elf_dynamic="$(readelf -dW "$bin")"
     if grep -q 'INTERP' <<< "$elf_headers"; then die "$bin has a program interpreter (dynamically linked)"; fi
     if grep -q '(NEEDED)' <<< "$elf_dynamic"; then die "$bin needs shared libraries: $(grep NEEDED <<< "$elf_dynamic")"; fi
+    # Exactly this: a build without the cloud feature (no `run`) would add so here.
     version="$("$bin" --version)"
     [[ "$version" == "batch-autoscaler $(cargo_version) (commit $commit)" ]] \
         || die "unexpected --version output: $version"
