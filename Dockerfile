@@ -24,7 +24,7 @@ COPY crates ./crates
 ENV BATCH_AUTOSCALER_GIT_COMMIT=${GIT_COMMIT}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl -p batch-autoscaler \
+    cargo build --release --locked --target x86_64-unknown-linux-musl -p batch-autoscaler --features cloud \
  && cp target/x86_64-unknown-linux-musl/release/batch-autoscaler /batch-autoscaler
 # Refuse a dynamically linked binary (no program interpreter, no NEEDED libraries).
 RUN if readelf -lW /batch-autoscaler | grep -q INTERP || readelf -dW /batch-autoscaler | grep -q NEEDED; then \

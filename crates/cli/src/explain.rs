@@ -5,7 +5,7 @@
 //! buy for it (`planner::explain_request`).
 
 use crate::run::{aws_config, kube_client, load};
-use crate::run_config::RunArgs;
+use crate::run_config::ExplainArgs;
 use crate::Failure;
 use anyhow::anyhow;
 use k8s::cache::build_parts;
@@ -16,21 +16,6 @@ use kube::api::{Api, ListParams};
 use model::{InstanceId, NodeGroupId, PodKey, Time};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-#[derive(clap::Args)]
-pub struct ExplainArgs {
-    /// The pod (or, with `--provisioning-request`, the request), as NAMESPACE/NAME (or
-    /// NAME in `default`).
-    pub pod: String,
-    /// Explain the ProvisioningRequest of that name instead of a pod.
-    #[arg(long)]
-    pub provisioning_request: bool,
-    /// Print the answer as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
 
 pub async fn explain(args: ExplainArgs) -> Result<(), Failure> {
     let pod = PodKey::parse(&args.pod);

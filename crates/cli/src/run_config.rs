@@ -247,6 +247,22 @@ impl Args for RunArgs {
     }
 }
 
+/// The arguments of `explain`: the pod, and every `run` flag (it connects as `run` does).
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The pod (or, with `--provisioning-request`, the request), as NAMESPACE/NAME (or
+    /// NAME in `default`).
+    pub pod: String,
+    /// Explain the ProvisioningRequest of that name instead of a pod.
+    #[arg(long)]
+    pub provisioning_request: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
 /// Everything `run` needs, merged and validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {

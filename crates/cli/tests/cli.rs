@@ -162,6 +162,7 @@ fn a_report_that_cannot_be_written_is_a_runtime_failure() {
     assert!(stderr(&out).contains("cannot write report"));
 }
 
+#[cfg(feature = "cloud")]
 #[test]
 fn run_and_explain_reject_bad_flags_with_exit_2_naming_the_field() {
     let cases: &[(&[&str], &str)] = &[
@@ -222,6 +223,34 @@ fn run_and_explain_reject_bad_flags_with_exit_2_naming_the_field() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(field), "{args:?}: {}", stderr(&out));
     }
+}
+
+/// Built without the `cloud` feature (`cargo run -p batch-autoscaler`, the README's
+/// first command), `run` and `explain` are listed but say how to get them, exit 2.
+#[cfg(not(feature = "cloud"))]
+#[test]
+fn without_the_cloud_feature_run_and_explain_say_how_to_build_them() {
+    let help = binary().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for sub in ["simulate", "run", "explain", "bench"] {
+        assert!(help.contains(&format!("  {sub} ")), "{sub} missing: {help}");
+    }
+    for args in [
+        &["run"][..],
+        &["run", "--cluster-name", "c"],
+        &["explain", "ns/pod"],
+    ] {
+        let out = binary().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("`{}` needs the cloud adapters", args[0]))
+                && err.contains("cargo build --release -p batch-autoscaler --features cloud"),
+            "{args:?}: {err}"
+        );
+    }
+    let version = binary().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains("without the cloud feature"));
 }
 
 #[test]

@@ -129,7 +129,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The `batch-autoscaler` binary: `BATCH_AUTOSCALER_BIN` if set; otherwise
-/// `cargo build -p batch-autoscaler` is run once per test binary (a no-op when it is
+/// `cargo build -p batch-autoscaler --features cloud` is run once per test binary (a no-op when it is
 /// up to date, and it makes sure a stale binary is never tested) and the debug
 /// binary of the target directory is used.
 pub fn autoscaler_binary() -> anyhow::Result<PathBuf> {
@@ -157,13 +157,17 @@ pub fn autoscaler_binary() -> anyhow::Result<PathBuf> {
                     "batch-autoscaler",
                     "--bin",
                     "batch-autoscaler",
+                    "--features",
+                    "cloud",
                 ])
                 .env("CARGO_TARGET_DIR", &target)
                 .current_dir(workspace())
                 .status()
                 .map_err(|e| format!("cannot run {cargo:?}: {e}"))?;
             if !status.success() {
-                return Err(format!("cargo build -p batch-autoscaler failed ({status})"));
+                return Err(format!(
+                    "cargo build -p batch-autoscaler --features cloud failed ({status})"
+                ));
             }
             let bin = target.join("debug/batch-autoscaler");
             if bin.is_file() {

@@ -107,7 +107,7 @@ pub fn binary() -> PathBuf {
     let path = profile_dir.join("batch-autoscaler");
     assert!(
         path.is_file(),
-        "{} not found: build it first (`cargo build -p batch-autoscaler`; `cargo test --workspace` builds it)",
+        "{} not found: build it first, with the cloud adapters (`cargo build -p batch-autoscaler --features cloud`; `cargo test --workspace --features batch-autoscaler/cloud` builds it)",
         path.display()
     );
     path
