@@ -67,6 +67,11 @@ pub const ANNOTATION_SIM_TERMINATION_DELAY: &str = "batch-autoscaler.io/sim-term
 /// Cluster Autoscaler's): `KubernetesCluster=<cluster>`, `Role=worker`.
 pub const TAG_SEED_CLUSTER: &str = "KubernetesCluster";
 pub const TAG_SEED_ROLE: &str = "Role";
+/// `testenv/start-control-plane.sh` reads this: the scheduler's longest pod backoff.
+pub const SCHEDULER_BACKOFF_VAR: &str = "KUBE_SCHEDULER_POD_MAX_BACKOFF_SECONDS";
+/// A replay's control plane retries unschedulable pods at least every second
+/// (Kubernetes' default backoff doubles to 10 s, which a speed-up would multiply).
+pub const SCHEDULER_MAX_BACKOFF_SECONDS: &str = "1";
 /// How often the bridge reads moto during a replay.
 pub const BRIDGE_POLL: Duration = Duration::from_millis(100);
 
