@@ -1,7 +1,8 @@
 //! Issue 14: a simulator scenario replayed on the real stack agrees with `simulate`.
-//! Its own test binary, so its own control plane: the replay runs the scheduler with
-//! a pod backoff of at most 1 s (`KUBE_SCHEDULER_POD_MAX_BACKOFF_SECONDS`), since an
-//! unscaled 10 s backoff costs ten times the speed-up in scenario time. Gated like the
+//! Its own test binary, so its own control plane: a replay runs the scheduler with a
+//! pod backoff of at most 1 s and the controllers at 1000 QPS
+//! (`e2e::replay::configure_control_plane`), since Kubernetes' unscaled defaults cost
+//! the speed-up times as much in scenario time. Gated like the
 //! scenarios (`BATCH_AUTOSCALER_E2E=1`; `CI` turns a skip into a failure).
 
 use anyhow::{ensure, Context, Result};
@@ -15,10 +16,7 @@ use e2e::{scenario, Scenario};
 #[test]
 fn replay_of_a_small_scenario_matches_the_simulator() {
     // Before the world of this binary starts (the first scenario starts it).
-    std::env::set_var(
-        e2e::replay::SCHEDULER_BACKOFF_VAR,
-        e2e::replay::SCHEDULER_MAX_BACKOFF_SECONDS,
-    );
+    e2e::replay::configure_control_plane();
     scenario("replay", |s| Box::pin(replay_small(s)));
 }
 

@@ -105,10 +105,7 @@ fn main() {
     };
     // The replay binary is the end-to-end environment's own user: it always runs.
     std::env::set_var(e2e::gate::ENABLE_VAR, "1");
-    std::env::set_var(
-        e2e::replay::SCHEDULER_BACKOFF_VAR,
-        e2e::replay::SCHEDULER_MAX_BACKOFF_SECONDS,
-    );
+    e2e::replay::configure_control_plane();
     let options = ReplayOptions {
         speedup: args.speedup,
         autoscaler_command: args.command.clone(),
