@@ -260,16 +260,17 @@ impl Worker {
                     .iter()
                     .filter(|i| i.state != InstanceState::Terminating)
                 {
-                    let life = state
-                        .lifetimes
-                        .entry(i.id.to_string())
-                        .or_insert_with(|| InstanceLife {
-                            group: g.spec.id.to_string(),
-                            instance: i.id.to_string(),
-                            first_seen: now,
-                            last_seen: now,
-                            live: true,
-                        });
+                    let life =
+                        state
+                            .lifetimes
+                            .entry(i.id.to_string())
+                            .or_insert_with(|| InstanceLife {
+                                group: g.spec.id.to_string(),
+                                instance: i.id.to_string(),
+                                first_seen: now,
+                                last_seen: now,
+                                live: true,
+                            });
                     life.last_seen = now;
                     life.live = true;
                 }

@@ -163,9 +163,7 @@ pub fn check_supported(scenario: &sim::Scenario, regions: &[String]) -> anyhow::
             ));
         }
         if w.active_deadline.is_some() {
-            problems.push(format!(
-                "{path}.active_deadline: not replayed yet"
-            ));
+            problems.push(format!("{path}.active_deadline: not replayed yet"));
         }
         let default_owner = sim::scenario::WorkloadOwner::default_for(w.kind);
         if w.owner != default_owner {
@@ -178,7 +176,11 @@ pub fn check_supported(scenario: &sim::Scenario, regions: &[String]) -> anyhow::
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!("scenario {} cannot be replayed: {}", scenario.name, problems.join("; "))
+        bail!(
+            "scenario {} cannot be replayed: {}",
+            scenario.name,
+            problems.join("; ")
+        )
     }
 }
 
@@ -188,8 +190,7 @@ pub fn scaled_settings(
     settings: &planner::PlannerSettings,
     speedup: f64,
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
-    let Value::Object(mut map) = serde_json::to_value(settings).context("settings as JSON")?
-    else {
+    let Value::Object(mut map) = serde_json::to_value(settings).context("settings as JSON")? else {
         bail!("settings did not serialise to a map");
     };
     map.retain(|_, v| !v.is_null());
@@ -198,8 +199,7 @@ pub fn scaled_settings(
             .get(*key)
             .and_then(Value::as_str)
             .with_context(|| format!("settings.{key}: not in the settings' serialisation"))?;
-        let d = model::parse_duration(text)
-            .map_err(|e| anyhow::anyhow!("settings.{key}: {e}"))?;
+        let d = model::parse_duration(text).map_err(|e| anyhow::anyhow!("settings.{key}: {e}"))?;
         map.insert((*key).to_owned(), json!(millis(scale(d, speedup))));
     }
     Ok(map)
@@ -212,9 +212,10 @@ pub fn durations(seed: u64, job: &str, w: &WorkloadDef) -> Vec<Duration> {
     let Some(base) = w.duration else {
         return Vec::new();
     };
-    let mut state = seed ^ job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    });
+    let mut state = seed
+        ^ job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
     let mut next = || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = state;
@@ -663,7 +664,10 @@ pub async fn replay(
             if let Some(pid) = child.id() {
                 process::register_pid(&s.world.dir, "foreign-autoscaler", pid);
             }
-            s.note(&format!("started --autoscaler-command (log {})", log.display()));
+            s.note(&format!(
+                "started --autoscaler-command (log {})",
+                log.display()
+            ));
             foreign = Some(child);
         }
     }
@@ -751,7 +755,8 @@ pub async fn replay(
                 )
                 .await?;
             } else {
-                f.delete_tag(g.spec.id.as_str(), TAG_LAUNCH_CAPACITY).await?;
+                f.delete_tag(g.spec.id.as_str(), TAG_LAUNCH_CAPACITY)
+                    .await?;
             }
             s.note(&format!(
                 "capacity window {wi} of {} {}",
@@ -766,9 +771,18 @@ pub async fn replay(
             let a = arrivals[next_arrival].clone();
             let w = &scenario.workloads[a.workload];
             arrival_at.insert(a.job.clone(), Instant::now());
-            create_job(s, scenario, w, &a.job, speedup, &jobs_api, &pods_api, &deployments)
-                .await
-                .with_context(|| format!("workload {} ({}): create", w.name, a.job))?;
+            create_job(
+                s,
+                scenario,
+                w,
+                &a.job,
+                speedup,
+                &jobs_api,
+                &pods_api,
+                &deployments,
+            )
+            .await
+            .with_context(|| format!("workload {} ({}): create", w.name, a.job))?;
             next_arrival += 1;
         }
         let elapsed = now.saturating_duration_since(t0);
@@ -794,7 +808,11 @@ pub async fn replay(
                 break;
             }
         }
-        tokio::time::sleep(crate::wait::POLL.min(scale(Duration::from_secs(1), speedup).max(Duration::from_millis(50)))).await;
+        tokio::time::sleep(
+            crate::wait::POLL
+                .min(scale(Duration::from_secs(1), speedup).max(Duration::from_millis(50))),
+        )
+        .await;
     }
     let end = Instant::now();
     s.note(&format!(
@@ -890,7 +908,10 @@ async fn create_job(
         WorkloadKind::Bare => {
             for (i, d) in ds.iter().enumerate() {
                 let mut annotations = BTreeMap::new();
-                annotations.insert(ANNOTATION_SIM_DURATION.to_owned(), millis(scale(*d, speedup)));
+                annotations.insert(
+                    ANNOTATION_SIM_DURATION.to_owned(),
+                    millis(scale(*d, speedup)),
+                );
                 let mut pod = pod_template(w, job, speedup, "Never", annotations);
                 pod["apiVersion"] = json!("v1");
                 pod["kind"] = json!("Pod");
@@ -1007,10 +1028,9 @@ async fn build_report(
         let Some(job) = r.labels.get(LABEL_JOB) else {
             continue;
         };
-        let workload = scenario
-            .workloads
-            .iter()
-            .position(|w| dns_name(&w.name) == r.labels.get(LABEL_WORKLOAD).cloned().unwrap_or_default());
+        let workload = scenario.workloads.iter().position(|w| {
+            dns_name(&w.name) == r.labels.get(LABEL_WORKLOAD).cloned().unwrap_or_default()
+        });
         let Some(wi) = workload else { continue };
         let w = &scenario.workloads[wi];
         let succeeded = r.finished.as_ref().is_some_and(|(_, p)| p == "Succeeded");
@@ -1101,9 +1121,10 @@ async fn build_report(
                     None => never_started += 1,
                 }
             }
-            runtimes.extend(
-                std::iter::repeat_n((wi, scenario_secs(*a, end, speedup)), w.pods as usize),
-            );
+            runtimes.extend(std::iter::repeat_n(
+                (wi, scenario_secs(*a, end, speedup)),
+                w.pods as usize,
+            ));
         }
     }
     starts.extend(service_starts);
@@ -1259,7 +1280,9 @@ mod tests {
         assert_eq!(a, durations(1, "w", w));
         assert_ne!(a, durations(1, "w-2", w));
         assert_eq!(a.len(), 200);
-        assert!(a.iter().all(|d| *d >= Duration::from_secs(50) && *d < Duration::from_secs(150)));
+        assert!(a
+            .iter()
+            .all(|d| *d >= Duration::from_secs(50) && *d < Duration::from_secs(150)));
         let mean = a.iter().map(Duration::as_secs_f64).sum::<f64>() / 200.0;
         assert!((mean - 100.0).abs() < 10.0, "mean {mean}");
     }
@@ -1274,7 +1297,9 @@ mod tests {
     fn unsupported_features_are_named_by_field() {
         let text = "name: t\nnode_groups: [{name: g, region: eu-west-1, zone: eu-west-1a, instance_type: m5.large, max: 3}]\nworkload: [{name: w, pods: 2, requests: {cpu: '1'}, duration: 1m, queue: provisioning-request}]\n";
         let scenario = sim::Scenario::from_yaml(text).unwrap();
-        let e = check_supported(&scenario, &["us-west-2".into()]).unwrap_err().to_string();
+        let e = check_supported(&scenario, &["us-west-2".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("node_groups[0] (g).region"), "{e}");
         assert!(e.contains("workload[0] (w).queue"), "{e}");
     }

@@ -22,10 +22,12 @@ fn replay_of_a_small_scenario_matches_the_simulator() {
 
 async fn replay_small(s: &mut Scenario) -> Result<()> {
     let path = e2e::paths::workspace().join("crates/e2e/scenarios/replay-small.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     let scenario = sim::Scenario::from_yaml(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let simulated = serde_json::to_value(
-        sim::simulate(&scenario, &sim::SimOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?,
+        sim::simulate(&scenario, &sim::SimOptions::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     )?;
     let options = e2e::replay::ReplayOptions {
         speedup: 15.0,

@@ -42,7 +42,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--report" => report = Some(PathBuf::from(value("--report")?)),
             "--seed" => {
                 let v = value("--seed")?;
-                seed = Some(v.parse().with_context(|| format!("--seed: not a number: {v:?}"))?);
+                seed = Some(
+                    v.parse()
+                        .with_context(|| format!("--seed: not a number: {v:?}"))?,
+                );
             }
             "--autoscaler-command" => command = Some(value("--autoscaler-command")?),
             "-h" | "--help" => {
@@ -92,7 +95,9 @@ fn main() {
     if let Some(seed) = args.seed {
         scenario = scenario.with_seed(seed);
     }
-    if let Err(e) = e2e::replay::check_supported(&scenario, &e2e::scenario::REGIONS.map(String::from)) {
+    if let Err(e) =
+        e2e::replay::check_supported(&scenario, &e2e::scenario::REGIONS.map(String::from))
+    {
         eprintln!("replay: {e:#}");
         std::process::exit(2);
     }
