@@ -1048,7 +1048,7 @@ async fn build_report(
             }
         }
         let alive_at_end = r.gone.is_none_or(|t| t > end) && r.deletion.is_none_or(|t| t > end);
-        if alive_at_end && !r.finished.as_ref().is_some_and(|(t, _)| *t <= end) {
+        if alive_at_end && r.finished.as_ref().is_none_or(|(t, _)| *t > end) {
             if r.running.is_some_and(|t| t <= end) {
                 running_at_end += 1;
             } else {
@@ -1075,8 +1075,7 @@ async fn build_report(
     let mut starts = Vec::new();
     let mut runtimes: Vec<(usize, f64)> = Vec::new();
     let mut never_started = 0u32;
-    // Per job: (workload, arrival, pods, completed, starts).
-    let mut jobs: BTreeMap<String, (usize, Option<Instant>, u32, u32, Vec<f64>)> = BTreeMap::new();
+    let mut jobs: BTreeMap<String, JobTally> = BTreeMap::new();
     for (key, lp) in logical {
         let w = &scenario.workloads[lp.workload];
         if w.kind == WorkloadKind::Service {
@@ -1176,6 +1175,9 @@ async fn build_report(
     }))
 }
 
+/// Per job: (workload, arrival, pods, completed, times to start).
+type JobTally = (usize, Option<Instant>, u32, u32, Vec<f64>);
+
 /// Most intervals overlapping at once.
 fn peak_of(intervals: &[(Instant, Instant)]) -> u32 {
     let mut edges: Vec<(Instant, i32)> = Vec::new();
@@ -1206,7 +1208,7 @@ pub fn fidelity_problems(
     let mut problems = Vec::new();
     let num = |v: &Value, path: &[&str]| {
         path.iter()
-            .fold(Some(v), |v, k| v.and_then(|v| v.get(*k)))
+            .try_fold(v, |v, k| v.get(*k))
             .and_then(Value::as_f64)
     };
     match (

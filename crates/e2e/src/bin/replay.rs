@@ -142,7 +142,7 @@ fn main() {
 fn comparison(simulated: &serde_json::Value, replayed: &serde_json::Value) -> String {
     let get = |v: &serde_json::Value, path: &[&str]| {
         path.iter()
-            .fold(Some(v), |v, k| v.and_then(|v| v.get(*k)))
+            .try_fold(v, |v, k| v.get(*k))
             .and_then(serde_json::Value::as_f64)
             .unwrap_or(f64::NAN)
     };
