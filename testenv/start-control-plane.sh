@@ -25,6 +25,18 @@
 #   KWOK_STAGES                 Stage documents (default testenv/kwok/stages.yaml)
 #   CONTROL_PLANE_TIMEOUT       seconds to wait for readiness (default 180)
 #   CONTROL_PLANE_LOG_VERBOSITY klog -v for kube components (default 2)
+#   KUBE_SCHEDULER_POD_MAX_BACKOFF_SECONDS
+#                               the scheduler's podMaxBackoffSeconds (and
+#                               podInitialBackoffSeconds 1) through a config file;
+#                               unset: Kubernetes' defaults (1 s doubling to 10 s).
+#                               The replay (crates/e2e/src/replay.rs) sets 1: at a
+#                               speed-up of N an unscaled 10 s backoff would cost
+#                               N × 10 s of scenario time.
+#   KUBE_CONTROL_PLANE_QPS      client QPS (burst: twice) of the controller-manager
+#                               and the scheduler; unset: Kubernetes' defaults
+#                               (20/30 and 50/100). The replay sets 1000: at 20 QPS
+#                               the Job controller takes 10 s to create 200 pods,
+#                               which a speed-up of N makes N × 10 s.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -222,16 +234,36 @@ write_cmd kube-controller-manager "$KUBE_CONTROLLER_MANAGER" \
   --cluster-signing-key-file="$PKI/ca.key" \
   --leader-elect=false \
   --profiling=false \
+  ${KUBE_CONTROL_PLANE_QPS:+--kube-api-qps="$KUBE_CONTROL_PLANE_QPS"} \
+  ${KUBE_CONTROL_PLANE_QPS:+--kube-api-burst="$((2 * KUBE_CONTROL_PLANE_QPS))"} \
   --v="$V"
 
+scheduler_config=(--kubeconfig="$DIR/run/scheduler.kubeconfig" --leader-elect=false)
+if [ -n "${KUBE_SCHEDULER_POD_MAX_BACKOFF_SECONDS:-}${KUBE_CONTROL_PLANE_QPS:-}" ]; then
+  # With --config, --kubeconfig and --leader-elect are ignored: they go in the file.
+  qps="${KUBE_CONTROL_PLANE_QPS:-50}"
+  burst=$((2 * qps)); [ -n "${KUBE_CONTROL_PLANE_QPS:-}" ] || burst=100
+  cat > "$DIR/run/scheduler-config.yaml" <<EOF
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $DIR/run/scheduler.kubeconfig
+  qps: $qps
+  burst: $burst
+leaderElection:
+  leaderElect: false
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: ${KUBE_SCHEDULER_POD_MAX_BACKOFF_SECONDS:-10}
+EOF
+  scheduler_config=(--config="$DIR/run/scheduler-config.yaml")
+fi
 write_cmd kube-scheduler "$KUBE_SCHEDULER" \
-  --kubeconfig="$DIR/run/scheduler.kubeconfig" \
+  "${scheduler_config[@]}" \
   --authentication-kubeconfig="$DIR/run/scheduler.kubeconfig" \
   --authorization-kubeconfig="$DIR/run/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 \
   --secure-port="$SCHED_PORT" \
   --cert-dir="$DIR/run/scheduler-certs" \
-  --leader-elect=false \
   --profiling=false \
   --v="$V"
 

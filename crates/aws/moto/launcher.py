@@ -14,6 +14,11 @@ What this adds to moto, in process (nothing here is faked in Rust):
   N). Codes: InsufficientInstanceCapacity, InstanceLimitExceeded, VcpuLimitExceeded,
   MaxSpotInstanceCountExceeded, VolumeLimitExceeded, InvalidAMIID.NotFound,
   Unsupported. Desired capacity stays where it was set, as on AWS.
+* Limited capacity. An ASG tag
+      batch-autoscaler.test/launch-capacity = <N>[:<window>]
+  lets the group launch at most N more instances while the tag keeps this value
+  (a new value starts a new count); every instance beyond fails as above with
+  InsufficientInstanceCapacity. Remove the tag to end the window.
 * DescribeScalingActivities returns the recorded activities (failed launches and
   successful ones), newest first, filtered by group, paginated with MaxRecords and
   NextToken. moto alone always returns an empty list.
@@ -61,12 +66,15 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 FAIL_TAG = "batch-autoscaler.test/fail-launches"
+CAPACITY_TAG = "batch-autoscaler.test/launch-capacity"
 
 _lock = threading.RLock()
 # (account, region) -> list of activity dicts, oldest first.
 _activities = {}
 # (account, region, group name) -> failures injected so far.
 _injected = {}
+# (account, region, group, tag value) -> instances launched under that capacity tag
+_capacity_used = {}
 _faults = {"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0}
 _fault_rng = random.Random(0)
 
@@ -102,6 +110,7 @@ def _reset_patch_state():
     with _lock:
         _activities.clear()
         _injected.clear()
+        _capacity_used.clear()
         _calls.clear()
         _faults.update({"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0})
         _fault_rng.seed(0)
@@ -182,15 +191,37 @@ def _fail_spec(group):
 _original_replace = as_models.FakeAutoScalingGroup.replace_autoscaling_group_instances
 
 
+def _capacity_spec(group):
+    for tag in group.tags:
+        if tag.get("Key") == CAPACITY_TAG:
+            value = str(tag.get("Value", "")).strip()
+            n = value.partition(":")[0].strip()
+            if n.isdigit():
+                return value, int(n)
+    return None
+
+
 def _replace_instances(self, count_needed, propagated_tags):
     spec = _fail_spec(self)
+    capacity = _capacity_spec(self)
     failing = 0
+    if spec is None and capacity is not None:
+        value, available = capacity
+        ckey = (self.account_id, self.region, self.name, value)
+        with _lock:
+            used = _capacity_used.get(ckey, 0)
+            launching_now = max(0, min(count_needed, available - used))
+            _capacity_used[ckey] = used + launching_now
+        if launching_now < count_needed:
+            spec = ("InsufficientInstanceCapacity", None)
+            failing = count_needed - launching_now
     if spec is not None:
         code, limit = spec
         key = (self.account_id, self.region, self.name)
         with _lock:
             done = _injected.get(key, 0)
-            failing = count_needed if limit is None else max(0, min(count_needed, limit - done))
+            if capacity is None or failing == 0:
+                failing = count_needed if limit is None else max(0, min(count_needed, limit - done))
             _injected[key] = done + failing
         before = len(self.active_instances())
         cause = (

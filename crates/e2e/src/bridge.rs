@@ -64,6 +64,20 @@ struct State {
     /// Instances whose Node stays although they left their group (detached): EC2
     /// still runs them until the test says it took them back.
     held: BTreeSet<String>,
+    /// Every instance seen in a group (any state but Terminating): when first and last.
+    lifetimes: BTreeMap<String, InstanceLife>,
+}
+
+/// When the bridge saw an instance in its group (any state but Terminating): its
+/// launch and, once it is no longer seen, its termination, to within one poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLife {
+    pub group: String,
+    pub instance: String,
+    pub first_seen: Instant,
+    pub last_seen: Instant,
+    /// Seen on the latest pass: still running.
+    pub live: bool,
 }
 
 /// The running bridge; stops when dropped.
@@ -236,6 +250,30 @@ impl Worker {
                     .entry(g.spec.id.to_string())
                     .or_default();
                 ever.extend(g.instances.iter().map(|i| i.id.to_string()));
+            }
+            for life in state.lifetimes.values_mut() {
+                life.live = false;
+            }
+            for g in &refresh.groups {
+                for i in g
+                    .instances
+                    .iter()
+                    .filter(|i| i.state != InstanceState::Terminating)
+                {
+                    let life =
+                        state
+                            .lifetimes
+                            .entry(i.id.to_string())
+                            .or_insert_with(|| InstanceLife {
+                                group: g.spec.id.to_string(),
+                                instance: i.id.to_string(),
+                                first_seen: now,
+                                last_seen: now,
+                                live: true,
+                            });
+                    life.last_seen = now;
+                    life.live = true;
+                }
             }
         }
         for line in lines {
@@ -444,6 +482,17 @@ impl CloudBridge {
             .expect("bridge state")
             .held
             .remove(instance);
+    }
+
+    /// Every instance seen in a group, with when it was first and last seen.
+    pub fn lifetimes(&self) -> Vec<InstanceLife> {
+        self.state
+            .lock()
+            .expect("bridge state")
+            .lifetimes
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Completed passes (each reads moto and the Nodes).

@@ -427,6 +427,8 @@ pub struct PodRecord {
     /// The phase when the deletion was first seen.
     pub phase_at_deletion: Option<String>,
     pub owner_kind: Option<String>,
+    /// Labels when first seen.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What happened to one node.
@@ -469,6 +471,9 @@ fn record_pod(state: &Mutex<RecorderState>, pod: &Pod, deleted: bool) {
     let now = Instant::now();
     let mut state = state.lock().expect("recorder");
     let r = state.pods.entry(name).or_default();
+    if r.first_seen.is_none() {
+        r.labels = pod.metadata.labels.clone().unwrap_or_default();
+    }
     r.first_seen.get_or_insert(now);
     if r.owner_kind.is_none() {
         r.owner_kind = pod

@@ -16,6 +16,10 @@ pub const AMI: &str = "ami-12c6146b";
 pub const TAG_NEVER_JOINS: &str = "batch-autoscaler.test/never-joins";
 /// ASG tag read by [`crate::CloudBridge`]: this group's boot delay (`8s`, `1500ms`).
 pub const TAG_BOOT_DELAY: &str = "batch-autoscaler.test/boot-delay";
+/// ASG tag read by the moto launcher: the group can launch at most `<N>` more
+/// instances while the tag has this value (`<N>:<window>`); later launches fail with
+/// InsufficientInstanceCapacity. A new value starts a new count.
+pub const TAG_LAUNCH_CAPACITY: &str = "batch-autoscaler.test/launch-capacity";
 /// ASG tag read by the moto launcher: launches fail (`<Code>[:<N>]`).
 pub const TAG_FAIL_LAUNCHES: &str = "batch-autoscaler.test/fail-launches";
 /// Dummy credentials moto accepts.
@@ -114,6 +118,8 @@ pub struct GroupOptions {
     pub taints: Vec<(String, String)>,
     /// Any other tags (`batch-autoscaler.test/*`, …).
     pub tags: Vec<(String, String)>,
+    /// The zone it launches into; default: the region's zone `a`.
+    pub zone: Option<String>,
 }
 
 impl GroupOptions {
@@ -127,7 +133,12 @@ impl GroupOptions {
             labels: vec![],
             taints: vec![],
             tags: vec![],
+            zone: None,
         }
+    }
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.zone = Some(zone.to_owned());
+        self
     }
     pub fn desired(mut self, desired: i32) -> Self {
         self.desired = desired;
@@ -284,7 +295,7 @@ impl Fixtures {
             .min_size(options.min)
             .max_size(options.max)
             .desired_capacity(options.desired)
-            .availability_zones(self.zone())
+            .availability_zones(options.zone.clone().unwrap_or_else(|| self.zone()))
             .new_instances_protected_from_scale_in(true)
             .launch_template(
                 LaunchTemplateSpecification::builder()

@@ -56,6 +56,15 @@ pub type Body =
 
 /// Runs one end-to-end test. `body` gets a prepared [`Scenario`].
 pub fn scenario(name: &str, body: Body) {
+    scenario_with(name, body)
+}
+
+/// [`scenario`] with a body that may own what it needs (a closure moving its data
+/// into the future it returns), e.g. the replay binary's parsed scenario.
+pub fn scenario_with<F>(name: &str, body: F)
+where
+    F: for<'a> FnOnce(&'a mut Scenario) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>,
+{
     if !should_run(name) {
         return;
     }

@@ -3559,7 +3559,10 @@ async fn auto_keep(s: &mut Scenario) -> Result<()> {
     create_job(&s.kube, &s.namespace, "first", 1, &template).await?;
     wait_job_complete(&s.kube, &s.namespace, "first", Duration::from_secs(90)).await?;
     let first_done = Instant::now();
-    ensure!(bridge.instances_ever("keep-m5").len() == 1, "one node bought");
+    ensure!(
+        bridge.instances_ever("keep-m5").len() == 1,
+        "one node bought"
+    );
 
     // Back within a boot time: the node is still there and takes it.
     create_job(&s.kube, &s.namespace, "second", 1, &template).await?;
@@ -3570,7 +3573,10 @@ async fn auto_keep(s: &mut Scenario) -> Result<()> {
         second_done.duration_since(first_done).as_secs_f64()
     ));
     let ever = bridge.instances_ever("keep-m5");
-    ensure!(ever.len() == 1, "the second Job ran on the kept node, nothing bought: {ever:?}");
+    ensure!(
+        ever.len() == 1,
+        "the second Job ran on the kept node, nothing bought: {ever:?}"
+    );
 
     // Then it goes, about one boot time after it emptied.
     s.wait_no_nodes("keep-m5", Duration::from_secs(120)).await?;
@@ -3583,7 +3589,13 @@ async fn auto_keep(s: &mut Scenario) -> Result<()> {
     // The observed boot can be shorter than the bridge's by the autoscaler's first sight
     // of the instance (a scan interval) and the Job's completion is seen late by up to a
     // poll: 10 s is well clear of both and of the 1 s billing minimum.
-    ensure!(lingered >= Duration::from_secs(10), "kept for the boot time, not the 1 s minimum: {lingered:?}");
-    ensure!(lingered <= boot + Duration::from_secs(45), "removed about a boot time after it emptied: {lingered:?}");
+    ensure!(
+        lingered >= Duration::from_secs(10),
+        "kept for the boot time, not the 1 s minimum: {lingered:?}"
+    );
+    ensure!(
+        lingered <= boot + Duration::from_secs(45),
+        "removed about a boot time after it emptied: {lingered:?}"
+    );
     Ok(())
 }
