@@ -655,6 +655,17 @@ pub async fn replay(
             // Every timing comes from the scaled settings.
             o.flags.clear();
             o = o.flag("config", &settings_file.display().to_string());
+            // The driver's batching of new unschedulable pods is a process flag, not a
+            // planner setting: scaled too (its defaults, 1 s and 200 ms).
+            o = o
+                .flag(
+                    "batch-window",
+                    &millis(scale(Duration::from_secs(1), speedup)),
+                )
+                .flag(
+                    "batch-idle",
+                    &millis(scale(Duration::from_millis(200), speedup)),
+                );
             ours = Some(s.autoscaler("replay", &o).await?);
         }
         Some(command) => {

@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use e2e::{scenario, Scenario};
 
 /// Issue 14. A simulator scenario (`crates/e2e/scenarios/replay-small.yaml`, the
-/// format of `examples/`) replayed on the real stack at a speed-up of 15 agrees with
+/// format of `examples/`) replayed on the real stack at a speed-up of 10 agrees with
 /// `simulate` of the same scenario: node-hours within 15 %, time-to-start p95 within
 /// one boot delay + 10 s (scenario time); every pod completes, none is killed, and the
 /// group is back at zero.
@@ -30,7 +30,7 @@ async fn replay_small(s: &mut Scenario) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     )?;
     let options = e2e::replay::ReplayOptions {
-        speedup: 15.0,
+        speedup: 10.0,
         autoscaler_command: None,
     };
     let report = e2e::replay::replay(s, &scenario, &options).await?;
