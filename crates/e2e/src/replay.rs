@@ -13,7 +13,9 @@
 //!   index gets its own run time, drawn like the simulator's `duration_spread`, and
 //!   KWOK completes it after that long: `batch-autoscaler.io/sim-durations`), bare
 //!   pods (`bare`) or a Deployment (`service`); priorities become PriorityClasses,
-//!   gangs the gang annotations, `expected_duration` its annotation;
+//!   gangs the gang annotations, `expected_duration` its annotation; a batch
+//!   workload of another controller (`owner:` an Argo Workflow, a PyTorchJob, a
+//!   driver Pod…) becomes bare pods owned by an object of that kind (`owners`);
 //! * the scenario's `settings:` (every field, defaults included) are written to the
 //!   autoscaler's config file with every duration divided by the speed-up.
 //!
@@ -24,8 +26,8 @@
 //! seen → gone, to within one bridge poll), time to start from each pod's first
 //! Running as the watch saw it minus its job's creation, pods killed from each pod's
 //! history. Not played (an error naming the field): ProvisioningRequest queues
-//! (Kueue), spot interruptions, owners other than a Job, ReplicaSet or none,
-//! `active_deadline`.
+//! (Kueue), spot interruptions, built-in owner kinds other than a Job, a ReplicaSet
+//! or a Pod, `active_deadline`.
 //!
 //! Not scaled, because they are constants of the binaries rather than settings: the
 //! driver's unschedulable-pod batching window (1 s), the planner's trust in its own
@@ -49,6 +51,9 @@ use serde_json::{json, Value};
 use sim::scenario::{GroupDef, WorkloadDef, WorkloadKind};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+mod owners;
+pub use owners::{LABEL_OWNER_OF, OWNERS_NODE_TAINT};
 
 /// Label on every workload object and pod of a replay: the workload's name.
 pub const LABEL_WORKLOAD: &str = "replay.batch-autoscaler.io/workload";
@@ -137,6 +142,14 @@ pub fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// The owner of `w`'s pods when it is not the default of its kind (a Job, a
+/// ReplicaSet, none): such pods are created bare with a reference to it.
+fn foreign_owner(w: &WorkloadDef) -> Option<&sim::scenario::WorkloadOwner> {
+    w.owner
+        .as_ref()
+        .filter(|o| Some(*o) != sim::scenario::WorkloadOwner::default_for(w.kind).as_ref())
+}
+
 /// What the replay cannot play yet, as errors naming the field.
 pub fn check_supported(scenario: &sim::Scenario, regions: &[String]) -> anyhow::Result<()> {
     let mut problems = Vec::new();
@@ -169,12 +182,14 @@ pub fn check_supported(scenario: &sim::Scenario, regions: &[String]) -> anyhow::
         if w.active_deadline.is_some() {
             problems.push(format!("{path}.active_deadline: not replayed yet"));
         }
-        let default_owner = sim::scenario::WorkloadOwner::default_for(w.kind);
-        if w.owner != default_owner {
-            problems.push(format!(
-                "{path}.owner: only the default owner of a {} workload is replayed",
-                w.kind.as_str()
-            ));
+        if let Some(owner) = foreign_owner(w) {
+            if w.kind == WorkloadKind::Service {
+                problems.push(format!(
+                    "{path}.owner: only the default owner of a service workload is replayed"
+                ));
+            } else if let Some(why) = owners::check(owner) {
+                problems.push(format!("{path}.owner: {why}"));
+            }
         }
     }
     if problems.is_empty() {
@@ -617,6 +632,9 @@ pub async fn replay(
             .await
             .with_context(|| format!("node_groups[{i}] ({}): create the ASG", g.spec.id))?;
     }
+    let owners = owners::Owners::prepare(s, scenario.workloads.iter().filter_map(foreign_owner))
+        .await
+        .context("the owners of pods other than Jobs")?;
     s.note(&format!(
         "replay {}: {} groups, {} daemonsets, {} workloads at speed-up {speedup}",
         scenario.name,
@@ -797,6 +815,7 @@ pub async fn replay(
                 w,
                 &a.job,
                 speedup,
+                &owners,
                 &jobs_api,
                 &pods_api,
                 &deployments,
@@ -843,6 +862,7 @@ pub async fn replay(
     if let Some(mut a) = ours.take() {
         a.terminate(Duration::from_secs(10)).await;
     }
+    owners.cleanup(s).await;
     if let Some(mut child) = foreign.take() {
         if let Some(pid) = child.id() {
             process::signal(pid, "TERM");
@@ -900,14 +920,19 @@ async fn create_job(
     w: &WorkloadDef,
     job: &str,
     speedup: f64,
+    owners: &owners::Owners,
     jobs: &Api<Job>,
     pods: &Api<Pod>,
     deployments: &Api<Deployment>,
 ) -> anyhow::Result<()> {
     let ds = durations(scenario.seed, job, w);
     let labels = json!({LABEL_WORKLOAD: dns_name(&w.name), LABEL_JOB: job});
+    let owner = match foreign_owner(w) {
+        Some(o) => Some(owners.create(s, o, job).await?),
+        None => None,
+    };
     match w.kind {
-        WorkloadKind::Job => {
+        WorkloadKind::Job if owner.is_none() => {
             let list: Vec<String> = ds.iter().map(|d| millis(scale(*d, speedup))).collect();
             let mut annotations = BTreeMap::new();
             annotations.insert(ANNOTATION_SIM_DURATIONS.to_owned(), list.join(","));
@@ -925,7 +950,8 @@ async fn create_job(
             }))?;
             jobs.create(&PostParams::default(), &object).await?;
         }
-        WorkloadKind::Bare => {
+        // Bare pods, and the pods of a controller the replay does not run (`owner:`).
+        WorkloadKind::Bare | WorkloadKind::Job => {
             for (i, d) in ds.iter().enumerate() {
                 let mut annotations = BTreeMap::new();
                 annotations.insert(
@@ -938,6 +964,9 @@ async fn create_job(
                 pod["metadata"]["name"] = json!(format!("{job}-{i}"));
                 pod["metadata"]["namespace"] = json!(s.namespace);
                 pod["metadata"]["labels"][LABEL_INDEX] = json!(i.to_string());
+                if let Some(reference) = &owner {
+                    pod["metadata"]["ownerReferences"] = json!([reference]);
+                }
                 let object: Pod = serde_json::from_value(pod)?;
                 pods.create(&PostParams::default(), &object).await?;
             }
@@ -1346,12 +1375,20 @@ mod tests {
 
     #[test]
     fn unsupported_features_are_named_by_field() {
-        let text = "name: t\nnode_groups: [{name: g, region: eu-west-1, zone: eu-west-1a, instance_type: m5.large, max: 3}]\nworkload: [{name: w, pods: 2, requests: {cpu: '1'}, duration: 1m, queue: provisioning-request}]\n";
+        let text = "name: t\nnode_groups: [{name: g, region: eu-west-1, zone: eu-west-1a, instance_type: m5.large, max: 3}]\nworkload: [{name: w, pods: 2, requests: {cpu: '1'}, duration: 1m, queue: provisioning-request}, {name: s, pods: 1, requests: {cpu: '1'}, duration: 1m, owner: {apiVersion: apps/v1, kind: StatefulSet}}, {name: argo, pods: 1, requests: {cpu: '1'}, duration: 1m, owner: {apiVersion: argoproj.io/v1alpha1, kind: Workflow}}]\n";
         let scenario = sim::Scenario::from_yaml(text).unwrap();
         let e = check_supported(&scenario, &["us-west-2".into()])
             .unwrap_err()
             .to_string();
         assert!(e.contains("node_groups[0] (g).region"), "{e}");
         assert!(e.contains("workload[0] (w).queue"), "{e}");
+        assert!(
+            e.contains("workload[1] (s).owner: apps/v1/StatefulSet"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("workload[2]"),
+            "a custom owner is replayed: {e}"
+        );
     }
 }

@@ -66,7 +66,10 @@ pub struct BackoffRecord {
 /// One thing the driver must do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
-    /// Set a group's desired capacity (never above its max).
+    /// Set a group's desired capacity (never above its max). `from` and `to` are
+    /// desired capacities as the cloud sees them: they include instances whose
+    /// removal has begun but whose TerminateInstance, which lowers the desired
+    /// capacity by one, is still to come.
     SetTargetSize {
         id: ActionId,
         group: NodeGroupId,

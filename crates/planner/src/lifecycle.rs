@@ -137,7 +137,16 @@ impl Planner {
         from: u32,
         undelivered: u32,
     ) {
-        let live = self.last_instance_counts.get(group).copied().unwrap_or(0);
+        // Instances being removed are live until their TerminateInstance lowers the
+        // desired capacity (after this action): `from` and `to` leave them out, the
+        // desired capacity sent includes them.
+        let pending = self.decrements_to_come(group);
+        let live = self
+            .last_instance_counts
+            .get(group)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(pending);
         let to = from.saturating_sub(undelivered).max(live.min(from));
         let undelivered = from - to;
         if undelivered > 0 {
@@ -145,8 +154,8 @@ impl Planner {
             self.actions.push_back(Action::SetTargetSize {
                 id,
                 group: group.clone(),
-                from,
-                to,
+                from: from + pending,
+                to: to + pending,
                 reason: TargetReason::GiveBack { undelivered },
             });
             self.emit(

@@ -142,6 +142,19 @@ impl Planner {
         self.advance_removals(now);
     }
 
+    /// Removals of `group` whose TerminateInstance is still to be issued. Each lowers
+    /// the group's desired capacity by one when it is carried out, after any
+    /// SetTargetSize issued now, while the planner counts the instance as gone from
+    /// the moment the removal began: a desired capacity issued now must include them
+    /// (and the group's max must leave room for them), or the decrements undo a
+    /// scale-up and, below the running instances, let EC2 Auto Scaling pick victims.
+    pub(crate) fn decrements_to_come(&self, group: &NodeGroupId) -> u32 {
+        self.removals
+            .values()
+            .filter(|r| &r.group == group && r.step != Step::Terminating)
+            .count() as u32
+    }
+
     /// Issues the verification of every removal whose fence has settled.
     pub(crate) fn advance_removals(&mut self, now: Time) {
         // A removal whose instance left `terminating` (gone, or failed) is over.

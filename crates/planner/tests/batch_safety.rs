@@ -658,3 +658,95 @@ fn nothing_else_launches_into_a_group_while_a_gang_launch_is_in_flight() {
         w.events
     );
 }
+
+/// Four empty nodes of a group are fenced for removal; within the fence-settle time,
+/// `arriving` pods that need a node each arrive. Returns each desired capacity asked
+/// for with the instances running when it was carried out, and the group's target
+/// once every removal went ahead.
+fn scale_up_while_removals_settle(arriving: usize) -> (Vec<(u32, u32)>, u32) {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    let settings = PlannerSettings {
+        scale_down_unneeded_time: Duration::from_secs(60).into(),
+        ..settings()
+    };
+    w.settings = settings.clone();
+    let mut p = Planner::new(settings).unwrap();
+    for i in 0..4 {
+        w.pods.push(job_pod(&format!("etl-{i}"), 3000, 4));
+    }
+    w.step(&mut p, 10);
+    w.step(&mut p, 60);
+    w.register_all();
+    w.schedule();
+    assert_eq!(w.group_mut("cpu").instances.len(), 4);
+    for i in 0..4 {
+        w.finish(&format!("etl-{i}"));
+    }
+    let mut fenced = 0;
+    for _ in 0..30 {
+        let acts = w.step(&mut p, 10);
+        fenced += acts
+            .iter()
+            .filter(|a| matches!(a, Action::RetireNode { .. }))
+            .count();
+        assert!(
+            World::terminations(&acts).is_empty(),
+            "terminated before the fence settled: {acts:?}"
+        );
+        if fenced == 4 {
+            break;
+        }
+    }
+    assert_eq!(fenced, 4, "the empty nodes are fenced");
+    for i in 0..arriving {
+        w.pods.push(job_pod(&format!("report-{i}"), 3000, 4));
+    }
+    let mut asked = Vec::new();
+    for _ in 0..10 {
+        let mut live = w.group_mut("cpu").instances.len() as u32;
+        for a in w.step(&mut p, 1) {
+            match a {
+                Action::SetTargetSize { to, .. } => asked.push((to, live)),
+                Action::TerminateInstance { .. } => live -= 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(!asked.is_empty(), "the pods bought capacity");
+    assert_eq!(
+        World::terminations(&w.actions).len(),
+        4,
+        "the removals went ahead"
+    );
+    (asked, w.group_mut("cpu").target)
+}
+
+/// Found by the replay on the real stack (issue 14): pods arrived while empty nodes of
+/// their group were being removed (fenced, the fence settling). The scale-up counted
+/// those nodes as gone already, and each removal's TerminateInstance, carried out
+/// after the SetDesiredCapacity, lowered the desired capacity once more: the group
+/// ended with fewer nodes than the pods needed (none, in the replay, and the planner
+/// trusted its own request for two minutes before buying again).
+#[test]
+fn a_scale_up_while_removals_settle_is_not_undone_by_their_decrements() {
+    let (_, target) = scale_up_while_removals_settle(5);
+    assert_eq!(
+        target, 5,
+        "after the four removals the group is at what the five pods need"
+    );
+}
+
+/// The same race with fewer new nodes than removals: the desired capacity asked for
+/// was below the instances still running, and EC2 Auto Scaling would have chosen
+/// which to terminate, running pods and all.
+#[test]
+fn a_scale_up_while_removals_settle_never_asks_for_less_than_the_running_instances() {
+    let (asked, target) = scale_up_while_removals_settle(2);
+    for (to, live) in &asked {
+        assert!(
+            to >= live,
+            "desired capacity {to} asked while {live} instances ran: AWS would pick victims"
+        );
+    }
+    assert_eq!(target, 2, "the group ends at what the two pods need");
+}

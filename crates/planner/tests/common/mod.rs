@@ -189,6 +189,17 @@ impl World {
                     "target {to} above max {}",
                     g.spec.max_size
                 );
+                // Below the running instances EC2 Auto Scaling would choose which to
+                // terminate, running pods and all: the planner never asks for that.
+                let live = g
+                    .instances
+                    .iter()
+                    .filter(|i| i.state != InstanceState::Terminating)
+                    .count() as u32;
+                assert!(
+                    *to >= live,
+                    "desired capacity {to} asked for {group} while {live} instances run"
+                );
                 while (g.instances.len() as u32) < *to {
                     self.next_instance += 1;
                     g.instances.push(InstanceView {
