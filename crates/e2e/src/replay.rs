@@ -53,7 +53,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 mod owners;
-pub use owners::{LABEL_OWNER_OF, OWNERS_NODE_TAINT};
 
 /// Label on every workload object and pod of a replay: the workload's name.
 pub const LABEL_WORKLOAD: &str = "replay.batch-autoscaler.io/workload";

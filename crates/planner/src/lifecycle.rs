@@ -126,6 +126,28 @@ impl Planner {
         }
     }
 
+    /// Asks the cloud to move `group` from the planner's target `from` to `to`. The
+    /// desired capacity sent adds the group's removals still to reach
+    /// TerminateInstance: their decrements come after this action, while `from` and
+    /// `to` count those instances as gone already.
+    pub(crate) fn push_target_size(
+        &mut self,
+        group: &model::NodeGroupId,
+        from: u32,
+        to: u32,
+        reason: TargetReason,
+    ) {
+        let pending = self.decrements_to_come(group);
+        let id = self.next_id();
+        self.actions.push_back(Action::SetTargetSize {
+            id,
+            group: group.clone(),
+            from: from + pending,
+            to: to + pending,
+            reason,
+        });
+    }
+
     /// Lowers a group's target from `from` by `undelivered` nodes the cloud will not
     /// deliver, and remembers the new target until a snapshot shows it.
     /// Never below the group's live instances: lowering the desired capacity under
@@ -137,27 +159,17 @@ impl Planner {
         from: u32,
         undelivered: u32,
     ) {
-        // Instances being removed are live until their TerminateInstance lowers the
-        // desired capacity (after this action): `from` and `to` leave them out, the
-        // desired capacity sent includes them.
-        let pending = self.decrements_to_come(group);
+        // Instances being removed are not staying (`from` leaves them out already).
         let live = self
             .last_instance_counts
             .get(group)
             .copied()
             .unwrap_or(0)
-            .saturating_sub(pending);
+            .saturating_sub(self.decrements_to_come(group));
         let to = from.saturating_sub(undelivered).max(live.min(from));
         let undelivered = from - to;
         if undelivered > 0 {
-            let id = self.next_id();
-            self.actions.push_back(Action::SetTargetSize {
-                id,
-                group: group.clone(),
-                from: from + pending,
-                to: to + pending,
-                reason: TargetReason::GiveBack { undelivered },
-            });
+            self.push_target_size(group, from, to, TargetReason::GiveBack { undelivered });
             self.emit(
                 now,
                 PlannerEvent::CapacityGivenBack {

@@ -29,10 +29,6 @@ pub(crate) struct ClusterView {
     pub registered: Vec<u32>,
     /// Target per group, counting requests not yet visible in the snapshot.
     pub effective_target: Vec<u32>,
-    /// Per group: removals whose TerminateInstance (one decrement each) is still to
-    /// come. `effective_target` already counts those instances as gone; the desired
-    /// capacity sent to the cloud, and the room under the group's max, include them.
-    pub decrements_to_come: Vec<u32>,
     /// Node index by name.
     pub node_index: FxHashMap<NodeName, usize>,
     /// Nodes whose instance we are terminating.
@@ -84,11 +80,6 @@ impl ClusterView {
                 registered[gi] += 1;
             }
         }
-        let decrements_to_come = snapshot
-            .groups
-            .iter()
-            .map(|g| planner.decrements_to_come(&g.spec.id))
-            .collect();
         let effective_target = snapshot
             .groups
             .iter()
@@ -121,7 +112,6 @@ impl ClusterView {
             group_index,
             registered,
             effective_target,
-            decrements_to_come,
             node_index,
             terminating_nodes,
             cluster_priorities,
@@ -584,9 +574,11 @@ impl Planner {
                     }));
                     continue;
                 }
+                // Instances being removed hold their place under max until their
+                // TerminateInstance lowers the desired capacity.
                 let room_in_group = spec
                     .max_size
-                    .saturating_sub(effective_target[gi] + view.decrements_to_come[gi]);
+                    .saturating_sub(effective_target[gi] + self.decrements_to_come(&spec.id));
                 let per_node_cores = (spec.shape.capacity.cpu_millis / 1000).max(1) as u64;
                 let per_node_gib = ((spec.shape.capacity.memory_bytes >> 30).max(1)) as u64;
                 let mut limits = vec![
@@ -683,7 +675,6 @@ impl Planner {
                 option.group,
                 option.new_nodes,
                 &effective_target,
-                &view.decrements_to_come,
                 &templates,
             );
             let helped: Vec<_> = option.pods.iter().map(|&p| pods[p].key.clone()).collect();
@@ -691,18 +682,14 @@ impl Planner {
                 let spec = &snapshot.groups[gi].spec;
                 let from = effective_target[gi];
                 let to = from + n;
-                // The removals still to decrement the desired capacity come after this.
-                let pending = view.decrements_to_come[gi];
-                let id = self.next_id();
-                self.actions.push_back(Action::SetTargetSize {
-                    id,
-                    group: spec.id.clone(),
-                    from: from + pending,
-                    to: to + pending,
-                    reason: TargetReason::ScaleUp {
+                self.push_target_size(
+                    &spec.id,
+                    from,
+                    to,
+                    TargetReason::ScaleUp {
                         pods: option.pods.len() as u32,
                     },
-                });
+                );
                 self.requested_targets.insert(
                     spec.id.clone(),
                     crate::TargetRequest {
@@ -907,7 +894,6 @@ impl Planner {
         chosen: usize,
         new_nodes: u32,
         effective_target: &[u32],
-        decrements_to_come: &[u32],
         templates: &[Option<TemplateNode>],
     ) -> Vec<(usize, u32)> {
         if !self.settings.balance_similar_node_groups {
@@ -936,14 +922,24 @@ impl Planner {
             .iter()
             .map(|&gi| (gi, effective_target[gi]))
             .collect();
+        // Room under max: instances being removed hold their place until terminated.
+        let max_target: BTreeMap<usize, u32> = similar
+            .iter()
+            .map(|&gi| {
+                let spec = &snapshot.groups[gi].spec;
+                (
+                    gi,
+                    spec.max_size
+                        .saturating_sub(self.decrements_to_come(&spec.id)),
+                )
+            })
+            .collect();
         let mut added: BTreeMap<usize, u32> = BTreeMap::new();
         for _ in 0..new_nodes {
             // Give the next node to the smallest group that still has room.
             let Some((&gi, _)) = targets
                 .iter()
-                .filter(|(gi, t)| {
-                    **t + decrements_to_come[**gi] < snapshot.groups[**gi].spec.max_size
-                })
+                .filter(|(gi, t)| **t < max_target[*gi])
                 .min_by_key(|(gi, t)| (**t, snapshot.groups[**gi].spec.id.clone()))
             else {
                 break;
