@@ -11,7 +11,9 @@
 # the keys of `batch-autoscaler simulate --report`, in scenario time, and the simulator's
 # figures for the same scenario are printed next to it (crates/e2e/src/replay.rs).
 #
-# --autoscaler-command CMD runs CMD (with sh -c) instead of batch-autoscaler, with
+# --autoscaler-command CMD runs CMD (with sh -c, in a process group of its own: at the
+# end, on a failure, or after the replay is killed, the whole group is stopped, so
+# whatever CMD starts in its turn goes with it) instead of batch-autoscaler, with
 # KUBECONFIG, AWS_ENDPOINT_URL, AWS_REGION, AWS_REGIONS, AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, CLUSTER_NAME, REPLAY_SPEEDUP and REPLAY_SETTINGS (the scaled
 # settings as YAML) in its environment. The ASGs carry Cluster Autoscaler's tags

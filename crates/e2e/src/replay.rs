@@ -688,24 +688,24 @@ pub async fn replay(
         Some(command) => {
             let log = s.dir.join("foreign-autoscaler.log");
             let file = std::fs::File::create(&log)?;
-            let child = tokio::process::Command::new("sh")
-                .arg("-c")
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.arg("-c")
                 .arg(command)
                 .envs(autoscaler_env(s, &regions, speedup, &settings_file))
                 .stdin(std::process::Stdio::null())
                 .stdout(file.try_clone()?)
-                .stderr(file)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("--autoscaler-command {command:?}: start"))?;
-            if let Some(pid) = child.id() {
-                process::register_pid(&s.world.dir, "foreign-autoscaler", pid);
-            }
+                .stderr(file);
+            // Its own process group: whatever the command starts (a script's
+            // children, an `exec`ed autoscaler's) is stopped with it, here or by the
+            // reaper if this process dies.
+            let group = process::ProcessGroup::spawn(cmd, &s.world.dir, "foreign-autoscaler")
+                .with_context(|| format!("--autoscaler-command {command:?}"))?;
             s.note(&format!(
-                "started --autoscaler-command (log {})",
+                "started --autoscaler-command as process group {} (log {})",
+                group.pgid(),
                 log.display()
             ));
-            foreign = Some(child);
+            foreign = Some(group);
         }
     }
 
@@ -765,8 +765,9 @@ pub async fn replay(
     let deployments: Api<Deployment> = Api::namespaced(s.kube.clone(), &s.namespace);
     let stop_reason;
     loop {
-        if let Some(child) = foreign.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
+        if let Some(group) = foreign.as_mut() {
+            if let Some(status) = group.leader_exited() {
+                // Dropping the group on the way out kills what the command left.
                 bail!("--autoscaler-command exited ({status}); see foreign-autoscaler.log");
             }
         }
@@ -862,17 +863,8 @@ pub async fn replay(
         a.terminate(Duration::from_secs(10)).await;
     }
     owners.cleanup(s).await;
-    if let Some(mut child) = foreign.take() {
-        if let Some(pid) = child.id() {
-            process::signal(pid, "TERM");
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-        process::unregister_pid(&s.world.dir, "foreign-autoscaler");
+    if let Some(group) = foreign.take() {
+        group.stop(Duration::from_secs(10)).await;
     }
 
     build_report(
