@@ -38,6 +38,15 @@ pub enum AwsError {
         operation: &'static str,
         message: String,
     },
+    /// The adapter refused, before sending, a desired capacity below the instances the
+    /// group has live (InService or Pending, in the fresh read just made): EC2 Auto
+    /// Scaling would then choose instances to terminate itself, and those may run pods.
+    #[error("SetDesiredCapacity refused: target {target} of group {group} is below its {live} live instances; AWS would choose which to terminate")]
+    BelowLiveInstances {
+        group: String,
+        target: u32,
+        live: u32,
+    },
     /// Credentials missing or refused, or the IAM policy lacks an action.
     #[error("{operation} in {region}: not authorised: {message}")]
     Denied {
@@ -66,6 +75,7 @@ impl AwsError {
             Self::NotFound { .. } => "not_found",
             Self::Unowned { .. } => "unowned",
             Self::Rejected { .. } => "rejected",
+            Self::BelowLiveInstances { .. } => "below_live_instances",
             Self::Denied { .. } => "denied",
             Self::Config(_) => "config",
             Self::Other { .. } => "other",

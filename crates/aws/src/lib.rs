@@ -8,8 +8,10 @@
 //! failed launches from scaling activities, and persists pool backoffs on the groups.
 //!
 //! This crate owns every AWS call of the project; it must never touch an ASG that
-//! the cluster does not own (checked again right before every write), never lower a
-//! desired capacity to shrink (AWS would pick the victim), never log a secret, and
+//! the cluster does not own (checked again right before every write), never set a
+//! desired capacity below the instances the group has live in the fresh read made
+//! right before the write (AWS would pick the victim: refused as
+//! [`AwsError::BelowLiveInstances`]), never log a secret, and
 //! never panic or fail a whole refresh because of one bad group. It knows nothing of
 //! Kubernetes. The AWS actions it can call are [`AwsNodeGroups::called_actions`].
 //!
@@ -371,6 +373,21 @@ impl AwsNodeGroups {
             return Err(AwsError::Rejected {
                 operation: "SetDesiredCapacity",
                 message: format!("target {target} of group {group} is below its min {min}"),
+            });
+        }
+        // The last line of defence against AWS picking a victim, whatever the planner
+        // asked: an instance leaves a group only by TerminateInstance or DetachInstance
+        // of that very instance (both lower the desired capacity themselves).
+        let live = asg
+            .instances
+            .iter()
+            .filter(|i| matches!(i.state, InstanceState::Pending | InstanceState::InService))
+            .count() as u32;
+        if target < live {
+            return Err(AwsError::BelowLiveInstances {
+                group: group.to_string(),
+                target,
+                live,
             });
         }
         asg::set_desired_capacity(clients, &asg.name, target).await

@@ -457,6 +457,48 @@ async fn an_unowned_group_is_never_modified() {
     );
 }
 
+/// Issue 20: the adapter never sets a desired capacity below the group's live
+/// instances, whatever it is asked: AWS would choose which instances to terminate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_below_the_live_instances_is_refused_before_it_is_sent() {
+    let Some(url) = moto("a_target_below_the_live_instances_is_refused_before_it_is_sent") else {
+        return;
+    };
+    let cluster = "below-live";
+    let f = Fixtures::new(&url, "eu-west-3").await;
+    f.launch_template("lt", Some("c5.xlarge")).await;
+    f.group("workers", "lt", 0, 6, 3, &as_refs(&ca_tags(cluster)))
+        .await;
+    let mut adapter = AwsNodeGroups::connect(config(&url, cluster, &["eu-west-3"]))
+        .await
+        .unwrap();
+    let id = NodeGroupId::new("workers");
+    let before = adapter.refresh(unix_now()).await.unwrap();
+    let victim = group(&before.groups, "workers").instances[0].id.clone();
+    // One instance leaves the way the planner removes one: desired 3 -> 2, live 2.
+    adapter.terminate_instance(&id, &victim).await.unwrap();
+
+    let e = adapter.set_target_size(&id, 1).await.unwrap_err();
+    assert_eq!(e.metric_label(), "below_live_instances", "{e}");
+    assert!(e.to_string().contains("below its 2 live instances"), "{e}");
+    let after = adapter.refresh(unix_now()).await.unwrap();
+    let workers = group(&after.groups, "workers");
+    assert_eq!(workers.target, 2, "nothing was sent");
+    assert_eq!(
+        workers
+            .instances
+            .iter()
+            .filter(|i| i.state != InstanceState::Terminating)
+            .count(),
+        2
+    );
+    // At or above the live instances it goes through.
+    adapter.set_target_size(&id, 2).await.unwrap();
+    adapter.set_target_size(&id, 4).await.unwrap();
+    let grown = adapter.refresh(unix_now()).await.unwrap();
+    assert_eq!(group(&grown.groups, "workers").target, 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_adds_instances_and_scale_down_terminates_exactly_the_chosen_one() {
     let Some(url) =

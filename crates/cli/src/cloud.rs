@@ -14,7 +14,7 @@ pub fn port_error(e: AwsError) -> PortError {
         }
         AwsError::NotFound { .. } => PortErrorKind::Gone,
         AwsError::Unowned { .. } | AwsError::Denied { .. } => PortErrorKind::Forbidden,
-        AwsError::Rejected { .. } => PortErrorKind::Refused,
+        AwsError::Rejected { .. } | AwsError::BelowLiveInstances { .. } => PortErrorKind::Refused,
         AwsError::Config(_) => PortErrorKind::Fatal,
     };
     PortError::new(kind, e.metric_label(), e.to_string())
