@@ -27,8 +27,8 @@ use crate::scaledown::{disposition, is_retired, PodDisposition};
 use crate::Planner;
 use model::well_known::TAINT_RETIRING;
 use model::{
-    ClusterSnapshot, InstanceId, InterruptionKind, InterruptionNotice, PodPhase, PoolKey, Taint,
-    TaintEffect, Time,
+    ClusterSnapshot, InstanceId, InstanceState, InterruptionKind, InterruptionNotice, PodPhase,
+    PoolKey, Taint, TaintEffect, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -285,9 +285,18 @@ impl Planner {
                 if detach != Detach::NotWanted {
                     // Plan on the group as it is once the instance has left it.
                     let g = &mut out.groups[gi];
+                    // Still listed while it leaves (`Detaching`): the cloud lowered the
+                    // desired capacity with the detach already; lowering it again here
+                    // would plan below the instances that stay.
+                    let left_already = g
+                        .instances
+                        .iter()
+                        .any(|i| i.id == id && i.state == InstanceState::Terminating);
                     // By id: an earlier notice of this pass may have removed another.
                     g.instances.retain(|i| i.id != id);
-                    g.target = g.target.saturating_sub(1);
+                    if !left_already {
+                        g.target = g.target.saturating_sub(1);
+                    }
                     if let Some(ni) = node_index {
                         out.nodes[ni].group = None;
                     }
@@ -527,10 +536,23 @@ impl Planner {
     }
 
     /// Outcomes of the actions this module emits. Returns whether it was one of them.
-    pub(crate) fn interruption_outcome(&mut self, action: &Action, outcome: &Outcome) -> bool {
+    pub(crate) fn interruption_outcome(
+        &mut self,
+        now: Time,
+        action: &Action,
+        outcome: &Outcome,
+    ) -> bool {
         let failed = matches!(outcome, Outcome::Retry { .. } | Outcome::Failed { .. });
         match action {
-            Action::DetachInstance { id, instance, .. } => {
+            Action::DetachInstance {
+                id,
+                instance,
+                group,
+                ..
+            } => {
+                if failed {
+                    self.withdraw_target_change(now, group, instance);
+                }
                 if let Some(t) = self
                     .interruptions
                     .tracked
@@ -565,6 +587,37 @@ impl Planner {
             }
             _ => false,
         }
+    }
+}
+
+impl Planner {
+    /// A detach failed: the desired capacity queued for its group this pass counted on
+    /// the instance having left (and its decrement), so sent now it could be below the
+    /// instances still running, and AWS would pick which to terminate. It is withdrawn
+    /// (the driver reports each outcome before it takes the next action), and the
+    /// group is planned again on the next pass, from what the cloud then shows.
+    fn withdraw_target_change(
+        &mut self,
+        now: Time,
+        group: &model::NodeGroupId,
+        instance: &InstanceId,
+    ) {
+        let before = self.actions.len();
+        self.actions
+            .retain(|a| !matches!(a, Action::SetTargetSize { group: g, .. } if g == group));
+        if self.actions.len() == before {
+            return;
+        }
+        self.requested_targets.remove(group);
+        self.nominated.retain(|_, (g, _)| g != group);
+        self.emit(
+            now,
+            PlannerEvent::Warning {
+                message: format!(
+                    "the desired capacity of {group} planned this pass was not sent: it counted on the detach of {instance}, which failed; planned again on the next pass"
+                ),
+            },
+        );
     }
 }
 

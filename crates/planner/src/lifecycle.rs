@@ -257,7 +257,7 @@ impl Planner {
         if self.removal_outcome(now, &action, &outcome) {
             return;
         }
-        if self.interruption_outcome(&action, &outcome) {
+        if self.interruption_outcome(now, &action, &outcome) {
             if let Outcome::Retry { message } | Outcome::Failed { message } = outcome {
                 self.emit(
                     now,

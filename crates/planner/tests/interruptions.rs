@@ -575,3 +575,106 @@ fn the_replacement_is_not_removed_while_the_killed_pods_retry_is_on_its_way() {
         .iter()
         .any(|p| p.key.name == "work-0-retry" && p.node.as_ref() == Some(&fresh_name)));
 }
+
+/// A world with three nodes of `spot-a` (4 vCPU, zones a and b; the three in zone a),
+/// each running one Job pod of 1.5 vCPU: once their pool (zone a) is backed off for
+/// the interruptions, their pods fit on two new nodes of zone b, so a scale-up planned
+/// on the group minus all three asks for fewer instances than run until the detaches
+/// have succeeded.
+fn three_half_empty_spot_nodes() -> (World, Planner) {
+    let mut g = spot("spot-a", 4, 10);
+    g.spec.zones.push(Zone::new("us-west-2b"));
+    let mut w = World::new(vec![g]);
+    w.settings = quick_scale_down();
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    for i in 0..3 {
+        w.pods.push(job_pod(&format!("big-{i}"), 3000, 4));
+    }
+    w.step(&mut planner, 1);
+    w.register_all();
+    w.schedule();
+    // Each big pod is followed on its node by a small one.
+    for i in 0..3 {
+        let node = w.pods[i].node.clone().expect("scheduled");
+        w.finish(&format!("big-{i}"));
+        let mut small = job_pod(&format!("small-{i}"), 1500, 2);
+        small.node = Some(node);
+        small.phase = PodPhase::Running;
+        small.started = Some(w.now);
+        small.unschedulable = false;
+        w.pods.push(small);
+    }
+    w.pods.retain(|p| p.phase != PodPhase::Succeeded);
+    w.step(&mut planner, 10);
+    assert_eq!(w.nodes.len(), 3);
+    (w, planner)
+}
+
+fn warn_all(w: &World, planner: &mut Planner) {
+    for n in &w.nodes {
+        let mut notice = InterruptionNotice::new(
+            n.instance.clone().expect("instance"),
+            InterruptionKind::SpotInterruption,
+            w.now,
+        );
+        notice.detail = "terminate".into();
+        notice.deadline = Some(w.now + Duration::from_secs(120));
+        planner.handle_interruption(w.now, notice);
+    }
+}
+
+/// Issue 20, path 1. A spot storm (three warnings for one group in one pass) in which
+/// every DetachInstance is throttled: the scale-up that counted on the detaches is not
+/// sent, so the desired capacity never goes below the running instances (the world
+/// asserts it on every SetTargetSize: AWS would pick the victims), on this pass or
+/// the next ones; once the detaches go through, the pods' replacements are bought.
+#[test]
+fn a_spot_storm_whose_detaches_are_throttled_never_sets_desired_below_the_running_instances() {
+    let (mut w, mut planner) = three_half_empty_spot_nodes();
+    warn_all(&w, &mut planner);
+    w.throttled = vec!["DetachInstance"];
+    for _ in 0..3 {
+        let actions = w.step(&mut planner, 5);
+        assert_eq!(detaches(&actions), 3, "{actions:?}");
+        assert_eq!(w.group_mut("spot-a").target, 3, "{actions:?}");
+        assert_eq!(w.group_mut("spot-a").instances.len(), 3);
+    }
+    w.throttled.clear();
+    let actions = w.step(&mut planner, 5);
+    assert_eq!(detaches(&actions), 3, "{actions:?}");
+    // Detached (3 -> 0), then two nodes for the three pods.
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("spot-a".to_owned(), 0, 2)]
+    );
+    assert_eq!(w.group_mut("spot-a").target, 2);
+}
+
+/// Issue 20, path 1. After a detach AWS still lists the instance (`Detaching`) in the
+/// group for a while, with the desired capacity already lowered: the next pass does not
+/// subtract it a second time.
+#[test]
+fn a_detached_instance_still_listed_as_detaching_is_not_subtracted_twice() {
+    let (mut w, mut planner) = three_half_empty_spot_nodes();
+    warn_all(&w, &mut planner);
+    let listed: Vec<InstanceView> = w.group_mut("spot-a").instances.clone();
+    let actions = w.step(&mut planner, 5);
+    assert_eq!(detaches(&actions), 3, "{actions:?}");
+    assert_eq!(w.group_mut("spot-a").target, 2);
+    // AWS lists the three as Detaching; the two new ones launch.
+    for mut i in listed {
+        i.state = InstanceState::Terminating;
+        w.group_mut("spot-a").instances.push(i);
+    }
+    for _ in 0..3 {
+        let actions = w.step(&mut planner, 5);
+        assert!(
+            World::scale_ups(&actions).is_empty()
+                && !actions
+                    .iter()
+                    .any(|a| matches!(a, Action::SetTargetSize { .. })),
+            "nothing more to buy or give back: {actions:?}"
+        );
+        assert_eq!(w.group_mut("spot-a").target, 2);
+    }
+}

@@ -22,6 +22,9 @@ pub struct World {
     pub events: Vec<PlannerEvent>,
     /// The settings the planner under test runs with (evictions are checked against them).
     pub settings: PlannerSettings,
+    /// Cloud calls that fail (throttled after retries) and change nothing, by kind:
+    /// `"DetachInstance"`, `"TerminateInstance"`, `"SetTargetSize"`.
+    pub throttled: Vec<&'static str>,
 }
 
 pub fn group(
@@ -90,6 +93,7 @@ impl World {
             actions: vec![],
             events: vec![],
             settings: settings(),
+            throttled: vec![],
         }
     }
 
@@ -176,6 +180,17 @@ impl World {
 
     /// Carries out an action on the world; what it reports back to the planner.
     pub fn apply(&mut self, action: &Action) -> Outcome {
+        let kind = match action {
+            Action::DetachInstance { .. } => "DetachInstance",
+            Action::TerminateInstance { .. } => "TerminateInstance",
+            Action::SetTargetSize { .. } => "SetTargetSize",
+            _ => "",
+        };
+        if self.throttled.contains(&kind) {
+            return Outcome::Retry {
+                message: format!("{kind}: throttled by AWS after retries"),
+            };
+        }
         match action {
             Action::SetTargetSize { group, to, .. } => {
                 let now = self.now;
