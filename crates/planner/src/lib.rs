@@ -49,7 +49,7 @@ pub use scaledown::{disposition, PodDisposition};
 pub use settings::{AutoDuration, OwnerKinds, PlannerSettings};
 pub use template::{daemonset_runs_on, node_template, TemplateNode};
 
-use model::{ClusterSnapshot, LaunchFailure, NodeGroupId, NodeName, PodKey, Time};
+use model::{ClusterSnapshot, InstanceId, LaunchFailure, NodeGroupId, NodeName, PodKey, Time};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
@@ -134,6 +134,11 @@ pub struct Planner {
     nominated: BTreeMap<PodKey, (NodeGroupId, Time)>,
     /// Launch failures reported before the first snapshot named their group.
     early_failures: Vec<LaunchFailure>,
+    /// Instances whose launch timed out and whose pool was blamed for it: once per
+    /// instance, however often its termination has to be tried again (each blame
+    /// would extend the backoff and rewrite the group's tags). Forgotten when the
+    /// instance is gone.
+    timed_out: BTreeSet<InstanceId>,
     /// Scratch: warm spares of this pass.
     spares: BTreeSet<usize>,
     /// Under-utilised nodes checked since the rotation began: a pass checks at most
@@ -182,6 +187,7 @@ impl Planner {
             spares: BTreeSet::new(),
             checked_for_scale_down: BTreeSet::new(),
             early_failures: Vec::new(),
+            timed_out: BTreeSet::new(),
             nominated: BTreeMap::new(),
         })
     }

@@ -64,6 +64,7 @@ impl Planner {
             })
             .collect();
         self.terminating.retain(|id, _| live.contains(id));
+        self.timed_out.retain(|id| live.contains(id));
         let names: BTreeSet<_> = snapshot.nodes.iter().map(|n| &n.name).collect();
         self.idle_since.retain(|n, _| names.contains(n));
         self.unneeded_since.retain(|n, _| names.contains(n));
@@ -228,6 +229,10 @@ impl Planner {
                     None,
                     TerminateReason::LaunchTimeout,
                 );
+                if !self.timed_out.insert(instance.id.clone()) {
+                    // Blamed when it first timed out; this is another try at removing it.
+                    continue;
+                }
                 self.emit(
                     now,
                     PlannerEvent::LaunchTimedOut {
@@ -283,8 +288,18 @@ impl Planner {
                     Action::SetTargetSize { group, .. } => {
                         self.requested_targets.remove(&group);
                     }
-                    Action::TerminateInstance { instance, node, .. } => {
+                    Action::TerminateInstance {
+                        instance,
+                        node,
+                        group,
+                        ..
+                    } => {
                         self.terminating.remove(&instance);
+                        // Beginning the removal took the instance off the target; it
+                        // is still there. Without this a removal retried every pass
+                        // drifts the target down until a scale-up asks for less than
+                        // runs.
+                        self.adjust_requested_target(now, &group, 1);
                         if let Some(node) = node {
                             self.draining_since.remove(&node);
                         }

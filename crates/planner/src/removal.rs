@@ -281,17 +281,19 @@ impl Planner {
     }
 
     /// Moves the group's remembered target by `delta` (TerminateInstance lowers the
-    /// desired capacity by one with the instance).
-    fn adjust_requested_target(&mut self, now: Time, group: &NodeGroupId, delta: i64) {
+    /// desired capacity by one with the instance). A request keeps its age: moving it
+    /// sends nothing, so it must not win the trust of a fresh request over what the
+    /// cloud shows.
+    pub(crate) fn adjust_requested_target(&mut self, now: Time, group: &NodeGroupId, delta: i64) {
         let current = self
             .requested_targets
             .get(group)
-            .map(|t| t.target)
-            .or_else(|| self.last_targets.get(group).copied());
-        if let Some(current) = current {
+            .map(|t| (t.target, t.at))
+            .or_else(|| self.last_targets.get(group).map(|&t| (t, now)));
+        if let Some((current, at)) = current {
             let target = u32::try_from((i64::from(current) + delta).max(0)).unwrap_or(u32::MAX);
             self.requested_targets
-                .insert(group.clone(), TargetRequest { target, at: now });
+                .insert(group.clone(), TargetRequest { target, at });
         }
     }
 
