@@ -60,6 +60,9 @@ struct Tracked {
     /// The node whose fence is written (or was there already).
     fenced: Option<model::NodeName>,
     detach: Detach,
+    /// The detach in flight lowered the group's remembered target request (a request
+    /// the cloud does not show yet would otherwise still count the instance).
+    lowered_request: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +113,7 @@ impl Planner {
                         response: None,
                         fenced: None,
                         detach: Detach::NotWanted,
+                        lowered_request: false,
                     },
                 );
             }
@@ -269,11 +273,18 @@ impl Planner {
                 if detach == Detach::Wanted {
                     let action_id = self.next_id();
                     detach = Detach::InFlight(action_id);
-                    self.interruptions
-                        .tracked
-                        .get_mut(&id)
-                        .expect("tracked")
-                        .detach = detach;
+                    // The detach lowers the desired capacity by one, whatever was
+                    // asked before: a remembered request must lose the instance too.
+                    let lowered_request = match self.requested_targets.get_mut(&group) {
+                        Some(r) => {
+                            r.target = r.target.saturating_sub(1);
+                            true
+                        }
+                        None => false,
+                    };
+                    let t = self.interruptions.tracked.get_mut(&id).expect("tracked");
+                    t.detach = detach;
+                    t.lowered_request = lowered_request;
                     let node = node_index.map(|ni| snapshot.nodes[ni].name.clone());
                     self.actions.push_back(Action::DetachInstance {
                         id: action_id,
@@ -344,6 +355,15 @@ impl Planner {
             InterruptionKind::SpotInterruption if launching => InterruptionResponse::Fence {
                 why: "the instance is still launching: its group replaces it".into(),
             },
+            // Its removal has begun (the node was empty): the TerminateInstance to come
+            // takes it off the desired capacity; a detach would count it twice.
+            InterruptionKind::SpotInterruption
+                if self.terminating.contains_key(&notice.instance) =>
+            {
+                InterruptionResponse::Fence {
+                    why: "its removal is under way: the termination takes it off its group".into(),
+                }
+            }
             InterruptionKind::SpotInterruption => InterruptionResponse::Replace { detach: true },
             InterruptionKind::RebalanceRecommendation => {
                 let going = node.is_some_and(|n| {
@@ -550,15 +570,21 @@ impl Planner {
                 group,
                 ..
             } => {
-                if failed {
-                    self.withdraw_target_change(now, group, instance);
-                }
                 if let Some(t) = self
                     .interruptions
                     .tracked
                     .get_mut(instance)
                     .filter(|t| t.detach == Detach::InFlight(*id))
                 {
+                    let lowered_request = std::mem::take(&mut t.lowered_request);
+                    if failed {
+                        self.withdraw_target_change(now, group, instance, lowered_request);
+                    }
+                    let t = self
+                        .interruptions
+                        .tracked
+                        .get_mut(instance)
+                        .expect("tracked");
                     t.detach = match outcome {
                         Outcome::Retry { .. } => Detach::Wanted,
                         // Failed for good (or the instance already gone): the group
@@ -596,16 +622,23 @@ impl Planner {
     /// instances still running, and AWS would pick which to terminate. It is withdrawn
     /// (the driver reports each outcome before it takes the next action), and the
     /// group is planned again on the next pass, from what the cloud then shows.
+    /// A request lowered for the detach gets its instance back.
     fn withdraw_target_change(
         &mut self,
         now: Time,
         group: &model::NodeGroupId,
         instance: &InstanceId,
+        lowered_request: bool,
     ) {
         let before = self.actions.len();
         self.actions
             .retain(|a| !matches!(a, Action::SetTargetSize { group: g, .. } if g == group));
         if self.actions.len() == before {
+            if lowered_request {
+                if let Some(r) = self.requested_targets.get_mut(group) {
+                    r.target += 1;
+                }
+            }
             return;
         }
         self.requested_targets.remove(group);

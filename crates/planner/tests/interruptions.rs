@@ -678,3 +678,95 @@ fn a_detached_instance_still_listed_as_detaching_is_not_subtracted_twice() {
         assert_eq!(w.group_mut("spot-a").target, 2);
     }
 }
+
+/// Issue 20, path 6. A spot warning for an instance whose removal has begun (its empty
+/// node fenced, the verification still to come) is not detached: the removal's
+/// TerminateInstance takes it off the desired capacity already, and a detach on top
+/// would count it twice (one node bought too many, then a terminate that fails as not
+/// owned and pauses scale-down).
+#[test]
+fn a_warning_for_an_instance_being_removed_is_left_to_its_removal() {
+    let mut g = spot("spot-a", 4, 5);
+    g.spec.zones.push(Zone::new("us-west-2b"));
+    let mut w = World::new(vec![g]);
+    w.settings = PlannerSettings {
+        fence_settle_time: Duration::from_secs(60),
+        ..quick_scale_down()
+    };
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("work-0", 3000, 4));
+    w.pods.push(job_pod("work-1", 3000, 4));
+    w.step(&mut planner, 1);
+    w.register_all();
+    w.schedule();
+    w.step(&mut planner, 10);
+    // work-0 ends; its node empties and its removal begins (fenced, settling).
+    w.finish("work-0");
+    w.pods.retain(|p| p.phase != PodPhase::Succeeded);
+    let mut fenced = None;
+    for _ in 0..5 {
+        let actions = w.step(&mut planner, 30);
+        if let Some(Action::RetireNode { node, .. }) = actions
+            .iter()
+            .find(|a| matches!(a, Action::RetireNode { .. }))
+        {
+            fenced = Some(node.clone());
+            break;
+        }
+    }
+    let fenced = fenced.expect("the empty node is fenced for removal");
+    let instance = w
+        .nodes
+        .iter()
+        .find(|n| n.name == fenced)
+        .and_then(|n| n.instance.clone())
+        .expect("instance");
+    let mut warned =
+        InterruptionNotice::new(instance.clone(), InterruptionKind::SpotInterruption, w.now);
+    warned.detail = "terminate".into();
+    warned.deadline = Some(w.now + Duration::from_secs(120));
+    planner.handle_interruption(w.now, warned);
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.extend(w.step(&mut planner, 30));
+    }
+    assert_eq!(detaches(&all), 0, "{all:?}");
+    assert_eq!(World::scale_ups(&all), vec![], "nothing to buy: {all:?}");
+    assert_eq!(World::terminations(&all), vec![instance.to_string()]);
+    assert_eq!(w.group_mut("spot-a").target, 1);
+}
+
+/// Issue 20, path 6. A scale-up the cloud does not show yet (its describe lags) is
+/// remembered as a target request; a detach in the next pass lowers that request too.
+/// Otherwise the planner counts the detached instance as still coming: the interrupted
+/// node's pod waits for a node nobody asked for, and the next request counts from a
+/// target one too high.
+#[test]
+fn a_detach_lowers_a_target_request_the_cloud_does_not_show_yet() {
+    let mut g = spot("spot-a", 4, 5);
+    g.spec.zones.push(Zone::new("us-west-2b"));
+    let (mut w, mut planner) = running_one_job(g);
+    // A second Job pod: one more node asked for (1 -> 2)...
+    w.pods.push(job_pod("other", 3000, 4));
+    let actions = w.step(&mut planner, 1);
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("spot-a".to_owned(), 1, 2)],
+        "{actions:?} {:?}",
+        w.events
+    );
+    // ...which the next describe does not show yet.
+    let g = w.group_mut("spot-a");
+    g.target = 1;
+    g.instances.truncate(1);
+    let warned = notice(&w, InterruptionKind::SpotInterruption);
+    planner.handle_interruption(w.now, warned);
+    let actions = w.step(&mut planner, 1);
+    assert_eq!(detaches(&actions), 1, "{actions:?}");
+    // The pending request (2) minus the detached instance, plus one for its pod.
+    assert_eq!(
+        World::scale_ups(&actions),
+        vec![("spot-a".to_owned(), 1, 2)],
+        "{actions:?}"
+    );
+}
