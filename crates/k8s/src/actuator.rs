@@ -270,8 +270,12 @@ impl Actuator {
         }
     }
 
-    /// Reads, afresh, the Node backing `instance` and every pod bound to it: the
-    /// evidence a removal is decided on. Both reads are quorum reads (no
+    /// Reads, afresh, the Node backing `instance` and every pod bound to it, and every
+    /// pod bound to `node` (the name the removal was decided on) when that is not the
+    /// node read: the evidence a removal is decided on. An instance that backs no node
+    /// (the Node deleted, its providerID not set yet, or the name reused by a node of
+    /// another instance) is no proof that nothing runs there: the pods bound to the
+    /// expected name are evidence all the same. Every read is a quorum read (no
     /// resourceVersion: served from etcd, never from a cache), made after the caller
     /// wrote the fence, so they show every pod bound before the fence took effect.
     /// A pod that cannot be understood is an error: the removal does not go ahead on
@@ -305,28 +309,37 @@ impl Actuator {
                 .into_iter()
                 .find(|n| backs(n));
         }
-        let Some(node) = found else {
-            return Ok(RemovalEvidence {
-                node: None,
-                pods: Vec::new(),
-            });
+        let view = match &found {
+            Some(n) => Some(
+                node_view(n, |_| None)
+                    .map_err(|e| K8sError::Invalid(e.to_string()))?
+                    .0,
+            ),
+            None => None,
         };
-        let (view, _) = node_view(&node, |_| None).map_err(|e| K8sError::Invalid(e.to_string()))?;
+        let mut names: Vec<&NodeName> = view.iter().map(|v| &v.name).collect();
+        if let Some(expected) = node.filter(|n| !names.contains(n)) {
+            names.push(expected);
+        }
+        let mut pods = Vec::new();
+        for name in names {
+            pods.extend(self.pods_bound_to(name).await?);
+        }
+        Ok(RemovalEvidence { node: view, pods })
+    }
+
+    /// Every pod bound to the node named `name` (a quorum read).
+    async fn pods_bound_to(&self, name: &NodeName) -> Result<Vec<model::PodView>, K8sError> {
         let pods_api: Api<Pod> = Api::all(self.client.clone());
-        let selector = format!("spec.nodeName={}", view.name);
+        let selector = format!("spec.nodeName={name}");
         let pods = pods_api
             .list(&ListParams::default().fields(&selector))
             .await?;
-        let pods = pods
-            .items
+        pods.items
             .iter()
             .map(pod_view)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| K8sError::Invalid(format!("pod on node {}: {e}", view.name)))?;
-        Ok(RemovalEvidence {
-            node: Some(view),
-            pods,
-        })
+            .map_err(|e| K8sError::Invalid(format!("pod on node {name}: {e}")))
     }
 }
 

@@ -264,6 +264,94 @@ async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
     );
 }
 
+/// A running Job pod bound to `node`, as a PodList.
+fn one_running_pod_on(node: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": [
+        {"metadata": {"name": "train", "namespace": "ml", "uid": "u9",
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "j", "controller": true}]},
+         "spec": {"nodeName": node, "containers": [{"name": "c"}]}, "status": {"phase": "Running"}}]})
+}
+
+/// Issue 20, path 2. The node decided on still exists under its name but does not back
+/// the instance (no providerID yet, or the name reused by a node of another instance):
+/// the pods bound to that name are evidence, so a pod there aborts the removal.
+#[tokio::test]
+async fn removal_evidence_lists_the_pods_of_the_expected_node_when_it_backs_no_instance() {
+    for provider_id in [None, Some("aws:///us-west-2a/i-other")] {
+        let (client, mut handle) = client();
+        let actuator = Actuator::new(client);
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("get node");
+            assert_eq!(req.uri().path(), "/api/v1/nodes/n1");
+            let mut spec = json!({});
+            if let Some(id) = provider_id {
+                spec = json!({"providerID": id});
+            }
+            send.send_response(ok(json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": "n1", "resourceVersion": "7"}, "spec": spec})));
+            let (req, send) = handle.next_request().await.expect("list nodes");
+            assert_eq!(req.uri().path(), "/api/v1/nodes");
+            send.send_response(ok(json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "9"}, "items": []})));
+            let (req, send) = handle.next_request().await.expect("list pods of n1");
+            assert_eq!(req.uri().path(), "/api/v1/pods");
+            let query = req.uri().query().unwrap_or("").to_owned();
+            assert!(
+                query.contains("fieldSelector=spec.nodeName%3Dn1"),
+                "{query}"
+            );
+            send.send_response(ok(one_running_pod_on("n1")));
+        });
+        let evidence = actuator
+            .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
+            .await
+            .unwrap();
+        // The server fails (instead of waiting) if a read it expects never came.
+        drop(actuator);
+        server.await.unwrap();
+        assert!(evidence.node.is_none(), "{provider_id:?}");
+        assert_eq!(evidence.pods.len(), 1, "{provider_id:?}");
+        assert_eq!(evidence.pods[0].key.name, "train");
+    }
+}
+
+/// Issue 20, path 2. The instance now backs a node of another name (a reused name the
+/// other way round): the pods of both nodes are read.
+#[tokio::test]
+async fn removal_evidence_reads_the_expected_node_and_the_node_the_instance_backs() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        let (_, send) = handle.next_request().await.expect("get node");
+        send.send_response(status(404, "NotFound"));
+        let (_, send) = handle.next_request().await.expect("list nodes");
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "9"}, "items": [
+            {"metadata": {"name": "n2"}, "spec": {"providerID": "aws:///us-west-2a/i-1"}}]})));
+        let mut queries = Vec::new();
+        for _ in 0..2 {
+            let (req, send) = handle.next_request().await.expect("list pods");
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let node = if query.contains("%3Dn2") { "n2" } else { "n1" };
+            queries.push(node.to_owned());
+            send.send_response(ok(if node == "n1" {
+                one_running_pod_on("n1")
+            } else {
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": []})
+            }));
+        }
+        queries
+    });
+    let evidence = actuator
+        .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
+        .await
+        .unwrap();
+    drop(actuator);
+    let mut read = server.await.unwrap();
+    read.sort();
+    assert_eq!(read, vec!["n1", "n2"]);
+    assert_eq!(evidence.node.map(|n| n.name), Some(NodeName::new("n2")));
+    assert_eq!(evidence.pods.len(), 1);
+}
+
 #[tokio::test]
 async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it() {
     let (client, mut handle) = client();
@@ -297,6 +385,15 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
         let (req, send) = handle.next_request().await.expect("list nodes");
         assert_eq!(req.uri().path(), "/api/v1/nodes");
         send.send_response(ok(json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "9"}, "items": []})));
+        // The instance backs no node: what is bound to the expected name is still read.
+        let (req, send) = handle.next_request().await.expect("list pods of n1");
+        assert_eq!(req.uri().path(), "/api/v1/pods");
+        let query = req.uri().query().unwrap_or("").to_owned();
+        assert!(
+            query.contains("fieldSelector=spec.nodeName%3Dn1"),
+            "{query}"
+        );
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "10"}, "items": []})));
     });
     let evidence = actuator
         .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
@@ -319,5 +416,6 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
         .await
         .unwrap();
     assert!(gone.node.is_none() && gone.pods.is_empty());
+    drop(actuator);
     server.await.unwrap();
 }

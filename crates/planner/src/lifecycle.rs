@@ -197,23 +197,27 @@ impl Planner {
             .filter_map(|n| n.instance.as_ref())
             .collect();
         let limit = self.settings.max_node_provision_time;
-        // A node registers before the cloud controller sets its providerID: while a
-        // young node cannot be told apart, any overdue instance may be that node.
-        if let Some(young) = snapshot
+        // Nodes that no instance is known to back: a node registers before the cloud
+        // controller sets its providerID, and one may never get it.
+        let provider_less: Vec<&model::NodeView> = snapshot
             .nodes
             .iter()
-            .filter(|n| n.instance.is_none() && now.saturating_since(n.created) < limit)
-            .map(|n| n.created)
-            .min()
-        {
-            self.wake(young + limit);
-            return;
-        }
+            .filter(|n| n.instance.is_none())
+            .collect();
         for group in &snapshot.groups {
             for instance in &group.instances {
                 if instance.state == InstanceState::Terminating
                     || registered.contains(&instance.id)
                     || self.terminating.contains_key(&instance.id)
+                {
+                    continue;
+                }
+                // Such a node may be this instance, pods and all: it is not timed out
+                // while one could be (only nodes that could: a Fargate node or one in
+                // another zone holds up nothing).
+                if provider_less
+                    .iter()
+                    .any(|n| could_be_instance(n, &group.spec, instance))
                 {
                     continue;
                 }
@@ -324,3 +328,24 @@ impl Planner {
         }
     }
 }
+
+/// Whether `node`, which no instance is known to back, could be `instance` of a group
+/// with `spec`: what the node says of its zone, region and instance type does not
+/// contradict the instance, it is no Fargate node, and it registered after the
+/// instance launched (a minute's slack for clocks).
+fn could_be_instance(
+    node: &model::NodeView,
+    spec: &model::NodeGroupSpec,
+    instance: &model::InstanceView,
+) -> bool {
+    use model::well_known::{LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE};
+    let agrees = |key: &str, value: &str| node.labels.get(key).is_none_or(|v| v == value);
+    node.labels.get(LABEL_FARGATE_COMPUTE_TYPE) != Some("fargate")
+        && agrees(LABEL_ZONE, instance.zone.as_str())
+        && agrees(LABEL_REGION, spec.region.as_str())
+        && agrees(LABEL_INSTANCE_TYPE, spec.shape.instance_type.as_str())
+        && node.created + Duration::from_secs(60) >= instance.launched_at
+}
+
+/// EKS labels the nodes it runs Fargate pods on with this (value `fargate`).
+const LABEL_FARGATE_COMPUTE_TYPE: &str = "eks.amazonaws.com/compute-type";

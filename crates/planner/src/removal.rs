@@ -64,10 +64,9 @@ pub(crate) fn judge(evidence: &RemovalEvidence, expected_node: Option<&NodeName>
         if !is_retired(node) {
             return Verdict::Abort("the node no longer carries the retiring taint".into());
         }
-    } else if expected_node.is_some() {
-        // The node object is gone but the instance is not: nothing can be bound to a
-        // node that does not exist, so the instance may go.
     }
+    // No node backs the instance (deleted, no providerID yet, its name reused): the
+    // evidence still lists what is bound to the name decided on, and that decides.
     let workload: Vec<&PodView> = evidence
         .pods
         .iter()
@@ -374,6 +373,24 @@ mod tests {
             ],
         };
         assert_eq!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Clear);
+    }
+
+    /// Issue 20, path 2: "the node is gone" is no evidence that nothing runs there.
+    #[test]
+    fn a_pod_bound_to_the_expected_name_aborts_when_no_node_backs_the_instance() {
+        let e = RemovalEvidence {
+            node: None,
+            pods: vec![pod(Owner::Job("j".into()), PodPhase::Running)],
+        };
+        assert!(matches!(
+            judge(&e, Some(&NodeName::new("n1"))),
+            Verdict::Abort(_)
+        ));
+        let empty = RemovalEvidence {
+            node: None,
+            pods: vec![],
+        };
+        assert_eq!(judge(&empty, Some(&NodeName::new("n1"))), Verdict::Clear);
     }
 
     #[test]

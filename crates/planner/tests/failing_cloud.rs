@@ -1,7 +1,10 @@
-//! Issue 20: the planner when the cloud fails it: throttled or refused calls must never
-//! make it lose count of what it asked for, blame a pool again and again for the same
-//! instance, or ask for a desired capacity below the running instances (the world
-//! asserts that on every SetTargetSize). Each test failed on the code before the fix.
+//! Issue 20: the planner when the cloud fails it or the cluster misleads it. Throttled
+//! or refused calls must never make it lose count of what it asked for, blame a pool
+//! again and again for the same instance, or ask for a desired capacity below the
+//! running instances (the world asserts that on every SetTargetSize); a node it cannot
+//! match to an instance must never get that instance terminated under its pods, nor
+//! hold up the launch timeouts of instances it cannot be. Each test failed on the code
+//! before the fix.
 
 mod common;
 
@@ -121,5 +124,91 @@ fn a_removal_retried_every_pass_does_not_keep_an_old_target_request_trusted() {
     assert!(
         World::scale_ups(&actions).is_empty(),
         "the instance on its way serves the pod: {actions:?}"
+    );
+}
+
+/// A node no instance is known to back (no providerID), with `labels`, created
+/// `age_secs` ago.
+fn provider_less_node(w: &mut World, name: &str, labels: &[(&str, &str)], age_secs: u64) {
+    let mut node = NodeView::new(
+        NodeName::new(name),
+        Resources::cpu_mem(4000, 16 << 30),
+        Time::from_secs(w.now.0 / 1000 - age_secs),
+    );
+    for (k, v) in labels {
+        node.labels.insert(*k, *v);
+    }
+    w.nodes.push(node);
+}
+
+/// Issue 20, path 2. An instance whose node never got a providerID is that node as far
+/// as anyone can tell: while such a node (same zone and instance type, registered after
+/// the launch) runs a pod, the instance is not timed out and terminated under it.
+#[test]
+fn an_instance_whose_node_has_no_provider_id_is_not_timed_out_while_that_node_runs_pods() {
+    let (mut w, mut planner) = busy_node_and_a_stuck_instance();
+    // i-stuck launched at t=0; its node registered at t=60 s, without a providerID.
+    let age = w.now.0 / 1000 - 60;
+    provider_less_node(
+        &mut w,
+        "ip-10-0-0-9",
+        &[
+            (well_known::LABEL_ZONE, "us-west-2a"),
+            (well_known::LABEL_INSTANCE_TYPE, "cpu-type"),
+        ],
+        age,
+    );
+    let mut pod = job_pod("on-it", 1000, 1);
+    pod.node = Some(NodeName::new("ip-10-0-0-9"));
+    pod.phase = PodPhase::Running;
+    pod.unschedulable = false;
+    w.pods.push(pod);
+    let mut all = Vec::new();
+    for _ in 0..6 {
+        all.extend(w.step(&mut planner, 60));
+    }
+    assert!(World::terminations(&all).is_empty(), "{all:?}");
+    assert!(
+        !all.iter()
+            .any(|a| matches!(a, Action::VerifyRemoval { .. })),
+        "{all:?}"
+    );
+}
+
+/// Issue 20, path 3. Nodes without a providerID that cannot be the stuck instance (a
+/// Fargate node, a node of another zone, one of another instance type) do not hold up
+/// its launch timeout: it is removed and its pool backed off.
+#[test]
+fn provider_less_nodes_that_cannot_be_the_instance_do_not_hold_up_its_launch_timeout() {
+    let (mut w, mut planner) = busy_node_and_a_stuck_instance();
+    provider_less_node(
+        &mut w,
+        "fargate-ip-10-0-0-7",
+        &[
+            ("eks.amazonaws.com/compute-type", "fargate"),
+            (well_known::LABEL_ZONE, "us-west-2a"),
+        ],
+        10,
+    );
+    provider_less_node(
+        &mut w,
+        "ip-10-0-1-7",
+        &[(well_known::LABEL_ZONE, "us-west-2b")],
+        10,
+    );
+    provider_less_node(
+        &mut w,
+        "ip-10-0-0-8",
+        &[(well_known::LABEL_INSTANCE_TYPE, "gpu-type")],
+        10,
+    );
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        all.extend(w.step(&mut planner, 30));
+    }
+    assert_eq!(
+        World::terminations(&all),
+        vec!["i-stuck".to_owned()],
+        "{all:?}"
     );
 }
