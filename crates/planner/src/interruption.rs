@@ -32,6 +32,7 @@ use model::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// Interruptions of one capacity pool, for the status report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,11 @@ enum Detach {
     InFlight(ActionId),
     Done,
 }
+
+/// How long a rebalance recommendation is acted on. EC2 sends one when the risk of an
+/// interruption rises, typically minutes before a warning if one comes at all; after an
+/// hour without one it is stale.
+const REBALANCE_RECOMMENDATION_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Which notice wins when an instance has several: the more urgent.
 fn urgency(kind: InterruptionKind) -> u8 {
@@ -147,6 +153,13 @@ impl Planner {
         now: Time,
         snapshot: &ClusterSnapshot,
     ) -> Option<ClusterSnapshot> {
+        // A recommendation is no warning: most are never followed by an interruption.
+        // Forgotten after a while; a node fenced for one keeps its fence and goes the
+        // ordinary way once its pods are done.
+        self.interruptions.tracked.retain(|_, t| {
+            t.notice.kind != InterruptionKind::RebalanceRecommendation
+                || now.saturating_since(t.notice.at) < REBALANCE_RECOMMENDATION_LIFETIME
+        });
         if self.interruptions.tracked.is_empty() {
             return None;
         }
@@ -244,9 +257,13 @@ impl Planner {
                         effect: TaintEffect::NoSchedule,
                     });
                 }
-                // A node with a scheduled retirement goes the ordinary way once its pods
-                // are done; any other is going anyway: hands off.
-                if kind != InterruptionKind::ScheduledChange {
+                // A node with a scheduled retirement, or a recommendation that may never
+                // be followed by an interruption, goes the ordinary (verified) way once
+                // its pods are done; any other is going anyway: hands off.
+                if !matches!(
+                    kind,
+                    InterruptionKind::ScheduledChange | InterruptionKind::RebalanceRecommendation
+                ) {
                     fenced.scale_down_disabled = true;
                 }
                 doomed.insert(ni);

@@ -770,3 +770,57 @@ fn a_detach_lowers_a_target_request_the_cloud_does_not_show_yet() {
         "{actions:?}"
     );
 }
+
+/// Issue 20, path 4. A rebalance recommendation is often never followed by an
+/// interruption. The node fenced for it (its Job's pod must finish) is not held out of
+/// scale-down for ever: once its work has ended it is removed the ordinary, verified
+/// way.
+#[test]
+fn a_node_fenced_for_a_rebalance_recommendation_goes_the_ordinary_way_once_its_work_ends() {
+    let (mut w, mut planner) = running_one_job(spot("spot-a", 4, 5));
+    let instance = w.nodes[0].instance.clone().expect("instance");
+    planner.handle_interruption(w.now, notice(&w, InterruptionKind::RebalanceRecommendation));
+    let actions = w.step(&mut planner, 1);
+    assert_eq!(fences(&actions), 1, "{actions:?}");
+    w.register_all();
+    w.step(&mut planner, 30);
+    // No interruption comes; the Job's pod ends.
+    w.finish("work-0");
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        all.extend(w.step(&mut planner, 30));
+    }
+    assert!(
+        World::terminations(&all).contains(&instance.to_string()),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|a| matches!(a, Action::VerifyRemoval { instance: i, .. } if i == &instance)),
+        "verified before it went: {all:?}"
+    );
+}
+
+/// Issue 20, path 4. A rebalance recommendation expires: the same recommendation sent
+/// again hours later is decided afresh (a recommendation kept for ever would swallow
+/// it).
+#[test]
+fn a_rebalance_recommendation_expires() {
+    let (mut w, mut planner) = running_one_job(spot("spot-a", 4, 5));
+    planner.handle_interruption(w.now, notice(&w, InterruptionKind::RebalanceRecommendation));
+    w.step(&mut planner, 1);
+    w.register_all();
+    for _ in 0..30 {
+        w.step(&mut planner, 300);
+    }
+    let decided = |w: &World| {
+        w.events
+            .iter()
+            .filter(|e| matches!(e, PlannerEvent::InstanceInterrupted { .. }))
+            .count()
+    };
+    assert_eq!(decided(&w), 1);
+    planner.handle_interruption(w.now, notice(&w, InterruptionKind::RebalanceRecommendation));
+    w.step(&mut planner, 1);
+    assert_eq!(decided(&w), 2, "decided afresh: {:?}", w.events);
+}
