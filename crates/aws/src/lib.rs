@@ -90,6 +90,9 @@ pub struct AwsNodeGroups {
     launch_templates: BTreeMap<(usize, TemplateRef), (LaunchTemplateData, Time)>,
     /// Last good spec per group, used while its template cannot be read.
     last_specs: BTreeMap<NodeGroupId, NodeGroupSpec>,
+    /// Each group as its region last described it, shown (frozen) while that region
+    /// cannot be read.
+    last_seen: BTreeMap<NodeGroupId, (NodeGroupState, OwnedGroup)>,
     markers: BTreeMap<NodeGroupId, u64>,
     /// Activities reported by this process, with their start (ms), per group.
     reported: BTreeMap<NodeGroupId, BTreeMap<String, u64>>,
@@ -182,6 +185,7 @@ impl AwsNodeGroups {
             launch_configurations: BTreeMap::new(),
             launch_templates: BTreeMap::new(),
             last_specs: BTreeMap::new(),
+            last_seen: BTreeMap::new(),
             markers: BTreeMap::new(),
             reported: BTreeMap::new(),
             consecutive_failures: BTreeMap::new(),
@@ -240,8 +244,24 @@ impl AwsNodeGroups {
         let mut warnings = std::mem::take(&mut self.pending_warnings);
         let mut discovered: Vec<(usize, Asg, Ownership)> = Vec::new();
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        // A region that cannot be read stops nothing elsewhere: a regional incident is
+        // exactly when the other regions must take the overflow.
+        let mut unavailable: BTreeSet<usize> = BTreeSet::new();
+        let mut first_error = None;
         for index in 0..self.regions.len() {
-            for (asg, ownership) in self.discover(index).await? {
+            let found = match self.discover(index).await {
+                Ok(found) => found,
+                Err(error) => {
+                    warnings.push(format!(
+                        "region {} unavailable: {error}; its groups are shown as last seen and neither grown nor shrunk until it answers again",
+                        self.regions[index].region
+                    ));
+                    unavailable.insert(index);
+                    first_error.get_or_insert(error);
+                    continue;
+                }
+            };
+            for (asg, ownership) in found {
                 if let Some(&first) = names.get(&asg.name) {
                     warnings.push(format!(
                         "group {}: also exists in region {}; only the one in {} (preferred) is managed",
@@ -253,8 +273,13 @@ impl AwsNodeGroups {
                 discovered.push((index, asg, ownership));
             }
         }
+        if unavailable.len() == self.regions.len() {
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+        }
         for group in &self.config.static_groups {
-            if !names.contains_key(&group.name) {
+            if !names.contains_key(&group.name) && unavailable.is_empty() {
                 warnings.push(format!(
                     "group {} (from --nodes) was not found in any region",
                     group.name
@@ -328,19 +353,35 @@ impl AwsNodeGroups {
                 .collect();
             let mut live_spec = spec.clone();
             live_spec.capacity_rebalance = asg.capacity_rebalance;
-            groups.push(NodeGroupState {
+            let state = NodeGroupState {
                 spec: live_spec,
                 target: asg.desired,
                 instances,
-            });
-            owned.insert(
-                id,
-                OwnedGroup {
-                    region: index,
-                    tags: asg.tags.clone(),
-                    spec,
-                },
-            );
+            };
+            let group = OwnedGroup {
+                region: index,
+                tags: asg.tags.clone(),
+                spec,
+            };
+            self.last_seen
+                .insert(id.clone(), (state.clone(), group.clone()));
+            groups.push(state);
+            owned.insert(id, group);
+        }
+        // The groups of an unreadable region, as last seen, frozen (min = max = their
+        // target): their nodes stay known and owned, their upcoming capacity is not
+        // bought again elsewhere, and nothing is asked of a region that does not answer.
+        self.last_seen
+            .retain(|id, (_, group)| unavailable.contains(&group.region) || owned.contains_key(id));
+        for (id, (state, group)) in &self.last_seen {
+            if owned.contains_key(id) {
+                continue;
+            }
+            let mut frozen = state.clone();
+            frozen.spec.min_size = frozen.target;
+            frozen.spec.max_size = frozen.target;
+            groups.push(frozen);
+            owned.insert(id.clone(), group.clone());
         }
         let live: BTreeSet<&InstanceId> = groups
             .iter()

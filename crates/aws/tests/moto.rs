@@ -465,11 +465,11 @@ async fn a_target_below_the_live_instances_is_refused_before_it_is_sent() {
         return;
     };
     let cluster = "below-live";
-    let f = Fixtures::new(&url, "eu-west-3").await;
+    let f = Fixtures::new(&url, "ca-central-1").await;
     f.launch_template("lt", Some("c5.xlarge")).await;
     f.group("workers", "lt", 0, 6, 3, &as_refs(&ca_tags(cluster)))
         .await;
-    let mut adapter = AwsNodeGroups::connect(config(&url, cluster, &["eu-west-3"]))
+    let mut adapter = AwsNodeGroups::connect(config(&url, cluster, &["ca-central-1"]))
         .await
         .unwrap();
     let id = NodeGroupId::new("workers");
@@ -1088,6 +1088,96 @@ async fn throttling_is_retried_and_repeated_failure_marks_groups_unhealthy() {
         "{:#?}",
         refresh.warnings
     );
+}
+
+/// Issue 20, path 8. One region that cannot be read stops no other: its groups are
+/// shown as last seen and frozen (min = max = their desired capacity: neither grown nor
+/// shrunk), the other region's groups are live and can be scaled; when the region
+/// answers again its groups are live again. A region never read yet is left out; only
+/// when every region fails does the refresh fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_cannot_be_read_stops_no_other() {
+    let Some(url) = moto("a_region_that_cannot_be_read_stops_no_other") else {
+        return;
+    };
+    let cluster = "regional";
+    let (healthy, failing) = ("eu-south-1", "ap-northeast-3");
+    for region in [healthy, failing] {
+        let f = Fixtures::new(&url, region).await;
+        f.launch_template("lt", Some("c5.xlarge")).await;
+        f.group(
+            &format!("g-{region}"),
+            "lt",
+            0,
+            5,
+            1,
+            &as_refs(&ca_tags(cluster)),
+        )
+        .await;
+    }
+    let faults = Faults(&url);
+    let throttle_autoscaling = |percent: u32, region: &str| {
+        http_post(
+            &url,
+            "/batch-autoscaler/faults",
+            &format!(
+                r#"{{"throttle_percent": {percent}, "seed": 1, "regions": ["{region}"], "services": ["autoscaling"]}}"#
+            ),
+        )
+    };
+
+    // Never read yet: left out, the healthy region goes on.
+    let mut fresh = AwsNodeGroups::connect(config(&url, cluster, &[healthy, failing]))
+        .await
+        .unwrap();
+    throttle_autoscaling(100, failing);
+    let first = fresh.refresh(unix_now()).await.unwrap();
+    assert_eq!(names(&first.groups), [format!("g-{healthy}").as_str()]);
+    faults.set(0, failing);
+
+    let mut adapter = AwsNodeGroups::connect(config(&url, cluster, &[healthy, failing]))
+        .await
+        .unwrap();
+    let before = adapter.refresh(unix_now()).await.unwrap();
+    assert_eq!(before.groups.len(), 2);
+    throttle_autoscaling(100, failing);
+    let during = adapter.refresh(unix_now()).await.unwrap();
+    assert!(
+        during
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("region {failing} unavailable"))),
+        "{:#?}",
+        during.warnings
+    );
+    let frozen = group(&during.groups, &format!("g-{failing}"));
+    assert_eq!(
+        (frozen.spec.min_size, frozen.spec.max_size, frozen.target),
+        (1, 1, 1),
+        "shown as last seen, frozen"
+    );
+    assert_eq!(frozen.instances.len(), 1);
+    let live = group(&during.groups, &format!("g-{healthy}"));
+    assert_eq!((live.spec.min_size, live.spec.max_size), (0, 5));
+    adapter
+        .set_target_size(&NodeGroupId::new(format!("g-{healthy}")), 2)
+        .await
+        .unwrap();
+    // Every region failing: nothing to plan on, the refresh fails.
+    let mut lonely = AwsNodeGroups::connect(config(&url, cluster, &[failing]))
+        .await
+        .unwrap();
+    assert!(lonely.refresh(unix_now()).await.is_err());
+
+    faults.set(0, failing);
+    let after = adapter.refresh(unix_now()).await.unwrap();
+    let back = group(&after.groups, &format!("g-{failing}"));
+    assert_eq!(
+        (back.spec.min_size, back.spec.max_size),
+        (0, 5),
+        "live again"
+    );
+    assert_eq!(group(&after.groups, &format!("g-{healthy}")).target, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
