@@ -1,8 +1,10 @@
 //! Property tests of the planner's invariants over random clusters and random event
 //! orders. The world's `apply` asserts on every action: never above a group's max,
-//! never terminate a node with a pod on it, never evict a pod that must finish. The
-//! world races the planner: between the actions of one pass, pods are bound (by a
-//! scheduler that has not seen a fresh fence yet) and pods finish.
+//! never a desired capacity below the running instances, never terminate a node with
+//! a pod on it, never evict a pod that must finish. The world races the planner:
+//! between the actions of one pass, pods are bound (by a scheduler that has not seen
+//! a fresh fence yet) and pods finish; and the cloud may throttle detaches,
+//! terminations and target changes for a while (issue 20).
 
 mod common;
 
@@ -26,6 +28,9 @@ enum Step {
     /// EC2 takes an instance back: its node and the pods on it are gone (not the
     /// planner's doing, so no safety assertion applies to it).
     Reclaim(usize),
+    /// From now on these cloud calls are throttled (bit 0 DetachInstance, 1
+    /// TerminateInstance, 2 SetTargetSize; 0 ends it): they fail and change nothing.
+    Throttle(u8),
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -38,6 +43,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         1 => (1u8..10).prop_map(Step::NewPods),
         1 => ((0usize..1000), (0u8..4)).prop_map(|(n, k)| Step::Interrupt(n, k)),
         1 => (0usize..1000).prop_map(Step::Reclaim),
+        1 => (0u8..8).prop_map(Step::Throttle),
     ]
 }
 
@@ -70,6 +76,8 @@ fn world_strategy() -> impl Strategy<Value = World> {
                     (*max).max(*min),
                 );
                 g.spec.min_size = *min;
+                // Two zones: a pool backed off in one leaves the group open in the other.
+                g.spec.zones.push(Zone::new("z2"));
                 g
             })
             .collect();
@@ -176,6 +184,14 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
                 }
                 w.pods.retain(|p| p.node.as_ref() != Some(&node.name));
             }
+        }
+        Step::Throttle(mask) => {
+            w.throttled = ["DetachInstance", "TerminateInstance", "SetTargetSize"]
+                .into_iter()
+                .enumerate()
+                .filter(|(bit, _)| mask & (1 << bit) != 0)
+                .map(|(_, kind)| kind)
+                .collect();
         }
         Step::NewPods(n) => {
             for _ in 0..*n {
