@@ -16,26 +16,33 @@ use std::time::Duration;
 
 /// Registers a pid for the reaper.
 pub fn register_pid(world_dir: &Path, name: &str, pid: u32) {
-    let dir = world_dir.join("pids");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join(format!("{name}.pid")), pid.to_string());
+    register(world_dir, &format!("{name}.pid"), pid);
 }
 
 /// Forgets a pid (the process was stopped by the harness).
 pub fn unregister_pid(world_dir: &Path, name: &str) {
-    let _ = std::fs::remove_file(world_dir.join("pids").join(format!("{name}.pid")));
+    unregister(world_dir, &format!("{name}.pid"));
 }
 
 /// Registers a process group for the reaper: every process of it is killed.
 pub fn register_group(world_dir: &Path, name: &str, pgid: u32) {
-    let dir = world_dir.join("pids");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join(format!("{name}.pgid")), pgid.to_string());
+    register(world_dir, &format!("{name}.pgid"), pgid);
 }
 
 /// Forgets a process group (the harness stopped it).
 pub fn unregister_group(world_dir: &Path, name: &str) {
-    let _ = std::fs::remove_file(world_dir.join("pids").join(format!("{name}.pgid")));
+    unregister(world_dir, &format!("{name}.pgid"));
+}
+
+/// `<world>/pids/<file>` holds the id; the reaper reads the directory.
+fn register(world_dir: &Path, file: &str, id: u32) {
+    let dir = world_dir.join("pids");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(file), id.to_string());
+}
+
+fn unregister(world_dir: &Path, file: &str) {
+    let _ = std::fs::remove_file(world_dir.join("pids").join(file));
 }
 
 /// Starts the reaper for this test process. `keep_marker`: if that file exists when

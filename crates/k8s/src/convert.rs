@@ -474,6 +474,7 @@ pub fn pod_view(pod: &Pod) -> Result<PodView, ConversionError> {
         .termination_grace_period_seconds
         .filter(|s| *s >= 0)
         .map(|s| Duration::from_secs(s as u64).min(model::time::MAX_DURATION));
+    view.deletion_deadline = meta.deletion_timestamp.as_ref().map(time_of);
     Ok(view)
 }
 
@@ -792,6 +793,22 @@ mod tests {
             Operator::In
         );
         assert_eq!(v.created, Time::from_secs(1_795_428_000));
+    }
+
+    /// Issue 20, path 7: the deletion timestamp is carried (a pod stuck terminating on a
+    /// dead node must not hold the node for ever).
+    #[test]
+    fn a_pod_being_deleted_carries_its_deletion_deadline() {
+        let v = pod_view(&pod(json!({
+            "metadata": {"name": "p", "namespace": "ml", "deletionTimestamp": "2026-11-23T10:00:30Z",
+                         "deletionGracePeriodSeconds": 30},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running"}
+        })))
+        .unwrap();
+        assert_eq!(v.deletion_deadline, Some(Time::from_secs(1_795_428_030)));
+        let alive = pod_view(&pod(json!({"metadata": {"name": "p", "namespace": "ml"}, "spec": {"containers": [{"name": "c"}]}}))).unwrap();
+        assert_eq!(alive.deletion_deadline, None);
     }
 
     #[test]

@@ -269,7 +269,16 @@ pub struct PodView {
     /// consumes: `autoscaling.x-k8s.io/consume-provisioning-request`.
     #[serde(default)]
     pub consumes_request: Option<String>,
+    /// `metadata.deletionTimestamp`: the pod is being deleted and should be gone by
+    /// then (the deletion time plus its grace period).
+    #[serde(default)]
+    pub deletion_deadline: Option<Time>,
 }
+
+/// How long past its deletion deadline a pod on a node that is not Ready is taken as
+/// gone: no kubelet is there to finish the deletion (Cluster Autoscaler's
+/// long-terminating threshold is the same 30 s).
+pub const LONG_TERMINATING_AFTER: Duration = Duration::from_secs(30);
 
 impl PodView {
     /// A minimal pending pod with `requests`, for tests and synthetic workloads.
@@ -301,7 +310,16 @@ impl PodView {
             expected_duration: None,
             termination_grace: None,
             consumes_request: None,
+            deletion_deadline: None,
         }
+    }
+
+    /// Deleted, and more than [`LONG_TERMINATING_AFTER`] past its deletion deadline. On
+    /// a node that is not Ready such a pod no longer holds the node: nothing will run
+    /// it down, and waiting for it would keep a dead node for ever.
+    pub fn stuck_terminating(&self, now: Time) -> bool {
+        self.deletion_deadline
+            .is_some_and(|d| now.saturating_since(d) > LONG_TERMINATING_AFTER)
     }
 
     /// Still occupies its node's resources (bound and not finished).

@@ -53,7 +53,11 @@ pub(crate) enum Verdict {
 
 /// Judges evidence read after the fence: the removal may go ahead only if the node
 /// still carries the fence and nothing but node infrastructure is bound to it.
-pub(crate) fn judge(evidence: &RemovalEvidence, expected_node: Option<&NodeName>) -> Verdict {
+pub(crate) fn judge(
+    evidence: &RemovalEvidence,
+    expected_node: Option<&NodeName>,
+    now: Time,
+) -> Verdict {
     if let Some(node) = &evidence.node {
         if expected_node.is_some_and(|n| n != &node.name) {
             return Verdict::Abort(format!(
@@ -67,10 +71,14 @@ pub(crate) fn judge(evidence: &RemovalEvidence, expected_node: Option<&NodeName>
     }
     // No node backs the instance (deleted, no providerID yet, its name reused): the
     // evidence still lists what is bound to the name decided on, and that decides.
+    // A pod stuck terminating on a node that is not Ready holds nothing (no kubelet
+    // will finish it); the pods of a node that is gone are judged as they are.
+    let dead_node = evidence.node.as_ref().is_some_and(|n| !n.ready);
     let workload: Vec<&PodView> = evidence
         .pods
         .iter()
         .filter(|p| p.occupies_node() && !p.is_node_infrastructure())
+        .filter(|p| !(dead_node && p.stuck_terminating(now)))
         .collect();
     match workload.as_slice() {
         [] => Verdict::Clear,
@@ -217,7 +225,7 @@ impl Planner {
                 self.advance_removals(now);
             }
             (Step::Verifying(_), Outcome::Evidence(evidence)) => {
-                match judge(evidence, r.node.as_ref()) {
+                match judge(evidence, r.node.as_ref(), now) {
                     Verdict::Clear => self.terminate_verified(now, &instance, &r),
                     Verdict::Abort(why) => self.abort_removal(now, &instance, &r, why),
                 }
@@ -372,7 +380,10 @@ mod tests {
                 pod(Owner::Job("j".into()), PodPhase::Succeeded),
             ],
         };
-        assert_eq!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Clear);
+        assert_eq!(
+            judge(&e, Some(&NodeName::new("n1")), Time::ZERO),
+            Verdict::Clear
+        );
     }
 
     /// Issue 20, path 2: "the node is gone" is no evidence that nothing runs there.
@@ -383,14 +394,17 @@ mod tests {
             pods: vec![pod(Owner::Job("j".into()), PodPhase::Running)],
         };
         assert!(matches!(
-            judge(&e, Some(&NodeName::new("n1"))),
+            judge(&e, Some(&NodeName::new("n1")), Time::ZERO),
             Verdict::Abort(_)
         ));
         let empty = RemovalEvidence {
             node: None,
             pods: vec![],
         };
-        assert_eq!(judge(&empty, Some(&NodeName::new("n1"))), Verdict::Clear);
+        assert_eq!(
+            judge(&empty, Some(&NodeName::new("n1")), Time::ZERO),
+            Verdict::Clear
+        );
     }
 
     #[test]
@@ -406,7 +420,10 @@ mod tests {
                 pods: vec![pod(owner.clone(), PodPhase::Pending)],
             };
             assert!(
-                matches!(judge(&e, Some(&NodeName::new("n1"))), Verdict::Abort(_)),
+                matches!(
+                    judge(&e, Some(&NodeName::new("n1")), Time::ZERO),
+                    Verdict::Abort(_)
+                ),
                 "{owner:?}"
             );
         }
@@ -419,7 +436,7 @@ mod tests {
             pods: vec![],
         };
         assert!(matches!(
-            judge(&e, Some(&NodeName::new("n1"))),
+            judge(&e, Some(&NodeName::new("n1")), Time::ZERO),
             Verdict::Abort(_)
         ));
         let e = RemovalEvidence {
@@ -427,7 +444,7 @@ mod tests {
             pods: vec![],
         };
         assert!(matches!(
-            judge(&e, Some(&NodeName::new("other"))),
+            judge(&e, Some(&NodeName::new("other")), Time::ZERO),
             Verdict::Abort(_)
         ));
         // An instance that registered a node since the decision (decided with none):
@@ -438,7 +455,8 @@ mod tests {
                     node: Some(node(false)),
                     pods: vec![]
                 },
-                None
+                None,
+                Time::ZERO
             ),
             Verdict::Abort(_)
         ));
@@ -448,7 +466,8 @@ mod tests {
                     node: None,
                     pods: vec![]
                 },
-                None
+                None,
+                Time::ZERO
             ),
             Verdict::Clear
         );

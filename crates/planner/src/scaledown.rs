@@ -163,7 +163,7 @@ impl Planner {
             .nodes
             .iter()
             .enumerate()
-            .map(|(ni, n)| self.node_facts(snapshot, view, ni, n))
+            .map(|(ni, n)| self.node_facts(now, snapshot, view, ni, n))
             .collect();
 
         // Idle tracking (persisted as an annotation so a restart resumes the count).
@@ -359,6 +359,7 @@ impl Planner {
 
     fn node_facts(
         &self,
+        now: Time,
         snapshot: &ClusterSnapshot,
         view: &ClusterView,
         ni: usize,
@@ -371,6 +372,10 @@ impl Planner {
         let mut used = Resources::zero();
         for &p in &view.occupants[ni] {
             let pod = &snapshot.pods[p];
+            if !node.ready && pod.stuck_terminating(now) {
+                // Its kubelet is gone: it will never finish, nor hold anything.
+                continue;
+            }
             match disposition(pod, &self.settings) {
                 PodDisposition::Ignored => continue,
                 PodDisposition::Expendable => {

@@ -212,3 +212,52 @@ fn provider_less_nodes_that_cannot_be_the_instance_do_not_hold_up_its_launch_tim
         "{all:?}"
     );
 }
+
+/// Issue 20, path 7. A node that went NotReady with its Job's pod stuck Terminating
+/// (deleted, but its kubelet is gone and cannot finish the deletion): a pod well past
+/// its deletion deadline on a NotReady node no longer holds the node, which is removed
+/// after the unready time like any dead node (verified, then terminated).
+#[test]
+fn a_dead_node_whose_pod_is_stuck_terminating_is_removed() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("work", 3000, 4));
+    w.step(&mut planner, 1);
+    w.register_all();
+    w.schedule();
+    w.step(&mut planner, 10);
+    let instance = w.nodes[0].instance.clone().expect("instance");
+    // The node dies; the Job's pod is deleted (its controller gave up on it) and
+    // cannot finish terminating.
+    w.nodes[0].ready = false;
+    w.nodes[0].ready_changed = w.now;
+    w.pods[0].deletion_deadline = Some(w.now + std::time::Duration::from_secs(30));
+    let mut all = Vec::new();
+    for _ in 0..30 {
+        all.extend(w.step(&mut planner, 60));
+    }
+    assert_eq!(
+        World::terminations(&all),
+        vec![instance.to_string()],
+        "{all:?}"
+    );
+}
+
+/// Issue 20, path 7. A pod that is being deleted on a Ready node, or not yet past its
+/// deletion deadline, still holds its node: its kubelet may be running it down.
+#[test]
+fn a_terminating_pod_still_holds_a_ready_node() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("work", 3000, 4));
+    w.step(&mut planner, 1);
+    w.register_all();
+    w.schedule();
+    w.step(&mut planner, 10);
+    w.pods[0].deletion_deadline = Some(w.now);
+    let mut all = Vec::new();
+    for _ in 0..30 {
+        all.extend(w.step(&mut planner, 60));
+    }
+    assert!(World::terminations(&all).is_empty(), "{all:?}");
+}
