@@ -213,12 +213,8 @@ fn provider_less_nodes_that_cannot_be_the_instance_do_not_hold_up_its_launch_tim
     );
 }
 
-/// Issue 20, path 7. A node that went NotReady with its Job's pod stuck Terminating
-/// (deleted, but its kubelet is gone and cannot finish the deletion): a pod well past
-/// its deletion deadline on a NotReady node no longer holds the node, which is removed
-/// after the unready time like any dead node (verified, then terminated).
-#[test]
-fn a_dead_node_whose_pod_is_stuck_terminating_is_removed() {
+/// Group `cpu` with one node running one Job pod (`work`), the planner having seen it.
+fn one_node_running_a_job() -> (World, Planner) {
     let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
     let mut planner = Planner::new(w.settings.clone()).unwrap();
     w.pods.push(job_pod("work", 3000, 4));
@@ -226,16 +222,28 @@ fn a_dead_node_whose_pod_is_stuck_terminating_is_removed() {
     w.register_all();
     w.schedule();
     w.step(&mut planner, 10);
+    (w, planner)
+}
+
+/// Thirty passes a minute apart; every action of them.
+fn half_an_hour(w: &mut World, planner: &mut Planner) -> Vec<Action> {
+    (0..30).flat_map(|_| w.step(planner, 60)).collect()
+}
+
+/// Issue 20, path 7. A node that went NotReady with its Job's pod stuck Terminating
+/// (deleted, but its kubelet is gone and cannot finish the deletion): a pod well past
+/// its deletion deadline on a NotReady node no longer holds the node, which is removed
+/// after the unready time like any dead node (verified, then terminated).
+#[test]
+fn a_dead_node_whose_pod_is_stuck_terminating_is_removed() {
+    let (mut w, mut planner) = one_node_running_a_job();
     let instance = w.nodes[0].instance.clone().expect("instance");
     // The node dies; the Job's pod is deleted (its controller gave up on it) and
     // cannot finish terminating.
     w.nodes[0].ready = false;
     w.nodes[0].ready_changed = w.now;
     w.pods[0].deletion_deadline = Some(w.now + std::time::Duration::from_secs(30));
-    let mut all = Vec::new();
-    for _ in 0..30 {
-        all.extend(w.step(&mut planner, 60));
-    }
+    let all = half_an_hour(&mut w, &mut planner);
     assert_eq!(
         World::terminations(&all),
         vec![instance.to_string()],
@@ -247,17 +255,8 @@ fn a_dead_node_whose_pod_is_stuck_terminating_is_removed() {
 /// deletion deadline, still holds its node: its kubelet may be running it down.
 #[test]
 fn a_terminating_pod_still_holds_a_ready_node() {
-    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
-    let mut planner = Planner::new(w.settings.clone()).unwrap();
-    w.pods.push(job_pod("work", 3000, 4));
-    w.step(&mut planner, 1);
-    w.register_all();
-    w.schedule();
-    w.step(&mut planner, 10);
+    let (mut w, mut planner) = one_node_running_a_job();
     w.pods[0].deletion_deadline = Some(w.now);
-    let mut all = Vec::new();
-    for _ in 0..30 {
-        all.extend(w.step(&mut planner, 60));
-    }
+    let all = half_an_hour(&mut w, &mut planner);
     assert!(World::terminations(&all).is_empty(), "{all:?}");
 }
