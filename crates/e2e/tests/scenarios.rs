@@ -3035,9 +3035,17 @@ async fn coscheduling_gang(s: &mut Scenario) -> Result<()> {
         Duration::from_secs(60),
         || async {
             let events = kube_util::autoscaler_events(&s.kube).await?;
+            // "1 of its 3" or "2 of its 3": how many members the first pass saw
+            // depends on how the watch delivered the two pods, and the event
+            // recorder may fold the later explanation into the first Event's series
+            // (same reason, same object). The promise is that it says the gang is
+            // incomplete, and buys nothing (checked below).
             let found = events
                 .values()
-                .find(|e| e.contains(&format!("gang {ns}/ring has 2 of its 3 pods")))
+                .find(|e| {
+                    e.contains(&format!("gang {ns}/ring has "))
+                        && e.contains(" of its 3 pods: no scale-up until all are there")
+                })
                 .cloned();
             Ok(match found {
                 Some(e) => Check::Done(e),
