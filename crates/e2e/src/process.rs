@@ -318,12 +318,20 @@ mod tests {
         cmd
     }
 
-    fn gone(members: Vec<u32>) -> Check<()> {
-        if members.is_empty() {
-            Check::Done(())
-        } else {
-            Check::Waiting(format!("members {members:?}"))
-        }
+    /// Waits until no live process is left in the group.
+    async fn wait_gone(pgid: u32, what: &str, timeout: Duration) {
+        wait_until(what, timeout, || {
+            let members = group_members(pgid);
+            async move {
+                Ok(if members.is_empty() {
+                    Check::Done(())
+                } else {
+                    Check::Waiting(format!("members {members:?}"))
+                })
+            }
+        })
+        .await
+        .unwrap();
     }
 
     async fn child_pid(dir: &Path) -> u32 {
@@ -370,12 +378,7 @@ mod tests {
         let pgid = group.pgid();
         let child = child_pid(&dir).await;
         drop(group);
-        wait_until("the group gone", Duration::from_secs(10), || {
-            let members = group_members(pgid);
-            async move { Ok(gone(members)) }
-        })
-        .await
-        .unwrap();
+        wait_gone(pgid, "the dropped group gone", Duration::from_secs(10)).await;
         assert!(!alive(child));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -399,16 +402,7 @@ mod tests {
         std::mem::forget(group);
         watched.kill().unwrap();
         watched.wait().unwrap();
-        wait_until(
-            "the reaper kills the group",
-            Duration::from_secs(20),
-            || {
-                let members = group_members(pgid);
-                async move { Ok(gone(members)) }
-            },
-        )
-        .await
-        .unwrap();
+        wait_gone(pgid, "the reaper kills the group", Duration::from_secs(20)).await;
         assert!(!alive(child));
     }
 }
