@@ -296,6 +296,7 @@ async fn drive<N: Notifier>(
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
     queues: Vec<SqsInterruptions>,
 ) -> Result<(), Failure> {
+    let dry_run = driver_cfg.dry_run;
     let mut driver = Driver::new(
         driver_cfg,
         cfg.settings.clone(),
@@ -309,7 +310,15 @@ async fn drive<N: Notifier>(
     .map_err(|e| Failure::BadInput(anyhow!("{}: {}", e.field, e.message)))?;
     // Interruption notices: one polling task per region's queue, all feeding the loop.
     let (stop_queues, queues_stopped) = tokio::sync::watch::channel(false);
-    if !queues.is_empty() {
+    if !queues.is_empty() && dry_run {
+        // Receiving is not reading: a received message is hidden from the autoscaler
+        // that acts on it for the queue's visibility timeout, and every receive counts
+        // toward the queue's redrive policy. A dry-run leaves the queue alone.
+        tracing::info!(
+            queues = queues.len(),
+            "dry-run: the interruption queue is not read (receiving a message would hide it from the autoscaler that acts on it)"
+        );
+    } else if !queues.is_empty() {
         let (sender, feed) = driver::interruption_feed(trigger.clone());
         driver.set_interruption_feed(feed);
         for queue in queues {

@@ -322,10 +322,32 @@ impl Actuator {
             names.push(expected);
         }
         let mut pods = Vec::new();
-        for name in names {
+        for name in &names {
             pods.extend(self.pods_bound_to(name).await?);
         }
+        // Placed there by a scheduler whose binding is still under way (volume binding,
+        // a coscheduling permit wait): as good as bound for this check.
+        pods.extend(
+            self.unbound_pods()
+                .await?
+                .into_iter()
+                .filter(|p| p.nominated_node.as_ref().is_some_and(|n| names.contains(&n))),
+        );
         Ok(RemovalEvidence { node: view, pods })
+    }
+
+    /// Every pending pod not bound to a node (a quorum read): the apiserver cannot
+    /// select on `status.nominatedNodeName`, so the caller filters.
+    async fn unbound_pods(&self) -> Result<Vec<model::PodView>, K8sError> {
+        let pods_api: Api<Pod> = Api::all(self.client.clone());
+        let pods = pods_api
+            .list(&ListParams::default().fields("spec.nodeName=,status.phase=Pending"))
+            .await?;
+        pods.items
+            .iter()
+            .map(pod_view)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| K8sError::Invalid(format!("pending pod: {e}")))
     }
 
     /// Every pod bound to the node named `name` (a quorum read).

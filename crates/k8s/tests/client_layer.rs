@@ -264,6 +264,22 @@ async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
     );
 }
 
+/// Answers the evidence's last read, the pending pods bound to no node, with `items`.
+async fn serve_unbound_pods(
+    handle: &mut MockHandle,
+    items: serde_json::Value,
+) {
+    let (req, send) = handle.next_request().await.expect("list unbound pods");
+    assert_eq!(req.uri().path(), "/api/v1/pods");
+    let query = req.uri().query().unwrap_or("").to_owned();
+    assert!(
+        query.contains("fieldSelector=spec.nodeName%3D%2Cstatus.phase%3DPending"),
+        "{query}"
+    );
+    assert!(!query.contains("resourceVersion"), "a quorum read: {query}");
+    send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "11"}, "items": items})));
+}
+
 /// A running Job pod bound to `node`, as a PodList.
 fn one_running_pod_on(node: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": [
@@ -300,6 +316,7 @@ async fn removal_evidence_lists_the_pods_of_the_expected_node_when_it_backs_no_i
                 "{query}"
             );
             send.send_response(ok(one_running_pod_on("n1")));
+            serve_unbound_pods(&mut handle, json!([])).await;
         });
         let evidence = actuator
             .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
@@ -338,6 +355,7 @@ async fn removal_evidence_reads_the_expected_node_and_the_node_the_instance_back
                 json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": []})
             }));
         }
+        serve_unbound_pods(&mut handle, json!([])).await;
         queries
     });
     let evidence = actuator
@@ -378,6 +396,7 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
             {"metadata": {"name": "late", "namespace": "ns", "uid": "u1",
                 "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf", "uid": "w", "controller": true}]},
              "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}}]})));
+        serve_unbound_pods(&mut handle, json!([])).await;
         // The node is not under the expected name: every node is searched by provider id.
         let (req, send) = handle.next_request().await.expect("get node 2");
         assert_eq!(req.uri().path(), "/api/v1/nodes/n1");
@@ -394,6 +413,7 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
             "{query}"
         );
         send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "10"}, "items": []})));
+        serve_unbound_pods(&mut handle, json!([])).await;
     });
     let evidence = actuator
         .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
@@ -418,4 +438,31 @@ async fn removal_evidence_is_a_fresh_read_of_the_node_and_the_pods_bound_to_it()
     assert!(gone.node.is_none() && gone.pods.is_empty());
     drop(actuator);
     server.await.unwrap();
+}
+
+/// Issue 20, the second edge. A pod that a scheduler placed on the node but has not
+/// bound yet (`status.nominatedNodeName`) is in the evidence; one nominated elsewhere is
+/// not.
+#[tokio::test]
+async fn removal_evidence_lists_pods_nominated_to_the_node() {
+    let (client, mut handle) = client();
+    let actuator = Actuator::new(client);
+    let server = tokio::spawn(async move {
+        let (_, send) = handle.next_request().await.expect("get node");
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": "7"},
+            "spec": {"providerID": "aws:///us-west-2a/i-1", "taints": [{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]}})));
+        let (_, send) = handle.next_request().await.expect("list pods of n1");
+        send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": []})));
+        let nominated = |name: &str, node: &str| json!({"metadata": {"name": name, "namespace": "ml"},
+            "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending", "nominatedNodeName": node}});
+        serve_unbound_pods(&mut handle, json!([nominated("waiting", "n1"), nominated("elsewhere", "n2")])).await;
+    });
+    let evidence = actuator
+        .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
+        .await
+        .unwrap();
+    drop(actuator);
+    server.await.unwrap();
+    let names: Vec<&str> = evidence.pods.iter().map(|p| p.key.name.as_str()).collect();
+    assert_eq!(names, vec!["waiting"]);
 }

@@ -273,6 +273,10 @@ pub struct PodView {
     /// then (the deletion time plus its grace period).
     #[serde(default)]
     pub deletion_deadline: Option<Time>,
+    /// `status.nominatedNodeName`: a scheduler has chosen this node for the pod but not
+    /// bound it yet (preemption, volume binding, a coscheduling permit wait).
+    #[serde(default)]
+    pub nominated_node: Option<NodeName>,
 }
 
 /// How long past its deletion deadline a pod on a node that is not Ready is taken as
@@ -311,6 +315,7 @@ impl PodView {
             termination_grace: None,
             consumes_request: None,
             deletion_deadline: None,
+            nominated_node: None,
         }
     }
 
@@ -325,6 +330,12 @@ impl PodView {
     /// Still occupies its node's resources (bound and not finished).
     pub fn occupies_node(&self) -> bool {
         self.node.is_some() && matches!(self.phase, PodPhase::Pending | PodPhase::Running)
+    }
+
+    /// Placed by a scheduler on `nominated_node` but not bound yet: as good as bound
+    /// there for a removal's last check.
+    pub fn is_nominated(&self) -> bool {
+        self.node.is_none() && self.phase == PodPhase::Pending && self.nominated_node.is_some()
     }
 
     /// Waiting to be placed: not bound, not finished.

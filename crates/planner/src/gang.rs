@@ -141,7 +141,7 @@ impl Planner {
         };
         let mut occupied: BTreeSet<&str> = BTreeSet::new();
         for p in &snapshot.pods {
-            if p.occupies_node() && !p.is_node_infrastructure() {
+            if p.occupies_node() && !self.settings.is_node_infrastructure(p) {
                 if let Some(n) = &p.node {
                     occupied.insert(n.as_str());
                 }

@@ -276,7 +276,7 @@ impl Planner {
                             .filter(|(_, p)| {
                                 p.node.as_ref() == Some(&node.name)
                                     && p.occupies_node()
-                                    && !p.is_node_infrastructure()
+                                    && !self.settings.is_node_infrastructure(p)
                             })
                             .map(|(pi, _)| pi),
                     );
@@ -357,7 +357,7 @@ impl Planner {
                 .filter(|p| {
                     p.node.as_ref() == Some(&n.name)
                         && p.occupies_node()
-                        && !p.is_node_infrastructure()
+                        && !self.settings.is_node_infrastructure(p)
                 })
                 .collect()
         });

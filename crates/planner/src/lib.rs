@@ -17,6 +17,7 @@
 
 pub mod actions;
 mod classes;
+mod drain_backoff;
 pub mod events;
 mod expander;
 pub mod explain;
@@ -105,6 +106,8 @@ pub struct Planner {
     draining_since: BTreeMap<NodeName, Time>,
     /// Drains whose taint is not yet seen: no eviction has been issued.
     drains_awaiting_taint: BTreeSet<NodeName>,
+    /// Nodes whose drain failed, kept out of drains for a while.
+    drain_backoffs: drain_backoff::DrainBackoffs,
     /// Pods already reported as unhelpable, with the reasons reported.
     /// (The reasons text is shared by every pod of a class: one allocation, not one per pod.)
     /// Looked up only, never iterated into output, so hashed (50,000 entries at scale).
@@ -168,6 +171,7 @@ impl Planner {
             pending_removals: BTreeMap::new(),
             removals: BTreeMap::new(),
             drains_awaiting_taint: BTreeSet::new(),
+            drain_backoffs: drain_backoff::DrainBackoffs::default(),
             terminating: BTreeMap::new(),
             draining_since: BTreeMap::new(),
             reported_unhelpable: hash::FxHashMap::default(),

@@ -6,10 +6,17 @@ use crate::actions::{Action, BackoffRecord, Outcome, TargetReason, TerminateReas
 use crate::events::PlannerEvent;
 use crate::{ActionId, Planner, TargetRequest};
 use model::{ClusterSnapshot, InstanceState, LaunchFailure, LaunchFailureKind, Time};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// How long a requested target is trusted over a snapshot that does not show it yet.
+/// How long a requested target is trusted over a snapshot that does not show it yet:
+/// a describe right after SetDesiredCapacity may still show the old value. Past this
+/// grace a describe that contradicts the request is the truth (someone else set the
+/// desired capacity, a scheduled action ran, a call was accepted and not applied).
+const TARGET_REQUEST_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a request that the planner's own removals explain (the cloud's desired
+/// capacity still counts instances whose TerminateInstance is to come) is kept.
 const TARGET_REQUEST_TRUST: Duration = Duration::from_secs(120);
 
 impl Planner {
@@ -38,8 +45,15 @@ impl Planner {
         }
     }
 
-    /// Forgets target requests the snapshot now shows (or that are too old to trust).
+    /// Forgets target requests the snapshot now shows, and those it contradicts past
+    /// the describe-lag grace (explained by no removal of ours still to come).
     pub(crate) fn reconcile_requests(&mut self, now: Time, snapshot: &ClusterSnapshot) {
+        let decrements: BTreeMap<_, u32> = self
+            .requested_targets
+            .keys()
+            .map(|g| (g.clone(), self.decrements_to_come(g)))
+            .collect();
+        let mut contradicted = Vec::new();
         self.requested_targets
             .retain(|group, TargetRequest { target, at }| {
                 let seen = snapshot
@@ -47,11 +61,32 @@ impl Planner {
                     .iter()
                     .find(|g| &g.spec.id == group)
                     .map(|g| g.target);
-                match seen {
-                    None => false,
-                    Some(t) => t != *target && now.saturating_since(*at) < TARGET_REQUEST_TRUST,
+                let Some(seen) = seen else { return false };
+                let age = now.saturating_since(*at);
+                let to_come = decrements.get(group).copied().unwrap_or(0);
+                if seen == *target {
+                    false
+                } else if age < TARGET_REQUEST_GRACE {
+                    true
+                } else if seen == *target + to_come && to_come > 0 {
+                    age < TARGET_REQUEST_TRUST
+                } else {
+                    contradicted.push((group.clone(), *target, seen, age));
+                    false
                 }
             });
+        for (group, asked, seen, age) in contradicted {
+            self.emit(
+                now,
+                PlannerEvent::Warning {
+                    message: format!(
+                        "group {group} shows desired capacity {seen}, not the {asked} asked for {}s ago: planning on what the cloud shows",
+                        age.as_secs()
+                    ),
+                },
+            );
+        }
+        self.forget_unapplied_terminations(now, snapshot);
         // Instances we asked to terminate and that are gone need no more tracking.
         let live: BTreeSet<_> = snapshot
             .groups
@@ -70,6 +105,7 @@ impl Planner {
         self.unneeded_since.retain(|n, _| names.contains(n));
         self.pending_removals.retain(|n, _| names.contains(n));
         self.draining_since.retain(|n, _| names.contains(n));
+        self.drain_backoffs.retain_nodes(&names);
         let draining = &self.draining_since;
         self.drains_awaiting_taint
             .retain(|n| draining.contains_key(n));

@@ -16,8 +16,11 @@
 use crate::actions::{Action, ActionId, Outcome, RemovalEvidence, TerminateReason};
 use crate::events::PlannerEvent;
 use crate::scaledown::is_retired;
-use crate::{Planner, TargetRequest};
-use model::{InstanceId, NodeGroupId, NodeName, NodeView, PodView, Time};
+use crate::{Planner, PlannerSettings, TargetRequest};
+use model::{
+    ClusterSnapshot, InstanceId, InstanceState, NodeGroupId, NodeName, NodeView, PodView, Time,
+};
+use std::collections::BTreeSet;
 
 /// One removal in progress.
 #[derive(Debug, Clone)]
@@ -40,9 +43,16 @@ enum Step {
     Settling { due: Time },
     /// The evidence is being read.
     Verifying(ActionId),
-    /// TerminateInstance was issued.
-    Terminating,
+    /// TerminateInstance was issued (and, once its outcome is in, accepted) at `since`.
+    Terminating { since: Time },
 }
+
+/// How long an instance whose termination was accepted may still be shown running
+/// (neither gone nor terminating) before the planner stops counting it as going: the
+/// call did nothing (a dry-run sends nothing; or the cloud dropped it). AWS shows an
+/// accepted termination within seconds, lifecycle hooks included (they are a
+/// terminating state).
+const TERMINATION_UNSEEN_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// What the evidence says about a removal.
 #[derive(Debug, PartialEq)]
@@ -52,11 +62,14 @@ pub(crate) enum Verdict {
 }
 
 /// Judges evidence read after the fence: the removal may go ahead only if the node
-/// still carries the fence and nothing but node infrastructure is bound to it.
+/// still carries the fence and nothing but node infrastructure is bound to it, or
+/// nominated to it (placed by a scheduler whose binding is still under way: volume
+/// binding, a coscheduling permit wait; the fence-settle time does not cover those).
 pub(crate) fn judge(
     evidence: &RemovalEvidence,
     expected_node: Option<&NodeName>,
     now: Time,
+    settings: &PlannerSettings,
 ) -> Verdict {
     if let Some(node) = &evidence.node {
         if expected_node.is_some_and(|n| n != &node.name) {
@@ -77,7 +90,7 @@ pub(crate) fn judge(
     let workload: Vec<&PodView> = evidence
         .pods
         .iter()
-        .filter(|p| p.occupies_node() && !p.is_node_infrastructure())
+        .filter(|p| (p.occupies_node() || p.is_nominated()) && !settings.is_node_infrastructure(p))
         .filter(|p| !(dead_node && p.stuck_terminating(now)))
         .collect();
     match workload.as_slice() {
@@ -158,8 +171,45 @@ impl Planner {
     pub(crate) fn decrements_to_come(&self, group: &NodeGroupId) -> u32 {
         self.removals
             .values()
-            .filter(|r| &r.group == group && r.step != Step::Terminating)
+            .filter(|r| &r.group == group && !matches!(r.step, Step::Terminating { .. }))
             .count() as u32
+    }
+
+    /// Forgets terminations that the snapshot, long after they were sent, still shows
+    /// running: the instance counts as capacity again and may be chosen again (a
+    /// dry-run keeps reporting what it would do; a dropped call is made again, through
+    /// a fresh fence and verification).
+    pub(crate) fn forget_unapplied_terminations(&mut self, now: Time, snapshot: &ClusterSnapshot) {
+        let running: BTreeSet<&InstanceId> = snapshot
+            .groups
+            .iter()
+            .flat_map(|g| g.instances.iter())
+            .filter(|i| i.state != InstanceState::Terminating)
+            .map(|i| &i.id)
+            .collect();
+        let stale: Vec<InstanceId> = self
+            .removals
+            .iter()
+            .filter(|(id, r)| {
+                matches!(r.step, Step::Terminating { since }
+                    if now.saturating_since(since) >= TERMINATION_UNSEEN_AFTER)
+                    && running.contains(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for instance in stale {
+            self.removals.remove(&instance);
+            self.terminating.remove(&instance);
+            self.emit(
+                now,
+                PlannerEvent::Warning {
+                    message: format!(
+                        "instance {instance} still runs {} after its termination was sent (a dry-run sends nothing; otherwise the cloud did not act): it counts as capacity again",
+                        model::time::format_duration(TERMINATION_UNSEEN_AFTER)
+                    ),
+                },
+            );
+        }
     }
 
     /// Issues the verification of every removal whose fence has settled.
@@ -225,7 +275,7 @@ impl Planner {
                 self.advance_removals(now);
             }
             (Step::Verifying(_), Outcome::Evidence(evidence)) => {
-                match judge(evidence, r.node.as_ref(), now) {
+                match judge(evidence, r.node.as_ref(), now, &self.settings) {
                     Verdict::Clear => self.terminate_verified(now, &instance, &r),
                     Verdict::Abort(why) => self.abort_removal(now, &instance, &r, why),
                 }
@@ -260,7 +310,7 @@ impl Planner {
 
     fn terminate_verified(&mut self, now: Time, instance: &InstanceId, r: &Removal) {
         if let Some(removal) = self.removals.get_mut(instance) {
-            removal.step = Step::Terminating;
+            removal.step = Step::Terminating { since: now };
         }
         if let Some(node) = &r.node {
             self.draining_since.remove(node);
@@ -345,6 +395,11 @@ mod tests {
     use super::*;
     use model::well_known::TAINT_RETIRING;
     use model::{Owner, PodKey, PodPhase, Resources, Taint, TaintEffect};
+
+    /// The verdict under the default settings.
+    fn judge(evidence: &RemovalEvidence, expected: Option<&NodeName>, now: Time) -> Verdict {
+        super::judge(evidence, expected, now, &PlannerSettings::default())
+    }
 
     fn node(fenced: bool) -> NodeView {
         let mut n = NodeView::new(NodeName::new("n1"), Resources::cpu_mem(4, 16), Time::ZERO);
@@ -469,6 +524,48 @@ mod tests {
                 None,
                 Time::ZERO
             ),
+            Verdict::Clear
+        );
+    }
+
+    /// Issue 20, the second edge: a pod a scheduler has placed on the node but not bound
+    /// yet (its volume binding or a coscheduling permit is still under way) is as good
+    /// as bound there.
+    #[test]
+    fn a_pod_nominated_to_the_node_aborts() {
+        let mut nominated = pod(Owner::Job("j".into()), PodPhase::Pending);
+        nominated.node = None;
+        nominated.nominated_node = Some(NodeName::new("n1"));
+        let e = RemovalEvidence {
+            node: Some(node(true)),
+            pods: vec![nominated],
+        };
+        assert!(matches!(
+            judge(&e, Some(&NodeName::new("n1")), Time::ZERO),
+            Verdict::Abort(_)
+        ));
+    }
+
+    /// Issue 20, the first edge: a pod of a DaemonSet-like controller of another API
+    /// group holds the node unless its kind is on `node-infrastructure-owner-kinds`.
+    #[test]
+    fn node_infrastructure_kinds_of_other_groups_are_a_setting() {
+        let e = RemovalEvidence {
+            node: Some(node(true)),
+            pods: vec![pod(
+                Owner::controller("apps.kruise.io", "DaemonSet", "agent"),
+                PodPhase::Running,
+            )],
+        };
+        assert!(matches!(
+            judge(&e, Some(&NodeName::new("n1")), Time::ZERO),
+            Verdict::Abort(_)
+        ));
+        let mut settings = PlannerSettings::default();
+        settings.node_infrastructure_owner_kinds =
+            crate::OwnerKinds::parse("apps.kruise.io/DaemonSet").unwrap();
+        assert_eq!(
+            super::judge(&e, Some(&NodeName::new("n1")), Time::ZERO, &settings),
             Verdict::Clear
         );
     }

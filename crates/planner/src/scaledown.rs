@@ -43,7 +43,7 @@ pub enum PodDisposition {
 /// ("scavenger") Job pod must finish like any other; expendable only softens an
 /// evictable pod.
 pub fn disposition(pod: &PodView, settings: &crate::PlannerSettings) -> PodDisposition {
-    if pod.is_node_infrastructure() {
+    if settings.is_node_infrastructure(pod) {
         return PodDisposition::Ignored;
     }
     let evictable = if pod.do_not_disrupt {
@@ -235,7 +235,12 @@ impl Planner {
         // Drains in progress: keep evicting, give up after max-pod-eviction-time.
         self.continue_drains(now, snapshot, view, &facts);
 
-        let candidates = self.candidates(now, snapshot, view, &facts, &keep_empty);
+        let mut candidates = self.candidates(now, snapshot, view, &facts, &keep_empty);
+        // A node whose drain failed lately is left alone (an empty one still goes).
+        candidates.retain(|(ni, _, plan)| {
+            !(matches!(plan, Plan::Drain)
+                && self.drain_backoffs.holds(&snapshot.nodes[*ni].name, now))
+        });
         let candidate_map: BTreeMap<usize, (Method, Plan)> = candidates
             .iter()
             .map(|(ni, m, p)| (*ni, (*m, p.clone())))
@@ -890,11 +895,15 @@ impl Planner {
                     id,
                     node: name.clone(),
                 });
+                let until = self.drain_backoffs.failed(&name, now);
                 self.emit(
                     now,
                     PlannerEvent::ScaleDownCancelled {
                         node: name,
-                        why: "evictions refused for longer than max-pod-eviction-time".into(),
+                        why: format!(
+                            "evictions refused for longer than max-pod-eviction-time; not drained again before {} from now",
+                            model::time::format_duration(until.saturating_since(now))
+                        ),
                     },
                 );
                 self.last_scale_down_failure = Some(now);

@@ -42,6 +42,12 @@ pub struct PlannerSettings {
     /// default: to extend it, repeat the defaults (`apps/ReplicaSet,apps/StatefulSet,
     /// ReplicationController,…`).
     pub evictable_owner_kinds: OwnerKinds,
+    /// Controllers of other API groups that run one pod per node, as DaemonSets do
+    /// (`apps.kruise.io/DaemonSet`), as `group/Kind`, comma-separated. Their pods are
+    /// node infrastructure like `apps/DaemonSet` and mirror pods (always so): they do
+    /// not keep a node busy, do not hold up its removal and are not moved off a node
+    /// that is going. Empty by default: an unknown kind's pod must finish.
+    pub node_infrastructure_owner_kinds: OwnerKinds,
     /// Only pending pods of this namespace trigger scale-up (seed `--pod-namespace`);
     /// all pods still count as occupying their nodes.
     pub pod_namespace: Option<String>,
@@ -176,6 +182,7 @@ impl Default for PlannerSettings {
             balance_similar_node_groups: false,
             expendable_pods_priority_cutoff: -10,
             evictable_owner_kinds: OwnerKinds::default(),
+            node_infrastructure_owner_kinds: OwnerKinds(Vec::new()),
             pod_namespace: None,
             max_node_provision_time: Duration::from_secs(15 * 60),
             initial_node_group_backoff_duration: Duration::from_secs(5 * 60),
@@ -273,6 +280,20 @@ impl<'de> Deserialize<'de> for AutoDuration {
                 .map_err(|e| serde::de::Error::custom(format!("{e} (or `auto`)"))),
             Raw::Number(d) => Ok(Self::Fixed(d)),
         }
+    }
+}
+
+impl PlannerSettings {
+    /// A pod that is part of its node rather than work on it: a DaemonSet's or mirror
+    /// pod, or one whose controller is on `node-infrastructure-owner-kinds`.
+    pub fn is_node_infrastructure(&self, pod: &model::PodView) -> bool {
+        pod.is_node_infrastructure()
+            || match &pod.owner {
+                model::Owner::Controller { kind, .. } => {
+                    self.node_infrastructure_owner_kinds.contains(kind)
+                }
+                _ => false,
+            }
     }
 }
 

@@ -260,3 +260,141 @@ fn a_terminating_pod_still_holds_a_ready_node() {
     let all = half_an_hour(&mut w, &mut planner);
     assert!(World::terminations(&all).is_empty(), "{all:?}");
 }
+
+/// Issue 20, the third edge. A desired capacity the planner asked for and the cloud
+/// contradicts (someone set it back, a scheduled action, a call AWS accepted and then
+/// did not apply): right after the call a describe may lag, so the request is trusted
+/// for a short grace; after that the fresh describe wins and the pending pod is bought
+/// for again, well before the old fixed two minutes of trust ran out.
+#[test]
+fn a_target_request_the_cloud_contradicts_after_the_grace_is_distrusted() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("work", 3000, 4));
+    let first = w.step(&mut planner, 1);
+    assert_eq!(World::scale_ups(&first).len(), 1, "{first:?}");
+    // Someone else sets the desired capacity back to 0 before an instance launched.
+    let g = w.group_mut("cpu");
+    g.target = 0;
+    g.instances.clear();
+    // A describe right after the call may not show it yet: trusted, nothing bought twice.
+    let lagging = w.step(&mut planner, 10);
+    assert!(World::scale_ups(&lagging).is_empty(), "{lagging:?}");
+    // Past the grace the describe is the truth: the pod is bought for again.
+    let mut later = Vec::new();
+    for _ in 0..4 {
+        later.extend(w.step(&mut planner, 10));
+    }
+    assert_eq!(
+        World::scale_ups(&later),
+        vec![("cpu".to_owned(), 0, 1)],
+        "{later:?}"
+    );
+    assert!(
+        w.events.iter().any(|e| matches!(e,
+            planner::PlannerEvent::Warning { message } if message.contains("desired capacity"))),
+        "the distrust is explained: {:?}",
+        w.events
+    );
+}
+
+/// The grace is only for the cloud's lag: a request that the planner's own removals
+/// explain (the group's desired capacity still counts an instance whose termination is
+/// to come) is not taken for a contradiction, however long the fence settles.
+#[test]
+fn a_target_request_explained_by_a_removal_to_come_is_kept() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    w.settings.fence_settle_time = std::time::Duration::from_secs(100);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("a", 3000, 4));
+    w.pods.push(job_pod("b", 3000, 4));
+    w.step(&mut planner, 1);
+    w.register_all();
+    w.schedule();
+    w.step(&mut planner, 10);
+    // One node's pod finishes; the node is removed (fenced, settles 100 s).
+    w.finish("b");
+    let mut all = Vec::new();
+    for _ in 0..40 {
+        all.extend(w.step(&mut planner, 30));
+    }
+    assert_eq!(World::terminations(&all).len(), 1, "{all:?}");
+    assert!(World::scale_ups(&all).is_empty(), "nothing bought: {all:?}");
+    assert!(
+        !w.events.iter().any(|e| matches!(e,
+            planner::PlannerEvent::Warning { message } if message.contains("desired capacity"))),
+        "{:?}",
+        w.events
+    );
+}
+
+/// Issue 20, path 7, second half. A node whose evictable pod can never be evicted (a
+/// PodDisruptionBudget that allows nothing, a pod stuck terminating behind a finalizer)
+/// is not fenced, drained and un-fenced again every few minutes for ever: each failed
+/// drain backs the node off for longer, and the Event says until when.
+#[test]
+fn a_node_that_cannot_be_drained_is_not_refenced_in_a_loop() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 8, 32, 0, 40)]);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    // Two nodes' worth of web pods; shrunk, both fit one node: one node is drained.
+    for name in ["web-0", "web-1"] {
+        w.pods.push(pod(name, 6000, 1, Owner::replica_set("web")));
+    }
+    w.step(&mut planner, 10);
+    w.register_all();
+    w.schedule();
+    for p in &mut w.pods {
+        p.requests.cpu_millis = 1000;
+    }
+    w.throttled = vec!["EvictPod"];
+    let mut all = Vec::new();
+    let mut drains = Vec::new();
+    for _ in 0..180 {
+        let actions = w.step(&mut planner, 60);
+        if actions.iter().any(|a| {
+            matches!(a, Action::RetireNode { reason, .. } if reason.starts_with("draining"))
+        }) {
+            drains.push(w.now);
+        }
+        all.extend(actions);
+    }
+    assert!(drains.len() >= 3, "the drain is tried again: {drains:?}");
+    let gaps: Vec<_> = drains.windows(2).map(|d| d[1].saturating_since(d[0])).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] > g[0]),
+        "each failed drain waits longer before the next: {gaps:?}"
+    );
+    assert!(
+        w.events.iter().any(|e| matches!(e,
+            planner::PlannerEvent::ScaleDownCancelled { why, .. } if why.contains("not drained again before"))),
+        "{:?}",
+        w.events
+    );
+    assert!(World::terminations(&all).is_empty(), "{all:?}");
+}
+
+/// Issue 20, dry-run. A termination the cloud accepted and never carried out (a
+/// dry-run sends nothing; a call can also be dropped) does not keep the instance "on
+/// its way out" for ever: after a while it counts as capacity again, the empty node is
+/// chosen again, and a day-long dry-run keeps reporting the removals it would make.
+#[test]
+fn a_termination_that_never_happens_is_forgotten_and_planned_again() {
+    let (mut w, mut planner) = one_node_running_a_job();
+    w.finish("work");
+    w.lost = vec!["TerminateInstance"];
+    let all = half_an_hour(&mut w, &mut planner)
+        .into_iter()
+        .chain(half_an_hour(&mut w, &mut planner))
+        .collect::<Vec<_>>();
+    let terminations = World::terminations(&all);
+    assert!(
+        terminations.len() >= 2,
+        "the removal is reported again: {terminations:?}"
+    );
+    assert!(
+        w.events.iter().any(|e| matches!(e,
+            planner::PlannerEvent::Warning { message } if message.contains("counts as capacity again"))),
+        "{:?}",
+        w.events
+    );
+}

@@ -158,7 +158,7 @@ fn config_reference() -> String {
             .and_then(|(_, rest)| rest.split_once(')'))
             .map(|(d, _)| d)
             .unwrap_or_else(|| panic!("{long}: no default in its help"));
-        let default = if default == "null" {
+        let default = if default == "null" || default.is_empty() {
             "–".to_owned()
         } else {
             format!("`{default}`")

@@ -23,8 +23,12 @@ pub struct World {
     /// The settings the planner under test runs with (evictions are checked against them).
     pub settings: PlannerSettings,
     /// Cloud calls that fail (throttled after retries) and change nothing, by kind:
-    /// `"DetachInstance"`, `"TerminateInstance"`, `"SetTargetSize"`.
+    /// `"DetachInstance"`, `"TerminateInstance"`, `"SetTargetSize"`; `"EvictPod"` is an
+    /// eviction refused (a PodDisruptionBudget, a pod stuck terminating).
     pub throttled: Vec<&'static str>,
+    /// Cloud calls accepted and never carried out (a dry-run's, or dropped by the
+    /// cloud): reported done, nothing changes. Same kinds as `throttled`.
+    pub lost: Vec<&'static str>,
 }
 
 pub fn group(
@@ -94,6 +98,7 @@ impl World {
             events: vec![],
             settings: settings(),
             throttled: vec![],
+            lost: vec![],
         }
     }
 
@@ -184,12 +189,16 @@ impl World {
             Action::DetachInstance { .. } => "DetachInstance",
             Action::TerminateInstance { .. } => "TerminateInstance",
             Action::SetTargetSize { .. } => "SetTargetSize",
+            Action::EvictPod { .. } => "EvictPod",
             _ => "",
         };
         if self.throttled.contains(&kind) {
             return Outcome::Retry {
                 message: format!("{kind}: throttled by AWS after retries"),
             };
+        }
+        if self.lost.contains(&kind) {
+            return Outcome::Done;
         }
         match action {
             Action::SetTargetSize { group, to, .. } => {
