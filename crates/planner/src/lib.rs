@@ -142,6 +142,10 @@ pub struct Planner {
     /// would extend the backoff and rewrite the group's tags). Forgotten when the
     /// instance is gone.
     timed_out: BTreeSet<InstanceId>,
+    /// The node name each live instance was last seen backing, and when: an instance
+    /// whose node vanished is not a launch that failed, and the pods bound to that
+    /// name are the evidence of its removal.
+    known_nodes: BTreeMap<InstanceId, (NodeName, Time)>,
     /// Scratch: warm spares of this pass.
     spares: BTreeSet<usize>,
     /// Under-utilised nodes checked since the rotation began: a pass checks at most
@@ -192,6 +196,7 @@ impl Planner {
             checked_for_scale_down: BTreeSet::new(),
             early_failures: Vec::new(),
             timed_out: BTreeSet::new(),
+            known_nodes: BTreeMap::new(),
             nominated: BTreeMap::new(),
         })
     }

@@ -100,6 +100,13 @@ impl Planner {
             .collect();
         self.terminating.retain(|id, _| live.contains(id));
         self.timed_out.retain(|id| live.contains(id));
+        self.known_nodes.retain(|id, _| live.contains(id));
+        for n in &snapshot.nodes {
+            if let Some(instance) = n.instance.as_ref().filter(|i| live.contains(i)) {
+                self.known_nodes
+                    .insert(instance.clone(), (n.name.clone(), now));
+            }
+        }
         let names: BTreeSet<_> = snapshot.nodes.iter().map(|n| &n.name).collect();
         self.idle_since.retain(|n, _| names.contains(n));
         self.unneeded_since.retain(|n, _| names.contains(n));
@@ -240,11 +247,26 @@ impl Planner {
             .iter()
             .filter(|n| n.instance.is_none())
             .collect();
+        // Pods bound to a name no Node object has (deleted while its kubelet runs on)
+        // and that no instance is known to have had: they may run on any instance that
+        // has no node. None of those is removed until the pod garbage collector has
+        // deleted such orphans (within a minute of the Node's deletion).
+        let names: BTreeSet<&model::NodeName> = snapshot.nodes.iter().map(|n| &n.name).collect();
+        let known_names: BTreeSet<&model::NodeName> =
+            self.known_nodes.values().map(|(n, _)| n).collect();
+        let unknown_orphans = snapshot.pods.iter().any(|p| {
+            p.occupies_node()
+                && !self.settings.is_node_infrastructure(p)
+                && p.node
+                    .as_ref()
+                    .is_some_and(|n| !names.contains(n) && !known_names.contains(n))
+        });
         for group in &snapshot.groups {
             for instance in &group.instances {
                 if instance.state == InstanceState::Terminating
                     || registered.contains(&instance.id)
                     || self.terminating.contains_key(&instance.id)
+                    || unknown_orphans
                 {
                     continue;
                 }
@@ -257,7 +279,13 @@ impl Planner {
                 {
                     continue;
                 }
-                let deadline = instance.launched_at + limit;
+                // It was a node once and its Node object went (deleted, or its
+                // providerID lost): not a launch that failed. Its kubelet gets the
+                // provision time to register again; then it is removed like any node
+                // that is not ready, on the evidence of the name it had, and its pool
+                // is not blamed.
+                let known = self.known_nodes.get(&instance.id).map(|(_, seen)| *seen);
+                let deadline = known.unwrap_or(instance.launched_at) + limit;
                 if now < deadline {
                     self.wake(deadline);
                     continue;
@@ -267,9 +295,13 @@ impl Planner {
                     &group.spec.id,
                     &instance.id,
                     None,
-                    TerminateReason::LaunchTimeout,
+                    if known.is_some() {
+                        TerminateReason::Unready
+                    } else {
+                        TerminateReason::LaunchTimeout
+                    },
                 );
-                if !self.timed_out.insert(instance.id.clone()) {
+                if known.is_some() || !self.timed_out.insert(instance.id.clone()) {
                     // Blamed when it first timed out; this is another try at removing it.
                     continue;
                 }

@@ -151,9 +151,15 @@ impl Planner {
             // a node registered for the instance since.
             None => step = Step::Settling { due: now },
         }
+        // Without a node now, the name the instance last had is still evidence: a
+        // Node object deleted, or stripped of its providerID, leaves its kubelet and
+        // its pods running under that name.
+        let expected = node
+            .map(|n| n.name.clone())
+            .or_else(|| self.known_nodes.get(instance).map(|(n, _)| n.clone()));
         let removal = Removal {
             group: group.clone(),
-            node: node.map(|n| n.name.clone()),
+            node: expected,
             reason,
             fenced_here,
             step,

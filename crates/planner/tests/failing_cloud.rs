@@ -351,15 +351,18 @@ fn a_node_that_cannot_be_drained_is_not_refenced_in_a_loop() {
     let mut drains = Vec::new();
     for _ in 0..180 {
         let actions = w.step(&mut planner, 60);
-        if actions.iter().any(|a| {
-            matches!(a, Action::RetireNode { reason, .. } if reason.starts_with("draining"))
-        }) {
+        if actions.iter().any(
+            |a| matches!(a, Action::RetireNode { reason, .. } if reason.starts_with("draining")),
+        ) {
             drains.push(w.now);
         }
         all.extend(actions);
     }
     assert!(drains.len() >= 3, "the drain is tried again: {drains:?}");
-    let gaps: Vec<_> = drains.windows(2).map(|d| d[1].saturating_since(d[0])).collect();
+    let gaps: Vec<_> = drains
+        .windows(2)
+        .map(|d| d[1].saturating_since(d[0]))
+        .collect();
     assert!(
         gaps.windows(2).all(|g| g[1] > g[0]),
         "each failed drain waits longer before the next: {gaps:?}"
@@ -397,4 +400,50 @@ fn a_termination_that_never_happens_is_forgotten_and_planned_again() {
         "{:?}",
         w.events
     );
+}
+
+/// Issue 20, the random world's first find. A Node object deleted while its kubelet
+/// and its Job pod run on: the instance is not a failed launch (its pool is not
+/// blamed), and the pods still bound to the name it had are the evidence of its
+/// removal, so it is never terminated under them. The old code timed it out at once
+/// (launched long ago) and read no pods for it.
+#[test]
+fn an_instance_whose_node_object_was_deleted_is_not_terminated_under_its_pods() {
+    let (mut w, mut planner) = one_node_running_a_job();
+    let instance = w.nodes[0].instance.clone().expect("instance");
+    w.now = w.now + std::time::Duration::from_secs(3600);
+    w.step(&mut planner, 10);
+    w.nodes.clear();
+    let all = half_an_hour(&mut w, &mut planner);
+    assert!(World::terminations(&all).is_empty(), "{all:?}");
+    assert_eq!(persisted_backoffs(&all), 0, "no pool blamed: {all:?}");
+    // Once the pod is gone (done, or deleted by the pod garbage collector), the
+    // instance that no node backs is removed.
+    w.finish("work");
+    let all = half_an_hour(&mut w, &mut planner);
+    assert_eq!(
+        World::terminations(&all),
+        vec![instance.to_string()],
+        "{all:?}"
+    );
+}
+
+/// The same, for a node the planner never saw with its providerID: pods bound to a
+/// name no Node object has hold up every removal of an instance without a node until
+/// they are gone.
+#[test]
+fn pods_bound_to_a_name_without_a_node_hold_up_the_removal_of_nodeless_instances() {
+    let mut w = World::new(vec![group("cpu", "us-west-2", "us-west-2a", 4, 16, 0, 10)]);
+    let mut planner = Planner::new(w.settings.clone()).unwrap();
+    w.pods.push(job_pod("work", 3000, 4));
+    w.step(&mut planner, 1);
+    w.register_all();
+    w.nodes[0].instance = None;
+    w.schedule();
+    assert!(w.pods[0].node.is_some());
+    w.step(&mut planner, 10);
+    w.nodes.clear();
+    w.now = w.now + std::time::Duration::from_secs(3600);
+    let all = half_an_hour(&mut w, &mut planner);
+    assert!(World::terminations(&all).is_empty(), "{all:?}");
 }

@@ -31,6 +31,17 @@ enum Step {
     /// From now on these cloud calls are throttled (bit 0 DetachInstance, 1
     /// TerminateInstance, 2 SetTargetSize; 0 ends it): they fail and change nothing.
     Throttle(u8),
+    /// From now on these cloud calls are refused for good (same bits as `Throttle`).
+    Refuse(u8),
+    /// Describes lag one snapshot behind (true) or not (false).
+    DescribeLag(bool),
+    /// A node's providerID is gone (not set yet by a slow cloud controller, or a
+    /// kubelet registered without one): the node no longer names its instance, which
+    /// still runs it.
+    ProviderLess(usize),
+    /// A Node object is deleted while its kubelet and pods run on (it registers again
+    /// on the next `RegisterAll`).
+    DeleteNode(usize),
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -44,6 +55,10 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         1 => ((0usize..1000), (0u8..4)).prop_map(|(n, k)| Step::Interrupt(n, k)),
         1 => (0usize..1000).prop_map(Step::Reclaim),
         1 => (0u8..8).prop_map(Step::Throttle),
+        1 => (0u8..8).prop_map(Step::Refuse),
+        1 => any::<bool>().prop_map(Step::DescribeLag),
+        1 => (0usize..1000).prop_map(Step::ProviderLess),
+        1 => (0usize..1000).prop_map(Step::DeleteNode),
     ]
 }
 
@@ -106,6 +121,16 @@ fn world_strategy() -> impl Strategy<Value = World> {
         }
         w
     })
+}
+
+/// The cloud calls of a mask: bit 0 DetachInstance, 1 TerminateInstance, 2 SetTargetSize.
+fn cloud_calls(mask: u8) -> Vec<&'static str> {
+    ["DetachInstance", "TerminateInstance", "SetTargetSize"]
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, kind)| kind)
+        .collect()
 }
 
 fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
@@ -185,13 +210,19 @@ fn apply(w: &mut World, p: &mut Planner, step: &Step, counter: &mut u32) {
                 w.pods.retain(|p| p.node.as_ref() != Some(&node.name));
             }
         }
-        Step::Throttle(mask) => {
-            w.throttled = ["DetachInstance", "TerminateInstance", "SetTargetSize"]
-                .into_iter()
-                .enumerate()
-                .filter(|(bit, _)| mask & (1 << bit) != 0)
-                .map(|(_, kind)| kind)
-                .collect();
+        Step::Throttle(mask) => w.throttled = cloud_calls(*mask),
+        Step::Refuse(mask) => w.refused = cloud_calls(*mask),
+        Step::DescribeLag(lag) => w.describe_lag = *lag,
+        Step::ProviderLess(n) => {
+            if !w.nodes.is_empty() {
+                let i = n % w.nodes.len();
+                w.nodes[i].instance = None;
+            }
+        }
+        Step::DeleteNode(n) => {
+            if !w.nodes.is_empty() {
+                w.nodes.remove(n % w.nodes.len());
+            }
         }
         Step::NewPods(n) => {
             for _ in 0..*n {
@@ -217,6 +248,9 @@ proptest! {
             apply(&mut w, &mut p, step, &mut counter);
             for g in &w.groups {
                 prop_assert!(g.target <= g.spec.max_size);
+                // After any action: AWS is never left to pick instances to terminate.
+                let live = g.instances.iter().filter(|i| i.state != InstanceState::Terminating).count() as u32;
+                prop_assert!(g.target >= live, "desired {} below {} live instances of {}", g.target, live, g.spec.id);
             }
         }
     }

@@ -29,6 +29,18 @@ pub struct World {
     /// Cloud calls accepted and never carried out (a dry-run's, or dropped by the
     /// cloud): reported done, nothing changes. Same kinds as `throttled`.
     pub lost: Vec<&'static str>,
+    /// Calls the cloud refuses (a validation error): they fail for good and change
+    /// nothing. Same kinds as `throttled`.
+    pub refused: Vec<&'static str>,
+    /// The instance each node name really runs on, whatever its Node object says now
+    /// (a providerID not set yet, the object deleted while the kubelet runs on): what a
+    /// termination really kills.
+    pub machines: std::collections::BTreeMap<NodeName, InstanceId>,
+    /// Describes lag: a snapshot shows the groups as the one before it did. A target
+    /// below the live instances is then refused, as the AWS adapter refuses it after
+    /// its fresh read (without a lag the planner must never ask for one).
+    pub describe_lag: bool,
+    previous_groups: Option<Vec<NodeGroupState>>,
 }
 
 pub fn group(
@@ -99,15 +111,24 @@ impl World {
             settings: settings(),
             throttled: vec![],
             lost: vec![],
+            refused: vec![],
+            machines: std::collections::BTreeMap::new(),
+            describe_lag: false,
+            previous_groups: None,
         }
     }
 
     pub fn snapshot(&mut self) -> ClusterSnapshot {
         self.revision += 1;
+        let groups = match (&self.previous_groups, self.describe_lag) {
+            (Some(previous), true) => previous.clone(),
+            _ => self.groups.clone(),
+        };
+        self.previous_groups = Some(self.groups.clone());
         ClusterSnapshot {
             synced: self.synced,
             revision: self.revision,
-            groups: self.groups.clone(),
+            groups,
             nodes: self.nodes.clone(),
             pods: self.pods.clone(),
             daemonsets: vec![],
@@ -200,6 +221,11 @@ impl World {
         if self.lost.contains(&kind) {
             return Outcome::Done;
         }
+        if self.refused.contains(&kind) {
+            return Outcome::Failed {
+                message: format!("{kind}: refused by AWS (ValidationError)"),
+            };
+        }
         match action {
             Action::SetTargetSize { group, to, .. } => {
                 let now = self.now;
@@ -220,6 +246,15 @@ impl World {
                     .iter()
                     .filter(|i| i.state != InstanceState::Terminating)
                     .count() as u32;
+                if self.describe_lag && *to < live {
+                    // A planner that saw a stale describe cannot know better: the AWS
+                    // adapter reads the group afresh and refuses (defence in depth).
+                    return Outcome::Failed {
+                        message: format!(
+                            "refused: desired capacity {to} is below the {live} live instances"
+                        ),
+                    };
+                }
                 assert!(
                     *to >= live,
                     "desired capacity {to} asked for {group} while {live} instances run"
@@ -243,15 +278,36 @@ impl World {
                     .iter_mut()
                     .find(|g| &g.spec.id == group)
                     .expect("group");
+                // An instance no longer in the group (EC2 took it back) is refused:
+                // nothing is decremented.
+                if !g.instances.iter().any(|i| &i.id == instance) {
+                    return Outcome::Gone;
+                }
                 g.instances.retain(|i| &i.id != instance);
                 g.target = g.target.saturating_sub(1);
-                let gone: Vec<(NodeName, bool)> = self
+                // Every node name the instance really runs, its Node object as it
+                // says or not (no providerID, deleted): their pods die with it.
+                let mut gone: Vec<(NodeName, bool)> = self
                     .nodes
                     .iter()
                     .filter(|n| n.instance.as_ref() == Some(instance))
                     .map(|n| (n.name.clone(), n.ready))
                     .collect();
-                self.nodes.retain(|n| n.instance.as_ref() != Some(instance));
+                for (name, machine) in &self.machines {
+                    if machine == instance && !gone.iter().any(|(n, _)| n == name) {
+                        let ready = self
+                            .nodes
+                            .iter()
+                            .find(|n| &n.name == name)
+                            .is_none_or(|n| n.ready);
+                        gone.push((name.clone(), ready));
+                    }
+                }
+                self.machines.retain(|_, m| m != instance);
+                self.nodes.retain(|n| {
+                    n.instance.as_ref() != Some(instance)
+                        && !gone.iter().any(|(name, _)| name == &n.name)
+                });
                 let now = self.now;
                 for (name, ready) in gone {
                     for p in self
@@ -316,22 +372,25 @@ impl World {
                 n.taints.retain(|t| t.key != TAINT_RETIRING);
                 n.retired = None;
             }
-            Action::VerifyRemoval { instance, .. } => {
-                let node = self
+            Action::VerifyRemoval { instance, node, .. } => {
+                // As the Kubernetes adapter reads it: the node backing the instance,
+                // and the pods bound to it and to the name decided on.
+                let found = self
                     .nodes
                     .iter()
                     .find(|n| n.instance.as_ref() == Some(instance))
                     .cloned();
-                let pods = match &node {
-                    Some(n) => self
-                        .pods
-                        .iter()
-                        .filter(|p| p.node.as_ref() == Some(&n.name))
-                        .cloned()
-                        .collect(),
-                    None => Vec::new(),
-                };
-                return Outcome::Evidence(planner::RemovalEvidence { node, pods });
+                let mut names: Vec<&NodeName> = found.iter().map(|n| &n.name).collect();
+                if let Some(expected) = node.as_ref().filter(|n| !names.contains(n)) {
+                    names.push(expected);
+                }
+                let pods = self
+                    .pods
+                    .iter()
+                    .filter(|p| p.node.as_ref().is_some_and(|n| names.contains(&n)))
+                    .cloned()
+                    .collect();
+                return Outcome::Evidence(planner::RemovalEvidence { node: found, pods });
             }
             Action::EvictPod { pod, .. } => {
                 let p = self.pods.iter().find(|p| &p.key == pod).expect("pod");
@@ -374,19 +433,22 @@ impl World {
         for g in &mut self.groups {
             for inst in &mut g.instances {
                 inst.state = InstanceState::InService;
+                let name = NodeName::new(format!("node-{}", inst.id));
+                // Registered already (a node without providerID still holds the name;
+                // a deleted Node object is registered again by its kubelet).
                 if self
                     .nodes
                     .iter()
-                    .any(|n| n.instance.as_ref() == Some(&inst.id))
+                    .any(|n| n.instance.as_ref() == Some(&inst.id) || n.name == name)
                 {
                     continue;
                 }
-                let name = NodeName::new(format!("node-{}", inst.id));
                 let mut node = NodeView::new(name.clone(), g.spec.shape.allocatable.clone(), now);
                 node.labels.extend(g.spec.template_labels(&inst.zone));
                 node.taints = g.spec.taints.clone();
                 node.instance = Some(inst.id.clone());
                 node.group = Some(g.spec.id.clone());
+                self.machines.insert(name, inst.id.clone());
                 self.nodes.push(node);
             }
         }
