@@ -126,7 +126,7 @@ echo "tests took $(( $(date +%s) - start ))s"
 # Tier 5 ran, every scenario of it: CI=1 turns a skip into a failure, and this counts
 # the scenarios that reported a pass, so a scenario filtered away or never reached is
 # caught too.
-e2e_expected=$(cat crates/e2e/tests/scenarios.rs crates/e2e/tests/replay.rs | grep -c '^#\[test\]' || true)
+e2e_expected=$(cat crates/e2e/tests/scenarios.rs crates/e2e/tests/scenarios/*.rs crates/e2e/tests/replay.rs | grep -c '^#\[test\]' || true)
 e2e_passed=$(grep -c '^e2e TIME scenario .*: passed' target/test-output.log || true)
 echo "tier 5: $e2e_passed of $e2e_expected end-to-end scenarios passed"
 [ "$e2e_passed" -eq "$e2e_expected" ] || { echo "tier 5: expected $e2e_expected end-to-end scenarios to pass, saw $e2e_passed" >&2; exit 1; }

@@ -32,8 +32,9 @@ What this adds to moto, in process (nothing here is faked in Rust):
   services as in the SigV4 credential scope: "autoscaling", "ec2", "sqs") fail with
   a throttling error (autoscaling: HTTP 400 "Throttling"; EC2: HTTP 503
   "RequestLimitExceeded"; SQS, JSON protocol: HTTP 400 "RequestThrottled"), drawn
-  from a seeded RNG. GET returns the switch and the
-  number of injected faults; {"throttle_percent": 0} turns it off.
+  from a seeded RNG; "actions": ["DetachInstances"] narrows it to those API actions.
+  GET returns the switch and the number of injected faults; {"throttle_percent": 0}
+  turns it off.
 * A log of mutating calls per caller: GET /batch-autoscaler/calls returns
       {"<access key id>": [{"action": "SetDesiredCapacity", "at_ms": 1733...}, ...]}
   for every call whose Action changes something (SetDesiredCapacity,
@@ -75,7 +76,7 @@ _activities = {}
 _injected = {}
 # (account, region, group, tag value) -> instances launched under that capacity tag
 _capacity_used = {}
-_faults = {"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0}
+_faults = {"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "actions": None, "injected": 0}
 _fault_rng = random.Random(0)
 
 
@@ -112,7 +113,7 @@ def _reset_patch_state():
         _injected.clear()
         _capacity_used.clear()
         _calls.clear()
-        _faults.update({"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "injected": 0})
+        _faults.update({"throttle_percent": 0, "seed": 0, "regions": None, "services": None, "actions": None, "injected": 0})
         _fault_rng.seed(0)
 
 
@@ -404,11 +405,12 @@ class PatchMiddleware:
                     seed = int(body.get("seed", 0))
                     regions = body.get("regions")
                     services = body.get("services")
+                    actions = body.get("actions")
                 except (ValueError, TypeError, AttributeError) as error:
                     return _json_response(start_response, "400 Bad Request", {"error": str(error)})
                 with _lock:
                     _faults.update(
-                        {"throttle_percent": percent, "seed": seed, "regions": regions, "services": services, "injected": 0}
+                        {"throttle_percent": percent, "seed": seed, "regions": regions, "services": services, "actions": actions, "injected": 0}
                     )
                     _fault_rng.seed(seed)
             with _lock:
@@ -434,6 +436,18 @@ class PatchMiddleware:
                 return False
             regions = _faults["regions"]
             services = _faults["services"]
+            actions = _faults["actions"]
+            if actions:
+                # A POST's body was made re-readable by _record_call; anything else
+                # carries its Action in the query string.
+                import io
+
+                body = b""
+                if isinstance(environ["wsgi.input"], io.BytesIO):
+                    body = environ["wsgi.input"].getvalue()
+                action = _ACTION.search(body) or _ACTION.search(environ.get("QUERY_STRING", "").encode())
+                if action is None or action.group(1).decode() not in actions:
+                    return False
             if regions or services:
                 scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
                 if scope is None:

@@ -51,6 +51,14 @@ impl Moto {
         .map(|_| ())
     }
 
+    /// Throttles every call of the listed API actions (`DetachInstances`), any region.
+    pub async fn throttle_actions(&self, actions: &[&str]) -> anyhow::Result<()> {
+        let body = serde_json::json!({"throttle_percent": 100, "seed": 0, "actions": actions});
+        http::post_ok(&self.url, "/batch-autoscaler/faults", &body.to_string())
+            .await
+            .map(|_| ())
+    }
+
     /// The mutating calls moto received from the caller with `access_key`, as (Action,
     /// wall-clock time in Unix milliseconds).
     pub async fn mutating_calls(&self, access_key: &str) -> anyhow::Result<Vec<(String, u64)>> {
