@@ -327,12 +327,11 @@ impl Actuator {
         }
         // Placed there by a scheduler whose binding is still under way (volume binding,
         // a coscheduling permit wait): as good as bound for this check.
-        pods.extend(
-            self.unbound_pods()
-                .await?
-                .into_iter()
-                .filter(|p| p.nominated_node.as_ref().is_some_and(|n| names.contains(&n))),
-        );
+        pods.extend(self.unbound_pods().await?.into_iter().filter(|p| {
+            p.nominated_node
+                .as_ref()
+                .is_some_and(|n| names.contains(&n))
+        }));
         Ok(RemovalEvidence { node: view, pods })
     }
 

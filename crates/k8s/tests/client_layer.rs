@@ -265,10 +265,7 @@ async fn events_are_posted_on_the_pod_and_repeats_are_suppressed() {
 }
 
 /// Answers the evidence's last read, the pending pods bound to no node, with `items`.
-async fn serve_unbound_pods(
-    handle: &mut MockHandle,
-    items: serde_json::Value,
-) {
+async fn serve_unbound_pods(handle: &mut MockHandle, items: serde_json::Value) {
     let (req, send) = handle.next_request().await.expect("list unbound pods");
     assert_eq!(req.uri().path(), "/api/v1/pods");
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -453,9 +450,15 @@ async fn removal_evidence_lists_pods_nominated_to_the_node() {
             "spec": {"providerID": "aws:///us-west-2a/i-1", "taints": [{"key": "batch-autoscaler.io/retiring", "effect": "NoSchedule"}]}})));
         let (_, send) = handle.next_request().await.expect("list pods of n1");
         send.send_response(ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": []})));
-        let nominated = |name: &str, node: &str| json!({"metadata": {"name": name, "namespace": "ml"},
-            "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending", "nominatedNodeName": node}});
-        serve_unbound_pods(&mut handle, json!([nominated("waiting", "n1"), nominated("elsewhere", "n2")])).await;
+        let nominated = |name: &str, node: &str| {
+            json!({"metadata": {"name": name, "namespace": "ml"},
+            "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending", "nominatedNodeName": node}})
+        };
+        serve_unbound_pods(
+            &mut handle,
+            json!([nominated("waiting", "n1"), nominated("elsewhere", "n2")]),
+        )
+        .await;
     });
     let evidence = actuator
         .removal_evidence(&model::InstanceId::new("i-1"), Some(&NodeName::new("n1")))
