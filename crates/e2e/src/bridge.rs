@@ -9,7 +9,7 @@
 //! It also records what it sees of each group (desired capacity, instances) over
 //! time: the scenarios' evidence of how often and when the autoscaler scaled.
 
-use crate::moto::{adapter_config, Fixtures, TAG_BOOT_DELAY, TAG_NEVER_JOINS};
+use crate::moto::{adapter_config, Fixtures, TAG_BOOT_DELAY, TAG_NEVER_JOINS, TAG_NO_PROVIDER_ID};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -167,8 +167,8 @@ struct Worker {
     state: Arc<Mutex<State>>,
     started: Instant,
     first_in_service: BTreeMap<String, Instant>,
-    /// Per group: never joins, boot delay.
-    group_tags: BTreeMap<String, (bool, Duration)>,
+    /// Per group: never joins, boot delay, registers without a providerID.
+    group_tags: BTreeMap<String, (bool, Duration, bool)>,
     ips: BTreeMap<String, String>,
     log: std::fs::File,
 }
@@ -200,7 +200,9 @@ impl Worker {
                             .get(TAG_BOOT_DELAY)
                             .and_then(|d| parse_delay(d))
                             .unwrap_or(self.config.boot_delay);
-                        self.group_tags.insert(r.name, (never, delay));
+                        let no_provider =
+                            r.tags.get(TAG_NO_PROVIDER_ID).is_some_and(|v| v == "true");
+                        self.group_tags.insert(r.name, (never, delay, no_provider));
                     }
                 }
                 Err(e) => problems.push(format!("cannot read tags in {}: {e:#}", fixtures.region)),
@@ -294,11 +296,11 @@ impl Worker {
             .collect();
         let mut live = BTreeSet::new();
         for g in &refresh.groups {
-            let (never, delay) = self
+            let (never, delay, no_provider) = self
                 .group_tags
                 .get(g.spec.id.as_str())
                 .copied()
-                .unwrap_or((false, self.config.boot_delay));
+                .unwrap_or((false, self.config.boot_delay, false));
             for instance in &g.instances {
                 if instance.state == InstanceState::Terminating {
                     continue;
@@ -323,9 +325,15 @@ impl Worker {
                         format!("10.{}.{}.{}", 100 + n / 65536, (n / 256) % 256, n % 256)
                     })
                     .clone();
-                let node: Node =
-                    serde_json::from_value(node_for(&self.config.cluster, g, instance, &ip))
-                        .context("node JSON")?;
+                let mut json = node_for(&self.config.cluster, g, instance, &ip);
+                if no_provider {
+                    // A kubelet whose cloud controller has not set the providerID.
+                    json["spec"]
+                        .as_object_mut()
+                        .context("node spec")?
+                        .remove("providerID");
+                }
+                let node: Node = serde_json::from_value(json).context("node JSON")?;
                 match nodes.create(&PostParams::default(), &node).await {
                     Ok(_) => {
                         self.log(&format!(

@@ -16,6 +16,10 @@ pub const AMI: &str = "ami-12c6146b";
 pub const TAG_NEVER_JOINS: &str = "batch-autoscaler.test/never-joins";
 /// ASG tag read by [`crate::CloudBridge`]: this group's boot delay (`8s`, `1500ms`).
 pub const TAG_BOOT_DELAY: &str = "batch-autoscaler.test/boot-delay";
+/// ASG tag read by the bridge: the group's nodes register without a providerID (the
+/// cloud controller has not set it), so the autoscaler cannot tell which instance they
+/// are.
+pub const TAG_NO_PROVIDER_ID: &str = "batch-autoscaler.test/no-provider-id";
 /// ASG tag read by the moto launcher: the group can launch at most `<N>` more
 /// instances while the tag has this value (`<N>:<window>`); later launches fail with
 /// InsufficientInstanceCapacity. A new value starts a new count.

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 #[path = "scenarios/interruptions.rs"]
 mod interruptions;
+#[path = "scenarios/provider_less.rs"]
+mod provider_less;
 
 /// `scale up G a -> b for …` → b - a.
 fn scale_up_delta(action: &str) -> Option<u32> {
@@ -729,13 +731,32 @@ async fn dry_run(s: &mut Scenario) -> Result<()> {
         })
     })
     .await?;
+    // An interruption queue with a message in it: a dry-run must not receive it
+    // (receiving hides it from the autoscaler that acts, and counts toward redrive).
+    let sqs = aws::sqs::SqsClient::connect(
+        &e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions),
+        &model::Region::new(s.regions[0].as_str()),
+    )
+    .await;
+    let created = sqs
+        .call("CreateQueue", &serde_json::json!({"QueueName": "dry-run-queue"}))
+        .await
+        .context("CreateQueue")?;
+    let queue_url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    sqs.call(
+        "SendMessage",
+        &serde_json::json!({"QueueUrl": queue_url, "MessageBody": "{\"detail-type\": \"EC2 Instance Rebalance Recommendation\", \"source\": \"aws.ec2\"}"}),
+    )
+    .await
+    .context("SendMessage")?;
     let before = world_state(s).await?;
     let autoscaler = s
         .autoscaler(
             "dry-run",
             &s.options()
                 .switch("dry-run")
-                .flag("scale-down-unneeded-time", "5s"),
+                .flag("scale-down-unneeded-time", "5s")
+                .flag("interruption-queue", "dry-run-queue"),
         )
         .await?;
     // It plans for real: a scale-up for the pods and the removal of the idle node;
@@ -784,6 +805,16 @@ async fn dry_run(s: &mut Scenario) -> Result<()> {
     ensure!(
         actions.is_empty(),
         "dry-run carried out actions: {actions:?}"
+    );
+    let attrs = sqs
+        .call("GetQueueAttributes", &serde_json::json!({"QueueUrl": queue_url, "AttributeNames": ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]}))
+        .await
+        .context("GetQueueAttributes")?;
+    let count = |k: &str| attrs["Attributes"][k].as_str().and_then(|v| v.parse::<u64>().ok());
+    ensure!(
+        count("ApproximateNumberOfMessages") == Some(1)
+            && count("ApproximateNumberOfMessagesNotVisible") == Some(0),
+        "the dry-run touched the interruption queue: {attrs}"
     );
     Ok(())
 }
