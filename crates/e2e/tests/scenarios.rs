@@ -733,16 +733,7 @@ async fn dry_run(s: &mut Scenario) -> Result<()> {
     .await?;
     // An interruption queue with a message in it: a dry-run must not receive it
     // (receiving hides it from the autoscaler that acts, and counts toward redrive).
-    let sqs = aws::sqs::SqsClient::connect(
-        &e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions),
-        &model::Region::new(s.regions[0].as_str()),
-    )
-    .await;
-    let created = sqs
-        .call("CreateQueue", &serde_json::json!({"QueueName": "dry-run-queue"}))
-        .await
-        .context("CreateQueue")?;
-    let queue_url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    let (sqs, queue_url) = interruptions::interruption_queue(s, "dry-run-queue").await?;
     sqs.call(
         "SendMessage",
         &serde_json::json!({"QueueUrl": queue_url, "MessageBody": "{\"detail-type\": \"EC2 Instance Rebalance Recommendation\", \"source\": \"aws.ec2\"}"}),
@@ -810,7 +801,11 @@ async fn dry_run(s: &mut Scenario) -> Result<()> {
         .call("GetQueueAttributes", &serde_json::json!({"QueueUrl": queue_url, "AttributeNames": ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]}))
         .await
         .context("GetQueueAttributes")?;
-    let count = |k: &str| attrs["Attributes"][k].as_str().and_then(|v| v.parse::<u64>().ok());
+    let count = |k: &str| {
+        attrs["Attributes"][k]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     ensure!(
         count("ApproximateNumberOfMessages") == Some(1)
             && count("ApproximateNumberOfMessagesNotVisible") == Some(0),

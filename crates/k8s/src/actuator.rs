@@ -327,40 +327,53 @@ impl Actuator {
         }
         // Placed there by a scheduler whose binding is still under way (volume binding,
         // a coscheduling permit wait): as good as bound for this check.
-        pods.extend(self.unbound_pods().await?.into_iter().filter(|p| {
-            p.nominated_node
-                .as_ref()
-                .is_some_and(|n| names.contains(&n))
-        }));
+        pods.extend(self.pods_nominated_to(&names).await?);
         Ok(RemovalEvidence { node: view, pods })
-    }
-
-    /// Every pending pod not bound to a node (a quorum read): the apiserver cannot
-    /// select on `status.nominatedNodeName`, so the caller filters.
-    async fn unbound_pods(&self) -> Result<Vec<model::PodView>, K8sError> {
-        let pods_api: Api<Pod> = Api::all(self.client.clone());
-        let pods = pods_api
-            .list(&ListParams::default().fields("spec.nodeName=,status.phase=Pending"))
-            .await?;
-        pods.items
-            .iter()
-            .map(pod_view)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| K8sError::Invalid(format!("pending pod: {e}")))
     }
 
     /// Every pod bound to the node named `name` (a quorum read).
     async fn pods_bound_to(&self, name: &NodeName) -> Result<Vec<model::PodView>, K8sError> {
+        self.pods_selected(
+            &format!("spec.nodeName={name}"),
+            &format!("pod on node {name}"),
+            |_| true,
+        )
+        .await
+    }
+
+    /// Every pending pod not bound yet whose `status.nominatedNodeName` is one of
+    /// `names` (a quorum read of the unbound pending pods: the apiserver cannot select
+    /// on the nomination). Only those are converted: a bad pod elsewhere is no reason
+    /// to refuse this evidence.
+    async fn pods_nominated_to(
+        &self,
+        names: &[&NodeName],
+    ) -> Result<Vec<model::PodView>, K8sError> {
+        self.pods_selected("spec.nodeName=,status.phase=Pending", "pending pod", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_deref())
+                .is_some_and(|n| names.iter().any(|name| name.as_str() == n))
+        })
+        .await
+    }
+
+    /// The pods a field selector picks and `keep` keeps, converted; one that cannot be
+    /// understood fails the read (`what` names them in the error).
+    async fn pods_selected(
+        &self,
+        fields: &str,
+        what: &str,
+        keep: impl Fn(&Pod) -> bool,
+    ) -> Result<Vec<model::PodView>, K8sError> {
         let pods_api: Api<Pod> = Api::all(self.client.clone());
-        let selector = format!("spec.nodeName={name}");
-        let pods = pods_api
-            .list(&ListParams::default().fields(&selector))
-            .await?;
+        let pods = pods_api.list(&ListParams::default().fields(fields)).await?;
         pods.items
             .iter()
+            .filter(|p| keep(p))
             .map(pod_view)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| K8sError::Invalid(format!("pod on node {name}: {e}")))
+            .map_err(|e| K8sError::Invalid(format!("{what}: {e}")))
     }
 }
 

@@ -74,6 +74,12 @@ async fn spot_job(s: &Scenario) -> Result<(String, String, String)> {
         3,
     )
     .await?;
+    running_pod(s).await
+}
+
+/// The scenario's first Running pod, its node and the instance the bridge named the
+/// node after.
+pub(super) async fn running_pod(s: &Scenario) -> Result<(String, String, String)> {
     let (pod, node) = wait_until("the Job's pod Running", Duration::from_secs(90), || async {
         let pods = kube_util::pods(&s.kube, &s.namespace).await?;
         Ok(
@@ -92,6 +98,24 @@ async fn spot_job(s: &Scenario) -> Result<(String, String, String)> {
         .context("bridge node name")?
         .to_owned();
     Ok((pod, node, instance))
+}
+
+/// An SQS queue named `name` in the scenario's first region: the client and its URL.
+pub(super) async fn interruption_queue(
+    s: &Scenario,
+    name: &str,
+) -> Result<(aws::sqs::SqsClient, String)> {
+    let sqs = aws::sqs::SqsClient::connect(
+        &e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions),
+        &model::Region::new(s.regions[0].as_str()),
+    )
+    .await;
+    let created = sqs
+        .call("CreateQueue", &serde_json::json!({"QueueName": name}))
+        .await
+        .context("CreateQueue")?;
+    let url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    Ok((sqs, url))
 }
 
 /// EC2 takes the instance back: terminated in moto, its Node removed by the bridge, its
@@ -156,19 +180,7 @@ fn a_spot_interruption_warning_fences_the_node_and_the_replacement_boots_before_
 
 async fn spot_interruption(s: &mut Scenario) -> Result<()> {
     let region = s.regions[0].clone();
-    let sqs = aws::sqs::SqsClient::connect(
-        &e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions),
-        &model::Region::new(region.as_str()),
-    )
-    .await;
-    let created = sqs
-        .call(
-            "CreateQueue",
-            &serde_json::json!({"QueueName": "interruptions"}),
-        )
-        .await
-        .context("CreateQueue")?;
-    let queue_url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    let (sqs, queue_url) = interruption_queue(s, "interruptions").await?;
     // The fallback once the spot pool has been interrupted too often (least-waste ties
     // break by name: spot-a is bought first).
     s.primary()
@@ -471,16 +483,7 @@ fn a_spot_storm_whose_detaches_are_throttled_never_lets_aws_pick_a_victim() {
 
 async fn spot_storm(s: &mut Scenario) -> Result<()> {
     let region = s.regions[0].clone();
-    let sqs = aws::sqs::SqsClient::connect(
-        &e2e::moto::adapter_config(&s.world.moto_url, &s.cluster, &s.regions),
-        &model::Region::new(region.as_str()),
-    )
-    .await;
-    let created = sqs
-        .call("CreateQueue", &serde_json::json!({"QueueName": "storm"}))
-        .await
-        .context("CreateQueue")?;
-    let queue_url = created["QueueUrl"].as_str().context("QueueUrl")?.to_owned();
+    let (sqs, queue_url) = interruption_queue(s, "storm").await?;
     s.primary()
         .group(
             &GroupOptions::new("storm", "m5.large", 6)

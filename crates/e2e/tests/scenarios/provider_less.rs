@@ -32,27 +32,7 @@ async fn provider_less(s: &mut Scenario) -> Result<()> {
         &PodTemplate::new("1500m", "1Gi").runs_for("30m"),
     )
     .await?;
-    let (pod, node) = wait_until(
-        "the Job's pod Running on the node without a providerID",
-        Duration::from_secs(90),
-        || async {
-            let pods = kube_util::pods(&s.kube, &s.namespace).await?;
-            Ok(
-                match pods.iter().find(|p| kube_util::pod_phase(p) == "Running") {
-                    Some(p) => Check::Done((
-                        p.metadata.name.clone().unwrap_or_default(),
-                        kube_util::pod_node(p).unwrap_or_default().to_owned(),
-                    )),
-                    None => Check::Waiting(format!("{} pods, none Running", pods.len())),
-                },
-            )
-        },
-    )
-    .await?;
-    let instance = node
-        .strip_prefix("ip-")
-        .context("bridge node name")?
-        .to_owned();
+    let (pod, node, instance) = interruptions::running_pod(s).await?;
     let launched = Instant::now();
     s.note(&format!(
         "pod {pod} Running on {node} (no providerID) of instance {instance}"
