@@ -56,15 +56,22 @@ const RECLAIM_AFTER: Duration = Duration::from_secs(45);
 /// otherwise the retry, not the capacity, decides when the work restarts.
 const SPOT_BOOT_DELAY: &str = "30s";
 
-/// A spot group and one Job pod running on it; returns the pod's node and instance.
-async fn spot_job(s: &Scenario) -> Result<(String, String, String)> {
+/// The spot group the Job runs on. Created before the autoscaler starts: created
+/// after it, the autoscaler's first pass may not see it yet and buy the Job's node in
+/// another group (a flake seen in CI, where the warned node was then on-demand).
+async fn spot_group(s: &Scenario) -> Result<()> {
     s.primary()
         .group(
             &GroupOptions::new("spot-a", "m5.large", 4)
                 .tag("batch-autoscaler.io/purchase-option", "spot")
                 .boot_delay(SPOT_BOOT_DELAY),
         )
-        .await?;
+        .await
+}
+
+/// One Job pod running (on `spot-a`, the cheapest group); returns the pod's node and
+/// instance.
+async fn spot_job(s: &Scenario) -> Result<(String, String, String)> {
     kube_util::create_job_retrying(
         &s.kube,
         &s.namespace,
@@ -183,6 +190,7 @@ async fn spot_interruption(s: &mut Scenario) -> Result<()> {
     let (sqs, queue_url) = interruption_queue(s, "interruptions").await?;
     // The fallback once the spot pool has been interrupted too often (least-waste ties
     // break by name: spot-a is bought first).
+    spot_group(s).await?;
     s.primary()
         .group(&GroupOptions::new("zz-on-demand", "m5.large", 4).boot_delay(SPOT_BOOT_DELAY))
         .await?;
@@ -413,6 +421,7 @@ fn with_the_interruption_queue_unreachable_the_replacement_is_bought_only_after_
 /// only means no interruption handling (a warning, a gauge at 0, `/readyz` passing,
 /// scale-up as ever).
 async fn spot_interruption_unhandled(s: &mut Scenario) -> Result<()> {
+    spot_group(s).await?;
     let bridge = s.bridge(Duration::from_secs(3)).await?;
     let autoscaler = s
         .autoscaler(
